@@ -1,0 +1,143 @@
+using System.CommandLine;
+using Kascade.Core;
+using Kascade.Cpu;
+using Kascade.Runtime;
+using Kascade.Runtime.Generation;
+using Spectre.Console;
+
+namespace Kascade.Cli;
+
+/// <summary>The <c>kascade</c> command line: parsing and wiring only; the work is in the libraries.</summary>
+public static class CliApp
+{
+    /// <summary>Prompts of more tokens than this show a prefill progress bar.</summary>
+    private const int ProgressThresholdTokens = 1024;
+
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        var root = new RootCommand("Kascade for .NET: long-context LLM inference with Kascade sparse attention.");
+        root.Add(GenerateCommand(stdout, stderr));
+        var parse = root.Parse(args);
+        return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+    }
+
+    private static Command GenerateCommand(TextWriter stdout, TextWriter stderr)
+    {
+        var model = new Option<string>("--model") { Description = "Hugging Face model directory (config.json, *.safetensors, tokenizer.json or tokenizer.model)", Required = true };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
+        var promptFile = new Option<FileInfo?>("--prompt-file") { Description = "Read the prompt from this UTF-8 file" };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate", DefaultValueFactory = _ => 128 };
+        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature; 0 = greedy", DefaultValueFactory = _ => 0f };
+        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling: keep the smallest set of tokens with this much probability", DefaultValueFactory = _ => 1f };
+        var topK = new Option<int>("--top-k") { Description = "Keep only the K most likely tokens; 0 = all", DefaultValueFactory = _ => 0 };
+        var seed = new Option<int>("--seed") { Description = "Random seed for sampling", DefaultValueFactory = _ => 0 };
+        var stop = new Option<string[]>("--stop") { Description = "Stop when this string appears (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var device = new Option<string>("--device") { Description = "Where to run: cpu", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong("cpu");
+        var threads = new Option<int?>("--threads") { Description = "CPU threads (default: all cores)" };
+        var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill chunk size in tokens", DefaultValueFactory = _ => 512 };
+
+        var command = new Command("generate", "Stream a completion of a prompt, then print token counts and speeds.")
+        {
+            model, prompt, promptFile, maxNew, temperature, topP, topK, seed, stop, device, threads, chunk,
+        };
+        command.Validators.Add(result =>
+        {
+            bool hasPrompt = result.GetResult(prompt) is not null, hasFile = result.GetResult(promptFile) is not null;
+            if (hasPrompt == hasFile)
+            {
+                result.AddError("give exactly one of --prompt or --prompt-file");
+            }
+        });
+        command.SetAction(parse => Guard(stderr, () =>
+        {
+            var options = new GenerationOptions
+            {
+                MaxNewTokens = NonNegative(parse.GetValue(maxNew), "--max-new-tokens"),
+                Sampling = new SamplingOptions(
+                    Temperature: NonNegative(parse.GetValue(temperature), "--temperature"),
+                    TopP: parse.GetValue(topP) is > 0f and <= 1f and var p ? p : throw new KascadeException("--top-p must be in (0, 1]"),
+                    TopK: NonNegative(parse.GetValue(topK), "--top-k"),
+                    Seed: parse.GetValue(seed)),
+                Stop = parse.GetValue(stop) ?? [],
+                PrefillChunk = parse.GetValue(chunk) > 0 ? parse.GetValue(chunk) : throw new KascadeException("--prefill-chunk must be positive"),
+            };
+            string text = parse.GetValue(prompt) ?? ReadPromptFile(parse.GetValue(promptFile)!);
+            using var backend = new CpuBackend(parse.GetValue(threads));
+            using var dir = ModelDirectory.Open(parse.GetValue(model)!, backend);
+            Generate(dir, text, options, stdout, stderr);
+        }));
+        return command;
+    }
+
+    private static void Generate(ModelDirectory dir, string prompt, GenerationOptions options, TextWriter stdout, TextWriter stderr)
+    {
+        var generator = new Generator(dir.Model, dir.Tokenizer);
+        int[] ids = generator.Tokenize(prompt);
+        Completion completion;
+        if (ids.Length > ProgressThresholdTokens)
+        {
+            Completion? prefilled = null;
+            var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stderr) });
+            console.Progress().Start(ctx =>
+            {
+                var task = ctx.AddTask("prefill", maxValue: ids.Length);
+                prefilled = generator.Prefill(ids, options, (done, _) => task.Value = done);
+            });
+            completion = prefilled!;
+        }
+        else
+        {
+            completion = generator.Prefill(ids, options);
+        }
+        using (completion)
+        {
+            var result = completion.Decode(piece =>
+            {
+                stdout.Write(piece);
+                stdout.Flush();
+            });
+            stdout.WriteLine();
+            stderr.WriteLine(
+                $"prompt tokens: {result.PromptTokens}, generated tokens: {result.GeneratedTokens} ({Describe(result.StopReason)}), " +
+                $"prefill: {result.PrefillTokensPerSecond:F1} tokens/s, decode: {result.DecodeTokensPerSecond:F1} tokens/s");
+        }
+    }
+
+    private static string Describe(StopReason reason) => reason switch
+    {
+        StopReason.EndOfSequence => "end of sequence",
+        StopReason.StopString => "stop string",
+        StopReason.MaxTokens => "max new tokens",
+        StopReason.ContextFull => "context full",
+        _ => reason.ToString(),
+    };
+
+    private static string ReadPromptFile(FileInfo file)
+    {
+        if (!file.Exists)
+        {
+            throw new KascadeException($"prompt file not found: {file.FullName}");
+        }
+        return File.ReadAllText(file.FullName);
+    }
+
+    private static T NonNegative<T>(T value, string name)
+        where T : System.Numerics.INumber<T> =>
+        T.IsNegative(value) ? throw new KascadeException($"{name} must not be negative") : value;
+
+    /// <summary>User mistakes (<see cref="KascadeException"/>, unreadable files) become one line on stderr and exit code 1.</summary>
+    private static int Guard(TextWriter stderr, Action action)
+    {
+        try
+        {
+            action();
+            return 0;
+        }
+        catch (Exception e) when (e is KascadeException or IOException or UnauthorizedAccessException)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+    }
+}

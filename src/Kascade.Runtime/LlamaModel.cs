@@ -1,0 +1,123 @@
+using Kascade.Core;
+using Kascade.Runtime.Loading;
+
+namespace Kascade.Runtime;
+
+/// <summary>The weights of one decoder layer as backend weights (biases and q/k norms only where the architecture has them).</summary>
+public sealed record LayerWeights(
+    Weight InputNorm,
+    Weight Q,
+    Weight K,
+    Weight V,
+    Weight O,
+    Weight? QBias,
+    Weight? KBias,
+    Weight? VBias,
+    Weight? OBias,
+    Weight? QNorm,
+    Weight? KNorm,
+    Weight PostAttentionNorm,
+    Weight Gate,
+    Weight Up,
+    Weight Down);
+
+/// <summary>
+/// A Llama-family decoder (Llama, Mistral, Qwen2, Qwen3) on one backend. The forward pass is written once here
+/// against <see cref="IBackend"/>; architectures differ only by the flags of <see cref="ModelConfig"/>.
+/// </summary>
+public sealed class LlamaModel : IDisposable
+{
+    private readonly List<Weight> _owned = [];
+
+    private LlamaModel(ModelConfig config, IBackend backend)
+    {
+        Config = config;
+        Backend = backend;
+    }
+
+    public ModelConfig Config { get; }
+
+    public IBackend Backend { get; }
+
+    internal Weight Embedding { get; private set; } = null!;
+
+    internal Weight FinalNorm { get; private set; } = null!;
+
+    internal Weight LmHead { get; private set; } = null!;
+
+    internal LayerWeights[] Layers { get; private set; } = [];
+
+    /// <summary>Binds every tensor the config implies, checking names and shapes; the weights stay memory-mapped in <paramref name="store"/>.</summary>
+    public static LlamaModel Load(ModelConfig config, WeightStore store, IBackend backend)
+    {
+        if (backend.Supports(config) is { Count: > 0 } reasons)
+        {
+            throw new KascadeException($"the {backend.Name} backend cannot run this model: {string.Join("; ", reasons)}");
+        }
+        var model = new LlamaModel(config, backend);
+        try
+        {
+            model.Bind(store);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    private void Bind(WeightStore store)
+    {
+        var c = Config;
+        Embedding = Get(store, "model.embed_tokens.weight", c.VocabSize, c.HiddenSize);
+        FinalNorm = Get(store, "model.norm.weight", 1, c.HiddenSize);
+        LmHead = c.TieWordEmbeddings ? Embedding : Get(store, "lm_head.weight", c.VocabSize, c.HiddenSize);
+        bool outputBias = c.AttentionBias && c.Architecture is ModelArchitecture.Llama or ModelArchitecture.Mistral;
+        Layers = new LayerWeights[c.Layers];
+        for (int l = 0; l < c.Layers; l++)
+        {
+            string p = $"model.layers.{l}.";
+            Weight? Optional(bool present, string name, int rows, int cols) => present ? Get(store, p + name, rows, cols) : null;
+            Layers[l] = new LayerWeights(
+                InputNorm: Get(store, p + "input_layernorm.weight", 1, c.HiddenSize),
+                Q: Get(store, p + "self_attn.q_proj.weight", c.QDim, c.HiddenSize),
+                K: Get(store, p + "self_attn.k_proj.weight", c.KvDim, c.HiddenSize),
+                V: Get(store, p + "self_attn.v_proj.weight", c.KvDim, c.HiddenSize),
+                O: Get(store, p + "self_attn.o_proj.weight", c.HiddenSize, c.QDim),
+                QBias: Optional(c.AttentionBias, "self_attn.q_proj.bias", 1, c.QDim),
+                KBias: Optional(c.AttentionBias, "self_attn.k_proj.bias", 1, c.KvDim),
+                VBias: Optional(c.AttentionBias, "self_attn.v_proj.bias", 1, c.KvDim),
+                OBias: Optional(outputBias, "self_attn.o_proj.bias", 1, c.HiddenSize),
+                QNorm: Optional(c.QkNorm, "self_attn.q_norm.weight", 1, c.HeadDim),
+                KNorm: Optional(c.QkNorm, "self_attn.k_norm.weight", 1, c.HeadDim),
+                PostAttentionNorm: Get(store, p + "post_attention_layernorm.weight", 1, c.HiddenSize),
+                Gate: Get(store, p + "mlp.gate_proj.weight", c.IntermediateSize, c.HiddenSize),
+                Up: Get(store, p + "mlp.up_proj.weight", c.IntermediateSize, c.HiddenSize),
+                Down: Get(store, p + "mlp.down_proj.weight", c.HiddenSize, c.IntermediateSize));
+        }
+    }
+
+    private Weight Get(WeightStore store, string name, int rows, int cols)
+    {
+        var w = Backend.LoadWeight(store.Get(name, rows, cols));
+        _owned.Add(w);
+        return w;
+    }
+
+    /// <summary>A sequence's state: KV cache for <paramref name="capacity"/> positions and activations for chunks of up to <paramref name="maxChunk"/> tokens.</summary>
+    public InferenceSession CreateSession(int capacity, int maxChunk = 512)
+    {
+        if (capacity > Config.MaxPositions)
+        {
+            throw new KascadeException($"{capacity} positions exceed the model's context of {Config.MaxPositions}");
+        }
+        return new InferenceSession(this, capacity, Math.Min(maxChunk, capacity));
+    }
+
+    public void Dispose()
+    {
+        _owned.ForEach(w => w.Dispose());
+        _owned.Clear();
+    }
+}
