@@ -83,5 +83,15 @@ public class TokenizerFixtureTests
         Assert.NotEqual(1, tok.Encode("Hello", addSpecialTokens: false)[0]);
     }
 
+    [Fact]
+    public void Streaming_after_a_prompt_keeps_the_first_tokens_leading_space()
+    {
+        var tok = Load("llama2");
+        var prompt = tok.Encode("Once upon a time");
+        var continuation = tok.Encode("there was a cat", addSpecialTokens: false); // "▁there ▁was ▁a ▁cat"
+        var stream = tok.CreateStreamingDecoder(prompt);
+        Assert.Equal(" there was a cat", string.Concat(continuation.Select(stream.Add)));
+    }
+
     private static string Escape(string s) => s.Length > 60 ? s[..60].ReplaceLineEndings("⏎") + "…" : s.ReplaceLineEndings("⏎");
 }

@@ -82,7 +82,7 @@ public sealed class Generator(LlamaModel model, TextTokenizer tokenizer)
                 session.Forward(promptIds.AsSpan(start, n), logits);
                 onPrefill?.Invoke(start + n, promptIds.Length);
             }
-            return new Completion(session, logits, promptIds.Length, clock.Elapsed, options, model.Config.EosTokenIds, tokenizer);
+            return new Completion(session, logits, promptIds, clock.Elapsed, options, model.Config.EosTokenIds, tokenizer);
         }
         catch
         {
@@ -97,17 +97,17 @@ public sealed class Completion : IDisposable
 {
     private readonly InferenceSession _session;
     private readonly float[] _logits;
-    private readonly int _promptTokens;
+    private readonly int[] _promptIds;
     private readonly TimeSpan _prefillTime;
     private readonly GenerationOptions _options;
     private readonly IReadOnlyList<int> _eos;
     private readonly TextTokenizer _tokenizer;
 
-    internal Completion(InferenceSession session, float[] logits, int promptTokens, TimeSpan prefillTime, GenerationOptions options, IReadOnlyList<int> eos, TextTokenizer tokenizer)
+    internal Completion(InferenceSession session, float[] logits, int[] promptIds, TimeSpan prefillTime, GenerationOptions options, IReadOnlyList<int> eos, TextTokenizer tokenizer)
     {
         _session = session;
         _logits = logits;
-        _promptTokens = promptTokens;
+        _promptIds = promptIds;
         _prefillTime = prefillTime;
         _options = options;
         _eos = eos;
@@ -119,7 +119,7 @@ public sealed class Completion : IDisposable
     {
         var clock = Stopwatch.StartNew();
         var sampler = new Sampler(_options.Sampling);
-        var decoder = _tokenizer.CreateStreamingDecoder();
+        var decoder = _tokenizer.CreateStreamingDecoder(_promptIds);
         var text = new StopStringFilter(_options.Stop, onText);
         int generated = 0;
         StopReason reason = StopReason.MaxTokens;
@@ -150,7 +150,7 @@ public sealed class Completion : IDisposable
         }
         var decodeTime = clock.Elapsed;
         text.Flush();
-        return new GenerationResult(text.Text, _promptTokens, generated, _prefillTime, decodeTime, reason);
+        return new GenerationResult(text.Text, _promptIds.Length, generated, _prefillTime, decodeTime, reason);
     }
 
     public void Dispose() => _session.Dispose();

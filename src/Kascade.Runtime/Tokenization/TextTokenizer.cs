@@ -6,19 +6,21 @@ using Microsoft.ML.Tokenizers;
 namespace Kascade.Runtime.Tokenization;
 
 /// <summary>
-/// A model's tokenizer: HF <c>tokenizer.json</c> (byte-level BPE) or SentencePiece <c>tokenizer.model</c>,
-/// both run by <c>Microsoft.ML.Tokenizers</c>; this type only adapts the file formats and adds the
-/// special tokens the file's post-processor asks for.
+/// A model's tokenizer: HF <c>tokenizer.json</c> byte-level BPE, run by <c>Microsoft.ML.Tokenizers</c>'
+/// <see cref="BpeTokenizer"/> (this type adapts the file format and adds the special tokens the file's
+/// post-processor asks for), or SentencePiece BPE <c>tokenizer.model</c> (<see cref="SentencePieceBpe"/>).
 /// </summary>
 public sealed class TextTokenizer
 {
-    private readonly Tokenizer _tokenizer;
+    private readonly Func<string, IReadOnlyList<int>> _encode;
+    private readonly Func<IEnumerable<int>, string> _decode;
     private readonly IReadOnlyList<int> _prefix;
     private readonly IReadOnlyList<int> _suffix;
 
-    private TextTokenizer(Tokenizer tokenizer, IReadOnlyList<int> prefix, IReadOnlyList<int> suffix, IReadOnlyDictionary<string, int> specialTokens)
+    private TextTokenizer(Func<string, IReadOnlyList<int>> encode, Func<IEnumerable<int>, string> decode, IReadOnlyList<int> prefix, IReadOnlyList<int> suffix, IReadOnlyDictionary<string, int> specialTokens)
     {
-        _tokenizer = tokenizer;
+        _encode = encode;
+        _decode = decode;
         _prefix = prefix;
         _suffix = suffix;
         SpecialTokens = specialTokens;
@@ -51,44 +53,31 @@ public sealed class TextTokenizer
     public static TextTokenizer FromTokenizerJson(string path)
     {
         var parsed = TokenizerJson.Parse(path);
-        return new TextTokenizer(parsed.Tokenizer, parsed.Prefix, parsed.Suffix, parsed.SpecialTokens);
+        var bpe = parsed.Tokenizer;
+        return new TextTokenizer(text => bpe.EncodeToIds(text), bpe.Decode, parsed.Prefix, parsed.Suffix, parsed.SpecialTokens);
     }
 
     /// <summary>SentencePiece (Llama 2, Mistral): BOS added like HF's LlamaTokenizer.</summary>
     public static TextTokenizer FromSentencePiece(string path)
     {
-        try
-        {
-            using var stream = File.OpenRead(path);
-            var sp = LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false);
-            var specials = new Dictionary<string, int>
-            {
-                [sp.BeginningOfSentenceToken] = sp.BeginningOfSentenceId,
-                [sp.EndOfSentenceToken] = sp.EndOfSentenceId,
-            };
-            return new TextTokenizer(sp, [sp.BeginningOfSentenceId], [], specials);
-        }
-        catch (Exception e) when (e is not KascadeException)
-        {
-            throw new KascadeException($"{Path.GetFileName(path)} is not a readable SentencePiece model ({e.Message})");
-        }
+        var sp = SentencePieceBpe.Load(path);
+        return new TextTokenizer(sp.Encode, sp.Decode, sp.BosId >= 0 ? [sp.BosId] : [], [], sp.ControlTokens);
     }
 
     /// <summary>Token ids of <paramref name="text"/>, with the tokenizer's own BOS/EOS template when <paramref name="addSpecialTokens"/>.</summary>
     public int[] Encode(string text, bool addSpecialTokens = true)
     {
-        var ids = _tokenizer.EncodeToIds(text);
-        if (!addSpecialTokens)
-        {
-            return [.. ids];
-        }
-        return [.. _prefix, .. ids, .. _suffix];
+        var ids = _encode(text);
+        return addSpecialTokens ? [.. _prefix, .. ids, .. _suffix] : [.. ids];
     }
 
-    public string Decode(IEnumerable<int> ids) => _tokenizer.Decode(ids);
+    public string Decode(IEnumerable<int> ids) => _decode(ids);
 
-    /// <summary>A decoder that yields text as tokens arrive, holding back incomplete UTF-8 characters.</summary>
-    public StreamingDecoder CreateStreamingDecoder() => new(this);
+    /// <summary>
+    /// A decoder that yields text as tokens arrive, holding back incomplete UTF-8 characters. The last tokens of
+    /// <paramref name="context"/> (the prompt) seed it, so the first new token decodes with its leading space.
+    /// </summary>
+    public StreamingDecoder CreateStreamingDecoder(ReadOnlySpan<int> context = default) => new(this, context);
 }
 
 /// <summary>
@@ -96,18 +85,29 @@ public sealed class TextTokenizer
 /// after the newest token and emit the difference, waiting while the text ends in U+FFFD, which is what a
 /// byte-level or byte-fallback token that splits a multi-byte UTF-8 character decodes to.
 /// </summary>
-public sealed class StreamingDecoder(TextTokenizer tokenizer)
+public sealed class StreamingDecoder
 {
-    private readonly List<int> _ids = [];
+    /// <summary>Context tokens kept: enough for a SentencePiece word boundary or a split UTF-8 character.</summary>
+    private const int ContextTokens = 4;
+
+    private readonly TextTokenizer _tokenizer;
+    private readonly List<int> _ids;
     private int _prefixIndex;
     private int _readIndex;
+
+    internal StreamingDecoder(TextTokenizer tokenizer, ReadOnlySpan<int> context)
+    {
+        _tokenizer = tokenizer;
+        _ids = [.. context[Math.Max(0, context.Length - ContextTokens)..]];
+        _readIndex = _ids.Count;
+    }
 
     /// <summary>Appends <paramref name="id"/>; returns the text it completes (possibly empty).</summary>
     public string Add(int id)
     {
         _ids.Add(id);
-        string prefixText = tokenizer.Decode(_ids.Skip(_prefixIndex).Take(_readIndex - _prefixIndex));
-        string newText = tokenizer.Decode(_ids.Skip(_prefixIndex));
+        string prefixText = _tokenizer.Decode(_ids.Skip(_prefixIndex).Take(_readIndex - _prefixIndex));
+        string newText = _tokenizer.Decode(_ids.Skip(_prefixIndex));
         if (newText.Length > prefixText.Length && !newText.EndsWith('\uFFFD'))
         {
             _prefixIndex = _readIndex;
@@ -121,7 +121,7 @@ public sealed class StreamingDecoder(TextTokenizer tokenizer)
 /// <summary>Reads the parts of HF <c>tokenizer.json</c> a byte-level BPE needs and builds a <see cref="BpeTokenizer"/>.</summary>
 internal static class TokenizerJson
 {
-    internal sealed record Parsed(Tokenizer Tokenizer, int[] Prefix, int[] Suffix, IReadOnlyDictionary<string, int> SpecialTokens);
+    internal sealed record Parsed(BpeTokenizer Tokenizer, int[] Prefix, int[] Suffix, IReadOnlyDictionary<string, int> SpecialTokens);
 
     /// <summary>Why this tokenizer.json cannot be loaded as byte-level BPE; null when it can.</summary>
     internal static string? Unsupported(string path)

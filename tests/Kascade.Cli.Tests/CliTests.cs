@@ -1,0 +1,86 @@
+using Kascade.Cli;
+using Kascade.Testing;
+using Xunit;
+
+namespace Kascade.Cli.Tests;
+
+/// <summary>The <c>kascade</c> command end to end, in process: output, statistics, and one-line errors with no stack trace.</summary>
+public class CliTests
+{
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = CliApp.Run(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    [Fact]
+    public void Generate_streams_text_and_prints_counts_and_speeds()
+    {
+        var (code, output, err) = Run("generate", "--model", TestPaths.InstrumentModel, "--prompt", "Once upon a time, in a quiet village by the sea,", "--max-new-tokens", "20");
+        Assert.Equal(0, code);
+        Assert.StartsWith(" and\nin a very short time", output);
+        Assert.Matches(@"prompt tokens: 14, generated tokens: 20 \(max new tokens\), prefill: [\d.]+ tokens/s, decode: [\d.]+ tokens/s", err);
+    }
+
+    [Fact]
+    public void Generate_reads_a_prompt_file_and_samples_reproducibly()
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllText(dir.File("prompt.txt"), "The pass key is 71432. Remember it. 71432 is the pass key.\n\nWhat is the pass key? The pass key is");
+        string[] args = ["generate", "--model", TestPaths.InstrumentModel, "--prompt-file", dir.File("prompt.txt"), "--max-new-tokens", "12", "--temperature", "0.8", "--top-p", "0.9", "--top-k", "40", "--seed", "5"];
+        var first = Run(args);
+        Assert.Equal(0, first.Code);
+        Assert.Equal(first.Out, Run(args).Out);
+    }
+
+    [Fact]
+    public void Greedy_answers_the_pass_key()
+    {
+        var (code, output, _) = Run("generate", "--model", TestPaths.InstrumentModel, "--prompt", "The pass key is 71432. Remember it. 71432 is the pass key.\n\nWhat is the pass key? The pass key is", "--max-new-tokens", "4", "--stop", ".");
+        Assert.Equal(0, code);
+        Assert.Equal(" 71432", output.TrimEnd('\n'));
+    }
+
+    public static TheoryData<string[], string> BadInputs => new()
+    {
+        { ["generate", "--model", "/no/such/model", "--prompt", "x"], "model directory not found" },
+        { ["generate", "--model", TestPaths.InstrumentModel], "give exactly one of --prompt or --prompt-file" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", ""], "the prompt is empty" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt-file", "/no/such/prompt.txt"], "prompt file not found" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--max-new-tokens", "-1"], "--max-new-tokens must not be negative" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--top-p", "0"], "--top-p must be in (0, 1]" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--frobnicate"], "--frobnicate" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--device", "tpu"], "tpu" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", string.Concat(Enumerable.Repeat("the pass key is 71432. ", 1500))], "the model's context is 8192" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadInputs))]
+    public void Bad_input_gives_one_clear_error_and_a_nonzero_exit(string[] args, string message)
+    {
+        var (code, _, err) = Run(args);
+        Assert.NotEqual(0, code);
+        Assert.Contains(message, err);
+        Assert.DoesNotContain("   at ", err);
+    }
+
+    [Fact]
+    public void Corrupt_model_file_is_reported_without_a_stack_trace()
+    {
+        using var dir = new TempDirectory();
+        foreach (var f in Directory.GetFiles(TestPaths.InstrumentModel))
+        {
+            File.Copy(f, dir.File(Path.GetFileName(f)));
+        }
+        using (var s = File.OpenWrite(dir.File("model-00002-of-00004.safetensors")))
+        {
+            s.SetLength(4);
+        }
+        var (code, _, err) = Run("generate", "--model", dir.Path, "--prompt", "x");
+        Assert.Equal(1, code);
+        Assert.Contains("model-00002-of-00004.safetensors: not a safetensors file", err);
+        Assert.DoesNotContain("   at ", err);
+    }
+}
