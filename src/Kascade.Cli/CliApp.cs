@@ -17,6 +17,7 @@ public static class CliApp
     {
         var root = new RootCommand("Kascade for .NET: long-context LLM inference with Kascade sparse attention.");
         root.Add(GenerateCommand(stdout, stderr));
+        root.Add(BenchCommand(stdout, stderr));
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
     }
@@ -70,6 +71,41 @@ public static class CliApp
         return command;
     }
 
+    private static Command BenchCommand(TextWriter stdout, TextWriter stderr)
+    {
+        var model = new Option<string>("--model") { Description = "Hugging Face model directory", Required = true };
+        var contexts = new Option<string>("--contexts") { Description = "Prompt lengths in tokens, e.g. 1k,4k,8k", DefaultValueFactory = _ => "1k,4k,8k" };
+        var decode = new Option<int>("--decode-tokens") { Description = "Decode steps timed after each prefill", DefaultValueFactory = _ => 32 };
+        var threads = new Option<int?>("--threads") { Description = "CPU threads (default: all cores)" };
+        var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill chunk size in tokens", DefaultValueFactory = _ => 512 };
+        var generate = new Command("generate", "Time prefill and decode of the whole model at several context lengths (random prompt tokens, greedy).")
+        {
+            model, contexts, decode, threads, chunk,
+        };
+        generate.SetAction(parse => Guard(stderr, () =>
+        {
+            var lengths = ParseLengths(parse.GetValue(contexts)!);
+            using var backend = new CpuBackend(parse.GetValue(threads));
+            using var dir = ModelDirectory.Open(parse.GetValue(model)!, backend);
+            var options = new GenerationBenchmarkOptions(lengths, NonNegative(parse.GetValue(decode), "--decode-tokens"), parse.GetValue(chunk));
+            IReadOnlyList<GenerationBenchmarkRow> rows = [];
+            WithProgress(stderr, progress =>
+            {
+                var tasks = lengths.ToDictionary(l => l, l => progress.AddTask($"context {l}", maxValue: l - options.DecodeTokens));
+                rows = GenerationBenchmark.Run(dir, options, (length, done) => tasks[length].Value = done);
+            });
+            stdout.Write(GenerationBenchmark.ToMarkdown(dir, backend, options, rows));
+        }));
+        return new Command("bench", "Benchmarks.") { generate };
+    }
+
+    /// <summary>Parses "1k,4k,8192" into token counts.</summary>
+    private static int[] ParseLengths(string text) =>
+        text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t =>
+            t.EndsWith('k') && int.TryParse(t[..^1], out int k) && k > 0 ? k * 1024
+            : int.TryParse(t, out int n) && n > 0 ? n
+            : throw new KascadeException($"'{t}' is not a context length (examples: 1k, 4096)")).ToArray();
+
     private static void Generate(ModelDirectory dir, string prompt, GenerationOptions options, TextWriter stdout, TextWriter stderr)
     {
         var generator = new Generator(dir.Model, dir.Tokenizer);
@@ -78,10 +114,9 @@ public static class CliApp
         if (ids.Length > ProgressThresholdTokens)
         {
             Completion? prefilled = null;
-            var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stderr) });
-            console.Progress().Start(ctx =>
+            WithProgress(stderr, progress =>
             {
-                var task = ctx.AddTask("prefill", maxValue: ids.Length);
+                var task = progress.AddTask("prefill", maxValue: ids.Length);
                 prefilled = generator.Prefill(ids, options, (done, _) => task.Value = done);
             });
             completion = prefilled!;
@@ -103,6 +138,10 @@ public static class CliApp
                 $"prefill: {result.PrefillTokensPerSecond:F1} tokens/s, decode: {result.DecodeTokensPerSecond:F1} tokens/s");
         }
     }
+
+    /// <summary>Runs <paramref name="work"/> under a Spectre.Console progress display on stderr (stdout stays clean for results).</summary>
+    private static void WithProgress(TextWriter stderr, Action<ProgressContext> work) =>
+        AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stderr) }).Progress().Start(work);
 
     private static string Describe(StopReason reason) => reason switch
     {

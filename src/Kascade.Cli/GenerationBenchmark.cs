@@ -1,0 +1,82 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using Kascade.Core;
+using Kascade.Runtime;
+
+namespace Kascade.Cli;
+
+public sealed record GenerationBenchmarkOptions(IReadOnlyList<int> Contexts, int DecodeTokens, int PrefillChunk);
+
+/// <summary>
+/// One context length: prefill of a prompt of <c>Context − DecodeTokens</c> tokens, then greedy decode steps
+/// that fill the context, so decode is measured at a depth close to <see cref="Context"/>.
+/// </summary>
+public sealed record GenerationBenchmarkRow(int Context, int PromptTokens, double PrefillSeconds, int DecodeTokens, double DecodeSeconds)
+{
+    public double PrefillTokensPerSecond => PromptTokens / PrefillSeconds;
+
+    public double DecodeTokensPerSecond => DecodeTokens / DecodeSeconds;
+}
+
+/// <summary>Whole-model prefill and decode speed; a benchmark, run from the CLI, never from tests.</summary>
+public static class GenerationBenchmark
+{
+    public static IReadOnlyList<GenerationBenchmarkRow> Run(ModelDirectory dir, GenerationBenchmarkOptions options, Action<int, int> onPrefill)
+    {
+        var config = dir.Config;
+        var rows = new List<GenerationBenchmarkRow>();
+        var rng = new Random(1234);
+        // Warm-up: JIT of the prefill and decode paths and the thread pool, outside the timings.
+        using (var warm = dir.Model.CreateSession(64))
+        {
+            var logits = new float[config.VocabSize];
+            warm.Forward([.. Enumerable.Range(1, 32)], logits);
+            for (int i = 0; i < 16; i++)
+            {
+                warm.Forward([i + 1], logits);
+            }
+        }
+        foreach (int context in options.Contexts)
+        {
+            int prompt = context - options.DecodeTokens;
+            if (context > config.MaxPositions || prompt < 1)
+            {
+                throw new KascadeException($"context {context} must hold {options.DecodeTokens} decode tokens and fit the model's {config.MaxPositions} positions");
+            }
+            var ids = Enumerable.Range(0, prompt).Select(_ => rng.Next(config.VocabSize)).ToArray();
+            using var session = dir.Model.CreateSession(context, options.PrefillChunk);
+            var logits = new float[config.VocabSize];
+            var clock = Stopwatch.StartNew();
+            for (int start = 0; start < prompt; start += session.MaxChunk)
+            {
+                int n = Math.Min(session.MaxChunk, prompt - start);
+                session.Forward(ids.AsSpan(start, n), logits);
+                onPrefill(context, start + n);
+            }
+            double prefill = clock.Elapsed.TotalSeconds;
+            clock.Restart();
+            for (int i = 0; i < options.DecodeTokens; i++)
+            {
+                session.Forward([System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits)], logits);
+            }
+            rows.Add(new GenerationBenchmarkRow(context, prompt, prefill, options.DecodeTokens, clock.Elapsed.TotalSeconds));
+        }
+        return rows;
+    }
+
+    public static string ToMarkdown(ModelDirectory dir, IBackend backend, GenerationBenchmarkOptions options, IReadOnlyList<GenerationBenchmarkRow> rows)
+    {
+        var c = dir.Config;
+        var sb = new StringBuilder();
+        sb.AppendLine(CultureInfo.InvariantCulture, $"model: {Path.GetFileName(Path.TrimEndingDirectorySeparator(dir.Path))} ({c.ArchitectureName}, {c.Layers} layers, {c.Heads}/{c.KvHeads} heads, head dim {c.HeadDim}), backend: {backend.Name}, {Environment.ProcessorCount} cores, prefill chunk {options.PrefillChunk}");
+        sb.AppendLine();
+        sb.AppendLine("| context | prompt tokens | prefill s | prefill tokens/s | decode tokens | decode tokens/s | ms/token |");
+        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var r in rows)
+        {
+            sb.AppendLine(CultureInfo.InvariantCulture, $"| {r.Context} | {r.PromptTokens} | {r.PrefillSeconds:F2} | {r.PrefillTokensPerSecond:F1} | {r.DecodeTokens} | {r.DecodeTokensPerSecond:F1} | {1000 / r.DecodeTokensPerSecond:F1} |");
+        }
+        return sb.ToString();
+    }
+}
