@@ -126,6 +126,21 @@ public interface IBackend : IDisposable
     /// <summary>output <c>[Tokens, Heads·HeadDim]</c> = causal softmax(q·kᵀ·scale)·v; q <c>[Tokens, Heads·HeadDim]</c>.</summary>
     void Attention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output);
 
+    /// <summary>
+    /// Kascade anchor: ranks the keys before each query tile by pooled score (DESIGN §3), keeps the Top-k, and
+    /// attends over them plus the diagonal tile (or densely when <see cref="SelectionArgs.DenseOutput"/>).
+    /// </summary>
+    AttentionPlan AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, DeviceTensor output);
+
+    /// <summary>Kascade reuse: KV head g attends over row <c>headMap[g]</c> of <paramref name="plan"/> plus the diagonal tile.</summary>
+    void ReuseAttention(AttentionArgs args, AttentionPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output);
+
+    /// <summary>Every query head of every query attends over its own exact post-softmax Top-k of the visible keys.</summary>
+    void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output);
+
+    /// <summary>Keys of <paramref name="layer"/> at positions <c>[0, count)</c> to host memory, <c>[KvHeads, count, HeadDim]</c>.</summary>
+    void ReadKeys(KvCache cache, int layer, int count, Span<float> destination);
+
     /// <summary>Copies x to host memory (waits for queued work).</summary>
     void Read(DeviceTensor x, Span<float> destination);
 }

@@ -8,7 +8,7 @@ namespace Kascade.Cpu;
 /// The CPU backend: fp32 compute with <see cref="TensorPrimitives"/> and <see cref="Parallel"/>, weights
 /// read in place from the memory-mapped checkpoint and widened to fp32 a block of rows at a time.
 /// </summary>
-public sealed unsafe class CpuBackend : IBackend
+public sealed unsafe partial class CpuBackend : IBackend
 {
     /// <summary>Weight rows widened per block: enough to fill ~64 KiB of L2 so each block is reused by every token.</summary>
     private const int WeightBlockBytes = 64 * 1024;

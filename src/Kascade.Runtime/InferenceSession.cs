@@ -12,12 +12,16 @@ public sealed class InferenceSession : IDisposable
     private readonly IBackend _b;
     private readonly KvCache _cache;
     private readonly DeviceTensor _x, _h, _q, _k, _v, _attn, _gate, _up, _lastHidden, _lastLogits;
+    private readonly AttentionPolicy _policy;
+    private readonly ILayerObserver? _observer;
     private DeviceTensor? _allLogits;
 
-    internal InferenceSession(LlamaModel model, int capacity, int maxChunk)
+    internal InferenceSession(LlamaModel model, int capacity, int maxChunk, AttentionPolicy policy, ILayerObserver? observer)
     {
         _model = model;
         _b = model.Backend;
+        _policy = policy;
+        _observer = observer;
         var c = model.Config;
         Capacity = capacity;
         MaxChunk = maxChunk;
@@ -87,6 +91,7 @@ public sealed class InferenceSession : IDisposable
         DeviceTensor attn = _attn.Take(n), gate = _gate.Take(n), up = _up.Take(n);
         _b.Embed(ids, _model.Embedding, x);
         var attention = new AttentionArgs(0, n, Position, c.Heads, c.KvHeads, c.HeadDim, c.AttentionScale);
+        AttentionPlan? plan = null;
         for (int l = 0; l < c.Layers; l++)
         {
             var w = _model.Layers[l];
@@ -103,8 +108,9 @@ public sealed class InferenceSession : IDisposable
             _b.ApplyRope(q, new RopeArgs(c.Heads, c.HeadDim, Position));
             _b.ApplyRope(k, new RopeArgs(c.KvHeads, c.HeadDim, Position));
             _b.AppendKv(_cache, l, Position, k, v);
-            _b.Attention(attention with { Layer = l }, q, _cache, attn);
+            plan = Attend(attention with { Layer = l }, q, attn, plan);
             _b.MatMul(attn, w.O, w.OBias, h);
+            _observer?.OnAttention(new LayerObservation(l, Position, n, _b, x, q, _cache, h));
             _b.Add(x, h);
             _b.RmsNorm(x, w.PostAttentionNorm, c.HiddenSize, eps, h);
             _b.MatMul(h, w.Gate, null, gate);
@@ -115,6 +121,39 @@ public sealed class InferenceSession : IDisposable
         }
         Position += n;
         return x;
+    }
+
+    /// <summary>
+    /// One layer's attention under the session's policy; returns the plan the following reuse layers read
+    /// (the latest anchor's). Layer 0 is always dense and always the first anchor (DESIGN §3).
+    /// </summary>
+    private AttentionPlan? Attend(AttentionArgs args, DeviceTensor q, DeviceTensor output, AttentionPlan? plan)
+    {
+        switch (_policy.Method)
+        {
+            case AttentionMethod.Dense:
+                _b.Attention(args, q, _cache, output);
+                return plan;
+            case AttentionMethod.OracleTopK:
+                _b.OracleTopKAttention(args, _policy.TopKPercent, q, _cache, output);
+                return plan;
+        }
+        switch (_policy.RoleOf(args.Layer))
+        {
+            case LayerRole.Anchor:
+                var selection = new SelectionArgs(_policy.TopKPercent, _policy.Pooling, _policy.Method == AttentionMethod.KascadePooled, DenseOutput: args.Layer == 0);
+                return _b.AnchorAttention(args, selection, q, _cache, output);
+            case LayerRole.Reuse reuse:
+                if (plan is null || plan.Layer != reuse.AnchorLayer)
+                {
+                    throw new InvalidOperationException($"layer {args.Layer} reuses anchor {reuse.AnchorLayer}, but the latest plan is from layer {plan?.Layer}");
+                }
+                _b.ReuseAttention(args, plan, reuse.HeadMap, q, _cache, output);
+                return plan;
+            default:
+                _b.Attention(args, q, _cache, output);
+                return plan;
+        }
     }
 
     public void Dispose()

@@ -105,14 +105,30 @@ public sealed class LlamaModel : IDisposable
         return w;
     }
 
-    /// <summary>A sequence's state: KV cache for <paramref name="capacity"/> positions and activations for chunks of up to <paramref name="maxChunk"/> tokens.</summary>
-    public InferenceSession CreateSession(int capacity, int maxChunk = 512)
+    /// <summary>
+    /// A sequence's state: KV cache for <paramref name="capacity"/> positions and activations for chunks of up to
+    /// <paramref name="maxChunk"/> tokens, attending as <paramref name="policy"/> says (dense by default).
+    /// </summary>
+    public InferenceSession CreateSession(int capacity, int maxChunk = 512, AttentionPolicy? policy = null, ILayerObserver? observer = null)
     {
         if (capacity > Config.MaxPositions)
         {
             throw new KascadeException($"{capacity} positions exceed the model's context of {Config.MaxPositions}");
         }
-        return new InferenceSession(this, capacity, Math.Min(maxChunk, capacity));
+        policy ??= AttentionPolicy.Dense;
+        if (policy.NeedsSchedule)
+        {
+            var schedule = policy.Schedule ?? throw new KascadeException($"attention '{policy.Method}' needs a Kascade schedule");
+            if (schedule.Validate(Config) is { Count: > 0 } problems)
+            {
+                throw new KascadeException($"the schedule does not fit this model: {string.Join("; ", problems)}");
+            }
+        }
+        if (policy.TopKPercent is <= 0 or > 100)
+        {
+            throw new KascadeException($"top-k percent {policy.TopKPercent} must be in (0, 100]");
+        }
+        return new InferenceSession(this, capacity, Math.Min(maxChunk, capacity), policy, observer);
     }
 
     public void Dispose()

@@ -32,6 +32,9 @@ public sealed record GenerationOptions
 
     /// <summary>Prefill runs the prompt in chunks of this many tokens (bounds activation memory).</summary>
     public int PrefillChunk { get; init; } = 512;
+
+    /// <summary>Dense, Kascade (with its schedule) or a variant; see <see cref="AttentionPolicy"/>.</summary>
+    public AttentionPolicy Attention { get; init; } = AttentionPolicy.Dense;
 }
 
 /// <summary>The completion and its counters. Decode tokens/s counts the forward passes after the first token, which prefill produces.</summary>
@@ -71,7 +74,7 @@ public sealed class Generator(LlamaModel model, TextTokenizer tokenizer)
             throw new KascadeException($"the prompt has {promptIds.Length} tokens; the model's context is {config.MaxPositions} (including generated tokens)");
         }
         int capacity = Math.Min(config.MaxPositions, promptIds.Length + Math.Max(options.MaxNewTokens, 1));
-        var session = model.CreateSession(capacity, options.PrefillChunk);
+        var session = model.CreateSession(capacity, options.PrefillChunk, options.Attention);
         try
         {
             var logits = new float[config.VocabSize];

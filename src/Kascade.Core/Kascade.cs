@@ -1,0 +1,111 @@
+namespace Kascade.Core;
+
+/// <summary>The Top-k budget of Kascade (DESIGN §3), one function for every path.</summary>
+public static class TopKBudget
+{
+    /// <summary>Query positions per prefill tile (the paper's 32-query tile).</summary>
+    public const int TileSize = 32;
+
+    /// <summary>
+    /// Keys kept out of <paramref name="visibleKeys"/> candidates at <paramref name="percent"/>:
+    /// <c>k(n) = min(n, roundUp128(max(128, floor(p/100 · n))))</c>. The paper's reference uses
+    /// <c>max(128, p%·n) − 32</c> unrounded; its kernels round up to 128, which we use everywhere.
+    /// </summary>
+    public static int For(int visibleKeys, double percent)
+    {
+        if (visibleKeys <= 0)
+        {
+            return 0;
+        }
+        long raw = Math.Max(128L, (long)Math.Floor(percent / 100.0 * visibleKeys));
+        long rounded = (raw + 127) / 128 * 128;
+        return (int)Math.Min(visibleKeys, rounded);
+    }
+}
+
+/// <summary>How an anchor pools the scores it ranks keys by.</summary>
+public enum ScorePooling
+{
+    /// <summary>Exact post-softmax probabilities (full-row log-sum-exp), summed over the tile and the GQA group (the paper).</summary>
+    PostSoftmax,
+
+    /// <summary>Raw scaled <c>q·k</c> scores summed the same way, then Top-k (an ablation).</summary>
+    PreSoftmax,
+}
+
+/// <summary>What one layer does in a Kascade schedule.</summary>
+public abstract record LayerRole
+{
+    private LayerRole()
+    {
+    }
+
+    /// <summary>Dense attention, no selection.</summary>
+    public sealed record Dense : LayerRole;
+
+    /// <summary>Computes exact Top-k indices and attends over them (layer 0 attends densely but still selects).</summary>
+    public sealed record Anchor : LayerRole;
+
+    /// <summary>Attends over the indices of <paramref name="AnchorLayer"/>; KV head g reads the anchor's row <c>HeadMap[g]</c>.</summary>
+    public sealed record Reuse(int AnchorLayer, IReadOnlyList<int> HeadMap) : LayerRole;
+}
+
+/// <summary>
+/// Top-k key positions chosen by an anchor for one chunk (FlashInfer's plan, explicit in the type). Row
+/// <c>tile * Groups + g</c> lists the selected positions of group g for query tile <c>tile</c>, in descending
+/// pooled score. Prefill tiles are the 32-position tiles of absolute positions the chunk touches; a one-token
+/// chunk (decode) has one tile. <see cref="Groups"/> is the KV head count, or 1 when pooled over all heads.
+/// </summary>
+public sealed record AttentionPlan(int Layer, int StartPosition, int Tokens, int Groups, IReadOnlyList<int[]> Rows)
+{
+    public int[] Row(int tile, int group) => Rows[tile * Groups + group];
+}
+
+/// <summary>The selection an anchor makes.</summary>
+/// <param name="TopKPercent">p of the budget rule.</param>
+/// <param name="Pooling">Post- or pre-softmax pooling.</param>
+/// <param name="PoolAllHeads">One index row pooled over every query head (kascade-pooled) instead of one per KV head.</param>
+/// <param name="DenseOutput">Attend densely while still selecting (layer 0).</param>
+public readonly record struct SelectionArgs(double TopKPercent, ScorePooling Pooling, bool PoolAllHeads, bool DenseOutput);
+
+/// <summary>The attention methods a model can run with.</summary>
+public enum AttentionMethod
+{
+    Dense,
+
+    /// <summary>Anchors + head-mapped reuse, as the paper.</summary>
+    Kascade,
+
+    /// <summary>One index row per tile pooled over all query heads, shared by every KV head (no head map).</summary>
+    KascadePooled,
+
+    /// <summary>Kascade with identity head maps.</summary>
+    KascadeNoRemap,
+
+    /// <summary>Every layer, every query head, every query: its own exact Top-k (an upper bound for selection methods).</summary>
+    OracleTopK,
+}
+
+/// <summary>How a session attends, layer by layer. Immutable.</summary>
+public sealed record AttentionPolicy(AttentionMethod Method, KascadeSchedule? Schedule = null, double TopKPercent = 10, ScorePooling Pooling = ScorePooling.PostSoftmax)
+{
+    public static AttentionPolicy Dense { get; } = new(AttentionMethod.Dense);
+
+    public bool NeedsSchedule => Method is AttentionMethod.Kascade or AttentionMethod.KascadePooled or AttentionMethod.KascadeNoRemap;
+
+    /// <summary>The role of <paramref name="layer"/> under this policy (dense for dense and oracle policies, which do not use roles).</summary>
+    public LayerRole RoleOf(int layer)
+    {
+        if (!NeedsSchedule)
+        {
+            return new LayerRole.Dense();
+        }
+        var role = Schedule!.RoleOf(layer);
+        return Method switch
+        {
+            AttentionMethod.KascadePooled when role is LayerRole.Reuse r => r with { HeadMap = new int[r.HeadMap.Count] },
+            AttentionMethod.KascadeNoRemap when role is LayerRole.Reuse r => r with { HeadMap = Enumerable.Range(0, r.HeadMap.Count).ToArray() },
+            _ => role,
+        };
+    }
+}

@@ -1,0 +1,87 @@
+namespace Kascade.Core;
+
+/// <summary>Which model a schedule was made for.</summary>
+public sealed record ModelIdentity(string Architecture, int Layers, int Heads, int KvHeads, string ConfigHash);
+
+/// <summary>How a schedule was calibrated.</summary>
+public sealed record CalibrationProvenance(string DevSet, int Examples, int MaxNewTokens, int CalibrationTopK, DateTimeOffset Date, string Tool);
+
+/// <summary>The DP's best anchor set for one anchor count, with its score (Σ of weighted similarities covered).</summary>
+public sealed record AnchorChoice(int AnchorCount, IReadOnlyList<int> Anchors, double Score);
+
+/// <summary>
+/// A Kascade schedule for one model: anchor layers (layer 0 first) and, per layer, the head map from its KV
+/// heads to the rows of its anchor's plan. Immutable; <see cref="Validate"/> checks it against a model.
+/// </summary>
+public sealed record KascadeSchedule(
+    ModelIdentity Model,
+    IReadOnlyList<int> Anchors,
+    IReadOnlyList<IReadOnlyList<int>> HeadMap,
+    double TopKPercent = 10,
+    int TileSize = TopKBudget.TileSize,
+    CalibrationProvenance? Provenance = null,
+    IReadOnlyList<AnchorChoice>? Choices = null,
+    IReadOnlyList<IReadOnlyList<double>>? Similarity = null,
+    IReadOnlyList<double>? Importance = null)
+{
+    /// <summary>Anchor for anchors; reuse of the nearest earlier anchor otherwise.</summary>
+    public LayerRole RoleOf(int layer)
+    {
+        int anchor = -1;
+        foreach (int a in Anchors)
+        {
+            if (a == layer)
+            {
+                return new LayerRole.Anchor();
+            }
+            if (a < layer)
+            {
+                anchor = Math.Max(anchor, a);
+            }
+        }
+        return new LayerRole.Reuse(anchor, HeadMap[layer]);
+    }
+
+    /// <summary>Every problem that keeps this schedule from running on <paramref name="config"/>; empty when it can.</summary>
+    public IReadOnlyList<string> Validate(ModelConfig config)
+    {
+        var problems = new List<string>();
+        if (Model.Layers != config.Layers || Model.KvHeads != config.KvHeads || Model.Heads != config.Heads)
+        {
+            problems.Add($"schedule is for {Model.Layers} layers × {Model.Heads}/{Model.KvHeads} heads; the model has {config.Layers} × {config.Heads}/{config.KvHeads}");
+        }
+        if (Anchors.Count == 0 || Anchors[0] != 0)
+        {
+            problems.Add("the first anchor must be layer 0");
+        }
+        if (Anchors.Zip(Anchors.Skip(1)).Any(p => p.First >= p.Second) || Anchors.Any(a => a < 0 || a >= config.Layers))
+        {
+            problems.Add($"anchors [{string.Join(", ", Anchors)}] must be increasing layer indices below {config.Layers}");
+        }
+        if (HeadMap.Count != config.Layers)
+        {
+            problems.Add($"head map has {HeadMap.Count} layers; the model has {config.Layers}");
+        }
+        for (int l = 0; l < HeadMap.Count; l++)
+        {
+            var row = HeadMap[l];
+            if (row.Count != config.KvHeads || row.Any(h => h < 0 || h >= config.KvHeads))
+            {
+                problems.Add($"head map of layer {l} is [{string.Join(", ", row)}]; it needs {config.KvHeads} KV head indices in [0, {config.KvHeads})");
+            }
+            else if (Anchors.Contains(l) && !row.Select((h, i) => h == i).All(x => x))
+            {
+                problems.Add($"head map of anchor layer {l} must be the identity");
+            }
+        }
+        if (TopKPercent is <= 0 or > 100)
+        {
+            problems.Add($"topk percent {TopKPercent} must be in (0, 100]");
+        }
+        if (TileSize != TopKBudget.TileSize)
+        {
+            problems.Add($"tile size {TileSize} is not supported (only {TopKBudget.TileSize})");
+        }
+        return problems;
+    }
+}

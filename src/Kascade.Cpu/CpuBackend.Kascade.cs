@@ -1,0 +1,245 @@
+using System.Buffers;
+using System.Numerics.Tensors;
+using Kascade.Core;
+
+namespace Kascade.Cpu;
+
+/// <summary>Kascade on the CPU: the reference every later kernel is checked against (DESIGN §3).</summary>
+public sealed unsafe partial class CpuBackend
+{
+    public AttentionPlan AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, DeviceTensor output)
+    {
+        var c = (CpuKvCache)cache;
+        var qs = (CpuTensor)q;
+        var tiles = QueryTile.Of(args.StartPosition, args.Tokens);
+        int groups = selection.PoolAllHeads ? 1 : args.KvHeads;
+        var rows = new int[tiles.Length * groups][];
+        Parallel.For(0, rows.Length, Parallelism, item =>
+        {
+            rows[item] = Select(args, selection, c, qs, tiles[item / groups], item % groups, groups);
+        });
+        var plan = new AttentionPlan(args.Layer, args.StartPosition, args.Tokens, groups, rows);
+        if (selection.DenseOutput)
+        {
+            Attention(args, q, cache, output);
+        }
+        else
+        {
+            ReuseAttention(args, plan, Enumerable.Range(0, args.KvHeads).Select(g => selection.PoolAllHeads ? 0 : g).ToArray(), q, cache, output);
+        }
+        return plan;
+    }
+
+    public void ReuseAttention(AttentionArgs args, AttentionPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output)
+    {
+        if (plan.StartPosition != args.StartPosition || plan.Tokens != args.Tokens)
+        {
+            throw new InvalidOperationException($"plan of layer {plan.Layer} covers [{plan.StartPosition}, +{plan.Tokens}); layer {args.Layer} runs [{args.StartPosition}, +{args.Tokens})");
+        }
+        var c = (CpuKvCache)cache;
+        var qs = (CpuTensor)q;
+        var os = (CpuTensor)output;
+        var tiles = QueryTile.Of(args.StartPosition, args.Tokens);
+        Parallel.For(0, tiles.Length * args.KvHeads, Parallelism, item =>
+        {
+            var tile = tiles[item / args.KvHeads];
+            int kvHead = item % args.KvHeads;
+            SparseTile(args, c, qs, os, tile, kvHead, plan.Row(item / args.KvHeads, headMap[kvHead]));
+        });
+    }
+
+    public void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output)
+    {
+        var c = (CpuKvCache)cache;
+        var qs = (CpuTensor)q;
+        var os = (CpuTensor)output;
+        int d = args.HeadDim, group = args.Heads / args.KvHeads, capacity = c.Shape.Capacity;
+        Parallel.For(0, args.Tokens * args.Heads, Parallelism, item =>
+        {
+            int t = item / args.Heads, head = item % args.Heads, kvHead = head / group;
+            int visible = args.StartPosition + t + 1;
+            float[] p = ArrayPool<float>.Shared.Rent(visible);
+            try
+            {
+                var probs = p.AsSpan(0, visible);
+                var query = qs.Row(t).Slice(head * d, d);
+                Scores(query, c.Keys[args.Layer], kvHead, capacity, d, args.Scale, probs);
+                TensorPrimitives.SoftMax(probs, probs);
+                var chosen = TopK(probs, TopKBudget.For(visible, topKPercent));
+                var o = os.Row(t).Slice(head * d, d);
+                o.Clear();
+                double mass = 0;
+                foreach (int j in chosen)
+                {
+                    mass += probs[j];
+                }
+                var valuesT = c.ValuesTransposed[args.Layer];
+                for (int e = 0; e < d; e++)
+                {
+                    double acc = 0;
+                    int row = (kvHead * d + e) * capacity;
+                    foreach (int j in chosen)
+                    {
+                        acc += probs[j] * valuesT[row + j];
+                    }
+                    o[e] = (float)(acc / mass);
+                }
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(p);
+            }
+        });
+    }
+
+    public void ReadKeys(KvCache cache, int layer, int count, Span<float> destination)
+    {
+        var c = (CpuKvCache)cache;
+        int d = c.Shape.HeadDim;
+        for (int h = 0; h < c.Shape.KvHeads; h++)
+        {
+            c.Keys[layer].AsSpan(h * c.Shape.Capacity * d, count * d).CopyTo(destination.Slice(h * count * d, count * d));
+        }
+    }
+
+    /// <summary>
+    /// The Top-k candidate positions of one tile for one pool of query heads (the GQA group of
+    /// <paramref name="pool"/>, or all heads when <paramref name="pools"/> is 1), descending by pooled score.
+    /// </summary>
+    private int[] Select(AttentionArgs args, SelectionArgs selection, CpuKvCache c, CpuTensor qs, QueryTile tile, int pool, int pools)
+    {
+        int candidates = tile.CandidateEnd;
+        if (candidates == 0)
+        {
+            return [];
+        }
+        int d = args.HeadDim, group = args.Heads / args.KvHeads, capacity = c.Shape.Capacity;
+        int firstHead = pools == 1 ? 0 : pool * group, heads = pools == 1 ? args.Heads : group;
+        var pooled = new float[candidates];
+        float[] scratch = ArrayPool<float>.Shared.Rent(tile.QueryEnd);
+        try
+        {
+            for (int h = firstHead; h < firstHead + heads; h++)
+            {
+                for (int query = tile.QueryStart; query < tile.QueryEnd; query++)
+                {
+                    // Query `query` sees keys [0, query]; the pool sums its probabilities (or raw scores) over the candidates.
+                    var scores = scratch.AsSpan(0, query + 1);
+                    Scores(qs.Row(query - args.StartPosition).Slice(h * d, d), c.Keys[args.Layer], h / group, capacity, d, args.Scale, scores);
+                    if (selection.Pooling == ScorePooling.PostSoftmax)
+                    {
+                        TensorPrimitives.SoftMax(scores, scores);
+                    }
+                    TensorPrimitives.Add(pooled, scores[..candidates], pooled);
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(scratch);
+        }
+        return TopK(pooled, TopKBudget.For(candidates, selection.TopKPercent));
+    }
+
+    /// <summary>scores[j] = scale · q · K[kvHead, j] for j &lt; scores.Length.</summary>
+    private static void Scores(ReadOnlySpan<float> query, float[] keys, int kvHead, int capacity, int d, float scale, Span<float> scores)
+    {
+        fixed (float* qp = query)
+        fixed (float* kp = &keys[kvHead * capacity * d])
+        fixed (float* sp = scores)
+        {
+            Gemm.MultiplyTransposed(1, scores.Length, d, qp, d, kp, d, sp, scores.Length);
+        }
+        TensorPrimitives.Multiply(scores, scale, scores);
+    }
+
+    /// <summary>
+    /// One KV head's query heads over one tile, restricted to <paramref name="selected"/> plus the tile's diagonal
+    /// keys (causal within the tile): softmax over exactly those keys.
+    /// </summary>
+    private void SparseTile(AttentionArgs args, CpuKvCache c, CpuTensor qs, CpuTensor os, QueryTile tile, int kvHead, int[] selected)
+    {
+        int d = args.HeadDim, group = args.Heads / args.KvHeads, capacity = c.Shape.Capacity;
+        int diagonal = tile.QueryEnd - tile.DiagonalStart;
+        int m = selected.Length + Math.Max(0, diagonal);
+        int rows = tile.Queries * group;
+        float[] kSel = ArrayPool<float>.Shared.Rent(m * d);
+        float[] vSelT = ArrayPool<float>.Shared.Rent(d * m);
+        float[] qBlock = ArrayPool<float>.Shared.Rent(rows * d);
+        float[] scores = ArrayPool<float>.Shared.Rent(rows * m);
+        float[] oBlock = ArrayPool<float>.Shared.Rent(rows * d);
+        try
+        {
+            var keys = c.Keys[args.Layer];
+            var valuesT = c.ValuesTransposed[args.Layer];
+            for (int i = 0; i < m; i++)
+            {
+                int pos = i < selected.Length ? selected[i] : tile.DiagonalStart + (i - selected.Length);
+                keys.AsSpan((kvHead * capacity + pos) * d, d).CopyTo(kSel.AsSpan(i * d));
+                for (int e = 0; e < d; e++)
+                {
+                    vSelT[e * m + i] = valuesT[(kvHead * d + e) * capacity + pos];
+                }
+            }
+            for (int t = 0; t < tile.Queries; t++)
+            {
+                qs.Row(tile.QueryStart - args.StartPosition + t).Slice(kvHead * group * d, group * d).CopyTo(qBlock.AsSpan(t * group * d));
+            }
+            fixed (float* qp = qBlock, kp = kSel, vp = vSelT, sp = scores, op = oBlock)
+            {
+                Gemm.MultiplyTransposed(rows, m, d, qp, d, kp, d, sp, m);
+                for (int r = 0; r < rows; r++)
+                {
+                    int query = tile.QueryStart + r / group;
+                    var row = new Span<float>(sp + (long)r * m, m);
+                    TensorPrimitives.Multiply(row, args.Scale, row);
+                    // Diagonal keys after the query are in the future: mask them out.
+                    int live = selected.Length + Math.Max(0, query - tile.DiagonalStart + 1);
+                    TensorPrimitives.SoftMax(row[..live], row[..live]);
+                    row[live..].Clear();
+                }
+                Gemm.MultiplyTransposed(rows, d, m, sp, m, vp, m, op, d);
+            }
+            for (int t = 0; t < tile.Queries; t++)
+            {
+                oBlock.AsSpan(t * group * d, group * d).CopyTo(os.Row(tile.QueryStart - args.StartPosition + t).Slice(kvHead * group * d, group * d));
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(kSel);
+            ArrayPool<float>.Shared.Return(vSelT);
+            ArrayPool<float>.Shared.Return(qBlock);
+            ArrayPool<float>.Shared.Return(scores);
+            ArrayPool<float>.Shared.Return(oBlock);
+        }
+    }
+
+    /// <summary>
+    /// Indices of the <paramref name="k"/> largest scores, descending; equal scores by ascending index, so the
+    /// selection is deterministic.
+    /// </summary>
+    public static int[] TopK(ReadOnlySpan<float> scores, int k)
+    {
+        int n = scores.Length;
+        var keys = new float[n];
+        var index = new int[n];
+        for (int i = 0; i < n; i++)
+        {
+            keys[i] = -scores[i];
+            index[i] = i;
+        }
+        keys.AsSpan().Sort(index.AsSpan());
+        for (int start = 0; start < Math.Min(k, n);)
+        {
+            int end = start + 1;
+            while (end < n && keys[end] == keys[start])
+            {
+                end++;
+            }
+            index.AsSpan(start, end - start).Sort();
+            start = end;
+        }
+        return index[..Math.Min(k, n)];
+    }
+}
