@@ -8,7 +8,7 @@ using Spectre.Console;
 namespace Kascade.Cli;
 
 /// <summary>The <c>kascade</c> command line: parsing and wiring only; the work is in the libraries.</summary>
-public static class CliApp
+public static partial class CliApp
 {
     /// <summary>Prompts of more tokens than this show a prefill progress bar.</summary>
     private const int ProgressThresholdTokens = 1024;
@@ -18,6 +18,10 @@ public static class CliApp
         var root = new RootCommand("Kascade for .NET: long-context LLM inference with Kascade sparse attention.");
         root.Add(GenerateCommand(stdout, stderr));
         root.Add(BenchCommand(stdout, stderr));
+        root.Add(CalibrateCommand(stdout, stderr));
+        root.Add(DevSetCommand(stdout, stderr));
+        root.Add(AnalyzeCommand(stdout, stderr));
+        root.Add(ScheduleCommand(stdout, stderr));
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
     }
@@ -37,11 +41,13 @@ public static class CliApp
         device.AcceptOnlyFromAmong("cpu");
         var threads = new Option<int?>("--threads") { Description = "CPU threads (default: all cores)" };
         var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill chunk size in tokens", DefaultValueFactory = _ => 512 };
+        var attention = AttentionOptions.Create();
 
         var command = new Command("generate", "Stream a completion of a prompt, then print token counts and speeds.")
         {
             model, prompt, promptFile, maxNew, temperature, topP, topK, seed, stop, device, threads, chunk,
         };
+        attention.AddTo(command);
         command.Validators.Add(result =>
         {
             bool hasPrompt = result.GetResult(prompt) is not null, hasFile = result.GetResult(promptFile) is not null;
@@ -66,7 +72,7 @@ public static class CliApp
             string text = parse.GetValue(prompt) ?? ReadPromptFile(parse.GetValue(promptFile)!);
             using var backend = new CpuBackend(parse.GetValue(threads));
             using var dir = ModelDirectory.Open(parse.GetValue(model)!, backend);
-            Generate(dir, text, options, stdout, stderr);
+            Generate(dir, text, options with { Attention = attention.Policy(parse, dir) }, stdout, stderr);
         }));
         return command;
     }

@@ -1,0 +1,84 @@
+using Kascade.Core;
+using Kascade.Runtime;
+using Kascade.Runtime.Kascade;
+
+namespace Kascade.Calibration;
+
+/// <summary>Options of one calibration; immutable.</summary>
+/// <param name="Anchors">Anchor count of the schedule written (layer 0 included; the paper uses 5 for 32 layers).</param>
+/// <param name="MaxNewTokens">Greedy decode steps after each prompt; their rows count like prefill tiles.</param>
+/// <param name="CalibrationTopK">Keys per row in each layer's own pooled Top-k (the small calibration budget).</param>
+/// <param name="TopKPercent">p written into the schedule for inference.</param>
+public sealed record CalibrationOptions(int Anchors = 5, int MaxNewTokens = 32, int CalibrationTopK = 32, double TopKPercent = 10, int PrefillChunk = 512);
+
+/// <summary>A calibration's outputs: the schedule and the statistics it was chosen from.</summary>
+public sealed record CalibrationResult(KascadeSchedule Schedule, double[][] LayerSimilarity, double[] Importance, double[][][][] HeadSimilarity);
+
+/// <summary>
+/// Runs a development set densely through a model, collects Kascade's similarity statistics and layer importance,
+/// and chooses anchors (DP for 3..8 anchors) and head maps (DESIGN §3).
+/// </summary>
+public static class Calibrator
+{
+    public static CalibrationResult Run(ModelDirectory model, IReadOnlyList<DevSetExample> examples, string devSetName, CalibrationOptions options, Action<int, int>? onExample = null)
+    {
+        var config = model.Config;
+        if (options.Anchors < 1 || options.Anchors > config.Layers)
+        {
+            throw new KascadeException($"--anchors {options.Anchors} must be between 1 and the model's {config.Layers} layers");
+        }
+        if (examples.Count == 0)
+        {
+            throw new KascadeException("the development set has no examples");
+        }
+        var collector = new SimilarityCollector(config, options.CalibrationTopK);
+        var logits = new float[config.VocabSize];
+        for (int e = 0; e < examples.Count; e++)
+        {
+            var ids = model.Tokenizer.Encode(examples[e].Prompt);
+            int room = config.MaxPositions - options.MaxNewTokens;
+            if (ids.Length > room)
+            {
+                ids = ids[^room..];
+            }
+            using (var session = model.Model.CreateSession(ids.Length + options.MaxNewTokens, options.PrefillChunk, observer: collector))
+            {
+                for (int start = 0; start < ids.Length; start += session.MaxChunk)
+                {
+                    session.Forward(ids.AsSpan(start, Math.Min(session.MaxChunk, ids.Length - start)), logits);
+                }
+                for (int step = 0; step < options.MaxNewTokens; step++)
+                {
+                    session.Forward([System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits)], logits);
+                }
+            }
+            collector.FinishExample();
+            onExample?.Invoke(e + 1, examples.Count);
+        }
+
+        var similarity = collector.Similarity();
+        var layerSimilarity = HeadMaps.LayerSimilarity(similarity, config.Layers);
+        var importance = collector.Importance();
+        var weighted = layerSimilarity.Select((row, a) => row.Select((s, b) => s * importance[b]).ToArray()).ToArray();
+        var choices = Enumerable.Range(3, 6).Append(options.Anchors).Distinct().Where(k => k <= config.Layers).Order()
+            .Select(k =>
+            {
+                var (anchors, score) = AnchorSelection.Solve(weighted, k);
+                return new AnchorChoice(k, anchors, score);
+            })
+            .ToArray();
+        var chosen = choices.Single(c => c.AnchorCount == options.Anchors).Anchors;
+        var headMap = HeadMaps.Build(similarity, chosen, config.Layers, config.KvHeads);
+        var schedule = new KascadeSchedule(
+            ScheduleFile.Identity(config, ScheduleFile.ConfigHash(model.Path)),
+            chosen,
+            headMap,
+            options.TopKPercent,
+            TopKBudget.TileSize,
+            new CalibrationProvenance(devSetName, examples.Count, options.MaxNewTokens, options.CalibrationTopK, DateTimeOffset.UtcNow, ScheduleFile.ToolVersion),
+            choices,
+            layerSimilarity,
+            importance);
+        return new CalibrationResult(schedule, layerSimilarity, importance, similarity);
+    }
+}

@@ -1,0 +1,71 @@
+using System.CommandLine;
+using Kascade.Core;
+using Kascade.Runtime;
+using Kascade.Runtime.Kascade;
+
+namespace Kascade.Cli;
+
+/// <summary>The options that choose an attention policy (<c>--attention</c>, <c>--schedule</c>, <c>--topk-percent</c>, <c>--pooling</c>).</summary>
+internal sealed class AttentionOptions
+{
+    /// <summary>Where <c>kascade calibrate</c> output is looked for when no <c>--schedule</c> is given.</summary>
+    public const string DefaultScheduleName = "kascade-schedule.json";
+
+    private static readonly Dictionary<string, AttentionMethod> Methods = new()
+    {
+        ["dense"] = AttentionMethod.Dense,
+        ["kascade"] = AttentionMethod.Kascade,
+        ["kascade-pooled"] = AttentionMethod.KascadePooled,
+        ["kascade-noremap"] = AttentionMethod.KascadeNoRemap,
+        ["oracle-topk"] = AttentionMethod.OracleTopK,
+    };
+
+    private readonly Option<string> _method = new("--attention") { Description = "dense, kascade, kascade-pooled, kascade-noremap or oracle-topk", DefaultValueFactory = _ => "dense" };
+    private readonly Option<string?> _schedule = new("--schedule") { Description = $"Kascade schedule file (default: {DefaultScheduleName} in the model directory)" };
+    private readonly Option<double?> _percent = new("--topk-percent") { Description = "Top-k budget p in percent of the visible keys (default: the schedule's, else 10)" };
+    private readonly Option<string> _pooling = new("--pooling") { Description = "Anchor score pooling: post (post-softmax, the paper) or pre (raw scores)", DefaultValueFactory = _ => "post" };
+
+    private AttentionOptions()
+    {
+        _method.AcceptOnlyFromAmong([.. Methods.Keys]);
+        _pooling.AcceptOnlyFromAmong("post", "pre");
+    }
+
+    public static AttentionOptions Create() => new();
+
+    public static string Names => string.Join(", ", Methods.Keys);
+
+    public void AddTo(Command command)
+    {
+        command.Add(_method);
+        command.Add(_schedule);
+        command.Add(_percent);
+        command.Add(_pooling);
+    }
+
+    public AttentionPolicy Policy(ParseResult parse, ModelDirectory dir) =>
+        Build(parse.GetValue(_method)!, parse.GetValue(_schedule), parse.GetValue(_percent), parse.GetValue(_pooling) == "pre" ? ScorePooling.PreSoftmax : ScorePooling.PostSoftmax, dir);
+
+    /// <summary>The policy named <paramref name="name"/>, loading and checking its schedule where it needs one.</summary>
+    public static AttentionPolicy Build(string name, string? schedulePath, double? percent, ScorePooling pooling, ModelDirectory dir)
+    {
+        if (!Methods.TryGetValue(name, out var method))
+        {
+            throw new KascadeException($"unknown attention '{name}'; choose from {Names}");
+        }
+        var policy = new AttentionPolicy(method, null, percent ?? 10, pooling);
+        if (!policy.NeedsSchedule)
+        {
+            return policy;
+        }
+        string path = schedulePath ?? Path.Combine(dir.Path, DefaultScheduleName);
+        if (schedulePath is null && !File.Exists(path))
+        {
+            throw new KascadeException(
+                $"attention '{name}' needs a Kascade schedule and {path} does not exist; make one with " +
+                $"`kascade calibrate --model {dir.Path} --dev-set DEV.jsonl --out {path}` or pass --schedule FILE");
+        }
+        var schedule = ScheduleFile.Load(path, dir.Config);
+        return policy with { Schedule = schedule, TopKPercent = percent ?? schedule.TopKPercent };
+    }
+}
