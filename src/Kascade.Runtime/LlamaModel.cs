@@ -128,6 +128,12 @@ public sealed class LlamaModel : IDisposable
         {
             throw new KascadeException($"top-k percent {policy.TopKPercent} must be in (0, 100]");
         }
+        if (policy.Method != AttentionMethod.Dense && maxChunk >= TopKBudget.TileSize)
+        {
+            // Sparse policies pool each 32-query tile; chunks that are whole tiles keep every tile in one chunk, so the
+            // selection does not depend on the chunking. (A chunk starting inside a tile pools over the queries it has.)
+            maxChunk = maxChunk / TopKBudget.TileSize * TopKBudget.TileSize;
+        }
         return new InferenceSession(this, capacity, Math.Min(maxChunk, capacity), policy, observer);
     }
 

@@ -54,6 +54,9 @@ public class CliTests
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--frobnicate"], "--frobnicate" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--device", "tpu"], "tpu" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", string.Concat(Enumerable.Repeat("the pass key is 71432. ", 1500))], "the model's context is 8192" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "kascade", "--schedule", "/no/such/schedule.json"], "schedule file not found" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "quest"], "quest" },
+        { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "/no/dev.jsonl", "--out", "/tmp/x.json"], "development set not found" },
     };
 
     [Theory]
@@ -64,6 +67,53 @@ public class CliTests
         Assert.NotEqual(0, code);
         Assert.Contains(message, err);
         Assert.DoesNotContain("   at ", err);
+    }
+
+    [Fact]
+    public void Kascade_without_a_schedule_says_how_to_make_one()
+    {
+        using var dir = new TempDirectory();
+        foreach (var f in Directory.GetFiles(TestPaths.InstrumentModel).Where(f => !f.EndsWith("kascade-schedule.json", StringComparison.Ordinal)))
+        {
+            File.Copy(f, dir.File(Path.GetFileName(f)));
+        }
+        var (code, _, err) = Run("generate", "--model", dir.Path, "--prompt", "x", "--attention", "kascade");
+        Assert.Equal(1, code);
+        Assert.Contains("kascade calibrate --model", err);
+    }
+
+    [Fact]
+    public void Generate_with_kascade_uses_the_models_schedule()
+    {
+        var (code, output, err) = Run("generate", "--model", TestPaths.InstrumentModel, "--prompt", "Once upon a time, in a quiet village by the sea,", "--max-new-tokens", "10", "--attention", "kascade");
+        Assert.Equal(0, code);
+        Assert.False(string.IsNullOrWhiteSpace(output));
+        Assert.Contains("generated tokens: 10", err);
+    }
+
+    [Fact]
+    public void Calibrate_writes_a_schedule_that_generate_accepts_and_its_plots()
+    {
+        using var dir = new TempDirectory();
+        string schedule = dir.File("s.json");
+        var (code, output, err) = Run("calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", Path.Combine(TestPaths.RepoRoot, "data", "calibration", "instrument-dev.jsonl"), "--examples", "1", "--max-new-tokens", "4", "--anchors", "4", "--out", schedule);
+        Assert.True(code == 0, err);
+        Assert.Contains("| 8 |", output);
+        Assert.True(File.Exists(dir.File("s.similarity.png")) && File.Exists(dir.File("s.importance.png")));
+        var generate = Run("generate", "--model", TestPaths.InstrumentModel, "--prompt", "Hello", "--max-new-tokens", "3", "--attention", "kascade", "--schedule", schedule);
+        Assert.Equal(0, generate.Code);
+    }
+
+    [Fact]
+    public void Analyze_reports_pass_key_answers_and_mass_per_layer()
+    {
+        var (code, output, err) = Run("analyze", "--model", TestPaths.InstrumentModel, "--haystack", Path.Combine(TestPaths.RepoRoot, "tests", "data", "haystack"), "--attention", "kascade", "--topk-percent", "100", "--lengths", "600", "--samples", "1");
+        Assert.True(code == 0, err);
+        // At 100% Kascade is dense: same answers, and every layer sees all of its attention mass.
+        Assert.Contains("| 600 | 1 |", output);
+        Assert.Matches(@"\| 1/1 \| 1/1 \| 1/1 \|", output);
+        Assert.Contains("| 23 | reuse", output);
+        Assert.Matches(@"\| 5 \| reuse \d+ \[[01],[01]\] \| 1\.000 \| 1\.000 \| 1\.000 \|", output);
     }
 
     [Fact]

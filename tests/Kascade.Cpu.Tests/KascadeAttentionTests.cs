@@ -173,33 +173,8 @@ public class KascadeAttentionTests
 }
 
 /// <summary>Random q/k/v for one layer and a chunk, and runners for each attention path of the CPU backend.</summary>
-internal sealed class RandomAttention
+internal sealed record RandomAttention(int HeadDim, int Heads, int KvHeads, int Start, double[][] Q, double[][] K, double[][] V)
 {
-    private RandomAttention(int headDim, int heads, int kvHeads, int start, double[][] q, double[][] k, double[][] v)
-    {
-        HeadDim = headDim;
-        Heads = heads;
-        KvHeads = kvHeads;
-        Start = start;
-        Q = q;
-        K = k;
-        V = v;
-    }
-
-    public int HeadDim { get; }
-
-    public int Heads { get; }
-
-    public int KvHeads { get; }
-
-    public int Start { get; }
-
-    public double[][] Q { get; }
-
-    public double[][] K { get; }
-
-    public double[][] V { get; }
-
     private int Tokens => Q.Length;
 
     /// <summary>Values are rounded to fp32 so the double reference sees exactly what the backend sees.</summary>
