@@ -2,6 +2,7 @@ using System.CommandLine;
 using Kascade.Core;
 using Kascade.Cpu;
 using Kascade.Runtime;
+using Kascade.Runtime.Diagnostics;
 using Kascade.Runtime.Generation;
 using Spectre.Console;
 
@@ -21,6 +22,7 @@ public static partial class CliApp
         root.Add(CalibrateCommand(stdout, stderr));
         root.Add(DevSetCommand(stdout, stderr));
         root.Add(AnalyzeCommand(stdout, stderr));
+        root.Add(TestBackendCommand(stdout, stderr));
         root.Add(ScheduleCommand(stdout, stderr));
         var parse = root.Parse(args);
         return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
@@ -37,8 +39,7 @@ public static partial class CliApp
         var topK = new Option<int>("--top-k") { Description = "Keep only the K most likely tokens; 0 = all", DefaultValueFactory = _ => 0 };
         var seed = new Option<int>("--seed") { Description = "Random seed for sampling", DefaultValueFactory = _ => 0 };
         var stop = new Option<string[]>("--stop") { Description = "Stop when this string appears (repeatable)", AllowMultipleArgumentsPerToken = false };
-        var device = new Option<string>("--device") { Description = "Where to run: cpu", DefaultValueFactory = _ => "cpu" };
-        device.AcceptOnlyFromAmong("cpu");
+        var device = new Option<string>("--device") { Description = Backends.Description, DefaultValueFactory = _ => "cpu" };
         var threads = new Option<int?>("--threads") { Description = "CPU threads (default: all cores)" };
         var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill chunk size in tokens", DefaultValueFactory = _ => 512 };
         var attention = AttentionOptions.Create();
@@ -70,7 +71,7 @@ public static partial class CliApp
                 PrefillChunk = parse.GetValue(chunk) > 0 ? parse.GetValue(chunk) : throw new KascadeException("--prefill-chunk must be positive"),
             };
             string text = parse.GetValue(prompt) ?? ReadPromptFile(parse.GetValue(promptFile)!);
-            using var backend = new CpuBackend(parse.GetValue(threads));
+            using var backend = Backends.Create(parse.GetValue(device)!, parse.GetValue(threads));
             using var dir = ModelDirectory.Open(parse.GetValue(model)!, backend);
             Generate(dir, text, options with { Attention = attention.Policy(parse, dir) }, stdout, stderr);
         }));
@@ -84,14 +85,15 @@ public static partial class CliApp
         var decode = new Option<int>("--decode-tokens") { Description = "Decode steps timed after each prefill", DefaultValueFactory = _ => 32 };
         var threads = new Option<int?>("--threads") { Description = "CPU threads (default: all cores)" };
         var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill chunk size in tokens", DefaultValueFactory = _ => 512 };
+        var device = new Option<string>("--device") { Description = Backends.Description, DefaultValueFactory = _ => "cpu" };
         var generate = new Command("generate", "Time prefill and decode of the whole model at several context lengths (random prompt tokens, greedy).")
         {
-            model, contexts, decode, threads, chunk,
+            model, contexts, decode, threads, chunk, device,
         };
         generate.SetAction(parse => Guard(stderr, () =>
         {
             var lengths = ParseLengths(parse.GetValue(contexts)!);
-            using var backend = new CpuBackend(parse.GetValue(threads));
+            using var backend = Backends.Create(parse.GetValue(device)!, parse.GetValue(threads));
             using var dir = ModelDirectory.Open(parse.GetValue(model)!, backend);
             var options = new GenerationBenchmarkOptions(lengths, NonNegative(parse.GetValue(decode), "--decode-tokens"), parse.GetValue(chunk));
             IReadOnlyList<GenerationBenchmarkRow> rows = [];
@@ -103,6 +105,45 @@ public static partial class CliApp
             stdout.Write(GenerationBenchmark.ToMarkdown(dir, backend, options, rows));
         }));
         return new Command("bench", "Benchmarks.") { generate };
+    }
+
+    private static Command TestBackendCommand(TextWriter stdout, TextWriter stderr)
+    {
+        var device = new Option<string>("--device") { Description = Backends.Description, DefaultValueFactory = _ => "cuda" };
+        var model = new Option<string?>("--model") { Description = "Also replay this model directory's golden_hf.json on the device" };
+        var command = new Command("test-backend", "Run every backend op on the device and on the CPU with the same inputs over shape grids; exit 1 on any mismatch.")
+        {
+            device, model,
+        };
+        command.SetAction(parse =>
+        {
+            int failures = 0;
+            int code = Guard(stderr, () =>
+            {
+                using var reference = new CpuBackend();
+                using var candidate = Backends.Create(parse.GetValue(device)!, null);
+                stdout.WriteLine($"reference: {reference.Name}, candidate: {candidate.Name}");
+                stdout.WriteLine("| op | case | max error | allowed | |");
+                stdout.WriteLine("|---|---|---:|---:|---|");
+                void Print(ParityResult r) =>
+                    stdout.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"| {r.Op} | {r.Case} | {r.MaxError:G3} | {r.Allowed:G3} | {(r.Passed ? "ok" : "FAIL")} |"));
+                var results = BackendParity.Run(reference, candidate, Print).ToList();
+                if (parse.GetValue(model) is { } path)
+                {
+                    using var dir = ModelDirectory.Open(path, candidate);
+                    var golden = GoldenCheck.Run(dir);
+                    foreach (var r in golden)
+                    {
+                        Print(r);
+                    }
+                    results.AddRange(golden);
+                }
+                failures = results.Count(r => !r.Passed);
+                stdout.WriteLine($"{results.Count - failures} passed, {failures} failed");
+            });
+            return code != 0 ? code : failures > 0 ? 1 : 0;
+        });
+        return command;
     }
 
     /// <summary>Parses "1k,4k,8192" into token counts.</summary>

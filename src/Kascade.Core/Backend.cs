@@ -141,6 +141,9 @@ public interface IBackend : IDisposable
     /// <summary>Keys of <paramref name="layer"/> at positions <c>[0, count)</c> to host memory, <c>[KvHeads, count, HeadDim]</c>.</summary>
     void ReadKeys(KvCache cache, int layer, int count, Span<float> destination);
 
+    /// <summary>Copies host values into x (<c>values.Length = Rows · Cols</c>).</summary>
+    void Write(DeviceTensor x, ReadOnlySpan<float> values);
+
     /// <summary>Copies x to host memory (waits for queued work).</summary>
     void Read(DeviceTensor x, Span<float> destination);
 }

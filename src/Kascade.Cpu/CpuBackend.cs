@@ -277,6 +277,8 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void Read(DeviceTensor x, Span<float> destination) => ((CpuTensor)x).Span.CopyTo(destination);
 
+    public void Write(DeviceTensor x, ReadOnlySpan<float> values) => values.CopyTo(((CpuTensor)x).Span);
+
     public void Dispose()
     {
     }

@@ -1,0 +1,372 @@
+using Kascade.Core;
+using Kascade.Cuda.Interop;
+using Kascade.Cuda.Runtime;
+
+namespace Kascade.Cuda;
+
+/// <summary>fp32 activations <c>[Rows, Cols]</c> in device memory.</summary>
+public sealed class CudaTensor : DeviceTensor
+{
+    private readonly DeviceMemory _memory;
+
+    internal CudaTensor(DeviceMemory memory, long offsetBytes, int rows, int cols)
+        : base(rows, cols)
+    {
+        _memory = memory;
+        OffsetBytes = offsetBytes;
+    }
+
+    internal long OffsetBytes { get; }
+
+    internal nint Pointer => _memory.Pointer + (nint)OffsetBytes;
+
+    internal long Elements => (long)Rows * Cols;
+
+    public override DeviceTensor Take(int rows) => Slice(0, rows);
+
+    public override DeviceTensor Slice(int start, int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(start + count, Rows);
+        return new CudaTensor(_memory, OffsetBytes + (long)start * Cols * sizeof(float), count, Cols);
+    }
+
+    /// <summary>Views share the allocation; only the owner (offset 0, made by Allocate) frees it.</summary>
+    public override void Dispose()
+    {
+        if (OffsetBytes == 0)
+        {
+            _memory.Dispose();
+        }
+    }
+}
+
+/// <summary>A weight on the GPU: matrices as bf16 <c>[Rows, Cols]</c>, vectors (norms, biases) as fp32.</summary>
+public sealed class CudaWeight : Weight
+{
+    internal CudaWeight(string name, DType dtype, int rows, int cols, DeviceMemory memory)
+        : base(name, dtype, rows, cols)
+    {
+        Memory = memory;
+    }
+
+    internal DeviceMemory Memory { get; }
+
+    internal nint Pointer => Memory.Pointer;
+
+    public override void Dispose() => Memory.Dispose();
+}
+
+/// <summary>bf16 cache, per layer <c>[KvHeads, Capacity, HeadDim]</c> for keys and for values.</summary>
+public sealed class CudaKvCache : KvCache
+{
+    internal CudaKvCache(KvCacheShape shape)
+        : base(shape)
+    {
+        LayerBytes = (long)shape.KvHeads * shape.Capacity * shape.HeadDim * 2;
+        Keys = DeviceMemory.Allocate(LayerBytes * shape.Layers);
+        try
+        {
+            Values = DeviceMemory.Allocate(LayerBytes * shape.Layers);
+        }
+        catch
+        {
+            Keys.Dispose();
+            throw;
+        }
+    }
+
+    internal long LayerBytes { get; }
+
+    internal DeviceMemory Keys { get; }
+
+    internal DeviceMemory Values { get; }
+
+    public override void Dispose()
+    {
+        Keys.Dispose();
+        Values.Dispose();
+    }
+}
+
+/// <summary>
+/// The CUDA backend: fp32 activations, bf16 weights and KV cache, GEMMs through cuBLAS (bf16 in, fp32 accumulate
+/// and out), our kernels for the rest, compiled by NVRTC for the device on first use.
+/// </summary>
+public sealed unsafe class CudaBackend : IBackend
+{
+    private const int Threads = 256;
+
+    private readonly CudaDevice _device;
+    private readonly StreamHandle _stream;
+    private readonly CublasHandle _cublas;
+    private readonly KernelCompiler _compiler;
+    private readonly Dictionary<string, CudaModule> _modules = [];
+    private DeviceMemory? _ropeCos, _ropeSin;
+    private DeviceMemory? _bf16Scratch;
+    private DeviceMemory? _ids;
+
+    public CudaBackend(int ordinal = 0, string? kernelCache = null)
+    {
+        _device = CudaDevice.Open(ordinal);
+        _stream = StreamHandle.Create();
+        _cublas = CublasHandle.Create(_stream);
+        _compiler = new KernelCompiler(_device.Architecture, kernelCache);
+    }
+
+    public string Name => $"cuda ({_device.Name}, {_device.Architecture})";
+
+    public CudaDevice Device => _device;
+
+    public IReadOnlyList<string> Supports(ModelConfig config)
+    {
+        var reasons = new List<string>();
+        if (config.HeadDim % 32 != 0)
+        {
+            reasons.Add($"head_dim {config.HeadDim} is not a multiple of 32");
+        }
+        return reasons;
+    }
+
+    public Weight LoadWeight(WeightSource source)
+    {
+        long elements = (long)source.Rows * source.Cols;
+        bool vector = source.Rows == 1;
+        var host = new float[elements];
+        DTypes.ToSingle(source.DType, new ReadOnlySpan<byte>((void*)source.Pointer, checked((int)(elements * source.DType.SizeOf()))), host);
+        DeviceMemory memory;
+        if (vector)
+        {
+            memory = DeviceMemory.Allocate(elements * sizeof(float));
+            fixed (float* p = host)
+            {
+                Copy(memory.Pointer, (nint)p, elements * sizeof(float));
+            }
+        }
+        else
+        {
+            var bf16 = new ushort[elements];
+            for (long i = 0; i < elements; i++)
+            {
+                bf16[i] = DTypes.SingleToBf16(host[i]);
+            }
+            memory = DeviceMemory.Allocate(elements * 2);
+            fixed (ushort* p = bf16)
+            {
+                Copy(memory.Pointer, (nint)p, elements * 2);
+            }
+        }
+        return new CudaWeight(source.Name, source.DType, source.Rows, source.Cols, memory);
+    }
+
+    public DeviceTensor Allocate(int rows, int cols) => new CudaTensor(DeviceMemory.Allocate((long)rows * cols * sizeof(float)), 0, rows, cols);
+
+    public KvCache AllocateKvCache(KvCacheShape shape) => new CudaKvCache(shape);
+
+    public void SetRope(RopeConfig rope, int headDim, int positions)
+    {
+        var (cos, sin) = Rope.Tables(rope, headDim, positions);
+        _ropeCos?.Dispose();
+        _ropeSin?.Dispose();
+        _ropeCos = Upload(cos);
+        _ropeSin = Upload(sin);
+    }
+
+    public void Embed(ReadOnlySpan<int> ids, Weight table, DeviceTensor output)
+    {
+        var w = (CudaWeight)table;
+        foreach (int id in ids)
+        {
+            if ((uint)id >= (uint)w.Rows)
+            {
+                throw new KascadeException($"token id {id} is outside the vocabulary of {w.Rows}");
+            }
+        }
+        var buffer = Scratch(ref _ids, ids.Length * sizeof(int));
+        fixed (int* p = ids)
+        {
+            Copy(buffer.Pointer, (nint)p, ids.Length * sizeof(int));
+        }
+        Launch(Ops, "embed_bf16", (uint)ids.Length, Threads, w.Pointer, buffer.Pointer, Out(output), output.Cols);
+    }
+
+    public void RmsNorm(DeviceTensor x, Weight weight, int width, float eps, DeviceTensor output)
+    {
+        int groups = (int)((long)x.Rows * x.Cols / width);
+        Launch(Ops, "rmsnorm", (uint)groups, width >= 256 ? 256u : 64u, In(x), ((CudaWeight)weight).Pointer, Out(output), width, eps);
+    }
+
+    public void MatMul(DeviceTensor x, Weight weight, Weight? bias, DeviceTensor output)
+    {
+        var w = (CudaWeight)weight;
+        int m = x.Rows, k = x.Cols, n = w.Rows;
+        if (k != w.Cols || output.Cols != n || output.Rows != m)
+        {
+            throw new ArgumentException($"matmul shapes: x [{m}, {k}] · {w.Name} [{n}, {w.Cols}]ᵀ → [{output.Rows}, {output.Cols}]");
+        }
+        var xb = Scratch(ref _bf16Scratch, (long)m * k * 2);
+        long count = (long)m * k;
+        Launch(Ops, "to_bf16", Blocks(count), Threads, In(x), xb.Pointer, count);
+        // Row-major out[m, n] = x[m, k] · W[n, k]ᵀ is column-major outᵀ[n, m] = op_T(W as k×n) · (x as k×m).
+        float alpha = 1f, beta = 0f;
+        CudaCheck.ThrowIfFailed(
+            Cublas.cublasGemmEx(_cublas.Value, Cublas.OpT, Cublas.OpN, n, m, k, &alpha, w.Pointer, CudaDataType.R16BF, k, xb.Pointer, CudaDataType.R16BF, k, &beta, Out(output), CudaDataType.R32F, n, Cublas.Compute32F, Cublas.GemmDefaultTensorOp),
+            $"cublasGemmEx({w.Name}: {m}x{n}x{k})");
+        if (bias is not null)
+        {
+            long total = (long)m * n;
+            Launch(Ops, "add_bias", Blocks(total), Threads, Out(output), ((CudaWeight)bias).Pointer, total, n);
+        }
+    }
+
+    public void ApplyRope(DeviceTensor x, RopeArgs args) =>
+        Launch(Ops, "rope", (uint)x.Rows, Threads, Out(x), _ropeCos!.Pointer, _ropeSin!.Pointer, args.Heads, args.HeadDim, args.StartPosition);
+
+    public void SwiGlu(DeviceTensor gate, DeviceTensor up)
+    {
+        long n = ((CudaTensor)gate).Elements;
+        Launch(Ops, "swiglu", Blocks(n), Threads, Out(gate), In(up), n);
+    }
+
+    public void Add(DeviceTensor x, DeviceTensor y)
+    {
+        long n = ((CudaTensor)x).Elements;
+        Launch(Ops, "add", Blocks(n), Threads, Out(x), In(y), n);
+    }
+
+    public void AppendKv(KvCache cache, int layer, int startPosition, DeviceTensor k, DeviceTensor v)
+    {
+        var c = (CudaKvCache)cache;
+        if (startPosition + k.Rows > c.Shape.Capacity)
+        {
+            throw new InvalidOperationException($"KV cache holds {c.Shape.Capacity} positions; asked to write up to {startPosition + k.Rows}");
+        }
+        nint offset = (nint)(c.LayerBytes * layer);
+        Launch(Ops, "kv_append", (uint)k.Rows, Threads, In(k), In(v), c.Keys.Pointer + offset, c.Values.Pointer + offset, c.Shape.KvHeads, c.Shape.HeadDim, c.Shape.Capacity, startPosition);
+    }
+
+    public void Attention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
+    {
+        var c = (CudaKvCache)cache;
+        nint offset = (nint)(c.LayerBytes * args.Layer);
+        int warps = args.Tokens * args.Heads;
+        Launch(AttentionModule(args.HeadDim), "attention_dense", (uint)((warps + 3) / 4), 128, In(q), c.Keys.Pointer + offset, c.Values.Pointer + offset, Out(output), args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale);
+    }
+
+    public AttentionPlan AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("Kascade anchors");
+
+    public void ReuseAttention(AttentionArgs args, AttentionPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("Kascade reuse");
+
+    public void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("oracle-topk");
+
+    public void ReadKeys(KvCache cache, int layer, int count, Span<float> destination) => throw NotYet("reading keys (calibration)");
+
+    public void Read(DeviceTensor x, Span<float> destination)
+    {
+        var t = (CudaTensor)x;
+        CudaCheck.ThrowIfFailed(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
+        fixed (float* p = destination)
+        {
+            CudaCheck.ThrowIfFailed(Driver.cuMemcpyDtoH_v2((nint)p, t.Pointer, (nuint)(t.Elements * sizeof(float))), "cuMemcpyDtoH");
+        }
+    }
+
+    public void Write(DeviceTensor x, ReadOnlySpan<float> values)
+    {
+        fixed (float* p = values)
+        {
+            Copy(((CudaTensor)x).Pointer, (nint)p, (long)values.Length * sizeof(float));
+        }
+    }
+
+    private static KascadeException NotYet(string what) =>
+        new($"{what} is not implemented on the CUDA backend yet; use --device cpu for sparse attention");
+
+    private DeviceMemory Upload(float[] values)
+    {
+        var memory = DeviceMemory.Allocate((long)values.Length * sizeof(float));
+        fixed (float* p = values)
+        {
+            Copy(memory.Pointer, (nint)p, (long)values.Length * sizeof(float));
+        }
+        return memory;
+    }
+
+    private void Copy(nint destination, nint source, long bytes)
+    {
+        // Host→device copies of pageable memory are synchronous; finish queued kernels that may read the target first.
+        CudaCheck.ThrowIfFailed(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
+        CudaCheck.ThrowIfFailed(Driver.cuMemcpyHtoD_v2(destination, source, (nuint)bytes), "cuMemcpyHtoD");
+    }
+
+    /// <summary>A reusable device buffer of at least <paramref name="bytes"/>, grown (never per token once warm).</summary>
+    private DeviceMemory Scratch(ref DeviceMemory? buffer, long bytes)
+    {
+        if (buffer is null || buffer.Bytes < bytes)
+        {
+            CudaCheck.ThrowIfFailed(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
+            buffer?.Dispose();
+            buffer = DeviceMemory.Allocate(Math.Max(bytes, 1 << 16));
+        }
+        return buffer;
+    }
+
+    private static uint Blocks(long n) => (uint)Math.Clamp((n + Threads - 1) / Threads, 1, 65535);
+
+    private static nint In(DeviceTensor t) => ((CudaTensor)t).Pointer;
+
+    private static nint Out(DeviceTensor t) => ((CudaTensor)t).Pointer;
+
+    private CudaModule Ops => Module("ops.cu", []);
+
+    private CudaModule AttentionModule(int headDim) =>
+        Module("attention.cu", new Dictionary<string, string> { ["HEAD_DIM"] = headDim.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+
+    /// <summary>Launches kernel <paramref name="name"/> of <paramref name="module"/>; arguments (pointers, ints, longs, floats) are passed by address.</summary>
+    private void Launch(CudaModule module, string name, uint grid, uint block, params object[] arguments)
+    {
+        nint function = module.Function(name);
+        var slots = stackalloc long[arguments.Length];
+        var pointers = stackalloc void*[arguments.Length];
+        for (int i = 0; i < arguments.Length; i++)
+        {
+            slots[i] = arguments[i] switch
+            {
+                nint p => p,
+                int v => v,
+                long v => v,
+                float v => BitConverter.SingleToInt32Bits(v),
+                _ => throw new ArgumentException($"kernel argument of type {arguments[i].GetType()}"),
+            };
+            pointers[i] = &slots[i];
+        }
+        CudaCheck.ThrowIfFailed(Driver.cuLaunchKernel(function, grid, 1, 1, block, 1, 1, 0, _stream.Value, pointers, null), $"cuLaunchKernel({name})");
+    }
+
+    /// <summary>The module of <paramref name="source"/> specialised by <paramref name="defines"/>, compiled (or read from the disk cache) once.</summary>
+    private CudaModule Module(string source, Dictionary<string, string> defines)
+    {
+        string key = source + string.Concat(defines.OrderBy(d => d.Key, StringComparer.Ordinal).Select(d => $";{d.Key}={d.Value}"));
+        if (!_modules.TryGetValue(key, out var module))
+        {
+            module = CudaModule.Load(_compiler.Compile(source, defines));
+            _modules[key] = module;
+        }
+        return module;
+    }
+
+    public void Dispose()
+    {
+        CudaCheck.ThrowIfFailed(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
+        foreach (var m in _modules.Values)
+        {
+            m.Dispose();
+        }
+        _ropeCos?.Dispose();
+        _ropeSin?.Dispose();
+        _bf16Scratch?.Dispose();
+        _ids?.Dispose();
+        _cublas.Dispose();
+        _stream.Dispose();
+        _device.Dispose();
+    }
+}

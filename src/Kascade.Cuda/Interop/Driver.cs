@@ -1,0 +1,105 @@
+using System.Runtime.InteropServices;
+
+namespace Kascade.Cuda.Interop;
+
+/// <summary>CUDA driver API result codes (the ones we name; others print their number and the driver's string).</summary>
+public enum CuResult
+{
+    Success = 0,
+    InvalidValue = 1,
+    OutOfMemory = 2,
+    NotInitialized = 3,
+    NoDevice = 100,
+    InvalidDevice = 101,
+    InvalidImage = 200,
+    InvalidContext = 201,
+    NotFound = 500,
+    LaunchOutOfResources = 701,
+    LaunchFailed = 719,
+}
+
+/// <summary>Device attributes we read (values of <c>CUdevice_attribute</c>).</summary>
+public enum CuDeviceAttribute
+{
+    MaxSharedMemoryPerBlock = 8,
+    MultiprocessorCount = 16,
+    ComputeCapabilityMajor = 75,
+    ComputeCapabilityMinor = 76,
+    L2CacheSize = 38,
+    MaxSharedMemoryPerBlockOptin = 97,
+}
+
+/// <summary>The CUDA driver API calls the backend uses (<c>libcuda.so.1</c>).</summary>
+internal static partial class Driver
+{
+    static Driver() => NativeLibraries.Register();
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuInit(uint flags);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuDeviceGetCount(out int count);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuDeviceGet(out int device, int ordinal);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuDeviceGetAttribute(out int value, CuDeviceAttribute attribute, int device);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static unsafe partial CuResult cuDeviceGetName(byte* name, int length, int device);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuDevicePrimaryCtxRetain(out nint context, int device);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuDevicePrimaryCtxRelease_v2(int device);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuCtxSetCurrent(nint context);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuCtxSynchronize();
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuMemGetInfo_v2(out nuint free, out nuint total);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuMemAlloc_v2(out nint pointer, nuint bytes);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuMemFree_v2(nint pointer);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuMemcpyHtoD_v2(nint destination, nint source, nuint bytes);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuMemcpyDtoH_v2(nint destination, nint source, nuint bytes);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuMemsetD8_v2(nint destination, byte value, nuint count);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuModuleLoadData(out nint module, nint image);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuModuleUnload(nint module);
+
+    [LibraryImport(NativeLibraries.Driver, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial CuResult cuModuleGetFunction(out nint function, nint module, string name);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static unsafe partial CuResult cuLaunchKernel(nint function, uint gridX, uint gridY, uint gridZ, uint blockX, uint blockY, uint blockZ, uint sharedBytes, nint stream, void** parameters, void** extra);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuStreamCreate(out nint stream, uint flags);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuStreamDestroy_v2(nint stream);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuStreamSynchronize(nint stream);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static unsafe partial CuResult cuGetErrorString(CuResult error, byte** text);
+}

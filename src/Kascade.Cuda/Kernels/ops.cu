@@ -1,0 +1,79 @@
+// Elementwise and normalisation ops of the Llama-family forward: fp32 activations, bf16 weights and KV cache.
+#include "common.cuh"
+
+// out[t, :] = table[ids[t], :]; table bf16 [vocab, hidden], out fp32 [tokens, hidden]. Grid: tokens.
+extern "C" __global__ void embed_bf16(const bf16_t* table, const int* ids, float* out, int hidden)
+{
+    const bf16_t* row = table + (long)ids[blockIdx.x] * hidden;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) out[(long)blockIdx.x * hidden + i] = bf16_to_float(row[i]);
+}
+
+// y = x / sqrt(mean(x^2) + eps) * w over groups of `width` (a row, or one head for q/k norms). Grid: groups.
+extern "C" __global__ void rmsnorm(const float* x, const float* w, float* y, int width, float eps)
+{
+    __shared__ float scratch[32];
+    const float* in = x + (long)blockIdx.x * width;
+    float* out = y + (long)blockIdx.x * width;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) ss += in[i] * in[i];
+    float inv = rsqrtf(block_sum(ss, scratch) / width + eps);
+    for (int i = threadIdx.x; i < width; i += blockDim.x) out[i] = in[i] * inv * w[i];
+}
+
+// HF rotate_half RoPE in place on x [tokens, heads * d]; tables fp32 [positions, d/2]. Grid: tokens.
+extern "C" __global__ void rope(float* x, const float* cos_table, const float* sin_table, int heads, int d, int start)
+{
+    int half = d / 2;
+    long row = (long)blockIdx.x * heads * d;
+    const float* c = cos_table + (long)(start + blockIdx.x) * half;
+    const float* s = sin_table + (long)(start + blockIdx.x) * half;
+    for (int idx = threadIdx.x; idx < heads * half; idx += blockDim.x)
+    {
+        int h = idx / half, i = idx % half;
+        float* p = x + row + (long)h * d;
+        float a = p[i], b = p[i + half];
+        p[i] = a * c[i] - b * s[i];
+        p[i + half] = b * c[i] + a * s[i];
+    }
+}
+
+// gate = silu(gate) * up.
+extern "C" __global__ void swiglu(float* gate, const float* up, long n)
+{
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+    {
+        float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+// x += y.
+extern "C" __global__ void add(float* x, const float* y, long n)
+{
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) x[i] += y[i];
+}
+
+// y[r, c] += b[c].
+extern "C" __global__ void add_bias(float* y, const float* b, long n, int cols)
+{
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) y[i] += b[i % cols];
+}
+
+// y = bf16(x), for the GEMM inputs.
+extern "C" __global__ void to_bf16(const float* x, bf16_t* y, long n)
+{
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) y[i] = float_to_bf16(x[i]);
+}
+
+// Cache layout per layer: [kv_heads, capacity, d] bf16 for keys and values. Grid: tokens.
+extern "C" __global__ void kv_append(const float* k, const float* v, bf16_t* k_cache, bf16_t* v_cache, int kv_heads, int d, int capacity, int start)
+{
+    int t = blockIdx.x;
+    for (int idx = threadIdx.x; idx < kv_heads * d; idx += blockDim.x)
+    {
+        int h = idx / d, i = idx % d;
+        long at = ((long)h * capacity + start + t) * d + i;
+        k_cache[at] = float_to_bf16(k[(long)t * kv_heads * d + idx]);
+        v_cache[at] = float_to_bf16(v[(long)t * kv_heads * d + idx]);
+    }
+}

@@ -1,0 +1,102 @@
+using System.Runtime.InteropServices;
+using Kascade.Cuda.Interop;
+
+namespace Kascade.Cuda.Runtime;
+
+/// <summary>Device memory from <c>cuMemAlloc</c>, freed once.</summary>
+public sealed class DeviceMemory : SafeHandle
+{
+    private DeviceMemory(nint pointer, long bytes)
+        : base(0, ownsHandle: true)
+    {
+        SetHandle(pointer);
+        Bytes = bytes;
+    }
+
+    public long Bytes { get; }
+
+    public nint Pointer => handle;
+
+    public override bool IsInvalid => handle == 0;
+
+    public static DeviceMemory Allocate(long bytes)
+    {
+        CudaCheck.ThrowIfFailed(Driver.cuMemAlloc_v2(out nint pointer, (nuint)Math.Max(bytes, 1)), $"cuMemAlloc({bytes} bytes)");
+        return new DeviceMemory(pointer, bytes);
+    }
+
+    protected override bool ReleaseHandle() => Driver.cuMemFree_v2(handle) == CuResult.Success;
+}
+
+/// <summary>A loaded module (cubin).</summary>
+internal sealed class CudaModule() : SafeHandle(0, ownsHandle: true)
+{
+    private readonly Dictionary<string, nint> _functions = [];
+
+    public override bool IsInvalid => handle == 0;
+
+    public static CudaModule Load(byte[] cubin)
+    {
+        var pinned = GCHandle.Alloc(cubin, GCHandleType.Pinned);
+        try
+        {
+            CudaCheck.ThrowIfFailed(Driver.cuModuleLoadData(out nint module, pinned.AddrOfPinnedObject()), "cuModuleLoadData");
+            var h = new CudaModule();
+            h.SetHandle(module);
+            return h;
+        }
+        finally
+        {
+            pinned.Free();
+        }
+    }
+
+    public nint Function(string name)
+    {
+        if (!_functions.TryGetValue(name, out nint f))
+        {
+            CudaCheck.ThrowIfFailed(Driver.cuModuleGetFunction(out f, handle, name), $"cuModuleGetFunction({name})");
+            _functions[name] = f;
+        }
+        return f;
+    }
+
+    protected override bool ReleaseHandle() => Driver.cuModuleUnload(handle) == CuResult.Success;
+}
+
+/// <summary>A CUDA stream.</summary>
+internal sealed class StreamHandle() : SafeHandle(0, ownsHandle: true)
+{
+    public override bool IsInvalid => handle == 0;
+
+    public nint Value => handle;
+
+    public static StreamHandle Create()
+    {
+        CudaCheck.ThrowIfFailed(Driver.cuStreamCreate(out nint s, 0), "cuStreamCreate");
+        var h = new StreamHandle();
+        h.SetHandle(s);
+        return h;
+    }
+
+    protected override bool ReleaseHandle() => Driver.cuStreamDestroy_v2(handle) == CuResult.Success;
+}
+
+/// <summary>A cuBLAS handle bound to one stream.</summary>
+internal sealed class CublasHandle() : SafeHandle(0, ownsHandle: true)
+{
+    public override bool IsInvalid => handle == 0;
+
+    public nint Value => handle;
+
+    public static CublasHandle Create(StreamHandle stream)
+    {
+        CudaCheck.ThrowIfFailed(Cublas.cublasCreate_v2(out nint h), "cublasCreate");
+        var result = new CublasHandle();
+        result.SetHandle(h);
+        CudaCheck.ThrowIfFailed(Cublas.cublasSetStream_v2(h, stream.Value), "cublasSetStream");
+        return result;
+    }
+
+    protected override bool ReleaseHandle() => Cublas.cublasDestroy_v2(handle) == CublasStatus.Success;
+}

@@ -1,0 +1,182 @@
+using Kascade.Core;
+
+namespace Kascade.Runtime.Diagnostics;
+
+/// <summary>One op case of a parity run: the largest error of the candidate against the reference, and the bound.</summary>
+public sealed record ParityResult(string Op, string Case, double MaxError, double Allowed)
+{
+    public bool Passed => MaxError <= Allowed;
+}
+
+/// <summary>
+/// Every op of <see cref="IBackend"/> run on a reference backend (the CPU) and a candidate (the GPU) with the same
+/// inputs over shape grids (llama.cpp's test-backend-ops). Inputs the candidate stores in bf16 (weights, GEMM
+/// inputs, KV cache) are rounded to bf16 first, so the comparison measures the kernels, not the storage format.
+/// Used by the GPU tests and by <c>kascade test-backend</c> on machines without the .NET SDK.
+/// </summary>
+public static unsafe class BackendParity
+{
+    /// <summary>fp32 kernels against fp32 kernels: different summation order and exp implementations.</summary>
+    private const double Absolute = 1e-3;
+
+    private const double Relative = 1e-3;
+
+    public static IReadOnlyList<ParityResult> Run(IBackend reference, IBackend candidate, Action<ParityResult>? onResult = null)
+    {
+        var results = new List<ParityResult>();
+        void Record(ParityResult r)
+        {
+            results.Add(r);
+            onResult?.Invoke(r);
+        }
+        var rng = new Random(1);
+        foreach (var (vocab, hidden, tokens) in new[] { (100, 96, 7), (8192, 256, 33) })
+        {
+            var table = Bf16(Random(rng, vocab * hidden, 1));
+            var ids = Enumerable.Range(0, tokens).Select(_ => rng.Next(vocab)).ToArray();
+            Record(Compare("embed", $"vocab {vocab} hidden {hidden} tokens {tokens}", reference, candidate, (b, w) =>
+            {
+                var o = b.Allocate(tokens, hidden);
+                b.Embed(ids, w[0], o);
+                return o;
+            }, [("table", table, vocab, hidden)]));
+        }
+        foreach (var (rows, cols, width) in new[] { (5, 4096, 4096), (3, 8 * 128, 128), (9, 256, 64) })
+        {
+            var x = Random(rng, rows * cols, 3);
+            var gamma = Random(rng, width, 1);
+            Record(Compare("rmsnorm", $"{rows}x{cols} groups of {width}", reference, candidate, (b, w) =>
+            {
+                var (xt, o) = (Upload(b, x, rows, cols), b.Allocate(rows, cols));
+                b.RmsNorm(xt, w[0], width, 1e-5f, o);
+                return o;
+            }, [("gamma", gamma, 1, width)]));
+        }
+        foreach (var (m, k, n) in new[] { (1, 256, 768), (7, 4096, 512), (33, 128, 1000), (512, 256, 8192) })
+        {
+            var x = Bf16(Random(rng, m * k, 1));
+            var weight = Bf16(Random(rng, n * k, 0.1f));
+            var bias = Random(rng, n, 1);
+            Record(Compare("matmul", $"{m}x{k} · {n}x{k}ᵀ + bias", reference, candidate, (b, w) =>
+            {
+                var o = b.Allocate(m, n);
+                b.MatMul(Upload(b, x, m, k), w[0], w[1], o);
+                return o;
+            }, [("w", weight, n, k), ("bias", bias, 1, n)]));
+        }
+        foreach (var rope in new[] { new RopeConfig(500000), new RopeConfig(500000, RopeScalingType.Llama3, 8, 1, 4, 8192) })
+        {
+            const int heads = 8, d = 128, tokens = 5, start = 1000;
+            var x = Random(rng, tokens * heads * d, 2);
+            Record(Compare("rope", $"{rope.Scaling}, {tokens} tokens from {start}", reference, candidate, (b, _) =>
+            {
+                b.SetRope(rope, d, start + tokens);
+                var t = Upload(b, x, tokens, heads * d);
+                b.ApplyRope(t, new RopeArgs(heads, d, start));
+                return t;
+            }, []));
+        }
+        {
+            const int rows = 17, cols = 1000;
+            var g = Random(rng, rows * cols, 4);
+            var u = Random(rng, rows * cols, 2);
+            Record(Compare("swiglu", $"{rows}x{cols}", reference, candidate, (b, _) =>
+            {
+                var gt = Upload(b, g, rows, cols);
+                b.SwiGlu(gt, Upload(b, u, rows, cols));
+                return gt;
+            }, []));
+            Record(Compare("add", $"{rows}x{cols}", reference, candidate, (b, _) =>
+            {
+                var gt = Upload(b, g, rows, cols);
+                b.Add(gt, Upload(b, u, rows, cols));
+                return gt;
+            }, []));
+        }
+        foreach (int headDim in new[] { 64, 128 })
+        {
+            foreach (int group in new[] { 1, 2, 4, 8 })
+            {
+                foreach (var (start, tokens) in new[] { (0, 1), (0, 37), (50, 1), (45, 20), (0, 100), (1000, 1), (3000, 3) })
+                {
+                    Record(AttentionCase(reference, candidate, rng, headDim, group, start, tokens));
+                }
+            }
+        }
+        return results;
+    }
+
+    private static ParityResult AttentionCase(IBackend reference, IBackend candidate, Random rng, int headDim, int group, int start, int tokens)
+    {
+        const int kvHeads = 2;
+        int heads = kvHeads * group, total = start + tokens;
+        var k = Bf16(Random(rng, total * kvHeads * headDim, 1));
+        var v = Bf16(Random(rng, total * kvHeads * headDim, 1));
+        var q = Random(rng, tokens * heads * headDim, 2);
+        float scale = 1f / MathF.Sqrt(headDim);
+        return Compare("attention", $"d {headDim} group {group} keys {total} queries {tokens}", reference, candidate, (b, _) =>
+        {
+            var cache = b.AllocateKvCache(new KvCacheShape(1, kvHeads, headDim, total));
+            b.AppendKv(cache, 0, 0, Upload(b, k, total, kvHeads * headDim), Upload(b, v, total, kvHeads * headDim));
+            var o = b.Allocate(tokens, heads * headDim);
+            b.Attention(new AttentionArgs(0, tokens, start, heads, kvHeads, headDim, scale), Upload(b, q, tokens, heads * headDim), cache, o);
+            return o;
+        }, []);
+    }
+
+    /// <summary>Runs <paramref name="op"/> on both backends with the same weights (stored as bf16 bits) and compares the outputs.</summary>
+    private static ParityResult Compare(string name, string shape, IBackend reference, IBackend candidate, Func<IBackend, Weight[], DeviceTensor> op, (string Name, float[] Values, int Rows, int Cols)[] weights)
+    {
+        float[] Run(IBackend b)
+        {
+            var bf16 = weights.Select(w => w.Rows == 1 ? null : w.Values.Select(DTypes.SingleToBf16).ToArray()).ToArray();
+            var handles = new List<System.Runtime.InteropServices.GCHandle>();
+            try
+            {
+                var loaded = weights.Select((w, i) =>
+                {
+                    object data = bf16[i] is { } bits ? bits : w.Values;
+                    var h = System.Runtime.InteropServices.GCHandle.Alloc(data, System.Runtime.InteropServices.GCHandleType.Pinned);
+                    handles.Add(h);
+                    return b.LoadWeight(new WeightSource(w.Name, bf16[i] is null ? DType.F32 : DType.BF16, w.Rows, w.Cols, h.AddrOfPinnedObject()));
+                }).ToArray();
+                var output = op(b, loaded);
+                var result = new float[output.Rows * output.Cols];
+                b.Read(output, result);
+                return result;
+            }
+            finally
+            {
+                handles.ForEach(h => h.Free());
+            }
+        }
+        var expected = Run(reference);
+        var actual = Run(candidate);
+        // Report the element closest to (or furthest past) its bound.
+        double worstExcess = double.NegativeInfinity, error = 0, allowed = Absolute;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            double bound = Absolute + Relative * Math.Abs(expected[i]);
+            double diff = double.IsNaN(actual[i]) ? double.PositiveInfinity : Math.Abs((double)expected[i] - actual[i]);
+            if (diff - bound > worstExcess)
+            {
+                (worstExcess, error, allowed) = (diff - bound, diff, bound);
+            }
+        }
+        return new ParityResult(name, shape, error, allowed);
+    }
+
+    private static DeviceTensor Upload(IBackend b, float[] values, int rows, int cols)
+    {
+        var t = b.Allocate(rows, cols);
+        b.Write(t, values);
+        return t;
+    }
+
+    private static float[] Random(Random rng, int n, float scale) =>
+        Enumerable.Range(0, n).Select(_ => scale * (float)(rng.NextDouble() * 2 - 1)).ToArray();
+
+    /// <summary>Rounds to bf16 and back, so both backends start from values a bf16 store holds exactly.</summary>
+    private static float[] Bf16(float[] values) =>
+        values.Select(v => BitConverter.UInt32BitsToSingle((uint)DTypes.SingleToBf16(v) << 16)).ToArray();
+}

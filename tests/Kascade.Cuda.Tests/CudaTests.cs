@@ -1,0 +1,66 @@
+using Kascade.Core;
+using Kascade.Cpu;
+using Kascade.Cuda.Runtime;
+using Kascade.Runtime;
+using Kascade.Runtime.Diagnostics;
+using Kascade.Testing;
+using Xunit;
+
+namespace Kascade.Cuda.Tests;
+
+/// <summary>A fact that runs only where a CUDA device is usable; elsewhere it is skipped with the reason.</summary>
+public sealed class GpuFactAttribute : FactAttribute
+{
+    public GpuFactAttribute()
+    {
+        if (CudaDevice.Probe() is { } reason)
+        {
+            Skip = "no GPU: " + reason;
+        }
+    }
+}
+
+/// <summary>A fact for machines without a GPU (what users without one see).</summary>
+public sealed class NoGpuFactAttribute : FactAttribute
+{
+    public NoGpuFactAttribute()
+    {
+        if (CudaDevice.Probe() is null)
+        {
+            Skip = "a GPU is present";
+        }
+    }
+}
+
+/// <summary>
+/// The CUDA backend against the CPU backend, op by op over shape grids and on the instrument model's golden file.
+/// The same checks run without the .NET SDK as <c>kascade test-backend --device cuda --model DIR</c>.
+/// </summary>
+public class CudaTests
+{
+    [GpuFact]
+    public void Every_op_matches_the_cpu_backend()
+    {
+        using var cpu = new CpuBackend();
+        using var gpu = new CudaBackend();
+        var failures = BackendParity.Run(cpu, gpu).Where(r => !r.Passed).ToList();
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+    }
+
+    [GpuFact]
+    public void Instrument_model_replays_its_golden_file_on_the_gpu()
+    {
+        using var gpu = new CudaBackend();
+        using var model = ModelDirectory.Open(TestPaths.InstrumentModel, gpu);
+        var failures = GoldenCheck.Run(model).Where(r => !r.Passed).ToList();
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+    }
+
+    [NoGpuFact]
+    public void Without_a_gpu_the_backend_says_so()
+    {
+        var e = Assert.Throws<CudaException>(() => new CudaBackend());
+        Assert.Contains("CUDA", e.Message);
+        Assert.IsAssignableFrom<KascadeException>(e);
+    }
+}
