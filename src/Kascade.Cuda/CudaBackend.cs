@@ -1,4 +1,5 @@
 using Kascade.Core;
+using Kascade.Cuda.Heuristics;
 using Kascade.Cuda.Interop;
 using Kascade.Cuda.Runtime;
 
@@ -88,6 +89,9 @@ public sealed class CudaKvCache : KvCache
     }
 }
 
+/// <summary>A launch grid.</summary>
+internal readonly record struct Dim3(uint X, uint Y, uint Z);
+
 /// <summary>
 /// The CUDA backend: fp32 activations, bf16 weights and KV cache, GEMMs through cuBLAS (bf16 in, fp32 accumulate
 /// and out), our kernels for the rest, compiled by NVRTC for the device on first use.
@@ -104,6 +108,7 @@ public sealed unsafe class CudaBackend : IBackend
     private DeviceMemory? _ropeCos, _ropeSin;
     private DeviceMemory? _bf16Scratch;
     private DeviceMemory? _ids;
+    private DeviceMemory? _partialOut, _partialMl;
 
     public CudaBackend(int ordinal = 0, string? kernelCache = null)
     {
@@ -247,9 +252,22 @@ public sealed unsafe class CudaBackend : IBackend
     public void Attention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
         var c = (CudaKvCache)cache;
-        nint offset = (nint)(c.LayerBytes * args.Layer);
-        int warps = args.Tokens * args.Heads;
-        Launch(AttentionModule(args.HeadDim), "attention_dense", (uint)((warps + 3) / 4), 128, In(q), c.Keys.Pointer + offset, c.Values.Pointer + offset, Out(output), args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale);
+        nint keys = c.Keys.Pointer + (nint)(c.LayerBytes * args.Layer), values = c.Values.Pointer + (nint)(c.LayerBytes * args.Layer);
+        var module = AttentionModule(args.HeadDim);
+        int visible = args.StartPosition + args.Tokens;
+        var plan = AttentionLaunch.Choose(args.Tokens, args.Heads, args.KvHeads, visible, _device.Multiprocessors);
+        if (!plan.SplitKv)
+        {
+            int warps = args.Tokens * args.Heads;
+            Launch(module, "attention_dense", (uint)((warps + 3) / 4), 128, In(q), keys, values, Out(output), args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale);
+            return;
+        }
+        long rows = (long)args.Tokens * args.Heads * plan.Splits;
+        var partialOut = Scratch(ref _partialOut, rows * args.HeadDim * sizeof(float));
+        var partialMl = Scratch(ref _partialMl, rows * 2 * sizeof(float));
+        Launch(module, "attention_split", new Dim3((uint)plan.Splits, (uint)args.KvHeads, (uint)args.Tokens), (uint)(32 * (args.Heads / args.KvHeads)),
+            In(q), keys, values, partialOut.Pointer, partialMl.Pointer, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale, plan.KeysPerSplit);
+        Launch(module, "attention_combine", new Dim3((uint)(args.Tokens * args.Heads), 1, 1), (uint)args.HeadDim, partialOut.Pointer, partialMl.Pointer, Out(output), plan.Splits);
     }
 
     public AttentionPlan AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("Kascade anchors");
@@ -321,8 +339,11 @@ public sealed unsafe class CudaBackend : IBackend
     private CudaModule AttentionModule(int headDim) =>
         Module("attention.cu", new Dictionary<string, string> { ["HEAD_DIM"] = headDim.ToString(System.Globalization.CultureInfo.InvariantCulture) });
 
+    private void Launch(CudaModule module, string name, uint grid, uint block, params object[] arguments) =>
+        Launch(module, name, new Dim3(grid, 1, 1), block, arguments);
+
     /// <summary>Launches kernel <paramref name="name"/> of <paramref name="module"/>; arguments (pointers, ints, longs, floats) are passed by address.</summary>
-    private void Launch(CudaModule module, string name, uint grid, uint block, params object[] arguments)
+    private void Launch(CudaModule module, string name, Dim3 grid, uint block, params object[] arguments)
     {
         nint function = module.Function(name);
         var slots = stackalloc long[arguments.Length];
@@ -339,7 +360,7 @@ public sealed unsafe class CudaBackend : IBackend
             };
             pointers[i] = &slots[i];
         }
-        CudaCheck.ThrowIfFailed(Driver.cuLaunchKernel(function, grid, 1, 1, block, 1, 1, 0, _stream.Value, pointers, null), $"cuLaunchKernel({name})");
+        CudaCheck.ThrowIfFailed(Driver.cuLaunchKernel(function, grid.X, grid.Y, grid.Z, block, 1, 1, 0, _stream.Value, pointers, null), $"cuLaunchKernel({name})");
     }
 
     /// <summary>The module of <paramref name="source"/> specialised by <paramref name="defines"/>, compiled (or read from the disk cache) once.</summary>
@@ -365,6 +386,8 @@ public sealed unsafe class CudaBackend : IBackend
         _ropeSin?.Dispose();
         _bf16Scratch?.Dispose();
         _ids?.Dispose();
+        _partialOut?.Dispose();
+        _partialMl?.Dispose();
         _cublas.Dispose();
         _stream.Dispose();
         _device.Dispose();

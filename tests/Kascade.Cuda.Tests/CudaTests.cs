@@ -64,3 +64,24 @@ public class CudaTests
         Assert.IsAssignableFrom<KascadeException>(e);
     }
 }
+
+public class AttentionLaunchTests
+{
+    [Theory]
+    [InlineData(1, 32, 8, 8192, 132)]
+    [InlineData(1, 4, 2, 130, 132)]
+    [InlineData(3, 32, 8, 131072, 132)]
+    [InlineData(1, 8, 1, 1, 132)]
+    public void Few_queries_split_the_keys_into_non_empty_splits_that_cover_them(int tokens, int heads, int kvHeads, int keys, int sms)
+    {
+        var plan = Heuristics.AttentionLaunch.Choose(tokens, heads, kvHeads, keys, sms);
+        Assert.True(plan.SplitKv);
+        Assert.True(plan.Splits * plan.KeysPerSplit >= keys, "splits cover every key");
+        Assert.True((plan.Splits - 1) * plan.KeysPerSplit < keys, "no empty split");
+        Assert.True(plan.KeysPerSplit >= Math.Min(keys, Heuristics.AttentionLaunch.MinKeysPerSplit));
+    }
+
+    [Fact]
+    public void Many_queries_run_one_warp_per_query_head() =>
+        Assert.False(Heuristics.AttentionLaunch.Choose(512, 32, 8, 8192, 132).SplitKv);
+}

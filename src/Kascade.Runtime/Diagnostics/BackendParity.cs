@@ -97,7 +97,7 @@ public static unsafe class BackendParity
         {
             foreach (int group in new[] { 1, 2, 4, 8 })
             {
-                foreach (var (start, tokens) in new[] { (0, 1), (0, 37), (50, 1), (45, 20), (0, 100), (1000, 1), (3000, 3) })
+                foreach (var (start, tokens) in new[] { (0, 1), (0, 37), (50, 1), (45, 20), (0, 100), (0, 300), (1000, 1), (3000, 3), (20000, 1) })
                 {
                     Record(AttentionCase(reference, candidate, rng, headDim, group, start, tokens));
                 }
