@@ -61,10 +61,11 @@ public static partial class CliApp
         var samples = new Option<int>("--samples") { Description = "Pass-key prompts per length (needle depths spread evenly)", DefaultValueFactory = _ => 5 };
         var seed = new Option<int>("--seed") { Description = "Seed for keys and haystack offsets", DefaultValueFactory = _ => 1 };
         var threads = new Option<int?>("--threads") { Description = "CPU threads (default: all cores)" };
+        var noMass = new Option<bool>("--no-mass") { Description = "Only the pass-key answers (skip the per-layer attention-mass measurement)" };
         var attention = AttentionOptions.Create();
         var command = new Command("analyze", "Measure a sparse attention policy against dense on pass-key prompts: captured attention mass per layer and greedy answers.")
         {
-            model, haystack, lengths, samples, seed, threads,
+            model, haystack, lengths, samples, seed, threads, noMass,
         };
         attention.AddTo(command);
         command.SetAction(parse => Guard(stderr, () =>
@@ -77,7 +78,7 @@ public static partial class CliApp
             WithProgress(stderr, progress =>
             {
                 var tasks = lengthList.ToDictionary(l => $"{l} tokens", l => progress.AddTask($"{l} tokens", maxValue: parse.GetValue(samples)));
-                result = KascadeAnalysis.Run(dir, Haystack.Load(parse.GetValue(haystack)!), policy, lengthList, parse.GetValue(samples), parse.GetValue(seed), (name, done, _) => tasks[name].Value = done);
+                result = KascadeAnalysis.Run(dir, Haystack.Load(parse.GetValue(haystack)!), policy, lengthList, parse.GetValue(samples), parse.GetValue(seed), !parse.GetValue(noMass), (name, done, _) => tasks[name].Value = done);
             });
             stdout.Write(KascadeAnalysis.ToMarkdown(result!, policy));
         }));

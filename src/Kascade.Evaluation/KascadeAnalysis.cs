@@ -23,7 +23,7 @@ public static class KascadeAnalysis
     /// <summary>Greedy tokens generated per answer (the key and its period fit in 8).</summary>
     public const int AnswerTokens = 8;
 
-    public static KascadeAnalysisResult Run(ModelDirectory model, Haystack haystack, AttentionPolicy policy, IReadOnlyList<int> lengths, int samples, int seed, Action<string, int, int>? onProgress = null)
+    public static KascadeAnalysisResult Run(ModelDirectory model, Haystack haystack, AttentionPolicy policy, IReadOnlyList<int> lengths, int samples, int seed, bool measureMass = true, Action<string, int, int>? onProgress = null)
     {
         var mass = new Dictionary<int, IReadOnlyList<LayerMass>>();
         var agreement = new List<PassKeyAgreement>();
@@ -39,7 +39,10 @@ public static class KascadeAnalysis
                 var (prompt, answer) = RetrievalPrompts.PassKey(haystack, model.Tokenizer, length - AnswerTokens, depth, seed * 7919 + length + i);
                 var ids = generator.Tokenize(prompt);
                 promptTokens += ids.Length;
-                Observe(model, ids, analyzer);
+                if (measureMass)
+                {
+                    Observe(model, ids, analyzer);
+                }
                 var options = new GenerationOptions { MaxNewTokens = AnswerTokens };
                 string dense = generator.Generate(prompt, options).Text;
                 string sparse = generator.Generate(prompt, options with { Attention = policy }).Text;
@@ -48,7 +51,10 @@ public static class KascadeAnalysis
                 agree += dense == sparse ? 1 : 0;
                 onProgress?.Invoke($"{length} tokens", i + 1, samples);
             }
-            mass[length] = analyzer.Results();
+            if (measureMass)
+            {
+                mass[length] = analyzer.Results();
+            }
             agreement.Add(new PassKeyAgreement(length, samples, denseCorrect, policyCorrect, agree, promptTokens / samples));
         }
         return new KascadeAnalysisResult(mass, agreement);
@@ -82,6 +88,10 @@ public static class KascadeAnalysis
         foreach (var a in result.PassKey)
         {
             sb.AppendLine(inv, $"| {a.Length} | {a.Samples} | {a.MeanPromptTokens:F0} | {a.DenseCorrect}/{a.Samples} | {a.PolicyCorrect}/{a.Samples} | {a.Agree}/{a.Samples} |");
+        }
+        if (result.Mass.Count == 0)
+        {
+            return sb.ToString();
         }
         sb.AppendLine();
         sb.AppendLine("Fraction of each layer's dense attention mass on the keys the policy lets it see (mean and worst over query heads × queries, prefill tiles and decode steps), next to the layer's own per-query Top-k of the same budget (oracle):");
