@@ -104,7 +104,29 @@ public static partial class CliApp
             });
             stdout.Write(GenerationBenchmark.ToMarkdown(dir, backend, options, rows));
         }));
-        return new Command("bench", "Benchmarks.") { generate };
+        var phase = new Option<string>("--phase") { Description = "decode (one query over the cache) or prefill (causal, whole context)", DefaultValueFactory = _ => "decode" };
+        phase.AcceptOnlyFromAmong("decode", "prefill");
+        var attentionContexts = new Option<string>("--contexts") { Description = "Context lengths, e.g. 8k,32k,128k", DefaultValueFactory = _ => "8k,32k,128k" };
+        var heads = new Option<int>("--heads") { Description = "Query heads", DefaultValueFactory = _ => 32 };
+        var kvHeads = new Option<int>("--kv-heads") { Description = "KV heads", DefaultValueFactory = _ => 8 };
+        var headDim = new Option<int>("--head-dim") { Description = "Head dimension (64 or 128)", DefaultValueFactory = _ => 128 };
+        var runs = new Option<int>("--runs") { Description = "Timed runs (median reported)", DefaultValueFactory = _ => 20 };
+        var attention = new Command("attention", "Time our dense attention kernels on the GPU (CUDA events, L2 flushed, median); compare with bench/peers/sdpa_peer.py in the same run.")
+        {
+            phase, attentionContexts, heads, kvHeads, headDim, runs,
+        };
+        attention.SetAction(parse => Guard(stderr, () =>
+        {
+            using var backend = new Kascade.Cuda.CudaBackend();
+            var options = new AttentionBenchmarkOptions(parse.GetValue(phase)!, ParseLengths(parse.GetValue(attentionContexts)!), parse.GetValue(heads), parse.GetValue(kvHeads), parse.GetValue(headDim), parse.GetValue(runs));
+            if (options.Heads % options.KvHeads != 0 || options.HeadDim % 32 != 0)
+            {
+                throw new KascadeException("--heads must be a multiple of --kv-heads and --head-dim a multiple of 32");
+            }
+            var rows = AttentionBenchmark.Run(backend, options, context => stderr.WriteLine($"  context {context} done"));
+            stdout.Write(AttentionBenchmark.ToMarkdown(backend, options, rows));
+        }));
+        return new Command("bench", "Benchmarks.") { generate, attention };
     }
 
     private static Command TestBackendCommand(TextWriter stdout, TextWriter stderr)

@@ -288,6 +288,9 @@ public sealed unsafe class CudaBackend : IBackend
         }
     }
 
+    /// <summary>A timer on this backend's stream (benchmarks).</summary>
+    public GpuTimer CreateTimer() => new(_stream.Value);
+
     public void Write(DeviceTensor x, ReadOnlySpan<float> values)
     {
         fixed (float* p = values)

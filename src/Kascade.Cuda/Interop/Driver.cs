@@ -102,4 +102,22 @@ internal static partial class Driver
 
     [LibraryImport(NativeLibraries.Driver)]
     public static unsafe partial CuResult cuGetErrorString(CuResult error, byte** text);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuEventCreate(out nint e, uint flags);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuEventDestroy_v2(nint e);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuEventRecord(nint e, nint stream);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuEventSynchronize(nint e);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuEventElapsedTime(out float milliseconds, nint start, nint end);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuMemsetD32Async(nint destination, uint value, nuint count, nint stream);
 }

@@ -1,0 +1,67 @@
+"""PyTorch scaled_dot_product_attention on the same GPU and shapes as `kascade bench attention` (DESIGN §7).
+
+    python3 bench/peers/sdpa_peer.py --phase decode --contexts 8192,32768,131072
+
+bf16, batch 1, 32 query heads / 8 KV heads / head dim 128 by default (enable_gqa), cuDNN and flash backends;
+CUDA events, L2 flushed before every run by writing 256 MB, median of the runs. Prints Markdown rows matching
+the kascade table: | implementation | phase | context | ms | throughput |.
+"""
+import argparse
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+def time_ms(fn, runs, warmup):
+    flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    for _ in range(warmup):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for i in range(runs):
+        flush.fill_(i & 0xFF)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--phase", choices=["decode", "prefill"], default="decode")
+    ap.add_argument("--contexts", default="8192,32768,131072")
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--kv-heads", type=int, default=8)
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--runs", type=int, default=20)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    for ctx in [int(c) for c in a.contexts.split(",")]:
+        tokens = 1 if a.phase == "decode" else ctx
+        q = torch.randn(1, a.heads, tokens, a.head_dim, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(1, a.kv_heads, ctx, a.head_dim, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(1, a.kv_heads, ctx, a.head_dim, device="cuda", dtype=torch.bfloat16)
+        for name, backend in [("pytorch sdpa cudnn", SDPBackend.CUDNN_ATTENTION), ("pytorch sdpa flash", SDPBackend.FLASH_ATTENTION)]:
+            try:
+                with sdpa_kernel(backend):
+                    fn = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=a.phase == "prefill", enable_gqa=True)
+                    fn()
+                    runs = a.runs if a.phase == "decode" else max(3, a.runs // 5)
+                    ms = time_ms(fn, runs, 5)
+            except RuntimeError as e:
+                print(f"| {name} | {a.phase} | {ctx} | n/a | {str(e).splitlines()[0][:60]} |")
+                continue
+            if a.phase == "decode":
+                tp = f"{2 * ctx * a.kv_heads * a.head_dim * 2 / (ms * 1e-3) / 1e9:.1f} GB/s"
+            else:
+                tp = f"{4 * a.heads * a.head_dim * ctx * ctx / 2 / (ms * 1e-3) / 1e12:.1f} TFLOP/s"
+            print(f"| {name} | {a.phase} | {ctx} | {ms:.4f} | {tp} |")
+
+
+if __name__ == "__main__":
+    main()
