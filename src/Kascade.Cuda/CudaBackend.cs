@@ -125,9 +125,13 @@ public sealed unsafe class CudaBackend : IBackend
     public IReadOnlyList<string> Supports(ModelConfig config)
     {
         var reasons = new List<string>();
-        if (config.HeadDim % 32 != 0)
+        if (config.HeadDim is not (32 or 64 or 128 or 256))
         {
-            reasons.Add($"head_dim {config.HeadDim} is not a multiple of 32");
+            reasons.Add($"head_dim {config.HeadDim} is not supported by the attention kernels (32, 64, 128 or 256)");
+        }
+        if (config.Group * config.HeadDim > 2048)
+        {
+            reasons.Add($"a GQA group of {config.Group} heads × head_dim {config.HeadDim} exceeds the decode kernel's shared memory (group × head_dim ≤ 2048)");
         }
         return reasons;
     }
@@ -253,7 +257,7 @@ public sealed unsafe class CudaBackend : IBackend
     {
         var c = (CudaKvCache)cache;
         nint keys = c.Keys.Pointer + (nint)(c.LayerBytes * args.Layer), values = c.Values.Pointer + (nint)(c.LayerBytes * args.Layer);
-        var module = AttentionModule(args.HeadDim);
+        var module = AttentionModule(args.HeadDim, args.Heads / args.KvHeads);
         int visible = args.StartPosition + args.Tokens;
         var plan = AttentionLaunch.Choose(args.Tokens, args.Heads, args.KvHeads, visible, _device.Multiprocessors);
         if (!plan.SplitKv)
@@ -265,7 +269,7 @@ public sealed unsafe class CudaBackend : IBackend
         long rows = (long)args.Tokens * args.Heads * plan.Splits;
         var partialOut = Scratch(ref _partialOut, rows * args.HeadDim * sizeof(float));
         var partialMl = Scratch(ref _partialMl, rows * 2 * sizeof(float));
-        Launch(module, "attention_split", new Dim3((uint)plan.Splits, (uint)args.KvHeads, (uint)args.Tokens), (uint)(32 * (args.Heads / args.KvHeads)),
+        Launch(module, "attention_split", new Dim3((uint)plan.Splits, (uint)args.KvHeads, (uint)args.Tokens), 128,
             In(q), keys, values, partialOut.Pointer, partialMl.Pointer, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale, plan.KeysPerSplit);
         Launch(module, "attention_combine", new Dim3((uint)(args.Tokens * args.Heads), 1, 1), (uint)args.HeadDim, partialOut.Pointer, partialMl.Pointer, Out(output), plan.Splits);
     }
@@ -339,8 +343,11 @@ public sealed unsafe class CudaBackend : IBackend
 
     private CudaModule Ops => Module("ops.cu", []);
 
-    private CudaModule AttentionModule(int headDim) =>
-        Module("attention.cu", new Dictionary<string, string> { ["HEAD_DIM"] = headDim.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+    private CudaModule AttentionModule(int headDim, int group) => Module("attention.cu", new Dictionary<string, string>
+    {
+        ["HEAD_DIM"] = headDim.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        ["GROUP"] = group.ToString(System.Globalization.CultureInfo.InvariantCulture),
+    });
 
     private void Launch(CudaModule module, string name, uint grid, uint block, params object[] arguments) =>
         Launch(module, name, new Dim3(grid, 1, 1), block, arguments);

@@ -10,7 +10,8 @@ public static class AttentionLaunch
 
     /// <summary>
     /// Few query warps (decode, short chunks) cannot fill the GPU by themselves: split the keys so that the grid
-    /// has about four blocks per multiprocessor. Many query warps (prefill) run one warp per query head.
+    /// has about eight 4-warp blocks per multiprocessor, enough loads in flight to stream the cache at full
+    /// bandwidth. Many query warps (prefill) run one warp per query head.
     /// </summary>
     public static AttentionLaunchPlan Choose(int tokens, int heads, int kvHeads, int visibleKeys, int multiprocessors)
     {
@@ -19,7 +20,7 @@ public static class AttentionLaunch
         {
             return new AttentionLaunchPlan(false, 1, visibleKeys);
         }
-        int wanted = Math.Max(1, 4 * multiprocessors / Math.Max(1, tokens * kvHeads));
+        int wanted = Math.Max(1, 8 * multiprocessors / Math.Max(1, tokens * kvHeads));
         int splits = Math.Clamp(Math.Min(wanted, visibleKeys / MinKeysPerSplit), 1, 1024);
         int perSplit = (visibleKeys + splits - 1) / splits;
         return new AttentionLaunchPlan(true, (visibleKeys + perSplit - 1) / perSplit, perSplit);
