@@ -260,6 +260,11 @@ public sealed unsafe class CudaBackend : IBackend
         var module = AttentionModule(args.HeadDim, args.Heads / args.KvHeads);
         int visible = args.StartPosition + args.Tokens;
         var plan = AttentionLaunch.Choose(args.Tokens, args.Heads, args.KvHeads, visible, _device.Multiprocessors);
+        if (!plan.SplitKv && args.HeadDim is 64 or 128)
+        {
+            Launch(module, "attention_prefill", new Dim3((uint)((args.Tokens + 63) / 64), (uint)args.Heads, 1), 128, In(q), keys, values, Out(output), args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale);
+            return;
+        }
         if (!plan.SplitKv)
         {
             int warps = args.Tokens * args.Heads;

@@ -208,3 +208,159 @@ extern "C" __global__ void attention_combine(const float* partial_out, const flo
     }
     out[row * HEAD_DIM + threadIdx.x] = acc / total;
 }
+
+// Causal prefill on tensor cores (mma.sync.m16n8k16, bf16 in, fp32 accumulate): the FlashAttention-2 scheme.
+// Block: one query head × 64 queries, 4 warps of 16 query rows. K and V tiles of 64 keys are staged in shared
+// memory; S = Q·Kᵀ and O += P·V run on tensor cores with the online softmax on the score fragments in registers.
+// Fragment layouts (PTX ISA, mma.m16n8k16): g = lane / 4, c = lane % 4; A holds rows g and g+8, columns 2c, 2c+1
+// and 2c+8, 2c+9; B holds rows 2c, 2c+1 and 2c+8, 2c+9 of column g; C holds rows g and g+8, columns 2c, 2c+1.
+#if HEAD_DIM <= 128
+#define PREFILL_QUERIES 64
+#define PREFILL_KEYS 64
+
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi)
+{
+    return (unsigned)float_to_bf16(lo) | ((unsigned)float_to_bf16(hi) << 16);
+}
+
+__device__ __forceinline__ void mma_bf16(float* d, const unsigned* a, const unsigned* b)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+extern "C" __global__ void __launch_bounds__(128) attention_prefill(
+    const float* q, const bf16_t* k_cache, const bf16_t* v_cache, float* out,
+    int tokens, int heads, int kv_heads, int capacity, int start, float scale)
+{
+    __shared__ __align__(16) bf16_t k_tile[PREFILL_KEYS][HEAD_DIM + 8];
+    __shared__ __align__(16) bf16_t v_tile[PREFILL_KEYS][HEAD_DIM + 8];
+    int h = blockIdx.y, g_kv = h / (heads / kv_heads);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, gc = lane & 3;
+    int q_first = blockIdx.x * PREFILL_QUERIES + warp * 16;          // first query row (chunk index) of this warp
+    int row0 = q_first + gr, row1 = q_first + gr + 8;                 // this thread's two rows
+    const float log2e_scale = scale * 1.4426950408889634f;
+
+    // Q fragments for all HEAD_DIM / 16 k-steps, scaled into log2 units, rows beyond the chunk as zeros.
+    unsigned qa[HEAD_DIM / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < HEAD_DIM / 16; ks++)
+    {
+        int col = ks * 16 + 2 * gc;
+        const float* r0 = q + ((long)row0 * heads + h) * HEAD_DIM;
+        const float* r1 = q + ((long)row1 * heads + h) * HEAD_DIM;
+        bool v0 = row0 < tokens, v1 = row1 < tokens;
+        qa[ks][0] = v0 ? pack_bf16(r0[col] * log2e_scale, r0[col + 1] * log2e_scale) : 0u;
+        qa[ks][1] = v1 ? pack_bf16(r1[col] * log2e_scale, r1[col + 1] * log2e_scale) : 0u;
+        qa[ks][2] = v0 ? pack_bf16(r0[col + 8] * log2e_scale, r0[col + 9] * log2e_scale) : 0u;
+        qa[ks][3] = v1 ? pack_bf16(r1[col + 8] * log2e_scale, r1[col + 9] * log2e_scale) : 0u;
+    }
+    float o[HEAD_DIM / 8][4];
+#pragma unroll
+    for (int n = 0; n < HEAD_DIM / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m0 = __int_as_float(0xff800000), m1 = m0, l0 = 0.0f, l1 = 0.0f;
+
+    const bf16_t* kp = k_cache + (long)g_kv * capacity * HEAD_DIM;
+    const bf16_t* vp = v_cache + (long)g_kv * capacity * HEAD_DIM;
+    int block_last = min(tokens, (int)(blockIdx.x + 1) * PREFILL_QUERIES) - 1;
+    int keys_end = start + block_last + 1;                           // keys any query of the block sees
+    int pos0 = start + row0, pos1 = start + row1;                     // absolute positions of this thread's rows
+    for (int k0 = 0; k0 < keys_end; k0 += PREFILL_KEYS)
+    {
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < PREFILL_KEYS * HEAD_DIM / 8; idx += blockDim.x)
+        {
+            int r = idx / (HEAD_DIM / 8), c8 = (idx % (HEAD_DIM / 8)) * 8;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            if (k0 + r < keys_end)
+            {
+                kv = *reinterpret_cast<const uint4*>(kp + (long)(k0 + r) * HEAD_DIM + c8);
+                vv = *reinterpret_cast<const uint4*>(vp + (long)(k0 + r) * HEAD_DIM + c8);
+            }
+            *reinterpret_cast<uint4*>(&k_tile[r][c8]) = kv;
+            *reinterpret_cast<uint4*>(&v_tile[r][c8]) = vv;
+        }
+        __syncthreads();
+        if (q_first >= tokens || k0 > start + q_first + 15) continue;   // warp has no rows, or the whole tile is in its future
+
+        float s[PREFILL_KEYS / 8][4];
+#pragma unroll
+        for (int n = 0; n < PREFILL_KEYS / 8; n++)
+        {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+            for (int ks = 0; ks < HEAD_DIM / 16; ks++)
+            {
+                unsigned b[2];
+                b[0] = *reinterpret_cast<const unsigned*>(&k_tile[n * 8 + gr][ks * 16 + 2 * gc]);
+                b[1] = *reinterpret_cast<const unsigned*>(&k_tile[n * 8 + gr][ks * 16 + 2 * gc + 8]);
+                mma_bf16(s[n], qa[ks], b);
+            }
+        }
+        // Causal mask (and keys past the end), then the online softmax of rows row0 and row1.
+        float t0 = __int_as_float(0xff800000), t1 = t0;
+#pragma unroll
+        for (int n = 0; n < PREFILL_KEYS / 8; n++)
+        {
+            int key = k0 + n * 8 + 2 * gc;
+            if (key > pos0) s[n][0] = __int_as_float(0xff800000);
+            if (key + 1 > pos0) s[n][1] = __int_as_float(0xff800000);
+            if (key > pos1) s[n][2] = __int_as_float(0xff800000);
+            if (key + 1 > pos1) s[n][3] = __int_as_float(0xff800000);
+            t0 = fmaxf(t0, fmaxf(s[n][0], s[n][1]));
+            t1 = fmaxf(t1, fmaxf(s[n][2], s[n][3]));
+        }
+        t0 = fmaxf(t0, __shfl_xor_sync(0xffffffffu, t0, 1));
+        t0 = fmaxf(t0, __shfl_xor_sync(0xffffffffu, t0, 2));
+        t1 = fmaxf(t1, __shfl_xor_sync(0xffffffffu, t1, 1));
+        t1 = fmaxf(t1, __shfl_xor_sync(0xffffffffu, t1, 2));
+        float n0 = fmaxf(m0, t0), n1 = fmaxf(m1, t1);
+        // A row with no visible key yet keeps max −inf; use 0 as the exponent base so exp2 gives 0, not NaN.
+        float b0 = n0 == __int_as_float(0xff800000) ? 0.0f : n0, b1 = n1 == __int_as_float(0xff800000) ? 0.0f : n1;
+        float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
+        float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+        for (int n = 0; n < PREFILL_KEYS / 8; n++)
+        {
+            s[n][0] = exp2f(s[n][0] - b0); s[n][1] = exp2f(s[n][1] - b0);
+            s[n][2] = exp2f(s[n][2] - b1); s[n][3] = exp2f(s[n][3] - b1);
+            sum0 += s[n][0] + s[n][1];
+            sum1 += s[n][2] + s[n][3];
+        }
+        l0 = l0 * c0 + sum0;  // partial per thread; the quad's sums are added at the end
+        l1 = l1 * c1 + sum1;
+        m0 = n0;
+        m1 = n1;
+#pragma unroll
+        for (int n = 0; n < HEAD_DIM / 8; n++) { o[n][0] *= c0; o[n][1] *= c0; o[n][2] *= c1; o[n][3] *= c1; }
+        // O += P · V: P's C fragments of key n-tiles 2kk and 2kk+1 are the A fragment of k-step kk.
+#pragma unroll
+        for (int kk = 0; kk < PREFILL_KEYS / 16; kk++)
+        {
+            unsigned a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+            for (int n = 0; n < HEAD_DIM / 8; n++)
+            {
+                int key = kk * 16 + 2 * gc, dim = n * 8 + gr;
+                unsigned b[2] = {(unsigned)v_tile[key][dim] | ((unsigned)v_tile[key + 1][dim] << 16),
+                                 (unsigned)v_tile[key + 8][dim] | ((unsigned)v_tile[key + 9][dim] << 16)};
+                mma_bf16(o[n], a, b);
+            }
+        }
+    }
+    if (q_first >= tokens) return;
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+#pragma unroll
+    for (int n = 0; n < HEAD_DIM / 8; n++)
+    {
+        int col = n * 8 + 2 * gc;
+        if (row0 < tokens) { float* p = out + ((long)row0 * heads + h) * HEAD_DIM + col; p[0] = o[n][0] / l0; p[1] = o[n][1] / l0; }
+        if (row1 < tokens) { float* p = out + ((long)row1 * heads + h) * HEAD_DIM + col; p[0] = o[n][2] / l1; p[1] = o[n][3] / l1; }
+    }
+}
+#endif
