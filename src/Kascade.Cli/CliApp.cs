@@ -3,6 +3,7 @@ using Kascade.Core;
 using Kascade.Cpu;
 using Kascade.Runtime;
 using Kascade.Runtime.Diagnostics;
+using Kascade.Runtime.Loading;
 using Kascade.Runtime.Generation;
 using Spectre.Console;
 
@@ -80,7 +81,8 @@ public static partial class CliApp
 
     private static Command BenchCommand(TextWriter stdout, TextWriter stderr)
     {
-        var model = new Option<string>("--model") { Description = "Hugging Face model directory", Required = true };
+        var model = new Option<string?>("--model") { Description = "Hugging Face model directory" };
+        var random = new Option<string?>("--random-config") { Description = $"Instead of --model: random bf16 weights made on the device for a preset ({string.Join(", ", ShapePresets.Names)}) or a config.json" };
         var contexts = new Option<string>("--contexts") { Description = "Prompt lengths in tokens, e.g. 1k,4k,8k", DefaultValueFactory = _ => "1k,4k,8k" };
         var decode = new Option<int>("--decode-tokens") { Description = "Decode steps timed after each prefill", DefaultValueFactory = _ => 32 };
         var threads = new Option<int?>("--threads") { Description = "CPU threads (default: all cores)" };
@@ -88,21 +90,31 @@ public static partial class CliApp
         var device = new Option<string>("--device") { Description = Backends.Description, DefaultValueFactory = _ => "cpu" };
         var generate = new Command("generate", "Time prefill and decode of the whole model at several context lengths (random prompt tokens, greedy).")
         {
-            model, contexts, decode, threads, chunk, device,
+            model, random, contexts, decode, threads, chunk, device,
         };
+        generate.Validators.Add(result =>
+        {
+            if ((result.GetResult(model) is null) == (result.GetResult(random) is null))
+            {
+                result.AddError("give exactly one of --model or --random-config");
+            }
+        });
         generate.SetAction(parse => Guard(stderr, () =>
         {
             var lengths = ParseLengths(parse.GetValue(contexts)!);
             using var backend = Backends.Create(parse.GetValue(device)!, parse.GetValue(threads));
-            using var dir = ModelDirectory.Open(parse.GetValue(model)!, backend);
+            using var dir = parse.GetValue(model) is { } path ? ModelDirectory.Open(path, backend) : null;
+            string label = dir is null ? $"{parse.GetValue(random)} (random weights)" : Path.GetFileName(Path.TrimEndingDirectorySeparator(dir.Path));
+            using var randomModel = dir is null ? LlamaModel.Random(ShapePresets.Load(parse.GetValue(random)!), backend) : null;
+            var llama = dir?.Model ?? randomModel!;
             var options = new GenerationBenchmarkOptions(lengths, NonNegative(parse.GetValue(decode), "--decode-tokens"), parse.GetValue(chunk));
             IReadOnlyList<GenerationBenchmarkRow> rows = [];
             WithProgress(stderr, progress =>
             {
                 var tasks = lengths.ToDictionary(l => l, l => progress.AddTask($"context {l}", maxValue: l - options.DecodeTokens));
-                rows = GenerationBenchmark.Run(dir, options, (length, done) => tasks[length].Value = done);
+                rows = GenerationBenchmark.Run(llama, options, (length, done) => tasks[length].Value = done);
             });
-            stdout.Write(GenerationBenchmark.ToMarkdown(dir, backend, options, rows));
+            stdout.Write(GenerationBenchmark.ToMarkdown(label, llama, options, rows));
         }));
         var phase = new Option<string>("--phase") { Description = "decode (one query over the cache) or prefill (causal, whole context)", DefaultValueFactory = _ => "decode" };
         phase.AcceptOnlyFromAmong("decode", "prefill");

@@ -22,13 +22,13 @@ public sealed record GenerationBenchmarkRow(int Context, int PromptTokens, doubl
 /// <summary>Whole-model prefill and decode speed; a benchmark, run from the CLI, never from tests.</summary>
 public static class GenerationBenchmark
 {
-    public static IReadOnlyList<GenerationBenchmarkRow> Run(ModelDirectory dir, GenerationBenchmarkOptions options, Action<int, int> onPrefill)
+    public static IReadOnlyList<GenerationBenchmarkRow> Run(LlamaModel model, GenerationBenchmarkOptions options, Action<int, int> onPrefill)
     {
-        var config = dir.Config;
+        var config = model.Config;
         var rows = new List<GenerationBenchmarkRow>();
         var rng = new Random(1234);
         // Warm-up: JIT of the prefill and decode paths and the thread pool, outside the timings.
-        using (var warm = dir.Model.CreateSession(64))
+        using (var warm = model.CreateSession(64))
         {
             var logits = new float[config.VocabSize];
             warm.Forward([.. Enumerable.Range(1, 32)], logits);
@@ -45,7 +45,7 @@ public static class GenerationBenchmark
                 throw new KascadeException($"context {context} must hold {options.DecodeTokens} decode tokens and fit the model's {config.MaxPositions} positions");
             }
             var ids = Enumerable.Range(0, prompt).Select(_ => rng.Next(config.VocabSize)).ToArray();
-            using var session = dir.Model.CreateSession(context, options.PrefillChunk);
+            using var session = model.CreateSession(context, options.PrefillChunk);
             var logits = new float[config.VocabSize];
             var clock = Stopwatch.StartNew();
             for (int start = 0; start < prompt; start += session.MaxChunk)
@@ -65,11 +65,11 @@ public static class GenerationBenchmark
         return rows;
     }
 
-    public static string ToMarkdown(ModelDirectory dir, IBackend backend, GenerationBenchmarkOptions options, IReadOnlyList<GenerationBenchmarkRow> rows)
+    public static string ToMarkdown(string label, LlamaModel model, GenerationBenchmarkOptions options, IReadOnlyList<GenerationBenchmarkRow> rows)
     {
-        var c = dir.Config;
+        var c = model.Config;
         var sb = new StringBuilder();
-        sb.AppendLine(CultureInfo.InvariantCulture, $"model: {Path.GetFileName(Path.TrimEndingDirectorySeparator(dir.Path))} ({c.ArchitectureName}, {c.Layers} layers, {c.Heads}/{c.KvHeads} heads, head dim {c.HeadDim}), backend: {backend.Name}, {Environment.ProcessorCount} cores, prefill chunk {options.PrefillChunk}");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"model: {label} ({c.ArchitectureName}, {c.Layers} layers, {c.Heads}/{c.KvHeads} heads, head dim {c.HeadDim}), backend: {model.Backend.Name}, {Environment.ProcessorCount} cores, prefill chunk {options.PrefillChunk}");
         sb.AppendLine();
         sb.AppendLine("| context | prompt tokens | prefill s | prefill tokens/s | decode tokens | decode tokens/s | ms/token |");
         sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|");

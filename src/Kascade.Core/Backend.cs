@@ -91,6 +91,12 @@ public interface IBackend : IDisposable
 
     Weight LoadWeight(WeightSource source);
 
+    /// <summary>
+    /// A weight <c>[rows, cols]</c> of <c>center + scale · u</c>, u uniform in [−1, 1), made on the device from
+    /// <paramref name="seed"/> and the name (random-weight models for full-scale benchmarks).
+    /// </summary>
+    Weight RandomWeight(string name, int rows, int cols, float center, float scale, ulong seed);
+
     /// <summary>Uninitialised fp32 activations <c>[rows, cols]</c>.</summary>
     DeviceTensor Allocate(int rows, int cols);
 

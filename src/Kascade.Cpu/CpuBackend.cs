@@ -42,6 +42,18 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public Weight LoadWeight(WeightSource source) => new CpuWeight(source);
 
+    public Weight RandomWeight(string name, int rows, int cols, float center, float scale, ulong seed)
+    {
+        long n = (long)rows * cols;
+        var memory = (float*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)n, sizeof(float));
+        ulong key = RandomWeights.Key(name, seed);
+        for (long i = 0; i < n; i++)
+        {
+            memory[i] = center + scale * RandomWeights.Uniform(key, i);
+        }
+        return new CpuWeight(new WeightSource(name, DType.F32, rows, cols, (nint)memory), ownsMemory: true);
+    }
+
     public DeviceTensor Allocate(int rows, int cols) => new CpuTensor(new float[checked(rows * cols)], 0, rows, cols);
 
     public KvCache AllocateKvCache(KvCacheShape shape)

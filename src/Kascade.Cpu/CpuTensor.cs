@@ -39,9 +39,12 @@ public sealed class CpuTensor : DeviceTensor
 /// </summary>
 public sealed class CpuWeight : Weight
 {
-    internal CpuWeight(WeightSource source)
+    private readonly bool _ownsMemory;
+
+    internal CpuWeight(WeightSource source, bool ownsMemory = false)
         : base(source.Name, source.DType, source.Rows, source.Cols)
     {
+        _ownsMemory = ownsMemory;
         Pointer = source.Pointer;
         if (source.Rows == 1)
         {
@@ -71,8 +74,12 @@ public sealed class CpuWeight : Weight
         DTypes.ToSingle(DType, bytes, destination[..(count * Cols)]);
     }
 
-    public override void Dispose()
+    public override unsafe void Dispose()
     {
+        if (_ownsMemory && Pointer != 0)
+        {
+            System.Runtime.InteropServices.NativeMemory.Free((void*)Pointer);
+        }
     }
 }
 

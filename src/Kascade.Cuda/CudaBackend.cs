@@ -167,6 +167,15 @@ public sealed unsafe class CudaBackend : IBackend
         return new CudaWeight(source.Name, source.DType, source.Rows, source.Cols, memory);
     }
 
+    public Weight RandomWeight(string name, int rows, int cols, float center, float scale, ulong seed)
+    {
+        long n = (long)rows * cols;
+        bool vector = rows == 1;
+        var memory = DeviceMemory.Allocate(n * (vector ? sizeof(float) : 2));
+        Launch(Ops, vector ? "fill_random_f32" : "fill_random_bf16", Blocks(n), Threads, memory.Pointer, n, center, scale, (long)RandomWeights.Key(name, seed));
+        return new CudaWeight(name, vector ? DType.F32 : DType.BF16, rows, cols, memory);
+    }
+
     public DeviceTensor Allocate(int rows, int cols) => new CudaTensor(DeviceMemory.Allocate((long)rows * cols * sizeof(float)), 0, rows, cols);
 
     public KvCache AllocateKvCache(KvCacheShape shape) => new CudaKvCache(shape);
@@ -370,6 +379,7 @@ public sealed unsafe class CudaBackend : IBackend
                 nint p => p,
                 int v => v,
                 long v => v,
+                ulong v => (long)v,
                 float v => BitConverter.SingleToInt32Bits(v),
                 _ => throw new ArgumentException($"kernel argument of type {arguments[i].GetType()}"),
             };

@@ -48,7 +48,20 @@ public sealed class LlamaModel : IDisposable
     internal LayerWeights[] Layers { get; private set; } = [];
 
     /// <summary>Binds every tensor the config implies, checking names and shapes; the weights stay memory-mapped in <paramref name="store"/>.</summary>
-    public static LlamaModel Load(ModelConfig config, WeightStore store, IBackend backend)
+    public static LlamaModel Load(ModelConfig config, WeightStore store, IBackend backend) =>
+        Load(config, backend, (name, rows, cols) => backend.LoadWeight(store.Get(name, rows, cols)));
+
+    /// <summary>
+    /// A model of <paramref name="config"/>'s shape with seeded random weights made on the backend (no file): how
+    /// speed is measured at full scale (e.g. Llama-3.1-8B) where no checkpoint can be downloaded. Matrices are
+    /// uniform in ±1/√cols, norm weights 1 ± 0.1, biases ± 0.1.
+    /// </summary>
+    public static LlamaModel Random(ModelConfig config, IBackend backend, ulong seed = 1) =>
+        Load(config, backend, (name, rows, cols) => rows == 1
+            ? backend.RandomWeight(name, rows, cols, name.EndsWith("bias", StringComparison.Ordinal) ? 0f : 1f, 0.1f, seed)
+            : backend.RandomWeight(name, rows, cols, 0f, 1f / MathF.Sqrt(cols), seed));
+
+    private static LlamaModel Load(ModelConfig config, IBackend backend, Func<string, int, int, Weight> bind)
     {
         if (backend.Supports(config) is { Count: > 0 } reasons)
         {
@@ -57,7 +70,7 @@ public sealed class LlamaModel : IDisposable
         var model = new LlamaModel(config, backend);
         try
         {
-            model.Bind(store);
+            model.Bind(bind);
             return model;
         }
         catch
@@ -67,42 +80,42 @@ public sealed class LlamaModel : IDisposable
         }
     }
 
-    private void Bind(WeightStore store)
+    private void Bind(Func<string, int, int, Weight> bind)
     {
+        Weight Get(string name, int rows, int cols)
+        {
+            var w = bind(name, rows, cols);
+            _owned.Add(w);
+            return w;
+        }
+
         var c = Config;
-        Embedding = Get(store, "model.embed_tokens.weight", c.VocabSize, c.HiddenSize);
-        FinalNorm = Get(store, "model.norm.weight", 1, c.HiddenSize);
-        LmHead = c.TieWordEmbeddings ? Embedding : Get(store, "lm_head.weight", c.VocabSize, c.HiddenSize);
+        Embedding = Get("model.embed_tokens.weight", c.VocabSize, c.HiddenSize);
+        FinalNorm = Get("model.norm.weight", 1, c.HiddenSize);
+        LmHead = c.TieWordEmbeddings ? Embedding : Get("lm_head.weight", c.VocabSize, c.HiddenSize);
         bool outputBias = c.AttentionBias && c.Architecture is ModelArchitecture.Llama or ModelArchitecture.Mistral;
         Layers = new LayerWeights[c.Layers];
         for (int l = 0; l < c.Layers; l++)
         {
             string p = $"model.layers.{l}.";
-            Weight? Optional(bool present, string name, int rows, int cols) => present ? Get(store, p + name, rows, cols) : null;
+            Weight? Optional(bool present, string name, int rows, int cols) => present ? Get(p + name, rows, cols) : null;
             Layers[l] = new LayerWeights(
-                InputNorm: Get(store, p + "input_layernorm.weight", 1, c.HiddenSize),
-                Q: Get(store, p + "self_attn.q_proj.weight", c.QDim, c.HiddenSize),
-                K: Get(store, p + "self_attn.k_proj.weight", c.KvDim, c.HiddenSize),
-                V: Get(store, p + "self_attn.v_proj.weight", c.KvDim, c.HiddenSize),
-                O: Get(store, p + "self_attn.o_proj.weight", c.HiddenSize, c.QDim),
+                InputNorm: Get(p + "input_layernorm.weight", 1, c.HiddenSize),
+                Q: Get(p + "self_attn.q_proj.weight", c.QDim, c.HiddenSize),
+                K: Get(p + "self_attn.k_proj.weight", c.KvDim, c.HiddenSize),
+                V: Get(p + "self_attn.v_proj.weight", c.KvDim, c.HiddenSize),
+                O: Get(p + "self_attn.o_proj.weight", c.HiddenSize, c.QDim),
                 QBias: Optional(c.AttentionBias, "self_attn.q_proj.bias", 1, c.QDim),
                 KBias: Optional(c.AttentionBias, "self_attn.k_proj.bias", 1, c.KvDim),
                 VBias: Optional(c.AttentionBias, "self_attn.v_proj.bias", 1, c.KvDim),
                 OBias: Optional(outputBias, "self_attn.o_proj.bias", 1, c.HiddenSize),
                 QNorm: Optional(c.QkNorm, "self_attn.q_norm.weight", 1, c.HeadDim),
                 KNorm: Optional(c.QkNorm, "self_attn.k_norm.weight", 1, c.HeadDim),
-                PostAttentionNorm: Get(store, p + "post_attention_layernorm.weight", 1, c.HiddenSize),
-                Gate: Get(store, p + "mlp.gate_proj.weight", c.IntermediateSize, c.HiddenSize),
-                Up: Get(store, p + "mlp.up_proj.weight", c.IntermediateSize, c.HiddenSize),
-                Down: Get(store, p + "mlp.down_proj.weight", c.HiddenSize, c.IntermediateSize));
+                PostAttentionNorm: Get(p + "post_attention_layernorm.weight", 1, c.HiddenSize),
+                Gate: Get(p + "mlp.gate_proj.weight", c.IntermediateSize, c.HiddenSize),
+                Up: Get(p + "mlp.up_proj.weight", c.IntermediateSize, c.HiddenSize),
+                Down: Get(p + "mlp.down_proj.weight", c.HiddenSize, c.IntermediateSize));
         }
-    }
-
-    private Weight Get(WeightStore store, string name, int rows, int cols)
-    {
-        var w = Backend.LoadWeight(store.Get(name, rows, cols));
-        _owned.Add(w);
-        return w;
     }
 
     /// <summary>

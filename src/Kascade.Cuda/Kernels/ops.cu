@@ -77,3 +77,26 @@ extern "C" __global__ void kv_append(const float* k, const float* v, bf16_t* k_c
         v_cache[at] = float_to_bf16(v[(long)t * kv_heads * d + idx]);
     }
 }
+
+// Random weights, the same counter-based generator as Kascade.Core.RandomWeights: center + scale * u,
+// u = top 24 bits of splitmix64(key + i * golden) mapped to [-1, 1).
+__device__ __forceinline__ float random_uniform(unsigned long long key, long i)
+{
+    unsigned long long z = key + (unsigned long long)i * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+extern "C" __global__ void fill_random_bf16(bf16_t* w, long n, float center, float scale, unsigned long long key)
+{
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        w[i] = float_to_bf16(center + scale * random_uniform(key, i));
+}
+
+extern "C" __global__ void fill_random_f32(float* w, long n, float center, float scale, unsigned long long key)
+{
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        w[i] = center + scale * random_uniform(key, i);
+}

@@ -61,6 +61,17 @@ public static unsafe class BackendParity
                 return o;
             }, [("gamma", gamma, 1, width)]));
         }
+        {
+            // Random weights come from the same counter-based generator on every backend: RMSNorm of ones returns them.
+            const int width = 300;
+            var ones = Enumerable.Repeat(1f, width).ToArray();
+            Record(Compare("random weight", $"vector of {width}", reference, candidate, (b, _) =>
+            {
+                var o = b.Allocate(1, width);
+                b.RmsNorm(Upload(b, ones, 1, width), b.RandomWeight("gamma", 1, width, 1f, 0.1f, 7), width, 0f, o);
+                return o;
+            }, []));
+        }
         foreach (var (m, k, n) in new[] { (1, 256, 768), (7, 4096, 512), (33, 128, 1000), (512, 256, 8192) })
         {
             var x = Bf16(Random(rng, m * k, 1));
