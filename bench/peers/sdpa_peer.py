@@ -4,7 +4,7 @@
 
 bf16, batch 1, 32 query heads / 8 KV heads / head dim 128 by default (enable_gqa), cuDNN and flash backends;
 CUDA events, L2 flushed before every run by writing 256 MB, median of the runs. Prints Markdown rows matching
-the kascade table: | implementation | phase | context | ms | throughput |.
+the kascade table: | implementation | phase | batch | context | ms | throughput |.
 """
 import argparse
 
@@ -38,14 +38,15 @@ def main():
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=1, help="decode: sequences, each with its own cache")
     a = ap.parse_args()
     torch.manual_seed(0)
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     for ctx in [int(c) for c in a.contexts.split(",")]:
-        tokens = 1 if a.phase == "decode" else ctx
-        q = torch.randn(1, a.heads, tokens, a.head_dim, device="cuda", dtype=torch.bfloat16)
-        k = torch.randn(1, a.kv_heads, ctx, a.head_dim, device="cuda", dtype=torch.bfloat16)
-        v = torch.randn(1, a.kv_heads, ctx, a.head_dim, device="cuda", dtype=torch.bfloat16)
+        tokens, batch = (1, a.batch) if a.phase == "decode" else (ctx, 1)
+        q = torch.randn(batch, a.heads, tokens, a.head_dim, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(batch, a.kv_heads, ctx, a.head_dim, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(batch, a.kv_heads, ctx, a.head_dim, device="cuda", dtype=torch.bfloat16)
         for name, backend in [("pytorch sdpa cudnn", SDPBackend.CUDNN_ATTENTION), ("pytorch sdpa flash", SDPBackend.FLASH_ATTENTION)]:
             try:
                 with sdpa_kernel(backend):
@@ -54,13 +55,13 @@ def main():
                     runs = a.runs if a.phase == "decode" else max(3, a.runs // 5)
                     ms = time_ms(fn, runs, 5)
             except RuntimeError as e:
-                print(f"| {name} | {a.phase} | {ctx} | n/a | {str(e).splitlines()[0][:60]} |")
+                print(f"| {name} | {a.phase} | {batch} | {ctx} | n/a | {str(e).splitlines()[0][:60]} |")
                 continue
             if a.phase == "decode":
-                tp = f"{2 * ctx * a.kv_heads * a.head_dim * 2 / (ms * 1e-3) / 1e9:.1f} GB/s"
+                tp = f"{2 * batch * ctx * a.kv_heads * a.head_dim * 2 / (ms * 1e-3) / 1e9:.1f} GB/s"
             else:
                 tp = f"{4 * a.heads * a.head_dim * ctx * ctx / 2 / (ms * 1e-3) / 1e12:.1f} TFLOP/s"
-            print(f"| {name} | {a.phase} | {ctx} | {ms:.4f} | {tp} |")
+            print(f"| {name} | {a.phase} | {batch} | {ctx} | {ms:.4f} | {tp} |")
 
 
 if __name__ == "__main__":

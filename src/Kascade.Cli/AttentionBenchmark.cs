@@ -6,10 +6,10 @@ using Kascade.Cuda;
 namespace Kascade.Cli;
 
 /// <summary>Shapes of an attention benchmark (the paper's: 32 query heads, 8 KV heads, head dim 128, bf16 cache).</summary>
-public sealed record AttentionBenchmarkOptions(string Phase, IReadOnlyList<int> Contexts, int Heads = 32, int KvHeads = 8, int HeadDim = 128, int Runs = 20);
+public sealed record AttentionBenchmarkOptions(string Phase, IReadOnlyList<int> Contexts, int Heads = 32, int KvHeads = 8, int HeadDim = 128, int Runs = 20, int Batch = 1);
 
 /// <summary>One timed case: median milliseconds and what that achieves (GB/s of K+V for decode, TFLOP/s for causal prefill).</summary>
-public sealed record AttentionBenchmarkRow(string Phase, int Context, double Milliseconds, double Throughput, string Unit);
+public sealed record AttentionBenchmarkRow(string Phase, int Batch, int Context, double Milliseconds, double Throughput, string Unit);
 
 /// <summary>Our dense attention kernels on the GPU, timed with CUDA events, L2 flushed, median (DESIGN §7).</summary>
 public static class AttentionBenchmark
@@ -21,34 +21,40 @@ public static class AttentionBenchmark
         var rng = new Random(3);
         foreach (int context in o.Contexts)
         {
-            using var cache = backend.AllocateKvCache(new KvCacheShape(1, o.KvHeads, o.HeadDim, context));
-            Fill(backend, cache, context, o, rng);
             bool decode = o.Phase == "decode";
-            int tokens = decode ? 1 : context;
+            int sequences = decode ? o.Batch : 1;
+            using var cache = backend.AllocateKvCache(new KvCacheShape(sequences, o.KvHeads, o.HeadDim, context));
+            Fill(backend, cache, sequences, context, o, rng);
+            int tokens = decode ? sequences : context;
             using var q = backend.Allocate(tokens, o.Heads * o.HeadDim);
             backend.Write(q, RandomValues(rng, tokens * o.Heads * o.HeadDim));
             using var output = backend.Allocate(tokens, o.Heads * o.HeadDim);
-            var args = new AttentionArgs(0, tokens, context - tokens, o.Heads, o.KvHeads, o.HeadDim, 1f / MathF.Sqrt(o.HeadDim));
-            double ms = timer.MedianMilliseconds(() => backend.Attention(args, q, cache, output), decode ? o.Runs : Math.Max(3, o.Runs / 5), decode ? 5 : 1);
+            var args = new AttentionArgs(0, tokens, decode ? context - 1 : 0, o.Heads, o.KvHeads, o.HeadDim, 1f / MathF.Sqrt(o.HeadDim));
+            Action run = decode ? () => backend.BatchedDecodeAttention(args, q, cache, output) : () => backend.Attention(args, q, cache, output);
+            double ms = timer.MedianMilliseconds(run, decode ? o.Runs : Math.Max(3, o.Runs / 5), decode ? 5 : 1);
             rows.Add(decode
-                ? new AttentionBenchmarkRow("decode", context, ms, 2.0 * context * o.KvHeads * o.HeadDim * 2 / (ms * 1e-3) / 1e9, "GB/s")
-                : new AttentionBenchmarkRow("prefill", context, ms, 4.0 * o.Heads * o.HeadDim * context * (double)context / 2 / (ms * 1e-3) / 1e12, "TFLOP/s"));
+                ? new AttentionBenchmarkRow("decode", sequences, context, ms, 2.0 * sequences * context * o.KvHeads * o.HeadDim * 2 / (ms * 1e-3) / 1e9, "GB/s")
+                : new AttentionBenchmarkRow("prefill", 1, context, ms, 4.0 * o.Heads * o.HeadDim * context * (double)context / 2 / (ms * 1e-3) / 1e12, "TFLOP/s"));
             onContext?.Invoke(context);
         }
         return rows;
     }
 
-    private static void Fill(CudaBackend backend, KvCache cache, int context, AttentionBenchmarkOptions o, Random rng)
+    /// <summary>Every sequence's cache holds the same random keys and values (the kernel reads each sequence's own copy).</summary>
+    private static void Fill(CudaBackend backend, KvCache cache, int sequences, int context, AttentionBenchmarkOptions o, Random rng)
     {
         const int chunk = 4096;
         using var k = backend.Allocate(chunk, o.KvHeads * o.HeadDim);
         using var v = backend.Allocate(chunk, o.KvHeads * o.HeadDim);
         backend.Write(k, RandomValues(rng, chunk * o.KvHeads * o.HeadDim));
         backend.Write(v, RandomValues(rng, chunk * o.KvHeads * o.HeadDim));
-        for (int start = 0; start < context; start += chunk)
+        for (int sequence = 0; sequence < sequences; sequence++)
         {
-            int n = Math.Min(chunk, context - start);
-            backend.AppendKv(cache, 0, start, k.Take(n), v.Take(n));
+            for (int start = 0; start < context; start += chunk)
+            {
+                int n = Math.Min(chunk, context - start);
+                backend.AppendKv(cache, sequence, start, k.Take(n), v.Take(n));
+            }
         }
     }
 
@@ -57,13 +63,13 @@ public static class AttentionBenchmark
     public static string ToMarkdown(CudaBackend backend, AttentionBenchmarkOptions o, IReadOnlyList<AttentionBenchmarkRow> rows)
     {
         var sb = new StringBuilder();
-        sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; {o.Heads} query heads, {o.KvHeads} KV heads, head dim {o.HeadDim}, bf16 KV cache, batch 1; CUDA events, L2 flushed, median");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; {o.Heads} query heads, {o.KvHeads} KV heads, head dim {o.HeadDim}, bf16 KV cache; CUDA events, L2 flushed, median");
         sb.AppendLine();
-        sb.AppendLine("| implementation | phase | context | ms | throughput |");
-        sb.AppendLine("|---|---|---:|---:|---:|");
+        sb.AppendLine("| implementation | phase | batch | context | ms | throughput |");
+        sb.AppendLine("|---|---|---:|---:|---:|---:|");
         foreach (var r in rows)
         {
-            sb.AppendLine(CultureInfo.InvariantCulture, $"| kascade dense | {r.Phase} | {r.Context} | {r.Milliseconds:F4} | {r.Throughput:F1} {r.Unit} |");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"| kascade dense | {r.Phase} | {r.Batch} | {r.Context} | {r.Milliseconds:F4} | {r.Throughput:F1} {r.Unit} |");
         }
         return sb.ToString();
     }

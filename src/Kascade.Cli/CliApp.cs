@@ -123,14 +123,15 @@ public static partial class CliApp
         var kvHeads = new Option<int>("--kv-heads") { Description = "KV heads", DefaultValueFactory = _ => 8 };
         var headDim = new Option<int>("--head-dim") { Description = "Head dimension (64 or 128)", DefaultValueFactory = _ => 128 };
         var runs = new Option<int>("--runs") { Description = "Timed runs (median reported)", DefaultValueFactory = _ => 20 };
+        var batch = new Option<int>("--batch") { Description = "Decode: sequences in the batch, each with its own cache of the context", DefaultValueFactory = _ => 1 };
         var attention = new Command("attention", "Time our dense attention kernels on the GPU (CUDA events, L2 flushed, median); compare with bench/peers/sdpa_peer.py in the same run.")
         {
-            phase, attentionContexts, heads, kvHeads, headDim, runs,
+            phase, attentionContexts, heads, kvHeads, headDim, runs, batch,
         };
         attention.SetAction(parse => Guard(stderr, () =>
         {
             using var backend = new Kascade.Cuda.CudaBackend();
-            var options = new AttentionBenchmarkOptions(parse.GetValue(phase)!, ParseLengths(parse.GetValue(attentionContexts)!), parse.GetValue(heads), parse.GetValue(kvHeads), parse.GetValue(headDim), parse.GetValue(runs));
+            var options = new AttentionBenchmarkOptions(parse.GetValue(phase)!, ParseLengths(parse.GetValue(attentionContexts)!), parse.GetValue(heads), parse.GetValue(kvHeads), parse.GetValue(headDim), parse.GetValue(runs), parse.GetValue(batch));
             if (options.Heads % options.KvHeads != 0 || options.HeadDim % 32 != 0)
             {
                 throw new KascadeException("--heads must be a multiple of --kv-heads and --head-dim a multiple of 32");
@@ -162,6 +163,15 @@ public static partial class CliApp
                 void Print(ParityResult r) =>
                     stdout.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"| {r.Op} | {r.Case} | {r.MaxError:G3} | {r.Allowed:G3} | {(r.Passed ? "ok" : "FAIL")} |"));
                 var results = BackendParity.Run(reference, candidate, Print).ToList();
+                if (candidate is Kascade.Cuda.CudaBackend cuda)
+                {
+                    foreach (var (batch, keys, group) in new[] { (5, 700, 4), (64, 300, 8), (3, 2000, 1) })
+                    {
+                        var r = new ParityResult("batched decode", $"batch {batch} keys {keys} group {group}", Kascade.Cuda.BatchedDecodeCheck.MaxError(reference, cuda, batch, keys, 8 * group, 8, 128), 1e-3);
+                        Print(r);
+                        results.Add(r);
+                    }
+                }
                 if (parse.GetValue(model) is { } path)
                 {
                     using var dir = ModelDirectory.Open(path, candidate);

@@ -280,11 +280,31 @@ public sealed unsafe class CudaBackend : IBackend
             Launch(module, "attention_dense", (uint)((warps + 3) / 4), 128, In(q), keys, values, Out(output), args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale);
             return;
         }
+        SplitKv(args, plan, module, q, keys, values, c.Shape.Capacity, 0, output);
+    }
+
+    /// <summary>
+    /// Decode attention for a batch: query row b (of <c>Tokens</c> = batch) attends over the first
+    /// <c>StartPosition + 1</c> keys of sequence b, whose cache is layer b of <paramref name="cache"/> (Layers = batch).
+    /// </summary>
+    public void BatchedDecodeAttention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
+    {
+        var c = (CudaKvCache)cache;
+        if (c.Shape.Layers < args.Tokens)
+        {
+            throw new ArgumentException($"a batch of {args.Tokens} needs a cache of at least {args.Tokens} sequences (layers)");
+        }
+        var plan = AttentionLaunch.Choose(args.Tokens, args.Heads, args.KvHeads, args.StartPosition + 1, _device.Multiprocessors);
+        SplitKv(args, plan with { SplitKv = true }, AttentionModule(args.HeadDim, args.Heads / args.KvHeads), q, c.Keys.Pointer, c.Values.Pointer, c.Shape.Capacity, c.LayerBytes / 2, output);
+    }
+
+    private void SplitKv(AttentionArgs args, AttentionLaunchPlan plan, CudaModule module, DeviceTensor q, nint keys, nint values, int capacity, long sequenceStride, DeviceTensor output)
+    {
         long rows = (long)args.Tokens * args.Heads * plan.Splits;
         var partialOut = Scratch(ref _partialOut, rows * args.HeadDim * sizeof(float));
         var partialMl = Scratch(ref _partialMl, rows * 2 * sizeof(float));
         Launch(module, "attention_split", new Dim3((uint)plan.Splits, (uint)args.KvHeads, (uint)args.Tokens), 128,
-            In(q), keys, values, partialOut.Pointer, partialMl.Pointer, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale, plan.KeysPerSplit);
+            In(q), keys, values, partialOut.Pointer, partialMl.Pointer, args.Heads, args.KvHeads, capacity, args.StartPosition, args.Scale, plan.KeysPerSplit, sequenceStride);
         Launch(module, "attention_combine", new Dim3((uint)(args.Tokens * args.Heads), 1, 1), (uint)args.HeadDim, partialOut.Pointer, partialMl.Pointer, Out(output), plan.Splits);
     }
 

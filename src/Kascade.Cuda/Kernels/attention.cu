@@ -49,7 +49,9 @@ extern "C" __global__ void attention_dense(const float* q, const bf16_t* k_cache
 // head: a row of HEAD_DIM bf16 is LANES_PER_KEY lanes × 8 values, so a warp takes KEYS_PER_WARP keys per step.
 // Each lane keeps an online-softmax state per head for its 8 dimensions; states are merged across the lanes of a
 // warp, then across warps in shared memory, and written as this split's (max, sum, unnormalised output) for
-// attention_combine.
+// attention_combine. Blocks along z are the queries of one sequence (causal: query t sees start + t + 1 keys of
+// one cache) or, with sequence_stride > 0, one decode query per sequence of a batch (each sees start + 1 keys of
+// its own cache, sequence_stride elements apart).
 #define VEC 8
 #define LANES_PER_KEY (HEAD_DIM / VEC)
 #define KEYS_PER_WARP (32 / LANES_PER_KEY)
@@ -76,15 +78,17 @@ __device__ __forceinline__ void merge_state(float& m, float& l, float* a, float 
 
 extern "C" __global__ void __launch_bounds__(32 * DECODE_WARPS) attention_split(
     const float* q, const bf16_t* k_cache, const bf16_t* v_cache, float* partial_out, float* partial_ml,
-    int heads, int kv_heads, int capacity, int start, float scale, int keys_per_split)
+    int heads, int kv_heads, int capacity, int start, float scale, int keys_per_split, long sequence_stride)
 {
     __shared__ float shared_ml[DECODE_WARPS][GROUP][2];
     __shared__ float shared_acc[DECODE_WARPS][GROUP][HEAD_DIM];
     int split = blockIdx.x, g = blockIdx.y, t = blockIdx.z, splits = gridDim.x;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int sub = lane / LANES_PER_KEY, part = lane % LANES_PER_KEY;
-    int visible = start + t + 1;
+    int visible = sequence_stride > 0 ? start + 1 : start + t + 1;
     int begin = split * keys_per_split, end = min(visible, begin + keys_per_split);
+    k_cache += t * sequence_stride;
+    v_cache += t * sequence_stride;
 
     float qr[GROUP][VEC], acc[GROUP][VEC], m[GROUP], l[GROUP];
 #pragma unroll
