@@ -45,6 +45,13 @@ public sealed unsafe partial class CpuBackend : IBackend
     public Weight RandomWeight(string name, int rows, int cols, float center, float scale, ulong seed)
     {
         long n = (long)rows * cols;
+        // Linux overcommits: an allocation that cannot be backed succeeds and the process is killed while filling
+        // it, so check against physical memory first.
+        long limit = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes * 9 / 10;
+        if (Environment.WorkingSet + n * sizeof(float) > limit)
+        {
+            throw new KascadeException($"not enough memory for the random weight {name} ({n * sizeof(float) >> 20} MiB in fp32, {Environment.WorkingSet >> 20} MiB in use of {limit >> 20} MiB); use a smaller model on the CPU or --device cuda");
+        }
         var memory = (float*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)n, sizeof(float));
         ulong key = RandomWeights.Key(name, seed);
         for (long i = 0; i < n; i++)

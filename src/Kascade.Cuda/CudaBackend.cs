@@ -9,11 +9,13 @@ namespace Kascade.Cuda;
 public sealed class CudaTensor : DeviceTensor
 {
     private readonly DeviceMemory _memory;
+    private readonly bool _ownsMemory;
 
-    internal CudaTensor(DeviceMemory memory, long offsetBytes, int rows, int cols)
+    internal CudaTensor(DeviceMemory memory, long offsetBytes, int rows, int cols, bool ownsMemory)
         : base(rows, cols)
     {
         _memory = memory;
+        _ownsMemory = ownsMemory;
         OffsetBytes = offsetBytes;
     }
 
@@ -28,13 +30,13 @@ public sealed class CudaTensor : DeviceTensor
     public override DeviceTensor Slice(int start, int count)
     {
         ArgumentOutOfRangeException.ThrowIfGreaterThan(start + count, Rows);
-        return new CudaTensor(_memory, OffsetBytes + (long)start * Cols * sizeof(float), count, Cols);
+        return new CudaTensor(_memory, OffsetBytes + (long)start * Cols * sizeof(float), count, Cols, ownsMemory: false);
     }
 
-    /// <summary>Views share the allocation; only the owner (offset 0, made by Allocate) frees it.</summary>
+    /// <summary>Views share the allocation; only the tensor made by Allocate frees it.</summary>
     public override void Dispose()
     {
-        if (OffsetBytes == 0)
+        if (_ownsMemory)
         {
             _memory.Dispose();
         }
@@ -176,7 +178,7 @@ public sealed unsafe class CudaBackend : IBackend
         return new CudaWeight(name, vector ? DType.F32 : DType.BF16, rows, cols, memory);
     }
 
-    public DeviceTensor Allocate(int rows, int cols) => new CudaTensor(DeviceMemory.Allocate((long)rows * cols * sizeof(float)), 0, rows, cols);
+    public DeviceTensor Allocate(int rows, int cols) => new CudaTensor(DeviceMemory.Allocate((long)rows * cols * sizeof(float)), 0, rows, cols, ownsMemory: true);
 
     public KvCache AllocateKvCache(KvCacheShape shape) => new CudaKvCache(shape);
 
