@@ -43,10 +43,7 @@ public static class Calibrator
             }
             using (var session = model.Model.CreateSession(ids.Length + options.MaxNewTokens, options.PrefillChunk, observer: collector))
             {
-                for (int start = 0; start < ids.Length; start += session.MaxChunk)
-                {
-                    session.Forward(ids.AsSpan(start, Math.Min(session.MaxChunk, ids.Length - start)), logits);
-                }
+                session.Prefill(ids, logits);
                 for (int step = 0; step < options.MaxNewTokens; step++)
                 {
                     session.Forward([System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits)], logits);

@@ -48,12 +48,7 @@ public static class GenerationBenchmark
             using var session = model.CreateSession(context, options.PrefillChunk);
             var logits = new float[config.VocabSize];
             var clock = Stopwatch.StartNew();
-            for (int start = 0; start < prompt; start += session.MaxChunk)
-            {
-                int n = Math.Min(session.MaxChunk, prompt - start);
-                session.Forward(ids.AsSpan(start, n), logits);
-                onPrefill(context, start + n);
-            }
+            session.Prefill(ids, logits, done => onPrefill(context, done));
             double prefill = clock.Elapsed.TotalSeconds;
             clock.Restart();
             for (int i = 0; i < options.DecodeTokens; i++)

@@ -65,10 +65,7 @@ public static class KascadeAnalysis
     {
         var logits = new float[model.Config.VocabSize];
         using var session = model.Model.CreateSession(ids.Length + AnswerTokens, observer: observer);
-        for (int start = 0; start < ids.Length; start += session.MaxChunk)
-        {
-            session.Forward(ids.AsSpan(start, Math.Min(session.MaxChunk, ids.Length - start)), logits);
-        }
+        session.Prefill(ids, logits);
         for (int i = 0; i < AnswerTokens; i++)
         {
             session.Forward([System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits)], logits);

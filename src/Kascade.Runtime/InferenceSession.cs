@@ -59,6 +59,20 @@ public sealed class InferenceSession : IDisposable
         _b.Read(_lastLogits, lastLogits);
     }
 
+    /// <summary>
+    /// Runs <paramref name="ids"/> (any length that fits the session) in chunks of <see cref="MaxChunk"/>, writing the
+    /// logits of the last token to <paramref name="lastLogits"/>; <paramref name="onChunk"/> gets the tokens done so far.
+    /// </summary>
+    public void Prefill(ReadOnlySpan<int> ids, Span<float> lastLogits, Action<int>? onChunk = null)
+    {
+        for (int start = 0; start < ids.Length; start += MaxChunk)
+        {
+            int n = Math.Min(MaxChunk, ids.Length - start);
+            Forward(ids.Slice(start, n), lastLogits);
+            onChunk?.Invoke(start + n);
+        }
+    }
+
     /// <summary>Like <see cref="Forward"/> but returns the logits of every position, <c>[ids.Length, vocab]</c> row-major.</summary>
     public float[] ForwardAll(ReadOnlySpan<int> ids)
     {

@@ -24,10 +24,7 @@ public class KascadeModelTests
         var config = Instrument.Value.Config;
         using var session = Instrument.Value.Model.CreateSession(ids.Length + decodeSteps, chunk, policy);
         var logits = new float[config.VocabSize];
-        for (int start = 0; start < ids.Length; start += session.MaxChunk)
-        {
-            session.Forward(ids.AsSpan(start, Math.Min(session.MaxChunk, ids.Length - start)), logits);
-        }
+        session.Prefill(ids, logits);
         var all = new List<float>(logits);
         for (int i = 0; i < decodeSteps; i++)
         {

@@ -170,10 +170,7 @@ public class ModelFixtureTests
     {
         using var session = Instrument.Value.Model.CreateSession(ids.Length);
         var logits = new float[Instrument.Value.Config.VocabSize];
-        for (int start = 0; start < ids.Length; start += session.MaxChunk)
-        {
-            session.Forward(ids.AsSpan(start, Math.Min(session.MaxChunk, ids.Length - start)), logits);
-        }
+        session.Prefill(ids, logits);
         return logits;
     }
 

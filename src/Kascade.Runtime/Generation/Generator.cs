@@ -79,12 +79,7 @@ public sealed class Generator(LlamaModel model, TextTokenizer tokenizer)
         {
             var logits = new float[config.VocabSize];
             var clock = Stopwatch.StartNew();
-            for (int start = 0; start < promptIds.Length; start += session.MaxChunk)
-            {
-                int n = Math.Min(session.MaxChunk, promptIds.Length - start);
-                session.Forward(promptIds.AsSpan(start, n), logits);
-                onPrefill?.Invoke(start + n, promptIds.Length);
-            }
+            session.Prefill(promptIds, logits, done => onPrefill?.Invoke(done, promptIds.Length));
             return new Completion(session, logits, promptIds, clock.Elapsed, options, model.Config.EosTokenIds, tokenizer);
         }
         catch
