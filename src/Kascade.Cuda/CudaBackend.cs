@@ -102,6 +102,9 @@ public sealed unsafe class CudaBackend : IBackend
 {
     private const int Threads = 256;
 
+    /// <summary>Rows of x up to which <c>gemv_bf16</c> replaces the cuBLAS GEMM (its GEMV_ROWS).</summary>
+    private const int GemvMaxRows = 8;
+
     private readonly CudaDevice _device;
     private readonly StreamHandle _stream;
     private readonly CublasHandle _cublas;
@@ -223,14 +226,22 @@ public sealed unsafe class CudaBackend : IBackend
         {
             throw new ArgumentException($"matmul shapes: x [{m}, {k}] · {w.Name} [{n}, {w.Cols}]ᵀ → [{output.Rows}, {output.Cols}]");
         }
-        var xb = Scratch(ref _bf16Scratch, (long)m * k * 2);
-        long count = (long)m * k;
-        Launch(Ops, "to_bf16", Blocks(count), Threads, In(x), xb.Pointer, count);
-        // Row-major out[m, n] = x[m, k] · W[n, k]ᵀ is column-major outᵀ[n, m] = op_T(W as k×n) · (x as k×m).
-        float alpha = 1f, beta = 0f;
-        CudaCheck.ThrowIfFailed(
-            Cublas.cublasGemmEx(_cublas.Value, Cublas.OpT, Cublas.OpN, n, m, k, &alpha, w.Pointer, CudaDataType.R16BF, k, xb.Pointer, CudaDataType.R16BF, k, &beta, Out(output), CudaDataType.R32F, n, Cublas.Compute32F, Cublas.GemmDefaultTensorOp),
-            $"cublasGemmEx({w.Name}: {m}x{n}x{k})");
+        if (m <= GemvMaxRows && k % 8 == 0)
+        {
+            // Decode: a weight-streaming GEMV reads W once at bandwidth, with x kept in fp32.
+            Launch(Ops, "gemv_bf16", (uint)((n + 7) / 8), 256, In(x), w.Pointer, Out(output), m, k, n);
+        }
+        else
+        {
+            var xb = Scratch(ref _bf16Scratch, (long)m * k * 2);
+            long count = (long)m * k;
+            Launch(Ops, "to_bf16", Blocks(count), Threads, In(x), xb.Pointer, count);
+            // Row-major out[m, n] = x[m, k] · W[n, k]ᵀ is column-major outᵀ[n, m] = op_T(W as k×n) · (x as k×m).
+            float alpha = 1f, beta = 0f;
+            CudaCheck.ThrowIfFailed(
+                Cublas.cublasGemmEx(_cublas.Value, Cublas.OpT, Cublas.OpN, n, m, k, &alpha, w.Pointer, CudaDataType.R16BF, k, xb.Pointer, CudaDataType.R16BF, k, &beta, Out(output), CudaDataType.R32F, n, Cublas.Compute32F, Cublas.GemmDefaultTensorOp),
+                $"cublasGemmEx({w.Name}: {m}x{n}x{k})");
+        }
         if (bias is not null)
         {
             long total = (long)m * n;

@@ -100,3 +100,41 @@ extern "C" __global__ void fill_random_f32(float* w, long n, float center, float
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
         w[i] = center + scale * random_uniform(key, i);
 }
+
+// y[i, j] = x[i, :] · w[j, :] for a few rows of x (decode): one warp per output column j streams w's row once
+// with 16-byte loads for all m rows of x, so the weights are read at memory bandwidth (a GEMM library picks tile
+// shapes made for large m). x fp32 [m, k], w bf16 [n, k], y fp32 [m, n]; k a multiple of 8, m <= GEMV_ROWS.
+// Block: 256 threads = 8 output columns.
+#define GEMV_ROWS 8
+extern "C" __global__ void gemv_bf16(const float* x, const bf16_t* w, float* y, int m, int k, int n)
+{
+    int j = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (j >= n) return;
+    const bf16_t* row = w + (long)j * k;
+    float acc[GEMV_ROWS];
+#pragma unroll
+    for (int i = 0; i < GEMV_ROWS; i++) acc[i] = 0.0f;
+    for (int c = lane * 8; c < k; c += 32 * 8)
+    {
+        uint4 raw = *reinterpret_cast<const uint4*>(row + c);
+        unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
+        float wf[8];
+#pragma unroll
+        for (int e = 0; e < 4; e++) { wf[2 * e] = __uint_as_float(words[e] << 16); wf[2 * e + 1] = __uint_as_float(words[e] & 0xffff0000u); }
+#pragma unroll
+        for (int i = 0; i < GEMV_ROWS; i++)
+        {
+            if (i >= m) break;
+            const float4* xp = reinterpret_cast<const float4*>(x + (long)i * k + c);
+            float4 a = xp[0], b = xp[1];
+            acc[i] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] + b.x * wf[4] + b.y * wf[5] + b.z * wf[6] + b.w * wf[7];
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < GEMV_ROWS; i++)
+    {
+        if (i >= m) break;
+        float v = warp_sum(acc[i]);
+        if (lane == 0) y[(long)i * n + j] = v;
+    }
+}

@@ -72,7 +72,7 @@ public static unsafe class BackendParity
                 return o;
             }, []));
         }
-        foreach (var (m, k, n) in new[] { (1, 256, 768), (7, 4096, 512), (33, 128, 1000), (512, 256, 8192) })
+        foreach (var (m, k, n) in new[] { (1, 256, 768), (1, 4096, 14336), (7, 4096, 512), (8, 14336, 4096), (9, 256, 100), (33, 128, 1000), (512, 256, 8192) })
         {
             var x = Bf16(Random(rng, m * k, 1));
             var weight = Bf16(Random(rng, n * k, 0.1f));
