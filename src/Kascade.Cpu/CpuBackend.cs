@@ -195,11 +195,13 @@ public sealed unsafe partial class CpuBackend : IBackend
         {
             var gr = g.Row(t);
             var ur = u.Row(t);
-            // silu(g) = g · sigmoid(g)
-            Span<float> s = gr.Length <= 4096 ? stackalloc float[gr.Length] : new float[gr.Length];
+            // silu(g) · up = g · sigmoid(g) · up; the sigmoid goes into a pooled buffer (no per-token allocation).
+            float[] sigmoid = ArrayPool<float>.Shared.Rent(gr.Length);
+            var s = sigmoid.AsSpan(0, gr.Length);
             TensorPrimitives.Sigmoid(gr, s);
             TensorPrimitives.Multiply(gr, s, gr);
             TensorPrimitives.Multiply(gr, ur, gr);
+            ArrayPool<float>.Shared.Return(sigmoid);
         });
     }
 

@@ -94,6 +94,22 @@ public sealed class CudaKvCache : KvCache
 /// <summary>A launch grid.</summary>
 internal readonly record struct Dim3(uint X, uint Y, uint Z);
 
+/// <summary>One kernel argument as the 8 bytes the launch passes by address (pointers, ints, longs, floats).</summary>
+internal readonly struct KernelArg
+{
+    private KernelArg(long bits) => Bits = bits;
+
+    public long Bits { get; }
+
+    public static implicit operator KernelArg(nint value) => new(value);
+
+    public static implicit operator KernelArg(int value) => new(value);
+
+    public static implicit operator KernelArg(long value) => new(value);
+
+    public static implicit operator KernelArg(float value) => new(BitConverter.SingleToInt32Bits(value));
+}
+
 /// <summary>
 /// The CUDA backend: fp32 activations, bf16 weights and KV cache, GEMMs through cuBLAS (bf16 in, fp32 accumulate
 /// and out), our kernels for the rest, compiled by NVRTC for the device on first use.
@@ -110,6 +126,8 @@ public sealed unsafe class CudaBackend : IBackend
     private readonly CublasHandle _cublas;
     private readonly KernelCompiler _compiler;
     private readonly Dictionary<string, CudaModule> _modules = [];
+    private readonly Dictionary<(int HeadDim, int Group), CudaModule> _attentionModules = [];
+    private CudaModule? _ops;
     private DeviceMemory? _ropeCos, _ropeSin;
     private DeviceMemory? _bf16Scratch;
     private DeviceMemory? _ids;
@@ -388,34 +406,37 @@ public sealed unsafe class CudaBackend : IBackend
 
     private static nint Out(DeviceTensor t) => ((CudaTensor)t).Pointer;
 
-    private CudaModule Ops => Module("ops.cu", []);
+    private CudaModule Ops => _ops ??= Module("ops.cu", []);
 
-    private CudaModule AttentionModule(int headDim, int group) => Module("attention.cu", new Dictionary<string, string>
+    private CudaModule AttentionModule(int headDim, int group)
     {
-        ["HEAD_DIM"] = headDim.ToString(System.Globalization.CultureInfo.InvariantCulture),
-        ["GROUP"] = group.ToString(System.Globalization.CultureInfo.InvariantCulture),
-    });
+        if (!_attentionModules.TryGetValue((headDim, group), out var module))
+        {
+            module = Module("attention.cu", new Dictionary<string, string>
+            {
+                ["HEAD_DIM"] = headDim.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["GROUP"] = group.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            });
+            _attentionModules[(headDim, group)] = module;
+        }
+        return module;
+    }
 
-    private void Launch(CudaModule module, string name, uint grid, uint block, params object[] arguments) =>
+    private void Launch(CudaModule module, string name, uint grid, uint block, params ReadOnlySpan<KernelArg> arguments) =>
         Launch(module, name, new Dim3(grid, 1, 1), block, arguments);
 
-    /// <summary>Launches kernel <paramref name="name"/> of <paramref name="module"/>; arguments (pointers, ints, longs, floats) are passed by address.</summary>
-    private void Launch(CudaModule module, string name, Dim3 grid, uint block, params object[] arguments)
+    /// <summary>
+    /// Launches kernel <paramref name="name"/> of <paramref name="module"/>; each argument is an 8-byte slot passed by
+    /// address. The arguments live on the stack, so a launch allocates nothing.
+    /// </summary>
+    private void Launch(CudaModule module, string name, Dim3 grid, uint block, params ReadOnlySpan<KernelArg> arguments)
     {
         nint function = module.Function(name);
         var slots = stackalloc long[arguments.Length];
         var pointers = stackalloc void*[arguments.Length];
         for (int i = 0; i < arguments.Length; i++)
         {
-            slots[i] = arguments[i] switch
-            {
-                nint p => p,
-                int v => v,
-                long v => v,
-                ulong v => (long)v,
-                float v => BitConverter.SingleToInt32Bits(v),
-                _ => throw new ArgumentException($"kernel argument of type {arguments[i].GetType()}"),
-            };
+            slots[i] = arguments[i].Bits;
             pointers[i] = &slots[i];
         }
         CudaCheck.ThrowIfFailed(Driver.cuLaunchKernel(function, grid.X, grid.Y, grid.Z, block, 1, 1, 0, _stream.Value, pointers, null), $"cuLaunchKernel({name})");
