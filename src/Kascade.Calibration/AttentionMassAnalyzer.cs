@@ -14,7 +14,7 @@ public sealed record LayerMass(int Layer, string Role, double KascadeMean, doubl
 /// next to the mass of its own per-query Top-k of the same size (oracle). Dense hidden states throughout, so each
 /// layer is judged on the same inputs (the paper's analysis).
 /// </summary>
-public sealed unsafe class AttentionMassAnalyzer : ILayerObserver
+public sealed class AttentionMassAnalyzer : ILayerObserver
 {
     private readonly ModelConfig _config;
     private readonly AttentionPolicy _policy;
@@ -113,13 +113,7 @@ public sealed unsafe class AttentionMassAnalyzer : ILayerObserver
                 for (int query = tile.QueryStart; query < tile.QueryEnd; query++)
                 {
                     var s = new float[query + 1];
-                    fixed (float* qp = &q[(query - o.StartPosition) * qWidth + h * d])
-                    fixed (float* kp = &keys[h / group * visible * d])
-                    fixed (float* sp = s)
-                    {
-                        Gemm.MultiplyTransposed(1, s.Length, d, qp, d, kp, d, sp, s.Length);
-                    }
-                    TensorPrimitives.Multiply(s, scale, s);
+                    CpuBackend.ScaledScores(q.AsSpan((query - o.StartPosition) * qWidth + h * d, d), keys, h / group, visible, d, scale, s);
                     TensorPrimitives.SoftMax(s, s);
                     probs[h * tile.Queries + query - tile.QueryStart] = s;
                 }

@@ -11,7 +11,7 @@ namespace Kascade.Calibration;
 /// keys, and its diagonal-tile mass (DESIGN §3, calibration); and the layer-importance cosines
 /// <c>cos(x_l, x_l + o_l)</c>. <see cref="FinishExample"/> folds an example into the running similarity means.
 /// </summary>
-public sealed unsafe class SimilarityCollector : ILayerObserver
+public sealed class SimilarityCollector : ILayerObserver
 {
     private readonly int _layers;
     private readonly int _kvHeads;
@@ -90,13 +90,7 @@ public sealed unsafe class SimilarityCollector : ILayerObserver
                     for (int query = tile.QueryStart; query < tile.QueryEnd; query++)
                     {
                         var s = scores.AsSpan(0, query + 1);
-                        fixed (float* qp = &q[(query - o.StartPosition) * qWidth + h * d])
-                        fixed (float* kp = &keys[g * visible * d])
-                        fixed (float* sp = s)
-                        {
-                            Gemm.MultiplyTransposed(1, s.Length, d, qp, d, kp, d, sp, s.Length);
-                        }
-                        TensorPrimitives.Multiply(s, scale, s);
+                        CpuBackend.ScaledScores(q.AsSpan((query - o.StartPosition) * qWidth + h * d, d), keys, g, visible, d, scale, s);
                         TensorPrimitives.SoftMax(s, s);
                         TensorPrimitives.Add(pooled[g], s[..tile.CandidateEnd], pooled[g]);
                         if (query >= tile.DiagonalStart)

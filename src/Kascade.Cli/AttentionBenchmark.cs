@@ -26,8 +26,7 @@ public static class AttentionBenchmark
             using var cache = backend.AllocateKvCache(new KvCacheShape(sequences, o.KvHeads, o.HeadDim, context));
             Fill(backend, cache, sequences, context, o, rng);
             int tokens = decode ? sequences : context;
-            using var q = backend.Allocate(tokens, o.Heads * o.HeadDim);
-            backend.Write(q, RandomValues(rng, tokens * o.Heads * o.HeadDim));
+            using var q = backend.Upload(RandomValues(rng, tokens * o.Heads * o.HeadDim), tokens, o.Heads * o.HeadDim);
             using var output = backend.Allocate(tokens, o.Heads * o.HeadDim);
             var args = new AttentionArgs(0, tokens, decode ? context - 1 : 0, o.Heads, o.KvHeads, o.HeadDim, 1f / MathF.Sqrt(o.HeadDim));
             Action run = decode ? () => backend.BatchedDecodeAttention(args, q, cache, output) : () => backend.Attention(args, q, cache, output);
@@ -44,10 +43,8 @@ public static class AttentionBenchmark
     private static void Fill(CudaBackend backend, KvCache cache, int sequences, int context, AttentionBenchmarkOptions o, Random rng)
     {
         const int chunk = 4096;
-        using var k = backend.Allocate(chunk, o.KvHeads * o.HeadDim);
-        using var v = backend.Allocate(chunk, o.KvHeads * o.HeadDim);
-        backend.Write(k, RandomValues(rng, chunk * o.KvHeads * o.HeadDim));
-        backend.Write(v, RandomValues(rng, chunk * o.KvHeads * o.HeadDim));
+        using var k = backend.Upload(RandomValues(rng, chunk * o.KvHeads * o.HeadDim), chunk, o.KvHeads * o.HeadDim);
+        using var v = backend.Upload(RandomValues(rng, chunk * o.KvHeads * o.HeadDim), chunk, o.KvHeads * o.HeadDim);
         for (int sequence = 0; sequence < sequences; sequence++)
         {
             for (int start = 0; start < context; start += chunk)

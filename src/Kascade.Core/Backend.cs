@@ -153,3 +153,14 @@ public interface IBackend : IDisposable
     /// <summary>Copies x to host memory (waits for queued work).</summary>
     void Read(DeviceTensor x, Span<float> destination);
 }
+
+public static class BackendExtensions
+{
+    /// <summary>A new fp32 tensor <c>[rows, cols]</c> on <paramref name="backend"/> holding <paramref name="values"/>.</summary>
+    public static DeviceTensor Upload(this IBackend backend, ReadOnlySpan<float> values, int rows, int cols)
+    {
+        var tensor = backend.Allocate(rows, cols);
+        backend.Write(tensor, values);
+        return tensor;
+    }
+}

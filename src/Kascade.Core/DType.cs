@@ -74,6 +74,9 @@ public static class DTypes
         }
     }
 
+    /// <summary>The fp32 value a bf16 store keeps of <paramref name="value"/> (round to nearest even, then widen).</summary>
+    public static float RoundToBf16(float value) => BitConverter.UInt32BitsToSingle((uint)SingleToBf16(value) << 16);
+
     /// <summary>fp32 → bf16 with round-to-nearest-even, the rounding PyTorch uses.</summary>
     public static ushort SingleToBf16(float value)
     {

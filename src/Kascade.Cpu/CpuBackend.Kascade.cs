@@ -63,7 +63,7 @@ public sealed unsafe partial class CpuBackend
             {
                 var probs = p.AsSpan(0, visible);
                 var query = qs.Row(t).Slice(head * d, d);
-                Scores(query, c.Keys[args.Layer], kvHead, capacity, d, args.Scale, probs);
+                ScaledScores(query, c.Keys[args.Layer], kvHead, capacity, d, args.Scale, probs);
                 TensorPrimitives.SoftMax(probs, probs);
                 var chosen = TopK(probs, TopKBudget.For(visible, topKPercent));
                 var o = os.Row(t).Slice(head * d, d);
@@ -125,7 +125,7 @@ public sealed unsafe partial class CpuBackend
                 {
                     // Query `query` sees keys [0, query]; the pool sums its probabilities (or raw scores) over the candidates.
                     var scores = scratch.AsSpan(0, query + 1);
-                    Scores(qs.Row(query - args.StartPosition).Slice(h * d, d), c.Keys[args.Layer], h / group, capacity, d, args.Scale, scores);
+                    ScaledScores(qs.Row(query - args.StartPosition).Slice(h * d, d), c.Keys[args.Layer], h / group, capacity, d, args.Scale, scores);
                     if (selection.Pooling == ScorePooling.PostSoftmax)
                     {
                         TensorPrimitives.SoftMax(scores, scores);
@@ -141,8 +141,11 @@ public sealed unsafe partial class CpuBackend
         return TopK(pooled, TopKBudget.For(candidates, selection.TopKPercent));
     }
 
-    /// <summary>scores[j] = scale · q · K[kvHead, j] for j &lt; scores.Length.</summary>
-    private static void Scores(ReadOnlySpan<float> query, float[] keys, int kvHead, int capacity, int d, float scale, Span<float> scores)
+    /// <summary>
+    /// scores[j] = scale · q · K[kvHead, j] for j &lt; scores.Length; <paramref name="keys"/> is
+    /// <c>[kvHeads, capacity, d]</c> fp32 (a layer of the CPU cache, or keys read back from any backend).
+    /// </summary>
+    public static void ScaledScores(ReadOnlySpan<float> query, float[] keys, int kvHead, int capacity, int d, float scale, Span<float> scores)
     {
         fixed (float* qp = query)
         fixed (float* kp = &keys[kvHead * capacity * d])

@@ -12,7 +12,7 @@ public static class BatchedDecodeCheck
     public static double MaxError(IBackend reference, CudaBackend candidate, int batch, int keys, int heads, int kvHeads, int headDim, int seed = 5)
     {
         var rng = new Random(seed);
-        float[] Random(int n) => Enumerable.Range(0, n).Select(_ => BitConverter.UInt32BitsToSingle((uint)DTypes.SingleToBf16((float)(rng.NextDouble() * 2 - 1)) << 16)).ToArray();
+        float[] Random(int n) => Enumerable.Range(0, n).Select(_ => DTypes.RoundToBf16((float)(rng.NextDouble() * 2 - 1))).ToArray();
         int kvWidth = kvHeads * headDim, qWidth = heads * headDim;
         var k = Enumerable.Range(0, batch).Select(_ => Random(keys * kvWidth)).ToArray();
         var v = Enumerable.Range(0, batch).Select(_ => Random(keys * kvWidth)).ToArray();
@@ -22,11 +22,11 @@ public static class BatchedDecodeCheck
         using var cache = candidate.AllocateKvCache(new KvCacheShape(batch, kvHeads, headDim, keys));
         for (int b = 0; b < batch; b++)
         {
-            using var kt = Upload(candidate, k[b], keys, kvWidth);
-            using var vt = Upload(candidate, v[b], keys, kvWidth);
+            using var kt = candidate.Upload(k[b], keys, kvWidth);
+            using var vt = candidate.Upload(v[b], keys, kvWidth);
             candidate.AppendKv(cache, b, 0, kt, vt);
         }
-        using var qt = Upload(candidate, q, batch, qWidth);
+        using var qt = candidate.Upload(q, batch, qWidth);
         using var output = candidate.Allocate(batch, qWidth);
         candidate.BatchedDecodeAttention(args, qt, cache, output);
         var actual = new float[batch * qWidth];
@@ -36,9 +36,9 @@ public static class BatchedDecodeCheck
         for (int b = 0; b < batch; b++)
         {
             using var single = reference.AllocateKvCache(new KvCacheShape(1, kvHeads, headDim, keys));
-            reference.AppendKv(single, 0, 0, Upload(reference, k[b], keys, kvWidth), Upload(reference, v[b], keys, kvWidth));
+            reference.AppendKv(single, 0, 0, reference.Upload(k[b], keys, kvWidth), reference.Upload(v[b], keys, kvWidth));
             var o = reference.Allocate(1, qWidth);
-            reference.Attention(args with { Tokens = 1 }, Upload(reference, q.AsSpan(b * qWidth, qWidth).ToArray(), 1, qWidth), single, o);
+            reference.Attention(args with { Tokens = 1 }, reference.Upload(q.AsSpan(b * qWidth, qWidth), 1, qWidth), single, o);
             var expected = new float[qWidth];
             reference.Read(o, expected);
             for (int i = 0; i < qWidth; i++)
@@ -49,10 +49,4 @@ public static class BatchedDecodeCheck
         return worst;
     }
 
-    private static DeviceTensor Upload(IBackend backend, float[] values, int rows, int cols)
-    {
-        var t = backend.Allocate(rows, cols);
-        backend.Write(t, values);
-        return t;
-    }
 }

@@ -152,7 +152,7 @@ public unsafe class OpParityTests
         };
         float Stored(float v) => dtype switch
         {
-            DType.BF16 => BitConverter.UInt32BitsToSingle((uint)DTypes.SingleToBf16(v) << 16),
+            DType.BF16 => DTypes.RoundToBf16(v),
             DType.F16 => (float)(Half)v,
             _ => v,
         };

@@ -56,7 +56,7 @@ public static unsafe class BackendParity
             var gamma = Random(rng, width, 1);
             Record(Compare("rmsnorm", $"{rows}x{cols} groups of {width}", reference, candidate, (b, w) =>
             {
-                var (xt, o) = (Upload(b, x, rows, cols), b.Allocate(rows, cols));
+                var (xt, o) = (b.Upload(x, rows, cols), b.Allocate(rows, cols));
                 b.RmsNorm(xt, w[0], width, 1e-5f, o);
                 return o;
             }, [("gamma", gamma, 1, width)]));
@@ -68,7 +68,7 @@ public static unsafe class BackendParity
             Record(Compare("random weight", $"vector of {width}", reference, candidate, (b, _) =>
             {
                 var o = b.Allocate(1, width);
-                b.RmsNorm(Upload(b, ones, 1, width), b.RandomWeight("gamma", 1, width, 1f, 0.1f, 7), width, 0f, o);
+                b.RmsNorm(b.Upload(ones, 1, width), b.RandomWeight("gamma", 1, width, 1f, 0.1f, 7), width, 0f, o);
                 return o;
             }, []));
         }
@@ -80,7 +80,7 @@ public static unsafe class BackendParity
             Record(Compare("matmul", $"{m}x{k} · {n}x{k}ᵀ + bias", reference, candidate, (b, w) =>
             {
                 var o = b.Allocate(m, n);
-                b.MatMul(Upload(b, x, m, k), w[0], w[1], o);
+                b.MatMul(b.Upload(x, m, k), w[0], w[1], o);
                 return o;
             }, [("w", weight, n, k), ("bias", bias, 1, n)]));
         }
@@ -91,7 +91,7 @@ public static unsafe class BackendParity
             Record(Compare("rope", $"{rope.Scaling}, {tokens} tokens from {start}", reference, candidate, (b, _) =>
             {
                 b.SetRope(rope, d, start + tokens);
-                var t = Upload(b, x, tokens, heads * d);
+                var t = b.Upload(x, tokens, heads * d);
                 b.ApplyRope(t, new RopeArgs(heads, d, start));
                 return t;
             }, []));
@@ -102,14 +102,14 @@ public static unsafe class BackendParity
             var u = Random(rng, rows * cols, 2);
             Record(Compare("swiglu", $"{rows}x{cols}", reference, candidate, (b, _) =>
             {
-                var gt = Upload(b, g, rows, cols);
-                b.SwiGlu(gt, Upload(b, u, rows, cols));
+                var gt = b.Upload(g, rows, cols);
+                b.SwiGlu(gt, b.Upload(u, rows, cols));
                 return gt;
             }, []));
             Record(Compare("add", $"{rows}x{cols}", reference, candidate, (b, _) =>
             {
-                var gt = Upload(b, g, rows, cols);
-                b.Add(gt, Upload(b, u, rows, cols));
+                var gt = b.Upload(g, rows, cols);
+                b.Add(gt, b.Upload(u, rows, cols));
                 return gt;
             }, []));
         }
@@ -138,9 +138,9 @@ public static unsafe class BackendParity
         return Compare("attention", $"d {headDim} group {group} keys {total} queries {tokens}", reference, candidate, bound, (b, _) =>
         {
             var cache = b.AllocateKvCache(new KvCacheShape(1, kvHeads, headDim, total));
-            b.AppendKv(cache, 0, 0, Upload(b, k, total, kvHeads * headDim), Upload(b, v, total, kvHeads * headDim));
+            b.AppendKv(cache, 0, 0, b.Upload(k, total, kvHeads * headDim), b.Upload(v, total, kvHeads * headDim));
             var o = b.Allocate(tokens, heads * headDim);
-            b.Attention(new AttentionArgs(0, tokens, start, heads, kvHeads, headDim, scale), Upload(b, q, tokens, heads * headDim), cache, o);
+            b.Attention(new AttentionArgs(0, tokens, start, heads, kvHeads, headDim, scale), b.Upload(q, tokens, heads * headDim), cache, o);
             return o;
         }, Array.Empty<(string, float[], int, int)>());
     }
@@ -191,17 +191,11 @@ public static unsafe class BackendParity
         return new ParityResult(name, shape, error, allowed);
     }
 
-    private static DeviceTensor Upload(IBackend b, float[] values, int rows, int cols)
-    {
-        var t = b.Allocate(rows, cols);
-        b.Write(t, values);
-        return t;
-    }
 
     private static float[] Random(Random rng, int n, float scale) =>
         Enumerable.Range(0, n).Select(_ => scale * (float)(rng.NextDouble() * 2 - 1)).ToArray();
 
     /// <summary>Rounds to bf16 and back, so both backends start from values a bf16 store holds exactly.</summary>
     private static float[] Bf16(float[] values) =>
-        values.Select(v => BitConverter.UInt32BitsToSingle((uint)DTypes.SingleToBf16(v) << 16)).ToArray();
+        values.Select(DTypes.RoundToBf16).ToArray();
 }
