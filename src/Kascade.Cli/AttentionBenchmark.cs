@@ -57,16 +57,19 @@ public static class AttentionBenchmark
 
     private static float[] RandomValues(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
 
-    public static string ToMarkdown(CudaBackend backend, AttentionBenchmarkOptions o, IReadOnlyList<AttentionBenchmarkRow> rows)
+    /// <param name="copyGBps">The GPU's measured copy bandwidth (<see cref="CudaBackend.CopyBandwidthGBps"/>): decode rows show their fraction of it.</param>
+    public static string ToMarkdown(CudaBackend backend, AttentionBenchmarkOptions o, IReadOnlyList<AttentionBenchmarkRow> rows, double copyGBps)
     {
         var sb = new StringBuilder();
         sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; {o.Heads} query heads, {o.KvHeads} KV heads, head dim {o.HeadDim}, bf16 KV cache; CUDA events, L2 flushed, median");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"device copy bandwidth: {copyGBps:F0} GB/s (cuMemcpyDtoDAsync of 1 GiB, bytes read + written)");
         sb.AppendLine();
-        sb.AppendLine("| implementation | phase | batch | context | ms | throughput |");
-        sb.AppendLine("|---|---|---:|---:|---:|---:|");
+        sb.AppendLine("| implementation | phase | batch | context | ms | throughput | of copy bandwidth |");
+        sb.AppendLine("|---|---|---:|---:|---:|---:|---:|");
         foreach (var r in rows)
         {
-            sb.AppendLine(CultureInfo.InvariantCulture, $"| kascade dense | {r.Phase} | {r.Batch} | {r.Context} | {r.Milliseconds:F4} | {r.Throughput:F1} {r.Unit} |");
+            string fraction = r.Unit == "GB/s" ? (r.Throughput / copyGBps).ToString("P0", CultureInfo.InvariantCulture) : "";
+            sb.AppendLine(CultureInfo.InvariantCulture, $"| kascade dense | {r.Phase} | {r.Batch} | {r.Context} | {r.Milliseconds:F4} | {r.Throughput:F1} {r.Unit} | {fraction} |");
         }
         return sb.ToString();
     }

@@ -136,8 +136,9 @@ public static partial class CliApp
             {
                 throw new KascadeException("--heads must be a multiple of --kv-heads and --head-dim a multiple of 32");
             }
+            double copyGBps = backend.CopyBandwidthGBps();   // before the caches take the memory
             var rows = AttentionBenchmark.Run(backend, options, context => stderr.WriteLine($"  context {context} done"));
-            stdout.Write(AttentionBenchmark.ToMarkdown(backend, options, rows));
+            stdout.Write(AttentionBenchmark.ToMarkdown(backend, options, rows, copyGBps));
         }));
         return new Command("bench", "Benchmarks.") { generate, attention };
     }

@@ -148,13 +148,9 @@ public sealed unsafe class CudaBackend : IBackend
     public IReadOnlyList<string> Supports(ModelConfig config)
     {
         var reasons = new List<string>();
-        if (config.HeadDim is not (32 or 64 or 128 or 256))
+        if (config.HeadDim % 32 != 0 || config.HeadDim > 256)
         {
-            reasons.Add($"head_dim {config.HeadDim} is not supported by the attention kernels (32, 64, 128 or 256)");
-        }
-        if (config.Group * config.HeadDim > 2048)
-        {
-            reasons.Add($"a GQA group of {config.Group} heads × head_dim {config.HeadDim} exceeds the decode kernel's shared memory (group × head_dim ≤ 2048)");
+            reasons.Add($"head_dim {config.HeadDim} is not supported by the attention kernels (a multiple of 32 up to 256; tensor cores up to 128)");
         }
         return reasons;
     }
@@ -298,20 +294,13 @@ public sealed unsafe class CudaBackend : IBackend
         var c = (CudaKvCache)cache;
         nint keys = c.Keys.Pointer + (nint)(c.LayerBytes * args.Layer), values = c.Values.Pointer + (nint)(c.LayerBytes * args.Layer);
         var module = AttentionModule(args.HeadDim, args.Heads / args.KvHeads);
-        int visible = args.StartPosition + args.Tokens;
-        var plan = AttentionLaunch.Choose(args.Tokens, args.Heads, args.KvHeads, visible, _device.Multiprocessors);
-        if (!plan.SplitKv && args.HeadDim is 64 or 128)
-        {
-            Launch(module, "attention_prefill", new Dim3((uint)((args.Tokens + 63) / 64), (uint)args.Heads, 1), 128, In(q), keys, values, Out(output), args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale);
-            return;
-        }
-        if (!plan.SplitKv)
+        if (!TensorCoreHeadDim(args.HeadDim))
         {
             int warps = args.Tokens * args.Heads;
             Launch(module, "attention_dense", (uint)((warps + 3) / 4), 128, In(q), keys, values, Out(output), args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale);
             return;
         }
-        SplitKv(args, plan, module, q, keys, values, c.Shape.Capacity, 0, output);
+        TensorCoreAttention(args, module, 1, q, keys, values, c.Shape.Capacity, 0, output);
     }
 
     /// <summary>
@@ -325,18 +314,37 @@ public sealed unsafe class CudaBackend : IBackend
         {
             throw new ArgumentException($"a batch of {args.Tokens} needs a cache of at least {args.Tokens} sequences (layers)");
         }
-        var plan = AttentionLaunch.Choose(args.Tokens, args.Heads, args.KvHeads, args.StartPosition + 1, _device.Multiprocessors);
-        SplitKv(args, plan with { SplitKv = true }, AttentionModule(args.HeadDim, args.Heads / args.KvHeads), q, c.Keys.Pointer, c.Values.Pointer, c.Shape.Capacity, c.LayerBytes / 2, output);
+        if (!TensorCoreHeadDim(args.HeadDim))
+        {
+            throw new KascadeException($"batched decode needs a head dim that is a multiple of 32 up to 128, not {args.HeadDim}");
+        }
+        TensorCoreAttention(args with { Tokens = 1 }, AttentionModule(args.HeadDim, args.Heads / args.KvHeads), args.Tokens, q, c.Keys.Pointer, c.Values.Pointer, c.Shape.Capacity, c.LayerBytes / 2, output);
     }
 
-    private void SplitKv(AttentionArgs args, AttentionLaunchPlan plan, CudaModule module, DeviceTensor q, nint keys, nint values, int capacity, long sequenceStride, DeviceTensor output)
+    /// <summary>Head dims <c>attention_mma</c> is compiled for; others run the reference <c>attention_dense</c>.</summary>
+    private static bool TensorCoreHeadDim(int headDim) => headDim % 32 == 0 && headDim <= 128;
+
+    /// <summary>
+    /// <c>attention_mma</c> over <paramref name="sequences"/> sequences of <c>args.Tokens</c> queries each (sequence s's
+    /// cache <paramref name="sequenceStride"/> elements after s − 1's), then <c>attention_combine</c> if the keys were split.
+    /// </summary>
+    private void TensorCoreAttention(AttentionArgs args, CudaModule module, int sequences, DeviceTensor q, nint keys, nint values, int capacity, long sequenceStride, DeviceTensor output)
     {
-        long rows = (long)args.Tokens * args.Heads * plan.Splits;
-        var partialOut = Scratch(ref _partialOut, rows * args.HeadDim * sizeof(float));
-        var partialMl = Scratch(ref _partialMl, rows * 2 * sizeof(float));
-        Launch(module, "attention_split", new Dim3((uint)plan.Splits, (uint)args.KvHeads, (uint)args.Tokens), 128,
-            In(q), keys, values, partialOut.Pointer, partialMl.Pointer, args.Heads, args.KvHeads, capacity, args.StartPosition, args.Scale, plan.KeysPerSplit, sequenceStride);
-        Launch(module, "attention_combine", new Dim3((uint)(args.Tokens * args.Heads), 1, 1), (uint)args.HeadDim, partialOut.Pointer, partialMl.Pointer, Out(output), plan.Splits);
+        int group = args.Heads / args.KvHeads;
+        var plan = AttentionLaunch.Choose(args.Tokens, group, args.KvHeads, sequences, args.StartPosition + args.Tokens, args.HeadDim, _device.Multiprocessors, _device.SharedMemoryPerMultiprocessor);
+        long queryRows = (long)sequences * args.Tokens * args.Heads;
+        nint partialOut = 0, partialMl = 0;
+        if (plan.Splits > 1)
+        {
+            partialOut = Scratch(ref _partialOut, queryRows * plan.Splits * args.HeadDim * sizeof(float)).Pointer;
+            partialMl = Scratch(ref _partialMl, queryRows * plan.Splits * 2 * sizeof(float)).Pointer;
+        }
+        Launch(module, "attention_mma", new Dim3((uint)plan.Splits, (uint)plan.RowTiles, (uint)(sequences * args.KvHeads)), (uint)plan.Threads,
+            In(q), keys, values, Out(output), partialOut, partialMl, args.Tokens, args.Heads, args.KvHeads, capacity, args.StartPosition, args.Scale, plan.KeysPerSplit, sequenceStride);
+        if (plan.Splits > 1)
+        {
+            Launch(module, "attention_combine", new Dim3((uint)queryRows, 1, 1), (uint)args.HeadDim, partialOut, partialMl, Out(output), plan.Splits);
+        }
     }
 
     public AttentionPlan AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("Kascade anchors");
@@ -359,6 +367,20 @@ public sealed unsafe class CudaBackend : IBackend
 
     /// <summary>A timer on this backend's stream (benchmarks).</summary>
     public GpuTimer CreateTimer() => new(_stream.Value);
+
+    /// <summary>
+    /// The GPU's device-to-device copy bandwidth in GB/s, counting bytes read and written as CUDA's bandwidthTest
+    /// does: the practical ceiling a memory-bound kernel is judged against (DESIGN §7).
+    /// </summary>
+    public double CopyBandwidthGBps(long bytes = 1L << 30)
+    {
+        using var source = DeviceMemory.Allocate(bytes);
+        using var destination = DeviceMemory.Allocate(bytes);
+        using var timer = CreateTimer();
+        double ms = timer.MedianMilliseconds(() => CudaCheck.ThrowIfFailed(
+            Driver.cuMemcpyDtoDAsync_v2(destination.Pointer, source.Pointer, (nuint)bytes, _stream.Value), "cuMemcpyDtoDAsync"), 10);
+        return 2.0 * bytes / (ms * 1e-3) / 1e9;
+    }
 
     public void Write(DeviceTensor x, ReadOnlySpan<float> values)
     {

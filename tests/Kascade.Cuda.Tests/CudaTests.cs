@@ -79,21 +79,47 @@ public class CudaTests
 
 public class AttentionLaunchTests
 {
+    private const int H100SharedMemory = 228 << 10;
+
     [Theory]
-    [InlineData(1, 32, 8, 8192, 132)]
-    [InlineData(1, 4, 2, 130, 132)]
-    [InlineData(3, 32, 8, 131072, 132)]
-    [InlineData(1, 8, 1, 1, 132)]
-    public void Few_queries_split_the_keys_into_non_empty_splits_that_cover_them(int tokens, int heads, int kvHeads, int keys, int sms)
+    [InlineData(1, 4, 8, 1, 8192, 132)]
+    [InlineData(1, 2, 2, 1, 130, 132)]
+    [InlineData(3, 4, 8, 1, 131072, 132)]
+    [InlineData(1, 8, 1, 1, 1, 132)]
+    [InlineData(1, 4, 8, 64, 8192, 132)]
+    [InlineData(512, 4, 8, 1, 32768, 132)]
+    public void Few_blocks_split_the_keys_into_whole_tiles_that_cover_them_without_an_empty_split(int tokens, int group, int kvHeads, int sequences, int keys, int sms)
     {
-        var plan = Heuristics.AttentionLaunch.Choose(tokens, heads, kvHeads, keys, sms);
-        Assert.True(plan.SplitKv);
+        var plan = Heuristics.AttentionLaunch.Choose(tokens, group, kvHeads, sequences, keys, 128, sms, H100SharedMemory);
         Assert.True(plan.Splits * plan.KeysPerSplit >= keys, "splits cover every key");
         Assert.True((plan.Splits - 1) * plan.KeysPerSplit < keys, "no empty split");
-        Assert.True(plan.KeysPerSplit >= Math.Min(keys, Heuristics.AttentionLaunch.MinKeysPerSplit));
+        Assert.Equal(0, plan.KeysPerSplit % Heuristics.AttentionLaunch.KeyTile);
+        Assert.True(plan.RowTiles * 16 * plan.Warps >= tokens * group, "row tiles cover every row");
+        Assert.True((plan.RowTiles - 1) * 16 * plan.Warps < tokens * group, "no empty row tile");
     }
 
     [Fact]
-    public void Many_queries_run_one_warp_per_query_head() =>
-        Assert.False(Heuristics.AttentionLaunch.Choose(512, 32, 8, 8192, 132).SplitKv);
+    public void Decode_uses_one_warp_and_splits_the_keys_to_fill_the_gpu()
+    {
+        var plan = Heuristics.AttentionLaunch.Choose(1, 4, 8, 1, 131072, 128, 132, H100SharedMemory);
+        Assert.Equal(1, plan.Warps);
+        int resident = H100SharedMemory / (Heuristics.AttentionLaunchPlan.SharedBytes(128) + 1024);
+        // Whole-tile splits may come out a little fewer than the resident blocks, never far off.
+        Assert.InRange(plan.Splits * 8, 132 * resident * 9 / 10, 132 * resident + 8);
+    }
+
+    [Fact]
+    public void A_batch_takes_the_split_count_whose_last_wave_is_fullest()
+    {
+        // 512 blocks on 132 × 6 slots: 1 split = 1 wave of 8k keys, 2 = 2 waves of 4k, 3 = 2 waves of 2.7k.
+        var plan = Heuristics.AttentionLaunch.Choose(1, 4, 8, 64, 8192, 128, 132, H100SharedMemory);
+        Assert.Equal(3, plan.Splits);
+    }
+
+    [Fact]
+    public void Long_prefill_uses_128_row_tiles_and_no_split()
+    {
+        var plan = Heuristics.AttentionLaunch.Choose(8192, 4, 8, 1, 8192, 128, 132, H100SharedMemory);
+        Assert.Equal(new Heuristics.AttentionLaunchPlan(8, 8192 * 4 / 128, 1, 8192), plan);
+    }
 }

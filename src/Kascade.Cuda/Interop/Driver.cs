@@ -26,6 +26,7 @@ public enum CuDeviceAttribute
     ComputeCapabilityMajor = 75,
     ComputeCapabilityMinor = 76,
     L2CacheSize = 38,
+    MaxSharedMemoryPerMultiprocessor = 81,
     MaxSharedMemoryPerBlockOptin = 97,
 }
 
@@ -117,6 +118,9 @@ internal static partial class Driver
 
     [LibraryImport(NativeLibraries.Driver)]
     public static partial CuResult cuEventElapsedTime(out float milliseconds, nint start, nint end);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuMemcpyDtoDAsync_v2(nint destination, nint source, nuint bytes, nint stream);
 
     [LibraryImport(NativeLibraries.Driver)]
     public static partial CuResult cuMemsetD32Async(nint destination, uint value, nuint count, nint stream);

@@ -106,6 +106,7 @@ extern "C" __global__ void fill_random_f32(float* w, long n, float center, float
 // shapes made for large m). x fp32 [m, k], w bf16 [n, k], y fp32 [m, n]; k a multiple of 8, m <= GEMV_ROWS.
 // Block: 256 threads = 8 output columns.
 #define GEMV_ROWS 8
+#define GEMV_STEPS 4
 extern "C" __global__ void gemv_bf16(const float* x, const bf16_t* w, float* y, int m, int k, int n)
 {
     int j = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
@@ -114,20 +115,33 @@ extern "C" __global__ void gemv_bf16(const float* x, const bf16_t* w, float* y, 
     float acc[GEMV_ROWS];
 #pragma unroll
     for (int i = 0; i < GEMV_ROWS; i++) acc[i] = 0.0f;
-    for (int c = lane * 8; c < k; c += 32 * 8)
+    // GEMV_STEPS 16-byte loads are issued before any is used, so each lane keeps 64 bytes of w in flight.
+    for (int c0 = lane * 8; c0 < k; c0 += GEMV_STEPS * 32 * 8)
     {
-        uint4 raw = *reinterpret_cast<const uint4*>(row + c);
-        unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
-        float wf[8];
+        uint4 raw[GEMV_STEPS];
 #pragma unroll
-        for (int e = 0; e < 4; e++) { wf[2 * e] = __uint_as_float(words[e] << 16); wf[2 * e + 1] = __uint_as_float(words[e] & 0xffff0000u); }
-#pragma unroll
-        for (int i = 0; i < GEMV_ROWS; i++)
+        for (int u = 0; u < GEMV_STEPS; u++)
         {
-            if (i >= m) break;
-            const float4* xp = reinterpret_cast<const float4*>(x + (long)i * k + c);
-            float4 a = xp[0], b = xp[1];
-            acc[i] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] + b.x * wf[4] + b.y * wf[5] + b.z * wf[6] + b.w * wf[7];
+            int c = c0 + u * 32 * 8;
+            raw[u] = c < k ? *reinterpret_cast<const uint4*>(row + c) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_STEPS; u++)
+        {
+            int c = c0 + u * 32 * 8;
+            if (c >= k) break;
+            unsigned words[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
+            float wf[8];
+#pragma unroll
+            for (int e = 0; e < 4; e++) { wf[2 * e] = __uint_as_float(words[e] << 16); wf[2 * e + 1] = __uint_as_float(words[e] & 0xffff0000u); }
+#pragma unroll
+            for (int i = 0; i < GEMV_ROWS; i++)
+            {
+                if (i >= m) break;
+                const float4* xp = reinterpret_cast<const float4*>(x + (long)i * k + c);
+                float4 a = xp[0], b = xp[1];
+                acc[i] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] + b.x * wf[4] + b.y * wf[5] + b.z * wf[6] + b.w * wf[7];
+            }
         }
     }
 #pragma unroll

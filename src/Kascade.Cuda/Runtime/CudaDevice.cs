@@ -19,6 +19,7 @@ public sealed unsafe class CudaDevice : IDisposable
         Minor = Attribute(CuDeviceAttribute.ComputeCapabilityMinor);
         Multiprocessors = Attribute(CuDeviceAttribute.MultiprocessorCount);
         MaxSharedMemoryOptin = Attribute(CuDeviceAttribute.MaxSharedMemoryPerBlockOptin);
+        SharedMemoryPerMultiprocessor = Attribute(CuDeviceAttribute.MaxSharedMemoryPerMultiprocessor);
     }
 
     public string Name { get; }
@@ -30,6 +31,8 @@ public sealed unsafe class CudaDevice : IDisposable
     public int Multiprocessors { get; }
 
     public int MaxSharedMemoryOptin { get; }
+
+    public int SharedMemoryPerMultiprocessor { get; }
 
     /// <summary>NVRTC target: <c>sm_90a</c> on Hopper (so wgmma/TMA may be used), else <c>sm_XY</c>.</summary>
     public string Architecture => Major == 9 && Minor == 0 ? "sm_90a" : $"sm_{Major}{Minor}";
