@@ -137,7 +137,7 @@ public sealed class AttentionMassAnalyzer : ILayerObserver
                     }
                     lock (plan)
                     {
-                        plan[(tile.QueryStart, g)] = CpuBackend.TopK(pooled, budget);
+                        plan[(tile.QueryStart, g)] = Ranking.TopK(pooled, budget);
                     }
                 }
             }

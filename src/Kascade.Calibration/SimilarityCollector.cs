@@ -99,7 +99,7 @@ public sealed class SimilarityCollector : ILayerObserver
                         }
                     }
                 }
-                selected[g] = CpuBackend.TopK(pooled[g], TopK);
+                selected[g] = Ranking.TopK(pooled[g], TopK);
             }
             rows[ti] = new Row(tile.QueryStart, pooled, selected, diagonal);
         });

@@ -18,9 +18,14 @@ internal sealed class AttentionOptions
         ["kascade-pooled"] = AttentionMethod.KascadePooled,
         ["kascade-noremap"] = AttentionMethod.KascadeNoRemap,
         ["oracle-topk"] = AttentionMethod.OracleTopK,
+        ["streamingllm"] = AttentionMethod.StreamingLlm,
+        ["quest"] = AttentionMethod.Quest,
+        ["omnikv"] = AttentionMethod.OmniKv,
+        ["lessismore"] = AttentionMethod.LessIsMore,
+        ["sparcas"] = AttentionMethod.SparCas,
     };
 
-    private readonly Option<string> _method = new("--attention") { Description = "dense, kascade, kascade-pooled, kascade-noremap or oracle-topk", DefaultValueFactory = _ => "dense" };
+    private readonly Option<string> _method = new("--attention") { Description = "dense, kascade, kascade-pooled, kascade-noremap, oracle-topk, streamingllm, quest, omnikv, lessismore or sparcas", DefaultValueFactory = _ => "dense" };
     private readonly Option<string?> _schedule = new("--schedule") { Description = $"Kascade schedule file (default: {DefaultScheduleName} in the model directory)" };
     private readonly Option<double?> _percent = new("--topk-percent") { Description = "Top-k budget p in percent of the visible keys (default: the schedule's, else 10)" };
     private readonly Option<string> _pooling = new("--pooling") { Description = "Anchor score pooling: post (post-softmax, the paper) or pre (raw scores)", DefaultValueFactory = _ => "post" };

@@ -144,6 +144,12 @@ public interface IBackend : IDisposable
     /// <summary>Every query head of every query attends over its own exact post-softmax Top-k of the visible keys.</summary>
     void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output);
 
+    /// <summary>
+    /// Query head h of query token t attends over exactly the key positions <c>selection[t, h]</c> (all visible to
+    /// it): softmax over those keys only. The gathered form every baseline policy runs on (DESIGN §4).
+    /// </summary>
+    void SelectedAttention(AttentionArgs args, KeySelection selection, DeviceTensor q, KvCache cache, DeviceTensor output);
+
     /// <summary>Keys of <paramref name="layer"/> at positions <c>[0, count)</c> to host memory, <c>[KvHeads, count, HeadDim]</c>.</summary>
     void ReadKeys(KvCache cache, int layer, int count, Span<float> destination);
 

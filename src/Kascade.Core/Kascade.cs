@@ -84,11 +84,31 @@ public enum AttentionMethod
 
     /// <summary>Every layer, every query head, every query: its own exact Top-k (an upper bound for selection methods).</summary>
     OracleTopK,
+
+    /// <summary>Sink tokens + a recent window, every layer, prefill and decode (DESIGN §4).</summary>
+    StreamingLlm,
+
+    /// <summary>Decode: per query head, the key pages with the best min/max score bound.</summary>
+    Quest,
+
+    /// <summary>Decode: filter layers pick one Top-k set (post-softmax, max over heads) the following layers share.</summary>
+    OmniKv,
+
+    /// <summary>Decode: selection layers pick one set (union of per-head Top-k, sinks, recent) shared until the next.</summary>
+    LessIsMore,
+
+    /// <summary>Decode: per head, partial scores on the query's largest dimensions pick the Top-k (SparQ's cascade).</summary>
+    SparCas,
 }
 
 /// <summary>How a session attends, layer by layer. Immutable.</summary>
 public sealed record AttentionPolicy(AttentionMethod Method, KascadeSchedule? Schedule = null, double TopKPercent = 10, ScorePooling Pooling = ScorePooling.PostSoftmax)
 {
+    /// <summary>Parameters of the baseline methods (ignored by the others).</summary>
+    public BaselineOptions Baselines { get; init; } = BaselineOptions.Default;
+
+    public bool IsBaseline => Method is AttentionMethod.StreamingLlm or AttentionMethod.Quest or AttentionMethod.OmniKv or AttentionMethod.LessIsMore or AttentionMethod.SparCas;
+
     public static AttentionPolicy Dense { get; } = new(AttentionMethod.Dense);
 
     public bool NeedsSchedule => Method is AttentionMethod.Kascade or AttentionMethod.KascadePooled or AttentionMethod.KascadeNoRemap;

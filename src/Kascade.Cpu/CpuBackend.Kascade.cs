@@ -65,31 +65,76 @@ public sealed unsafe partial class CpuBackend
                 var query = qs.Row(t).Slice(head * d, d);
                 ScaledScores(query, c.Keys[args.Layer], kvHead, capacity, d, args.Scale, probs);
                 TensorPrimitives.SoftMax(probs, probs);
-                var chosen = TopK(probs, TopKBudget.For(visible, topKPercent));
-                var o = os.Row(t).Slice(head * d, d);
-                o.Clear();
-                double mass = 0;
-                foreach (int j in chosen)
-                {
-                    mass += probs[j];
-                }
-                var valuesT = c.ValuesTransposed[args.Layer];
-                for (int e = 0; e < d; e++)
-                {
-                    double acc = 0;
-                    int row = (kvHead * d + e) * capacity;
-                    foreach (int j in chosen)
-                    {
-                        acc += probs[j] * valuesT[row + j];
-                    }
-                    o[e] = (float)(acc / mass);
-                }
+                var chosen = Ranking.TopK(probs, TopKBudget.For(visible, topKPercent));
+                AttendOver(query, c, args.Layer, kvHead, args.Scale, chosen, os.Row(t).Slice(head * d, d));
             }
             finally
             {
                 ArrayPool<float>.Shared.Return(p);
             }
         });
+    }
+
+    public void SelectedAttention(AttentionArgs args, KeySelection selection, DeviceTensor q, KvCache cache, DeviceTensor output)
+    {
+        var c = (CpuKvCache)cache;
+        var qs = (CpuTensor)q;
+        var os = (CpuTensor)output;
+        int d = args.HeadDim, group = args.Heads / args.KvHeads;
+        Parallel.For(0, args.Tokens * args.Heads, Parallelism, item =>
+        {
+            int t = item / args.Heads, head = item % args.Heads;
+            var positions = selection[t, head];
+            int visible = args.StartPosition + t + 1;
+            foreach (int j in positions)
+            {
+                if ((uint)j >= (uint)visible)
+                {
+                    throw new ArgumentException($"token {t} (position {args.StartPosition + t}) cannot attend to key {j}");
+                }
+            }
+            AttendOver(qs.Row(t).Slice(head * d, d), c, args.Layer, head / group, args.Scale, positions, os.Row(t).Slice(head * d, d));
+        });
+    }
+
+    /// <summary>
+    /// output = softmax over <paramref name="positions"/> of scale · query · K[j], times V[j]: one query head over a
+    /// gathered key set (the oracle's and the baselines' one mechanism). An empty set gives zeros.
+    /// </summary>
+    private static void AttendOver(ReadOnlySpan<float> query, CpuKvCache c, int layer, int kvHead, float scale, int[] positions, Span<float> output)
+    {
+        int d = query.Length, capacity = c.Shape.Capacity, m = positions.Length;
+        output.Clear();
+        if (m == 0)
+        {
+            return;
+        }
+        float[] rented = ArrayPool<float>.Shared.Rent(m);
+        try
+        {
+            var scores = rented.AsSpan(0, m);
+            var keys = c.Keys[layer];
+            for (int i = 0; i < m; i++)
+            {
+                scores[i] = scale * TensorPrimitives.Dot(query, keys.AsSpan((kvHead * capacity + positions[i]) * d, d));
+            }
+            TensorPrimitives.SoftMax(scores, scores);
+            var valuesT = c.ValuesTransposed[layer];
+            for (int e = 0; e < d; e++)
+            {
+                int row = (kvHead * d + e) * capacity;
+                float acc = 0;
+                for (int i = 0; i < m; i++)
+                {
+                    acc += scores[i] * valuesT[row + positions[i]];
+                }
+                output[e] = acc;
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(rented);
+        }
     }
 
     public void ReadKeys(KvCache cache, int layer, int count, Span<float> destination)
@@ -138,7 +183,7 @@ public sealed unsafe partial class CpuBackend
         {
             ArrayPool<float>.Shared.Return(scratch);
         }
-        return TopK(pooled, TopKBudget.For(candidates, selection.TopKPercent));
+        return Ranking.TopK(pooled, TopKBudget.For(candidates, selection.TopKPercent));
     }
 
     /// <summary>
@@ -216,33 +261,5 @@ public sealed unsafe partial class CpuBackend
             ArrayPool<float>.Shared.Return(scores);
             ArrayPool<float>.Shared.Return(oBlock);
         }
-    }
-
-    /// <summary>
-    /// Indices of the <paramref name="k"/> largest scores, descending; equal scores by ascending index, so the
-    /// selection is deterministic.
-    /// </summary>
-    public static int[] TopK(ReadOnlySpan<float> scores, int k)
-    {
-        int n = scores.Length;
-        var keys = new float[n];
-        var index = new int[n];
-        for (int i = 0; i < n; i++)
-        {
-            keys[i] = -scores[i];
-            index[i] = i;
-        }
-        keys.AsSpan().Sort(index.AsSpan());
-        for (int start = 0; start < Math.Min(k, n);)
-        {
-            int end = start + 1;
-            while (end < n && keys[end] == keys[start])
-            {
-                end++;
-            }
-            index.AsSpan(start, end - start).Sort();
-            start = end;
-        }
-        return index[..Math.Min(k, n)];
     }
 }

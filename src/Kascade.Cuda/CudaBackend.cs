@@ -353,7 +353,9 @@ public sealed unsafe class CudaBackend : IBackend
 
     public void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("oracle-topk");
 
-    public void ReadKeys(KvCache cache, int layer, int count, Span<float> destination) => throw NotYet("reading keys (calibration)");
+    public void SelectedAttention(AttentionArgs args, KeySelection selection, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("baseline (gathered) attention");
+
+    public void ReadKeys(KvCache cache, int layer, int count, Span<float> destination) => throw NotYet("reading keys (calibration, baselines)");
 
     public void Read(DeviceTensor x, Span<float> destination)
     {

@@ -14,6 +14,7 @@ public sealed class InferenceSession : IDisposable
     private readonly DeviceTensor _x, _h, _q, _k, _v, _attn, _gate, _up, _lastHidden, _lastLogits;
     private readonly AttentionPolicy _policy;
     private readonly ILayerObserver? _observer;
+    private readonly Baselines.BaselineAttention? _baseline;
     private DeviceTensor? _allLogits;
 
     internal InferenceSession(LlamaModel model, int capacity, int maxChunk, AttentionPolicy policy, ILayerObserver? observer)
@@ -23,6 +24,7 @@ public sealed class InferenceSession : IDisposable
         _policy = policy;
         _observer = observer;
         var c = model.Config;
+        _baseline = policy.IsBaseline ? new Baselines.BaselineAttention(policy, c) : null;
         Capacity = capacity;
         MaxChunk = maxChunk;
         _b.SetRope(c.Rope, c.HeadDim, capacity);
@@ -151,6 +153,11 @@ public sealed class InferenceSession : IDisposable
             case AttentionMethod.OracleTopK:
                 _b.OracleTopKAttention(args, _policy.TopKPercent, q, _cache, output);
                 return plan;
+        }
+        if (_baseline is not null)
+        {
+            _baseline.Attend(_b, args, q, _cache, output);
+            return plan;
         }
         switch (_policy.RoleOf(args.Layer))
         {

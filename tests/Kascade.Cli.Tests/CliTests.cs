@@ -55,7 +55,7 @@ public class CliTests
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--device", "tpu"], "tpu" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", string.Concat(Enumerable.Repeat("the pass key is 71432. ", 1500))], "the model's context is 8192" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "kascade", "--schedule", "/no/such/schedule.json"], "schedule file not found" },
-        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "quest"], "quest" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "bigbird"], "bigbird" },
         { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "/no/dev.jsonl", "--out", "/tmp/x.json"], "development set not found" },
     };
 

@@ -9,30 +9,13 @@ namespace Kascade.Runtime.Tests;
 /// <summary>Kascade through the whole instrument model with its committed schedule.</summary>
 public class KascadeModelTests
 {
-    private static readonly Lazy<ModelDirectory> Instrument = new(() => ModelDirectory.Open(TestPaths.InstrumentModel, new CpuBackend()));
+    private static Lazy<ModelDirectory> Instrument => InstrumentRuns.Directory;
 
     private static KascadeSchedule Schedule => ScheduleFile.Load(Path.Combine(TestPaths.InstrumentModel, "kascade-schedule.json"), Instrument.Value.Config);
 
-    private static int[] Prompt(int tokens)
-    {
-        var text = string.Concat(Directory.GetFiles(Path.Combine(TestPaths.RepoRoot, "tests", "data", "haystack")).Order().Take(3).Select(File.ReadAllText));
-        return Instrument.Value.Tokenizer.Encode(text)[..tokens];
-    }
+    private static int[] Prompt(int tokens) => InstrumentRuns.Prompt(tokens);
 
-    private static float[] Run(int[] ids, AttentionPolicy policy, int chunk, int decodeSteps)
-    {
-        var config = Instrument.Value.Config;
-        using var session = Instrument.Value.Model.CreateSession(ids.Length + decodeSteps, chunk, policy);
-        var logits = new float[config.VocabSize];
-        session.Prefill(ids, logits);
-        var all = new List<float>(logits);
-        for (int i = 0; i < decodeSteps; i++)
-        {
-            session.Forward([System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits)], logits);
-            all.AddRange(logits);
-        }
-        return [.. all];
-    }
+    private static float[] Run(int[] ids, AttentionPolicy policy, int chunk, int decodeSteps) => InstrumentRuns.Run(ids, policy, chunk, decodeSteps);
 
     [Fact]
     public void Kascade_and_oracle_at_100_percent_equal_dense_through_prefill_and_decode()
