@@ -108,9 +108,11 @@ public class BaselineTests
         Assert.Equal(BaselineLayerMode.Selected, Mode(AttentionMethod.StreamingLlm, 0));
     }
 
-    private static float[] Run(int[] ids, AttentionPolicy policy, int decodeSteps) => InstrumentRuns.Run(ids, policy, 256, decodeSteps);
+    private static readonly InstrumentRuns Runs = new();
 
-    private static int[] Prompt(int tokens) => InstrumentRuns.Prompt(tokens);
+    private static float[] Run(int[] ids, AttentionPolicy policy, int decodeSteps) => Runs.Run(ids, policy, 256, decodeSteps);
+
+    private static int[] Prompt(int tokens) => Runs.Prompt(tokens);
 
     public static TheoryData<AttentionMethod> Baselines =>
         [AttentionMethod.StreamingLlm, AttentionMethod.Quest, AttentionMethod.OmniKv, AttentionMethod.LessIsMore, AttentionMethod.SparCas];
@@ -128,7 +130,7 @@ public class BaselineTests
     public void Decode_only_baselines_prefill_densely_and_decode_sparsely(AttentionMethod method)
     {
         var ids = Prompt(1500);
-        int vocab = InstrumentRuns.Directory.Value.Config.VocabSize;
+        int vocab = Runs.Directory.Value.Config.VocabSize;
         var dense = Run(ids, AttentionPolicy.Dense, 2);
         var sparse = Run(ids, new AttentionPolicy(method, null, 5), 2);
         double prefillDiff = Compare.MaxAbsDiff(dense.AsSpan(0, vocab), sparse.AsSpan(0, vocab));

@@ -4,20 +4,24 @@ using Kascade.Testing;
 
 namespace Kascade.Runtime.Tests;
 
-/// <summary>The instrument model on the CPU, haystack prompts, and a prefill + greedy-decode run that returns every step's logits.</summary>
-internal static class InstrumentRuns
+/// <summary>
+/// The instrument model on its own CPU backend, haystack prompts, and a prefill + greedy-decode run that returns
+/// every step's logits. One instance per test class: a backend holds per-session state (rotary tables), and xunit
+/// runs test classes in parallel.
+/// </summary>
+internal sealed class InstrumentRuns
 {
-    public static Lazy<ModelDirectory> Directory { get; } = new(() => ModelDirectory.Open(TestPaths.InstrumentModel, new CpuBackend()));
+    public Lazy<ModelDirectory> Directory { get; } = new(() => ModelDirectory.Open(TestPaths.InstrumentModel, new CpuBackend()));
 
     /// <summary>The first <paramref name="tokens"/> tokens of three haystack essays.</summary>
-    public static int[] Prompt(int tokens)
+    public int[] Prompt(int tokens)
     {
         var text = string.Concat(System.IO.Directory.GetFiles(Path.Combine(TestPaths.RepoRoot, "tests", "data", "haystack")).Order().Take(3).Select(File.ReadAllText));
         return Directory.Value.Tokenizer.Encode(text)[..tokens];
     }
 
     /// <summary>Prefill logits then <paramref name="decodeSteps"/> greedy steps' logits, concatenated (<c>[1 + steps, vocab]</c>).</summary>
-    public static float[] Run(int[] ids, AttentionPolicy policy, int chunk, int decodeSteps)
+    public float[] Run(int[] ids, AttentionPolicy policy, int chunk, int decodeSteps)
     {
         var config = Directory.Value.Config;
         using var session = Directory.Value.Model.CreateSession(ids.Length + decodeSteps, chunk, policy);

@@ -9,13 +9,15 @@ namespace Kascade.Runtime.Tests;
 /// <summary>Kascade through the whole instrument model with its committed schedule.</summary>
 public class KascadeModelTests
 {
-    private static Lazy<ModelDirectory> Instrument => InstrumentRuns.Directory;
+    private static readonly InstrumentRuns Runs = new();
+
+    private static Lazy<ModelDirectory> Instrument => Runs.Directory;
 
     private static KascadeSchedule Schedule => ScheduleFile.Load(Path.Combine(TestPaths.InstrumentModel, "kascade-schedule.json"), Instrument.Value.Config);
 
-    private static int[] Prompt(int tokens) => InstrumentRuns.Prompt(tokens);
+    private static int[] Prompt(int tokens) => Runs.Prompt(tokens);
 
-    private static float[] Run(int[] ids, AttentionPolicy policy, int chunk, int decodeSteps) => InstrumentRuns.Run(ids, policy, chunk, decodeSteps);
+    private static float[] Run(int[] ids, AttentionPolicy policy, int chunk, int decodeSteps) => Runs.Run(ids, policy, chunk, decodeSteps);
 
     [Fact]
     public void Kascade_and_oracle_at_100_percent_equal_dense_through_prefill_and_decode()
