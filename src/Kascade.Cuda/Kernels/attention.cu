@@ -10,8 +10,8 @@
 #define DIMS_PER_LANE (HEAD_DIM / 32)
 
 // Dense causal attention, one warp per (token, query head), online softmax over the visible keys; each lane
-// holds HEAD_DIM/32 dimensions. The reference GPU path (correct on every shape); the tiled tensor-core kernels
-// are checked against it. Block: 128 threads (4 warps).
+// holds HEAD_DIM/32 dimensions. Runs the head dims attention_mma is not compiled for (e.g. 256). Block: 128
+// threads (4 warps).
 extern "C" __global__ void attention_dense(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, float* out,
                                            int tokens, int heads, int kv_heads, int capacity, int start, float scale)
 {
