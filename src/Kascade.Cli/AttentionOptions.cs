@@ -29,6 +29,7 @@ internal sealed class AttentionOptions
     private readonly Option<string?> _schedule = new("--schedule") { Description = $"Kascade schedule file (default: {DefaultScheduleName} in the model directory)" };
     private readonly Option<double?> _percent = new("--topk-percent") { Description = "Top-k budget p in percent of the visible keys (default: the schedule's, else 10)" };
     private readonly Option<string> _pooling = new("--pooling") { Description = "Anchor score pooling: post (post-softmax, the paper) or pre (raw scores)", DefaultValueFactory = _ => "post" };
+    private readonly Option<string[]> _baseline = new("--baseline") { Description = $"A baseline setting NAME=VALUE, repeatable ({string.Join(", ", BaselineOptions.SettingNames)}); defaults from DESIGN §4" };
 
     private AttentionOptions()
     {
@@ -40,16 +41,33 @@ internal sealed class AttentionOptions
 
     public static string Names => string.Join(", ", Methods.Keys);
 
-    public void AddTo(Command command)
+    /// <summary>Adds the options; <paramref name="withMethod"/> false leaves <c>--attention</c> to a command that names several methods.</summary>
+    public void AddTo(Command command, bool withMethod = true)
     {
-        command.Add(_method);
+        if (withMethod)
+        {
+            command.Add(_method);
+        }
         command.Add(_schedule);
         command.Add(_percent);
         command.Add(_pooling);
+        command.Add(_baseline);
     }
 
-    public AttentionPolicy Policy(ParseResult parse, ModelDirectory dir) =>
-        Build(parse.GetValue(_method)!, parse.GetValue(_schedule), parse.GetValue(_percent), parse.GetValue(_pooling) == "pre" ? ScorePooling.PreSoftmax : ScorePooling.PostSoftmax, dir);
+    public AttentionPolicy Policy(ParseResult parse, ModelDirectory dir) => Policy(parse, dir, parse.GetValue(_method)!);
+
+    /// <summary>The policy named <paramref name="name"/> with this command's schedule, budget, pooling and baseline settings.</summary>
+    public AttentionPolicy Policy(ParseResult parse, ModelDirectory dir, string name)
+    {
+        var baselines = (parse.GetValue(_baseline) ?? []).Aggregate(BaselineOptions.Default, (o, a) => o.With(a));
+        int beyond = baselines.OmniKvFilterLayers.Concat(baselines.LessIsMoreSelectionLayers).FirstOrDefault(l => l >= dir.Config.Layers, -1);
+        if (beyond >= 0)
+        {
+            throw new KascadeException($"baseline layer {beyond} does not exist; the model has {dir.Config.Layers} layers");
+        }
+        var pooling = parse.GetValue(_pooling) == "pre" ? ScorePooling.PreSoftmax : ScorePooling.PostSoftmax;
+        return Build(name, parse.GetValue(_schedule), parse.GetValue(_percent), pooling, dir) with { Baselines = baselines };
+    }
 
     /// <summary>The policy named <paramref name="name"/>, loading and checking its schedule where it needs one.</summary>
     public static AttentionPolicy Build(string name, string? schedulePath, double? percent, ScorePooling pooling, ModelDirectory dir)
@@ -57,6 +75,10 @@ internal sealed class AttentionOptions
         if (!Methods.TryGetValue(name, out var method))
         {
             throw new KascadeException($"unknown attention '{name}'; choose from {Names}");
+        }
+        if (percent is <= 0 or > 100)
+        {
+            throw new KascadeException("--topk-percent must be in (0, 100]");
         }
         var policy = new AttentionPolicy(method, null, percent ?? 10, pooling);
         if (!policy.NeedsSchedule)

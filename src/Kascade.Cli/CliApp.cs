@@ -23,6 +23,7 @@ public static partial class CliApp
         root.Add(CalibrateCommand(stdout, stderr));
         root.Add(DevSetCommand(stdout, stderr));
         root.Add(AnalyzeCommand(stdout, stderr));
+        root.Add(EvalCommand(args, stdout, stderr));
         root.Add(TestBackendCommand(stdout, stderr));
         root.Add(ScheduleCommand(stdout, stderr));
         var parse = root.Parse(args);

@@ -25,6 +25,24 @@ public sealed class KeySelection
         set => _sets[token * Heads + head] = value;
     }
 
+    /// <summary>Refuses a position a query cannot see: token t of a call starting at <paramref name="startPosition"/> sees keys below start + t + 1.</summary>
+    public void CheckVisible(int startPosition)
+    {
+        for (int t = 0; t < Tokens; t++)
+        {
+            for (int h = 0; h < Heads; h++)
+            {
+                foreach (int j in this[t, h])
+                {
+                    if ((uint)j >= (uint)(startPosition + t + 1))
+                    {
+                        throw new ArgumentException($"token {t} (position {startPosition + t}) cannot attend to key {j}");
+                    }
+                }
+            }
+        }
+    }
+
     /// <summary>Gives every head of <paramref name="token"/> the same set.</summary>
     public void SetAllHeads(int token, int[] positions)
     {
@@ -75,4 +93,54 @@ public sealed record BaselineOptions
     public int SparCasDenseLayers { get; init; } = 3;
 
     public static BaselineOptions Default { get; } = new();
+
+    /// <summary>The settings by their command-line names (<c>--baseline NAME=VALUE</c>), each with how it reads and shows a value.</summary>
+    private static readonly (string Name, Func<BaselineOptions, string, BaselineOptions> Set, Func<BaselineOptions, string> Get)[] Settings =
+    [
+        ("sinks", (o, v) => o with { SinkTokens = Count(v, "sinks", min: 0) }, o => Show(o.SinkTokens)),
+        ("streaming-window-percent", (o, v) => o with { StreamingWindowPercent = Percent(v, "streaming-window-percent") }, o => Show(o.StreamingWindowPercent)),
+        ("min-window", (o, v) => o with { MinWindow = Count(v, "min-window", min: 1) }, o => Show(o.MinWindow)),
+        ("quest-page", (o, v) => o with { QuestPageSize = Count(v, "quest-page", min: 1) }, o => Show(o.QuestPageSize)),
+        ("quest-dense-layers", (o, v) => o with { QuestDenseLayers = Count(v, "quest-dense-layers", min: 0) }, o => Show(o.QuestDenseLayers)),
+        ("omnikv-filter-layers", (o, v) => o with { OmniKvFilterLayers = Layers(v, "omnikv-filter-layers") }, o => string.Join(',', o.OmniKvFilterLayers)),
+        ("lessismore-selection-layers", (o, v) => o with { LessIsMoreSelectionLayers = Layers(v, "lessismore-selection-layers") }, o => string.Join(',', o.LessIsMoreSelectionLayers)),
+        ("lessismore-recent-fraction", (o, v) => o with { LessIsMoreRecentFraction = Percent(v, "lessismore-recent-fraction", max: 1) }, o => Show(o.LessIsMoreRecentFraction)),
+        ("sparcas-dimension-fraction", (o, v) => o with { SparCasDimensionFraction = Percent(v, "sparcas-dimension-fraction", max: 1) }, o => Show(o.SparCasDimensionFraction)),
+        ("sparcas-refresh-steps", (o, v) => o with { SparCasRefreshSteps = Count(v, "sparcas-refresh-steps", min: 1) }, o => Show(o.SparCasRefreshSteps)),
+        ("sparcas-dense-layers", (o, v) => o with { SparCasDenseLayers = Count(v, "sparcas-dense-layers", min: 0) }, o => Show(o.SparCasDenseLayers)),
+    ];
+
+    public static IEnumerable<string> SettingNames => Settings.Select(s => s.Name);
+
+    /// <summary>These options with <paramref name="assignment"/> (<c>NAME=VALUE</c>, e.g. <c>omnikv-filter-layers=2,8,18</c>) applied.</summary>
+    public BaselineOptions With(string assignment)
+    {
+        int eq = assignment.IndexOf('=', StringComparison.Ordinal);
+        string name = eq > 0 ? assignment[..eq].Trim() : throw new KascadeException($"'{assignment}' is not NAME=VALUE; baseline settings are {string.Join(", ", SettingNames)}");
+        var setting = Settings.FirstOrDefault(s => s.Name == name);
+        return setting.Set is null
+            ? throw new KascadeException($"unknown baseline setting '{name}'; choose from {string.Join(", ", SettingNames)}")
+            : setting.Set(this, assignment[(eq + 1)..].Trim());
+    }
+
+    /// <summary>Every setting as NAME=VALUE, in a fixed order (a run's identity, a report's header).</summary>
+    public string Describe() => string.Join(' ', Settings.Select(s => $"{s.Name}={s.Get(this)}"));
+
+    private static string Show(double value) => value.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    private static int Count(string value, string name, int min) =>
+        int.TryParse(value, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int n) && n >= min
+            ? n : throw new KascadeException($"baseline setting {name} must be an integer ≥ {min}, not '{value}'");
+
+    private static double Percent(string value, string name, double max = 100) =>
+        double.TryParse(value, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double v) && v > 0 && v <= max
+            ? v : throw new KascadeException($"baseline setting {name} must be in (0, {Show(max)}], not '{value}'");
+
+    private static int[] Layers(string value, string name)
+    {
+        var layers = value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(l => int.TryParse(l, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int n) && n >= 0 ? n
+                : throw new KascadeException($"baseline setting {name}: '{l}' is not a layer index")).Distinct().Order().ToArray();
+        return layers.Length > 0 ? layers : throw new KascadeException($"baseline setting {name} needs at least one layer");
+    }
 }

@@ -48,32 +48,35 @@ public sealed unsafe partial class CpuBackend
         });
     }
 
-    public void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output)
-    {
-        var c = (CpuKvCache)cache;
-        var qs = (CpuTensor)q;
-        var os = (CpuTensor)output;
-        int d = args.HeadDim, group = args.Heads / args.KvHeads, capacity = c.Shape.Capacity;
-        Parallel.For(0, args.Tokens * args.Heads, Parallelism, item =>
+    /// <summary>
+    /// Each query attends to its own Top-k keys by post-softmax probability (§3's oracle): a dense pass whose rows
+    /// keep only their Top-k probabilities, renormalised, which equals a softmax over those keys alone.
+    /// </summary>
+    public void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output) =>
+        AttentionRows(args, q, cache, output, probabilities =>
         {
-            int t = item / args.Heads, head = item % args.Heads, kvHead = head / group;
-            int visible = args.StartPosition + t + 1;
-            float[] p = ArrayPool<float>.Shared.Rent(visible);
-            try
+            // The Top-k set of Ranking.TopK (ties to the lower position), found without sorting it.
+            int k = Math.Min(TopKBudget.For(probabilities.Length, topKPercent), probabilities.Length);
+            float threshold = Ranking.KthLargest(probabilities, k), sum = 0;
+            int equalKept = k;
+            foreach (float p in probabilities)
             {
-                var probs = p.AsSpan(0, visible);
-                var query = qs.Row(t).Slice(head * d, d);
-                ScaledScores(query, c.Keys[args.Layer], kvHead, capacity, d, args.Scale, probs);
-                TensorPrimitives.SoftMax(probs, probs);
-                var chosen = Ranking.TopK(probs, TopKBudget.For(visible, topKPercent));
-                AttendOver(query, c, args.Layer, kvHead, args.Scale, chosen, os.Row(t).Slice(head * d, d));
+                equalKept -= p > threshold ? 1 : 0;
             }
-            finally
+            for (int i = 0; i < probabilities.Length; i++)
             {
-                ArrayPool<float>.Shared.Return(p);
+                float p = probabilities[i];
+                if (p > threshold || (p == threshold && equalKept-- > 0))
+                {
+                    sum += p;
+                }
+                else
+                {
+                    probabilities[i] = 0;
+                }
             }
+            TensorPrimitives.Divide(probabilities, sum, probabilities);
         });
-    }
 
     public void SelectedAttention(AttentionArgs args, KeySelection selection, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
@@ -81,25 +84,17 @@ public sealed unsafe partial class CpuBackend
         var qs = (CpuTensor)q;
         var os = (CpuTensor)output;
         int d = args.HeadDim, group = args.Heads / args.KvHeads;
+        selection.CheckVisible(args.StartPosition);
         Parallel.For(0, args.Tokens * args.Heads, Parallelism, item =>
         {
             int t = item / args.Heads, head = item % args.Heads;
-            var positions = selection[t, head];
-            int visible = args.StartPosition + t + 1;
-            foreach (int j in positions)
-            {
-                if ((uint)j >= (uint)visible)
-                {
-                    throw new ArgumentException($"token {t} (position {args.StartPosition + t}) cannot attend to key {j}");
-                }
-            }
-            AttendOver(qs.Row(t).Slice(head * d, d), c, args.Layer, head / group, args.Scale, positions, os.Row(t).Slice(head * d, d));
+            AttendOver(qs.Row(t).Slice(head * d, d), c, args.Layer, head / group, args.Scale, selection[t, head], os.Row(t).Slice(head * d, d));
         });
     }
 
     /// <summary>
     /// output = softmax over <paramref name="positions"/> of scale · query · K[j], times V[j]: one query head over a
-    /// gathered key set (the oracle's and the baselines' one mechanism). An empty set gives zeros.
+    /// gathered key set (the baselines' mechanism). An empty set gives zeros.
     /// </summary>
     private static void AttendOver(ReadOnlySpan<float> query, CpuKvCache c, int layer, int kvHead, float scale, int[] positions, Span<float> output)
     {

@@ -237,7 +237,14 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    public void Attention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
+    public void Attention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output) => AttentionRows(args, q, cache, output, keep: null);
+
+    /// <summary>
+    /// Causal attention by blocks of query rows: S = Q·Kᵀ and O = P·V through the GEMM kernel, with each row's
+    /// softmax probabilities passed to <paramref name="keep"/> first when given (the oracle keeps its Top-k there),
+    /// so a per-row selection costs a dense pass instead of a gather from the transposed values.
+    /// </summary>
+    private void AttentionRows(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output, SpanAction<float>? keep)
     {
         var c = (CpuKvCache)cache;
         var qs = (CpuTensor)q;
@@ -278,6 +285,7 @@ public sealed unsafe partial class CpuBackend : IBackend
                         var live = row[..keysForRow];
                         TensorPrimitives.Multiply(live, args.Scale, live);
                         TensorPrimitives.SoftMax(live, live);
+                        keep?.Invoke(live);
                         row[keysForRow..].Clear();
                     }
                     Gemm.MultiplyTransposed(rows, d, visible, sp, visible, vp, capacity, op, d);
@@ -295,6 +303,9 @@ public sealed unsafe partial class CpuBackend : IBackend
             }
         });
     }
+
+    /// <summary>A callback over a span (probability rows).</summary>
+    private delegate void SpanAction<T>(Span<T> values);
 
     public void Read(DeviceTensor x, Span<float> destination) => ((CpuTensor)x).Span.CopyTo(destination);
 

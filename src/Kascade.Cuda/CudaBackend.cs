@@ -132,6 +132,7 @@ public sealed unsafe class CudaBackend : IBackend
     private DeviceMemory? _bf16Scratch;
     private DeviceMemory? _ids;
     private DeviceMemory? _partialOut, _partialMl;
+    private DeviceMemory? _selectionOffsets, _selectionPositions;
 
     public CudaBackend(int ordinal = 0, string? kernelCache = null)
     {
@@ -353,9 +354,53 @@ public sealed unsafe class CudaBackend : IBackend
 
     public void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("oracle-topk");
 
-    public void SelectedAttention(AttentionArgs args, KeySelection selection, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("baseline (gathered) attention");
+    /// <summary>
+    /// The baselines' gathered attention (<c>attention_gathered</c>): the key sets are flattened on the host into
+    /// per-(token, head) offsets and positions and uploaded each call. For accuracy work; not a fast path.
+    /// </summary>
+    public void SelectedAttention(AttentionArgs args, KeySelection selection, DeviceTensor q, KvCache cache, DeviceTensor output)
+    {
+        selection.CheckVisible(args.StartPosition);
+        var c = (CudaKvCache)cache;
+        int items = args.Tokens * args.Heads;
+        var offsets = new int[items + 1];
+        for (int i = 0; i < items; i++)
+        {
+            offsets[i + 1] = offsets[i] + selection[i / args.Heads, i % args.Heads].Length;
+        }
+        var positions = new int[Math.Max(offsets[items], 1)];
+        for (int i = 0; i < items; i++)
+        {
+            selection[i / args.Heads, i % args.Heads].CopyTo(positions, offsets[i]);
+        }
+        var offsetBuffer = Scratch(ref _selectionOffsets, offsets.Length * sizeof(int));
+        var positionBuffer = Scratch(ref _selectionPositions, positions.Length * sizeof(int));
+        fixed (int* o = offsets, p = positions)
+        {
+            Copy(offsetBuffer.Pointer, (nint)o, offsets.Length * sizeof(int));
+            Copy(positionBuffer.Pointer, (nint)p, positions.Length * sizeof(int));
+        }
+        nint keys = c.Keys.Pointer + (nint)(c.LayerBytes * args.Layer), values = c.Values.Pointer + (nint)(c.LayerBytes * args.Layer);
+        Launch(AttentionModule(args.HeadDim, args.Heads / args.KvHeads), "attention_gathered", (uint)((items + 3) / 4), 128,
+            In(q), keys, values, Out(output), offsetBuffer.Pointer, positionBuffer.Pointer, args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.Scale);
+    }
 
-    public void ReadKeys(KvCache cache, int layer, int count, Span<float> destination) => throw NotYet("reading keys (calibration, baselines)");
+    public void ReadKeys(KvCache cache, int layer, int count, Span<float> destination)
+    {
+        var c = (CudaKvCache)cache;
+        int d = c.Shape.HeadDim;
+        var bits = new ushort[count * d];
+        CudaCheck.ThrowIfFailed(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
+        for (int h = 0; h < c.Shape.KvHeads; h++)
+        {
+            fixed (ushort* p = bits)
+            {
+                nint source = c.Keys.Pointer + (nint)(c.LayerBytes * layer + (long)h * c.Shape.Capacity * d * sizeof(ushort));
+                CudaCheck.ThrowIfFailed(Driver.cuMemcpyDtoH_v2((nint)p, source, (nuint)(bits.Length * sizeof(ushort))), "cuMemcpyDtoH");
+            }
+            DTypes.Bf16ToSingle(bits, destination.Slice(h * count * d, count * d));
+        }
+    }
 
     public void Read(DeviceTensor x, Span<float> destination)
     {
@@ -491,6 +536,8 @@ public sealed unsafe class CudaBackend : IBackend
         _ids?.Dispose();
         _partialOut?.Dispose();
         _partialMl?.Dispose();
+        _selectionOffsets?.Dispose();
+        _selectionPositions?.Dispose();
         _cublas.Dispose();
         _stream.Dispose();
         _device.Dispose();

@@ -12,11 +12,13 @@ public sealed partial class Haystack
 {
     private readonly string _text;
     private readonly int[] _sentenceEnds;
+    private readonly Lazy<string[]> _words;
 
     private Haystack(string text)
     {
         _text = text;
         _sentenceEnds = SentenceEnd().Matches(text).Select(m => m.Index + m.Length).ToArray();
+        _words = new(() => PlainWord().Matches(text).Select(m => m.Value).Where(w => w.All(char.IsAsciiLetterLower)).Distinct(StringComparer.Ordinal).ToArray());
     }
 
     public static Haystack Load(string directory)
@@ -48,9 +50,10 @@ public sealed partial class Haystack
         var rng = new Random(seed);
         int start = _sentenceEnds[rng.Next(_sentenceEnds.Length / 2)];
         string filler = Take(tokenizer, start, budget);
-        // Needles go after sentence ends inside the filler, deepest last so earlier offsets stay valid.
+        // Needles go after sentence ends inside the filler, deepest first so the offsets still to use stay valid;
+        // needles at one spot are inserted last-listed first, so they appear in the order given.
         var ends = SentenceEnd().Matches(filler).Select(m => m.Index + m.Length).Prepend(0).Append(filler.Length).Distinct().ToArray();
-        foreach (var (needle, depth) in needles.OrderByDescending(n => n.Depth))
+        foreach (var (needle, depth) in needles.Select((n, i) => (n, i)).OrderByDescending(x => x.n.Depth).ThenByDescending(x => x.i).Select(x => x.n))
         {
             int target = (int)(depth * filler.Length);
             int at = ends.MinBy(e => Math.Abs(e - target));
@@ -58,6 +61,9 @@ public sealed partial class Haystack
         }
         return filler + question;
     }
+
+    /// <summary>The distinct lower-case words of 4 to 9 letters in the haystack, in order of first appearance (a vocabulary for word-list tasks).</summary>
+    public IReadOnlyList<string> Words() => _words.Value;
 
     /// <summary>Haystack text from <paramref name="start"/> (wrapping around) of at most <paramref name="tokens"/> tokens, cut at a sentence end.</summary>
     private string Take(TextTokenizer tokenizer, int start, int tokens)
@@ -74,33 +80,9 @@ public sealed partial class Haystack
         return piece;
     }
 
+    [GeneratedRegex(@"\b[A-Za-z]{4,9}\b")]
+    private static partial Regex PlainWord();
+
     [GeneratedRegex(@"[.!?](?=\s)")]
     private static partial Regex SentenceEnd();
-}
-
-/// <summary>The instrument model's retrieval prompt formats (models/kascade-instrument-21m/MODEL_CARD.md).</summary>
-public static class RetrievalPrompts
-{
-    private static readonly string[] Words = ["garden", "river", "lantern", "copper", "meadow", "harbor", "violet", "summit", "canyon", "falcon", "orchard", "glacier", "ember", "willow", "thistle", "marble"];
-
-    /// <summary>A pass-key prompt and its answer (a 5-digit key).</summary>
-    public static (string Prompt, string Answer) PassKey(Haystack haystack, TextTokenizer tokenizer, int tokens, double depth, int seed)
-    {
-        var rng = new Random(seed);
-        string key = rng.Next(10000, 100000).ToString(System.Globalization.CultureInfo.InvariantCulture);
-        string needle = $" The pass key is {key}. Remember it. {key} is the pass key.";
-        string prompt = haystack.Build(tokenizer, tokens, [(needle, depth)], "\n\nWhat is the pass key? The pass key is", seed);
-        return (prompt, key);
-    }
-
-    /// <summary>A single-needle prompt ("special magic number" for a word) and its 7-digit answer.</summary>
-    public static (string Prompt, string Answer) SingleNeedle(Haystack haystack, TextTokenizer tokenizer, int tokens, double depth, int seed)
-    {
-        var rng = new Random(seed);
-        string word = Words[rng.Next(Words.Length)];
-        string number = rng.Next(1000000, 10000000).ToString(System.Globalization.CultureInfo.InvariantCulture);
-        string needle = $" One of the special magic numbers for {word} is: {number}.";
-        string question = $"\n\nWhat is the special magic number for {word} mentioned in the provided text? The special magic number for {word} mentioned in the provided text is";
-        return (haystack.Build(tokenizer, tokens, [(needle, depth)], question, seed), number);
-    }
 }

@@ -57,6 +57,17 @@ public class CliTests
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "kascade", "--schedule", "/no/such/schedule.json"], "schedule file not found" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "bigbird"], "bigbird" },
         { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "/no/dev.jsonl", "--out", "/tmp/x.json"], "development set not found" },
+        { ["eval", "--model", TestPaths.InstrumentModel, "--tasks", "passkey", "--out", "/tmp/kascade-eval-bad"], "needs --haystack" },
+        { ["eval", "--model", TestPaths.InstrumentModel, "--tasks", "needles", "--out", "/tmp/kascade-eval-bad"], "unknown task 'needles'" },
+        { ["eval", "--model", TestPaths.InstrumentModel, "--tasks", "/no/such/tasks.jsonl", "--out", "/tmp/kascade-eval-bad"], "task file not found" },
+        { ["eval", "--model", TestPaths.InstrumentModel, "--attention", "dense,bigbird", "--out", "/tmp/kascade-eval-bad"], "unknown attention 'bigbird'" },
+        { ["eval", "--model", TestPaths.InstrumentModel, "--samples", "0", "--out", "/tmp/kascade-eval-bad"], "--samples must be positive" },
+        { ["eval", "--model", TestPaths.InstrumentModel, "--depths", "0.5,2", "--out", "/tmp/kascade-eval-bad"], "'2' is not a number in [0, 1]" },
+        { ["eval", "--model", TestPaths.InstrumentModel, "--attention", "quest", "--baseline", "quest-page=-1", "--out", "/tmp/kascade-eval-bad"], "quest-page must be an integer" },
+        { ["eval", "--model", TestPaths.InstrumentModel, "--attention", "omnikv", "--baseline", "omnikv-filter-layers=2,30", "--out", "/tmp/kascade-eval-bad"], "baseline layer 30 does not exist" },
+        { ["eval", "--model", TestPaths.InstrumentModel, "--tasks", "passkey", "--haystack", "/no/hay", "--out", "/tmp/kascade-eval-bad"], "haystack directory not found" },
+        { ["eval", "--model", TestPaths.InstrumentModel, "--tasks", Path.Combine(TestPaths.RepoRoot, "tests", "data", "longbench-mini"), "--perplexity", "/no/text.txt", "--out", "/tmp/kascade-eval-bad"], "perplexity text not found" },
+        { ["eval", "--model", TestPaths.InstrumentModel, "--tasks", "passkey", "--haystack", Path.Combine(TestPaths.RepoRoot, "tests", "data", "haystack"), "--lengths", "16k", "--out", "/tmp/kascade-eval-bad"], "length 16384 exceeds the model's context of 8192" },
     };
 
     [Theory]
@@ -67,6 +78,34 @@ public class CliTests
         Assert.NotEqual(0, code);
         Assert.Contains(message, err);
         Assert.DoesNotContain("   at ", err);
+    }
+
+    [Fact]
+    public void Eval_writes_its_tables_and_plot_and_resumes()
+    {
+        using var dir = new TempDirectory();
+        string[] args = ["eval", "--model", TestPaths.InstrumentModel, "--attention", "dense,oracle-topk", "--tasks", "passkey," + Path.Combine(TestPaths.RepoRoot, "tests", "data", "longbench-mini", "lcc.jsonl"),
+            "--haystack", Path.Combine(TestPaths.RepoRoot, "tests", "data", "haystack"), "--lengths", "1k", "--samples", "1", "--perplexity", Path.Combine(TestPaths.RepoRoot, "tests", "data", "haystack"),
+            "--perplexity-tokens", "16", "--perplexity-windows", "1", "--out", dir.Path];
+        var (code, output, err) = Run(args);
+        Assert.True(code == 0, err);
+        Assert.Contains("## passkey: score (%, mean over samples)", output);
+        Assert.Contains("| dense | 100.0 (1) |", output);
+        Assert.Contains("## lcc: score", output);
+        Assert.Contains("## Perplexity of", output);
+        foreach (var name in new[] { "results.md", "results.csv", "results.json", "accuracy-passkey.png", "accuracy-lcc.png", "run.json" })
+        {
+            Assert.True(File.Exists(dir.File(name)), name);
+        }
+        var lines = File.ReadAllLines(dir.File("samples.jsonl"));
+        Assert.Equal(4, lines.Length);
+        var again = Run(args);
+        Assert.Equal(0, again.Code);
+        Assert.Equal(output, again.Out);
+        Assert.Equal(lines, File.ReadAllLines(dir.File("samples.jsonl")));
+        var other = Run([.. args, "--seed", "9"]);
+        Assert.Equal(1, other.Code);
+        Assert.Contains("holds results of a different run (seed: '1' there, '9' now)", other.Err);
     }
 
     [Fact]

@@ -145,4 +145,31 @@ public class BaselineTests
         }
         Assert.True(decodeDiff > 1e-3, $"{method} decode should attend to a subset at 5% of 1500 keys");
     }
+
+    [Fact]
+    public void Baseline_settings_are_read_by_name_and_described_in_full()
+    {
+        var o = BaselineOptions.Default.With("streaming-window-percent=20").With(" omnikv-filter-layers = 9,3,3 ").With("sparcas-refresh-steps=8").With("sinks=0");
+        Assert.Equal(20, o.StreamingWindowPercent);
+        Assert.Equal([3, 9], o.OmniKvFilterLayers);
+        Assert.Equal(8, o.SparCasRefreshSteps);
+        Assert.Equal(0, o.SinkTokens);
+        Assert.Equal(BaselineOptions.Default.QuestPageSize, o.QuestPageSize);
+        Assert.Contains("streaming-window-percent=20", o.Describe());
+        Assert.Contains("omnikv-filter-layers=3,9", o.Describe());
+        Assert.Equal(BaselineOptions.SettingNames.Count(), o.Describe().Split(' ').Length);
+    }
+
+    [Theory]
+    [InlineData("window=20", "unknown baseline setting 'window'")]
+    [InlineData("sinks", "is not NAME=VALUE")]
+    [InlineData("quest-page=0", "integer ≥ 1")]
+    [InlineData("streaming-window-percent=150", "in (0, 100]")]
+    [InlineData("lessismore-recent-fraction=1.5", "in (0, 1]")]
+    [InlineData("omnikv-filter-layers=", "at least one layer")]
+    [InlineData("lessismore-selection-layers=2,x", "'x' is not a layer index")]
+    public void Bad_baseline_settings_are_named(string assignment, string message)
+    {
+        Assert.Contains(message, Assert.Throws<KascadeException>(() => BaselineOptions.Default.With(assignment)).Message);
+    }
 }

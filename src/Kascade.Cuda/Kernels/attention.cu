@@ -9,39 +9,69 @@
 #endif
 #define DIMS_PER_LANE (HEAD_DIM / 32)
 
-// Dense causal attention, one warp per (token, query head), online softmax over the visible keys; each lane
-// holds HEAD_DIM/32 dimensions. Runs the head dims attention_mma is not compiled for (e.g. 256). Block: 128
-// threads (4 warps).
+// One warp's attention for one (token, query head) over `count` keys, the i-th at position key(i): online
+// softmax, each lane holding HEAD_DIM/32 dimensions. An empty key set gives zeros.
+struct AllKeys
+{
+    __device__ int operator()(int i) const { return i; }
+};
+
+struct ListedKeys
+{
+    const int* positions;
+    __device__ int operator()(int i) const { return positions[i]; }
+};
+
+template <typename Key>
+__device__ void warp_attention(const float* qp, const bf16_t* kp, const bf16_t* vp, float scale, int count, Key key, float* op, int lane)
+{
+    float qr[DIMS_PER_LANE], acc[DIMS_PER_LANE];
+#pragma unroll
+    for (int i = 0; i < DIMS_PER_LANE; i++) { qr[i] = qp[lane + 32 * i] * scale; acc[i] = 0.0f; }
+    float m = __int_as_float(0xff800000), l = 0.0f;
+    for (int n = 0; n < count; n++)
+    {
+        long j = key(n);
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < DIMS_PER_LANE; i++) s += qr[i] * bf16_to_float(kp[j * HEAD_DIM + lane + 32 * i]);
+        s = warp_sum(s);
+        float m_new = fmaxf(m, s);
+        float correction = expf(m - m_new), p = expf(s - m_new);
+        l = l * correction + p;
+#pragma unroll
+        for (int i = 0; i < DIMS_PER_LANE; i++) acc[i] = acc[i] * correction + p * bf16_to_float(vp[j * HEAD_DIM + lane + 32 * i]);
+        m = m_new;
+    }
+#pragma unroll
+    for (int i = 0; i < DIMS_PER_LANE; i++) op[lane + 32 * i] = l > 0.0f ? acc[i] / l : 0.0f;
+}
+
+// Dense causal attention, one warp per (token, query head) over its visible keys. Runs the head dims
+// attention_mma is not compiled for (e.g. 256). Block: 128 threads (4 warps).
 extern "C" __global__ void attention_dense(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, float* out,
                                            int tokens, int heads, int kv_heads, int capacity, int start, float scale)
 {
     int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (warp >= tokens * heads) return;
     int t = warp / heads, h = warp % heads, g = h / (heads / kv_heads);
-    const float* qp = q + ((long)t * heads + h) * HEAD_DIM;
-    float qr[DIMS_PER_LANE], acc[DIMS_PER_LANE];
-#pragma unroll
-    for (int i = 0; i < DIMS_PER_LANE; i++) { qr[i] = qp[lane + 32 * i] * scale; acc[i] = 0.0f; }
-    const bf16_t* kp = k_cache + (long)g * capacity * HEAD_DIM;
-    const bf16_t* vp = v_cache + (long)g * capacity * HEAD_DIM;
-    float m = __int_as_float(0xff800000), l = 0.0f;
-    int visible = start + t + 1;
-    for (int j = 0; j < visible; j++)
-    {
-        float s = 0.0f;
-#pragma unroll
-        for (int i = 0; i < DIMS_PER_LANE; i++) s += qr[i] * bf16_to_float(kp[(long)j * HEAD_DIM + lane + 32 * i]);
-        s = warp_sum(s);
-        float m_new = fmaxf(m, s);
-        float correction = expf(m - m_new), p = expf(s - m_new);
-        l = l * correction + p;
-#pragma unroll
-        for (int i = 0; i < DIMS_PER_LANE; i++) acc[i] = acc[i] * correction + p * bf16_to_float(vp[(long)j * HEAD_DIM + lane + 32 * i]);
-        m = m_new;
-    }
-    float* op = out + ((long)t * heads + h) * HEAD_DIM;
-#pragma unroll
-    for (int i = 0; i < DIMS_PER_LANE; i++) op[lane + 32 * i] = acc[i] / l;
+    long head_offset = (long)g * capacity * HEAD_DIM, row = (long)t * heads + h;
+    warp_attention(q + row * HEAD_DIM, k_cache + head_offset, v_cache + head_offset, scale, start + t + 1, AllKeys{}, out + row * HEAD_DIM, lane);
+}
+
+// Gathered attention: warp (token t, query head h) attends over positions[offsets[t·heads + h] …
+// offsets[t·heads + h + 1]), the key sets the baselines choose on the host (DESIGN §4; exact, not fast).
+// Block: 128 threads (4 warps).
+extern "C" __global__ void attention_gathered(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, float* out,
+                                              const int* offsets, const int* positions, int tokens, int heads, int kv_heads, int capacity, float scale)
+{
+    int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (warp >= tokens * heads) return;
+    int h = warp % heads, g = h / (heads / kv_heads);
+    long head_offset = (long)g * capacity * HEAD_DIM;
+    int begin = offsets[warp];
+    warp_attention(q + (long)warp * HEAD_DIM, k_cache + head_offset, v_cache + head_offset, scale, offsets[warp + 1] - begin,
+                   ListedKeys{positions + begin}, out + (long)warp * HEAD_DIM, lane);
 }
 
 // Tensor-core attention for prefill and decode alike (mma.sync.m16n8k16, bf16 in, fp32 accumulate; sm_80+): the

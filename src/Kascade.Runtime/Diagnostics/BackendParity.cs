@@ -118,18 +118,62 @@ public static unsafe class BackendParity
                 {
                     Record(AttentionCase(reference, candidate, rng, headDim, group, start, tokens));
                 }
+                foreach (var (start, tokens) in new[] { (0, 40), (700, 1), (300, 5) })
+                {
+                    Record(SelectedAttentionCase(reference, candidate, rng, headDim, group, start, tokens));
+                }
             }
         }
         return results;
     }
 
-    private static ParityResult AttentionCase(IBackend reference, IBackend candidate, Random rng, int headDim, int group, int start, int tokens)
+    /// <summary>Gathered attention over random visible subsets (some empty, some everything) per token and head, then the keys read back.</summary>
+    private static ParityResult SelectedAttentionCase(IBackend reference, IBackend candidate, Random rng, int headDim, int group, int start, int tokens)
+    {
+        var (k, v, q, kvHeads, heads, total) = AttentionInputs(rng, headDim, group, start, tokens);
+        var selection = new KeySelection(tokens, heads);
+        for (int t = 0; t < tokens; t++)
+        {
+            for (int h = 0; h < heads; h++)
+            {
+                int visible = start + t + 1;
+                selection[t, h] = ((t + h) % 5) switch
+                {
+                    0 => Array.Empty<int>(),
+                    1 => Enumerable.Range(0, visible).ToArray(),
+                    _ => Enumerable.Range(0, visible).Where(_ => rng.Next(4) == 0).ToArray(),
+                };
+            }
+        }
+        float scale = 1f / MathF.Sqrt(headDim);
+        return Compare("selected attention + read keys", $"d {headDim} group {group} keys {total} queries {tokens}", reference, candidate, TensorCoreBound, (b, _) =>
+        {
+            var cache = b.AllocateKvCache(new KvCacheShape(1, kvHeads, headDim, total));
+            b.AppendKv(cache, 0, 0, b.Upload(k, total, kvHeads * headDim), b.Upload(v, total, kvHeads * headDim));
+            var o = b.Allocate(tokens, heads * headDim);
+            b.SelectedAttention(new AttentionArgs(0, tokens, start, heads, kvHeads, headDim, scale), selection, b.Upload(q, tokens, heads * headDim), cache, o);
+            var keys = new float[kvHeads * total * headDim];
+            b.ReadKeys(cache, 0, total, keys);
+            var result = new float[tokens * heads * headDim + keys.Length];
+            b.Read(o, result);
+            keys.CopyTo(result, tokens * heads * headDim);
+            return b.Upload(result, 1, result.Length);
+        }, Array.Empty<(string, float[], int, int)>());
+    }
+
+    /// <summary>Random bf16-exact keys and values of 2 KV heads for <c>start + tokens</c> positions, and fp32 queries.</summary>
+    private static (float[] K, float[] V, float[] Q, int KvHeads, int Heads, int Total) AttentionInputs(Random rng, int headDim, int group, int start, int tokens)
     {
         const int kvHeads = 2;
         int heads = kvHeads * group, total = start + tokens;
         var k = Bf16(Random(rng, total * kvHeads * headDim, 1));
         var v = Bf16(Random(rng, total * kvHeads * headDim, 1));
-        var q = Random(rng, tokens * heads * headDim, 2);
+        return (k, v, Random(rng, tokens * heads * headDim, 2), kvHeads, heads, total);
+    }
+
+    private static ParityResult AttentionCase(IBackend reference, IBackend candidate, Random rng, int headDim, int group, int start, int tokens)
+    {
+        var (k, v, q, kvHeads, heads, total) = AttentionInputs(rng, headDim, group, start, tokens);
         float scale = 1f / MathF.Sqrt(headDim);
         return Compare("attention", $"d {headDim} group {group} keys {total} queries {tokens}", reference, candidate, TensorCoreBound, (b, _) =>
         {
