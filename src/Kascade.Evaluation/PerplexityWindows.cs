@@ -36,7 +36,7 @@ public sealed class PerplexityWindows
 
     public int Windows { get; }
 
-    /// <summary>Token <paramref name="index"/>'s window at <paramref name="length"/> tokens; the text must hold all of them.</summary>
+    /// <summary>Window <paramref name="index"/> of <paramref name="length"/> consecutive tokens; the text must hold all the windows.</summary>
     public int[] Window(int length, int index)
     {
         if (length <= ScoredTokens)
