@@ -125,9 +125,11 @@ public static partial class CliApp
         var headDim = new Option<int>("--head-dim") { Description = "Head dimension (64 or 128)", DefaultValueFactory = _ => 128 };
         var runs = new Option<int>("--runs") { Description = "Timed runs (median reported)", DefaultValueFactory = _ => 20 };
         var batch = new Option<int>("--batch") { Description = "Decode: sequences in the batch, each with its own cache of the context", DefaultValueFactory = _ => 1 };
+        var kernel = new Option<string?>("--kernel") { Description = "Tuning: the attention kernel specialisation for this phase, over the device's default, e.g. keys=64,stages=3 or wgmma=0" };
+        var splits = new Option<int?>("--splits") { Description = "Tuning: force the number of key splits (flash-decoding) instead of the heuristic's" };
         var attention = new Command("attention", "Time our dense attention kernels on the GPU (CUDA events, L2 flushed, median); compare with bench/peers/sdpa_peer.py in the same run.")
         {
-            phase, attentionContexts, heads, kvHeads, headDim, runs, batch,
+            phase, attentionContexts, heads, kvHeads, headDim, runs, batch, kernel, splits,
         };
         attention.SetAction(parse => Guard(stderr, () =>
         {
@@ -137,11 +139,35 @@ public static partial class CliApp
             {
                 throw new KascadeException("--heads must be a multiple of --kv-heads and --head-dim a multiple of 32");
             }
+            backend.Tuning = Tuning(options.Phase, options.HeadDim, backend.Device.Architecture == "sm_90a", parse.GetValue(kernel), parse.GetValue(splits));
             double copyGBps = backend.CopyBandwidthGBps();   // before the caches take the memory
             var rows = AttentionBenchmark.Run(backend, options, context => stderr.WriteLine($"  context {context} done"));
             stdout.Write(AttentionBenchmark.ToMarkdown(backend, options, rows, copyGBps));
         }));
         return new Command("bench", "Benchmarks.") { generate, attention };
+    }
+
+    /// <summary>The attention overrides of <c>bench attention --kernel/--splits</c> for <paramref name="phase"/>.</summary>
+    private static Kascade.Cuda.Heuristics.AttentionTuning Tuning(string phase, int headDim, bool hopper, string? kernel, int? splits)
+    {
+        if (splits is <= 0)
+        {
+            throw new KascadeException("--splits must be positive");
+        }
+        Kascade.Cuda.Heuristics.AttentionKernel? parsed = null;
+        if (kernel is not null)
+        {
+            var defaults = Kascade.Cuda.Heuristics.AttentionKernel.For(phase == "decode" ? 1 : int.MaxValue, headDim, hopper);
+            try
+            {
+                parsed = Kascade.Cuda.Heuristics.AttentionKernel.Parse(kernel, defaults);
+            }
+            catch (FormatException e)
+            {
+                throw new KascadeException($"--kernel: {e.Message}");
+            }
+        }
+        return phase == "decode" ? new(Decode: parsed, Splits: splits) : new(Prefill: parsed, Splits: splits);
     }
 
     private static Command TestBackendCommand(TextWriter stdout, TextWriter stderr)

@@ -91,6 +91,24 @@ public sealed class CudaKvCache : KvCache
     }
 }
 
+/// <summary>The arguments of <c>attention_mma</c> and <c>attention_wgmma</c> (their <c>AttentionParams</c>, field for field).</summary>
+[System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+internal struct AttentionParams
+{
+    public nint Q;            // fp32 [sequences × tokens, heads, head dim]
+    public nint KCache;       // bf16 [sequences][kv heads, capacity, head dim]
+    public nint VCache;
+    public nint Out;          // fp32 [sequences × tokens, heads, head dim]
+    public nint PartialOut;   // fp32 [rows, splits, head dim] (splits > 1)
+    public nint PartialMl;    // fp32 [rows, splits, 2]
+    public long SequenceStride;
+    public int Tokens, Heads, KvHeads, Capacity, Start, KeysPerSplit;
+    public float Scale;
+}
+
+/// <summary>A compiled tensor-core attention specialisation and what its launch needs to know.</summary>
+internal sealed record TensorCoreFunction(CudaModule Module, nint Function, int SharedBytes, int ResidentBlocks);
+
 /// <summary>A launch grid.</summary>
 internal readonly record struct Dim3(uint X, uint Y, uint Z);
 
@@ -127,6 +145,7 @@ public sealed unsafe class CudaBackend : IBackend
     private readonly KernelCompiler _compiler;
     private readonly Dictionary<string, CudaModule> _modules = [];
     private readonly Dictionary<(int HeadDim, int Group), CudaModule> _attentionModules = [];
+    private readonly Dictionary<(int HeadDim, int Group, AttentionKernel Kernel), TensorCoreFunction> _tensorCoreFunctions = [];
     private CudaModule? _ops;
     private DeviceMemory? _ropeCos, _ropeSin;
     private DeviceMemory? _bf16Scratch;
@@ -294,14 +313,13 @@ public sealed unsafe class CudaBackend : IBackend
     {
         var c = (CudaKvCache)cache;
         nint keys = c.Keys.Pointer + (nint)(c.LayerBytes * args.Layer), values = c.Values.Pointer + (nint)(c.LayerBytes * args.Layer);
-        var module = AttentionModule(args.HeadDim, args.Heads / args.KvHeads);
         if (!TensorCoreHeadDim(args.HeadDim))
         {
             int warps = args.Tokens * args.Heads;
-            Launch(module, "attention_dense", (uint)((warps + 3) / 4), 128, In(q), keys, values, Out(output), args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale);
+            Launch(AttentionModule(args.HeadDim, args.Heads / args.KvHeads), "attention_dense", (uint)((warps + 3) / 4), 128, In(q), keys, values, Out(output), args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale);
             return;
         }
-        TensorCoreAttention(args, module, 1, q, keys, values, c.Shape.Capacity, 0, output);
+        TensorCoreAttention(args, 1, q, keys, values, c.Shape.Capacity, 0, output);
     }
 
     /// <summary>
@@ -319,34 +337,51 @@ public sealed unsafe class CudaBackend : IBackend
         {
             throw new KascadeException($"batched decode needs a head dim that is a multiple of 32 up to 128, not {args.HeadDim}");
         }
-        TensorCoreAttention(args with { Tokens = 1 }, AttentionModule(args.HeadDim, args.Heads / args.KvHeads), args.Tokens, q, c.Keys.Pointer, c.Values.Pointer, c.Shape.Capacity, c.LayerBytes / 2, output);
+        TensorCoreAttention(args with { Tokens = 1 }, args.Tokens, q, c.Keys.Pointer, c.Values.Pointer, c.Shape.Capacity, c.LayerBytes / 2, output);
     }
 
-    /// <summary>Head dims <c>attention_mma</c> is compiled for; others run the reference <c>attention_dense</c>.</summary>
+    /// <summary>Head dims the tensor-core kernels are compiled for; others run the reference <c>attention_dense</c>.</summary>
     private static bool TensorCoreHeadDim(int headDim) => headDim % 32 == 0 && headDim <= 128;
 
     /// <summary>
-    /// <c>attention_mma</c> over <paramref name="sequences"/> sequences of <c>args.Tokens</c> queries each (sequence s's
-    /// cache <paramref name="sequenceStride"/> elements after s − 1's), then <c>attention_combine</c> if the keys were split.
+    /// Tensor-core attention (<c>attention_mma</c>, or <c>attention_wgmma</c> for prefill on Hopper) over
+    /// <paramref name="sequences"/> sequences of <c>args.Tokens</c> queries each (sequence s's cache
+    /// <paramref name="sequenceStride"/> elements after s − 1's), then <c>attention_combine</c> if the keys were split.
     /// </summary>
-    private void TensorCoreAttention(AttentionArgs args, CudaModule module, int sequences, DeviceTensor q, nint keys, nint values, int capacity, long sequenceStride, DeviceTensor output)
+    private void TensorCoreAttention(AttentionArgs args, int sequences, DeviceTensor q, nint keys, nint values, int capacity, long sequenceStride, DeviceTensor output)
     {
         int group = args.Heads / args.KvHeads;
-        var plan = AttentionLaunch.Choose(args.Tokens, group, args.KvHeads, sequences, args.StartPosition + args.Tokens, args.HeadDim, _device.Multiprocessors, _device.SharedMemoryPerMultiprocessor);
+        bool decode = args.Tokens * group <= AttentionKernel.DecodeRows;
+        var kernel = (decode ? Tuning.Decode : Tuning.Prefill) ?? AttentionKernel.For(args.Tokens * group, args.HeadDim, Hopper);
+        var function = TensorCoreFunction(args.HeadDim, group, kernel);
+        var plan = AttentionLaunch.Choose(kernel, args.Tokens, group, args.KvHeads, sequences, args.StartPosition + args.Tokens, _device.Multiprocessors, function.ResidentBlocks, Tuning.Splits);
         long queryRows = (long)sequences * args.Tokens * args.Heads;
-        nint partialOut = 0, partialMl = 0;
+        var parameters = new AttentionParams
+        {
+            Q = In(q), KCache = keys, VCache = values, Out = Out(output), SequenceStride = sequenceStride,
+            Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads, Capacity = capacity, Start = args.StartPosition,
+            KeysPerSplit = plan.KeysPerSplit, Scale = args.Scale,
+        };
         if (plan.Splits > 1)
         {
-            partialOut = Scratch(ref _partialOut, queryRows * plan.Splits * args.HeadDim * sizeof(float)).Pointer;
-            partialMl = Scratch(ref _partialMl, queryRows * plan.Splits * 2 * sizeof(float)).Pointer;
+            parameters.PartialOut = Scratch(ref _partialOut, queryRows * plan.Splits * args.HeadDim * sizeof(float)).Pointer;
+            parameters.PartialMl = Scratch(ref _partialMl, queryRows * plan.Splits * 2 * sizeof(float)).Pointer;
         }
-        Launch(module, "attention_mma", new Dim3((uint)plan.Splits, (uint)plan.RowTiles, (uint)(sequences * args.KvHeads)), (uint)plan.Threads,
-            In(q), keys, values, Out(output), partialOut, partialMl, args.Tokens, args.Heads, args.KvHeads, capacity, args.StartPosition, args.Scale, plan.KeysPerSplit, sequenceStride);
+        LaunchWith(function.Function, kernel.Function, new Dim3((uint)plan.Splits, (uint)plan.RowTiles, (uint)(sequences * args.KvHeads)), (uint)kernel.Threads, (uint)function.SharedBytes, parameters);
         if (plan.Splits > 1)
         {
-            Launch(module, "attention_combine", new Dim3((uint)queryRows, 1, 1), (uint)args.HeadDim, partialOut, partialMl, Out(output), plan.Splits);
+            Launch(function.Module, "attention_combine", new Dim3((uint)queryRows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, parameters.PartialOut, parameters.PartialMl, Out(output), plan.Splits);
         }
     }
+
+    /// <summary>Threads per head dimension in <c>attention_combine</c> (its COMBINE_LANES), each summing a share of the splits.</summary>
+    private const uint CombineLanes = 4;
+
+    /// <summary>Whether the device runs sm_90a code (wgmma).</summary>
+    private bool Hopper => _device.Architecture == "sm_90a";
+
+    /// <summary>Overrides of the attention kernels' specialisation and split count, for benchmark sweeps; empty by default.</summary>
+    public AttentionTuning Tuning { get; set; } = new();
 
     public AttentionPlan AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("Kascade anchors");
 
@@ -475,7 +510,7 @@ public sealed unsafe class CudaBackend : IBackend
 
     private static nint Out(DeviceTensor t) => ((CudaTensor)t).Pointer;
 
-    private CudaModule Ops => _ops ??= Module("ops.cu", []);
+    private CudaModule Ops => _ops ??= Module("ops.cu", new Dictionary<string, string>());
 
     private CudaModule AttentionModule(int headDim, int group)
     {
@@ -491,16 +526,52 @@ public sealed unsafe class CudaBackend : IBackend
         return module;
     }
 
+    /// <summary>
+    /// The tensor-core attention kernel specialised for (head dim, group, kernel): its dynamic shared memory opted in, and how many
+    /// of its blocks the driver can keep resident on a multiprocessor (the split heuristic's wave size).
+    /// </summary>
+    private TensorCoreFunction TensorCoreFunction(int headDim, int group, AttentionKernel kernel)
+    {
+        if (!_tensorCoreFunctions.TryGetValue((headDim, group, kernel), out var entry))
+        {
+            var defines = new Dictionary<string, string>(kernel.Defines())
+            {
+                ["HEAD_DIM"] = headDim.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["GROUP"] = group.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            };
+            if (kernel.Wgmma && (!Hopper || headDim % 64 != 0))
+            {
+                throw new KascadeException($"attention kernel {kernel} needs a Hopper GPU (sm_90a) and a head dim of 64 or 128; this is {_device.Architecture}, head dim {headDim}");
+            }
+            var module = Module("attention.cu", defines);
+            nint function = module.Function(kernel.Function);
+            int shared = kernel.SharedBytes(headDim);
+            if (shared > _device.MaxSharedMemoryOptin)
+            {
+                throw new KascadeException($"attention kernel {kernel} needs {shared} bytes of shared memory; {_device.Name} allows {_device.MaxSharedMemoryOptin}");
+            }
+            CudaCheck.ThrowIfFailed(Driver.cuFuncSetAttribute(function, CuFunctionAttribute.MaxDynamicSharedSizeBytes, shared), $"cuFuncSetAttribute({kernel.Function})");
+            CudaCheck.ThrowIfFailed(Driver.cuOccupancyMaxActiveBlocksPerMultiprocessor(out int resident, function, kernel.Threads, (nuint)shared), $"cuOccupancyMaxActiveBlocksPerMultiprocessor({kernel.Function})");
+            entry = new TensorCoreFunction(module, function, shared, resident);
+            _tensorCoreFunctions[(headDim, group, kernel)] = entry;
+        }
+        return entry;
+    }
+
     private void Launch(CudaModule module, string name, uint grid, uint block, params ReadOnlySpan<KernelArg> arguments) =>
         Launch(module, name, new Dim3(grid, 1, 1), block, arguments);
 
+    private void Launch(CudaModule module, string name, Dim3 grid, uint block, params ReadOnlySpan<KernelArg> arguments) =>
+        Launch(module, name, grid, block, dependent: false, arguments);
+
     /// <summary>
     /// Launches kernel <paramref name="name"/> of <paramref name="module"/>; each argument is an 8-byte slot passed by
-    /// address. The arguments live on the stack, so a launch allocates nothing.
+    /// address. The arguments live on the stack, so a launch allocates nothing. A <paramref name="dependent"/> kernel
+    /// may start launching before the previous one in the stream ends (programmatic dependent launch, sm_90+); it
+    /// waits for that one itself (<c>wait_for_previous_kernel</c>).
     /// </summary>
-    private void Launch(CudaModule module, string name, Dim3 grid, uint block, params ReadOnlySpan<KernelArg> arguments)
+    private void Launch(CudaModule module, string name, Dim3 grid, uint block, bool dependent, params ReadOnlySpan<KernelArg> arguments)
     {
-        nint function = module.Function(name);
         var slots = stackalloc long[arguments.Length];
         var pointers = stackalloc void*[arguments.Length];
         for (int i = 0; i < arguments.Length; i++)
@@ -508,11 +579,36 @@ public sealed unsafe class CudaBackend : IBackend
             slots[i] = arguments[i].Bits;
             pointers[i] = &slots[i];
         }
-        CudaCheck.ThrowIfFailed(Driver.cuLaunchKernel(function, grid.X, grid.Y, grid.Z, block, 1, 1, 0, _stream.Value, pointers, null), $"cuLaunchKernel({name})");
+        Launch(module.Function(name), name, grid, block, 0, pointers, dependent);
+    }
+
+    /// <summary>Launches a kernel whose one argument is the parameter struct <paramref name="parameters"/> (passed by address).</summary>
+    private void LaunchWith<T>(nint function, string name, Dim3 grid, uint block, uint sharedBytes, T parameters)
+        where T : unmanaged
+    {
+        void* argument = &parameters;
+        Launch(function, name, grid, block, sharedBytes, &argument, dependent: false);
+    }
+
+    private void Launch(nint function, string name, Dim3 grid, uint block, uint sharedBytes, void** arguments, bool dependent)
+    {
+        if (!dependent || !Hopper)
+        {
+            CudaCheck.ThrowIfFailed(Driver.cuLaunchKernel(function, grid.X, grid.Y, grid.Z, block, 1, 1, sharedBytes, _stream.Value, arguments, null), $"cuLaunchKernel({name})");
+            return;
+        }
+        var attribute = new CuLaunchAttribute { Id = CuLaunchAttribute.ProgrammaticStreamSerialization };
+        attribute.Value[0] = 1;
+        var config = new CuLaunchConfig
+        {
+            GridX = grid.X, GridY = grid.Y, GridZ = grid.Z, BlockX = block, BlockY = 1, BlockZ = 1, SharedBytes = sharedBytes,
+            Stream = _stream.Value, Attributes = &attribute, AttributeCount = 1,
+        };
+        CudaCheck.ThrowIfFailed(Driver.cuLaunchKernelEx(&config, function, arguments, null), $"cuLaunchKernelEx({name})");
     }
 
     /// <summary>The module of <paramref name="source"/> specialised by <paramref name="defines"/>, compiled (or read from the disk cache) once.</summary>
-    private CudaModule Module(string source, Dictionary<string, string> defines)
+    private CudaModule Module(string source, IReadOnlyDictionary<string, string> defines)
     {
         string key = source + string.Concat(defines.OrderBy(d => d.Key, StringComparer.Ordinal).Select(d => $";{d.Key}={d.Value}"));
         if (!_modules.TryGetValue(key, out var module))

@@ -1,5 +1,6 @@
 using Kascade.Core;
 using Kascade.Cpu;
+using Kascade.Cuda.Heuristics;
 using Kascade.Cuda.Runtime;
 using Kascade.Runtime;
 using Kascade.Runtime.Diagnostics;
@@ -79,7 +80,7 @@ public class CudaTests
 
 public class AttentionLaunchTests
 {
-    private const int H100SharedMemory = 228 << 10;
+    private const int Resident = 3;
 
     [Theory]
     [InlineData(1, 4, 8, 1, 8192, 132)]
@@ -88,38 +89,84 @@ public class AttentionLaunchTests
     [InlineData(1, 8, 1, 1, 1, 132)]
     [InlineData(1, 4, 8, 64, 8192, 132)]
     [InlineData(512, 4, 8, 1, 32768, 132)]
+    [InlineData(5, 32, 1, 1, 4000, 132)]
     public void Few_blocks_split_the_keys_into_whole_tiles_that_cover_them_without_an_empty_split(int tokens, int group, int kvHeads, int sequences, int keys, int sms)
     {
-        var plan = Heuristics.AttentionLaunch.Choose(tokens, group, kvHeads, sequences, keys, 128, sms, H100SharedMemory);
+        var kernel = AttentionKernel.For(tokens * group, 128, hopper: false);
+        var plan = AttentionLaunch.Choose(kernel, tokens, group, kvHeads, sequences, keys, sms, Resident);
         Assert.True(plan.Splits * plan.KeysPerSplit >= keys, "splits cover every key");
         Assert.True((plan.Splits - 1) * plan.KeysPerSplit < keys, "no empty split");
-        Assert.Equal(0, plan.KeysPerSplit % Heuristics.AttentionLaunch.KeyTile);
-        Assert.True(plan.RowTiles * 16 * plan.Warps >= tokens * group, "row tiles cover every row");
-        Assert.True((plan.RowTiles - 1) * 16 * plan.Warps < tokens * group, "no empty row tile");
+        Assert.Equal(0, plan.KeysPerSplit % kernel.Keys);
+        Assert.True(plan.RowTiles * kernel.BlockRows >= tokens * group, "row tiles cover every row");
+        Assert.True((plan.RowTiles - 1) * kernel.BlockRows < tokens * group, "no empty row tile");
     }
 
     [Fact]
-    public void Decode_uses_one_warp_and_splits_the_keys_to_fill_the_gpu()
+    public void Decode_uses_the_one_warp_kernel_and_splits_the_keys_to_fill_one_wave()
     {
-        var plan = Heuristics.AttentionLaunch.Choose(1, 4, 8, 1, 131072, 128, 132, H100SharedMemory);
-        Assert.Equal(1, plan.Warps);
-        int resident = H100SharedMemory / (Heuristics.AttentionLaunchPlan.SharedBytes(128) + 1024);
-        // Whole-tile splits may come out a little fewer than the resident blocks, never far off.
-        Assert.InRange(plan.Splits * 8, 132 * resident * 9 / 10, 132 * resident + 8);
+        var plan = AttentionLaunch.Choose(AttentionKernel.For(4, 128, hopper: true), 1, 4, 8, 1, 131072, 132, Resident);
+        Assert.Equal(AttentionKernel.Decode, plan.Kernel);
+        Assert.Equal(1, plan.Kernel.Warps);
+        // Whole-tile splits may come out a little fewer than the resident blocks, never more.
+        Assert.InRange(plan.Splits * 8, 132 * Resident * 9 / 10, 132 * Resident);
     }
 
     [Fact]
     public void A_batch_takes_the_split_count_whose_last_wave_is_fullest()
     {
         // 512 blocks on 132 × 6 slots: 1 split = 1 wave of 8k keys, 2 = 2 waves of 4k, 3 = 2 waves of 2.7k.
-        var plan = Heuristics.AttentionLaunch.Choose(1, 4, 8, 64, 8192, 128, 132, H100SharedMemory);
+        var plan = AttentionLaunch.Choose(AttentionKernel.Decode, 1, 4, 8, 64, 8192, 132, 6);
         Assert.Equal(3, plan.Splits);
     }
 
     [Fact]
     public void Long_prefill_uses_128_row_tiles_and_no_split()
     {
-        var plan = Heuristics.AttentionLaunch.Choose(8192, 4, 8, 1, 8192, 128, 132, H100SharedMemory);
-        Assert.Equal(new Heuristics.AttentionLaunchPlan(8, 8192 * 4 / 128, 1, 8192), plan);
+        var plan = AttentionLaunch.Choose(AttentionKernel.For(8192 * 4, 128, hopper: false), 8192, 4, 8, 1, 8192, 132, 2);
+        Assert.Equal(new AttentionLaunchPlan(AttentionKernel.Prefill, 8192 * 4 / 128, 1, 8192), plan);
     }
+
+    [Theory]
+    [InlineData(64, true, true)]
+    [InlineData(128, true, true)]
+    [InlineData(96, true, false)]
+    [InlineData(32, true, false)]
+    [InlineData(128, false, false)]
+    public void Prefill_uses_wgmma_on_hopper_for_head_dims_it_is_built_for(int headDim, bool hopper, bool wgmma) =>
+        Assert.Equal(wgmma ? AttentionKernel.PrefillWgmma : AttentionKernel.Prefill, AttentionKernel.For(200, headDim, hopper));
+
+    [Fact]
+    public void A_forced_split_count_is_kept_within_the_key_tiles()
+    {
+        Assert.Equal(7, AttentionLaunch.Choose(AttentionKernel.Decode, 1, 4, 8, 1, 32768, 132, Resident, splits: 7).Splits);
+        Assert.Equal(4, AttentionLaunch.Choose(AttentionKernel.Decode, 1, 4, 8, 1, 100, 132, Resident, splits: 50).Splits);
+    }
+
+    [Theory]
+    [InlineData("keys=64,stages=4", 1, 1, 64, 4)]
+    [InlineData("warps=8, mtiles=1", 8, 1, 32, 3)]
+    public void Kernel_settings_parse_over_the_defaults(string text, int warps, int mTiles, int keys, int stages) =>
+        Assert.Equal(new AttentionKernel(warps, mTiles, keys, stages), AttentionKernel.Parse(text, AttentionKernel.Decode));
+
+    [Fact]
+    public void Wgmma_picks_a_kernel_family_that_later_settings_adjust()
+    {
+        Assert.Equal(AttentionKernel.PrefillWgmma, AttentionKernel.Parse("wgmma=1", AttentionKernel.Prefill));
+        Assert.Equal(new AttentionKernel(4, 1, 128, 4, Wgmma: true), AttentionKernel.Parse("wgmma=1,warps=4,keys=128,stages=4", AttentionKernel.Prefill));
+        Assert.Equal(AttentionKernel.Prefill with { Keys = 64 }, AttentionKernel.Parse("wgmma=0,keys=64", AttentionKernel.PrefillWgmma));
+    }
+
+    [Theory]
+    [InlineData("keys=20")]
+    [InlineData("stages=1")]
+    [InlineData("width=3")]
+    [InlineData("keys")]
+    [InlineData("warps=0")]
+    [InlineData("wgmma=2")]
+    [InlineData("wgmma=1,keys=32")]
+    [InlineData("wgmma=1,stages=2")]
+    [InlineData("wgmma=1,warps=2")]
+    [InlineData("mtiles=3")]
+    public void Bad_kernel_settings_are_refused(string text) =>
+        Assert.Throws<FormatException>(() => AttentionKernel.Parse(text, AttentionKernel.Decode));
 }

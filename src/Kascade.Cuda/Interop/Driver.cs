@@ -30,6 +30,34 @@ public enum CuDeviceAttribute
     MaxSharedMemoryPerBlockOptin = 97,
 }
 
+/// <summary>Kernel attributes we set (values of <c>CUfunction_attribute</c>).</summary>
+public enum CuFunctionAttribute
+{
+    MaxDynamicSharedSizeBytes = 8,
+}
+
+/// <summary>A launch attribute (<c>CUlaunchAttribute</c>): an id and a 64-byte value union.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct CuLaunchAttribute
+{
+    /// <summary><c>CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION</c>.</summary>
+    public const int ProgrammaticStreamSerialization = 6;
+
+    public int Id;
+    public int Padding;
+    public fixed byte Value[64];
+}
+
+/// <summary>The launch of <c>cuLaunchKernelEx</c> (<c>CUlaunchConfig</c>).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct CuLaunchConfig
+{
+    public uint GridX, GridY, GridZ, BlockX, BlockY, BlockZ, SharedBytes;
+    public nint Stream;
+    public CuLaunchAttribute* Attributes;
+    public uint AttributeCount;
+}
+
 /// <summary>The CUDA driver API calls the backend uses (<c>libcuda.so.1</c>).</summary>
 internal static partial class Driver
 {
@@ -91,6 +119,15 @@ internal static partial class Driver
 
     [LibraryImport(NativeLibraries.Driver)]
     public static unsafe partial CuResult cuLaunchKernel(nint function, uint gridX, uint gridY, uint gridZ, uint blockX, uint blockY, uint blockZ, uint sharedBytes, nint stream, void** parameters, void** extra);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuFuncSetAttribute(nint function, CuFunctionAttribute attribute, int value);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuOccupancyMaxActiveBlocksPerMultiprocessor(out int blocks, nint function, int blockSize, nuint dynamicSharedBytes);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static unsafe partial CuResult cuLaunchKernelEx(CuLaunchConfig* config, nint function, void** parameters, void** extra);
 
     [LibraryImport(NativeLibraries.Driver)]
     public static partial CuResult cuStreamCreate(out nint stream, uint flags);

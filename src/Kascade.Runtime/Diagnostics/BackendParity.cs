@@ -124,6 +124,15 @@ public static unsafe class BackendParity
                 }
             }
         }
+        // Head dims the kernels handle through other paths: 32 and 96 (tensor cores, rows not a power of two chunks
+        // for 96), 256 (the reference kernel).
+        foreach (int headDim in new[] { 32, 96, 256 })
+        {
+            foreach (var (start, tokens) in new[] { (0, 37), (45, 20), (0, 300), (1000, 1), (3000, 3) })
+            {
+                Record(AttentionCase(reference, candidate, rng, headDim, 4, start, tokens));
+            }
+        }
         return results;
     }
 
