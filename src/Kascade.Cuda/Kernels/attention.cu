@@ -115,9 +115,12 @@ struct AttentionParams
     float scale;
 };
 
+// Two floats as a bf16 pair (lo in the low half), rounded to nearest even in one instruction (sm_80+).
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi)
 {
-    return (unsigned)float_to_bf16(lo) | ((unsigned)float_to_bf16(hi) << 16);
+    unsigned packed;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(hi), "f"(lo));
+    return packed;
 }
 
 // 2^x in one instruction (ex2.approx: 2 ulp, −inf → +0); the softmax is computed in log2 units for it.
@@ -512,28 +515,28 @@ __device__ __forceinline__ unsigned long long swizzled_descriptor(const void* p,
            ((unsigned long long)(stride_bytes >> 4) << 32) | (1ull << 62);
 }
 
-template <int TRANS_B>
+template <int TRANS_B, int ACCUMULATE>
 __device__ __forceinline__ void wgmma_m64n64k16(float* d, const unsigned* a, unsigned long long b)
 {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, %37;\n}\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TRANS_B));
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TRANS_B), "n"(ACCUMULATE));
 }
 
-template <int TRANS_B>
+template <int TRANS_B, int ACCUMULATE>
 __device__ __forceinline__ void wgmma_m64n128k16(float* d, const unsigned* a, unsigned long long b)
 {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %70, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, %69;\n}\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TRANS_B));
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TRANS_B), "n"(ACCUMULATE));
 }
 
 #if ATT_KEYS == 64
-#define WGMMA_S wgmma_m64n64k16<0>
+#define WGMMA_S wgmma_m64n64k16
 #elif ATT_KEYS == 128
-#define WGMMA_S wgmma_m64n128k16<0>
+#define WGMMA_S wgmma_m64n128k16
 #else
 #error "attention_wgmma takes ATT_KEYS 64 or 128"
 #endif
@@ -553,12 +556,11 @@ __device__ __forceinline__ TileCopy swizzled_tile_copy()
 // addresses count 16-byte units).
 __device__ __forceinline__ void issue_scores(float (*s)[4], const unsigned (*qa)[4], unsigned long long k_tile)
 {
-#pragma unroll
-    for (int n = 0; n < ATT_KEYS / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
     wgmma_fence();
+    WGMMA_S<0, 0>(&s[0][0], qa[0], k_tile);                     // the first k-step overwrites s: no zeroing needed
 #pragma unroll
-    for (int ks = 0; ks < HEAD_DIM / 16; ks++)
-        WGMMA_S(&s[0][0], qa[ks], k_tile + (((ks / 4) * ATT_KEYS * 128 + (ks % 4) * 32) >> 4));
+    for (int ks = 1; ks < HEAD_DIM / 16; ks++)
+        WGMMA_S<0, 1>(&s[0][0], qa[ks], k_tile + (((ks / 4) * ATT_KEYS * 128 + (ks % 4) * 32) >> 4));
     wgmma_commit();
 }
 
@@ -587,7 +589,7 @@ __device__ __forceinline__ void accumulate_values(float (*o)[4], float (*s)[4], 
     for (int kk = 0; kk < ATT_KEYS / 16; kk++)
 #pragma unroll
         for (int half = 0; half < HALVES; half++)
-            wgmma_m64n64k16<1>(&o[8 * half][0], pa[kk], v_tile + ((half * ATT_KEYS * 128 + kk * 2048) >> 4));
+            wgmma_m64n64k16<1, 1>(&o[8 * half][0], pa[kk], v_tile + ((half * ATT_KEYS * 128 + kk * 2048) >> 4));
     wgmma_commit();
 }
 
