@@ -190,7 +190,7 @@ struct TileCopy
 
     // Starts copying keys and values [first, first + ATT_KEYS) of one KV head into the slot at k_tile (K) and v_tile (V);
     // rows at or past `end` are zero-filled (masked keys then multiply zeros, never stale values that could be NaN).
-    // `row_bytes` is the distance between a thread's rows in the slot (ROW_STEP rows).
+    // `row_step_elements` is the distance between a thread's rows in the slot (ROW_STEP rows).
     __device__ __forceinline__ void stage(bf16_t* k_tile, bf16_t* v_tile, const bf16_t* k_cache, const bf16_t* v_cache, int first, int end, int row_step_elements) const
     {
         if (STAGE_THREADS % CHUNKS_PER_ROW != 0 && threadIdx.x >= ROW_STEP * CHUNKS_PER_ROW) return;   // e.g. HEAD_DIM 96
