@@ -64,7 +64,7 @@ public static class AttentionBenchmark
         sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; {o.Heads} query heads, {o.KvHeads} KV heads, head dim {o.HeadDim}, bf16 KV cache; CUDA events, L2 flushed, median");
         if (backend.Tuning is { Decode: not null } or { Prefill: not null } or { Splits: not null })
         {
-            sb.AppendLine(CultureInfo.InvariantCulture, $"tuning: kernel {backend.Tuning.Decode ?? backend.Tuning.Prefill}, splits {backend.Tuning.Splits?.ToString(CultureInfo.InvariantCulture) ?? "heuristic"}");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"tuning: kernel {(backend.Tuning.Decode ?? backend.Tuning.Prefill)?.ToString() ?? "default"}, splits {backend.Tuning.Splits?.ToString(CultureInfo.InvariantCulture) ?? "heuristic"}");
         }
         sb.AppendLine(CultureInfo.InvariantCulture, $"device copy bandwidth: {copyGBps:F0} GB/s (cuMemcpyDtoDAsync of 1 GiB, bytes read + written)");
         sb.AppendLine();

@@ -139,7 +139,7 @@ public static partial class CliApp
             {
                 throw new KascadeException("--heads must be a multiple of --kv-heads and --head-dim a multiple of 32");
             }
-            backend.Tuning = Tuning(options.Phase, options.HeadDim, backend.Device.Architecture == "sm_90a", parse.GetValue(kernel), parse.GetValue(splits));
+            backend.Tuning = Tuning(options.Phase, options.HeadDim, backend.Device.Hopper, parse.GetValue(kernel), parse.GetValue(splits));
             double copyGBps = backend.CopyBandwidthGBps();   // before the caches take the memory
             var rows = AttentionBenchmark.Run(backend, options, context => stderr.WriteLine($"  context {context} done"));
             stdout.Write(AttentionBenchmark.ToMarkdown(backend, options, rows, copyGBps));

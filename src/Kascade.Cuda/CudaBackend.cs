@@ -377,8 +377,7 @@ public sealed unsafe class CudaBackend : IBackend
     /// <summary>Threads per head dimension in <c>attention_combine</c> (its COMBINE_LANES), each summing a share of the splits.</summary>
     private const uint CombineLanes = 4;
 
-    /// <summary>Whether the device runs sm_90a code (wgmma).</summary>
-    private bool Hopper => _device.Architecture == "sm_90a";
+    private bool Hopper => _device.Hopper;
 
     /// <summary>Overrides of the attention kernels' specialisation and split count, for benchmark sweeps; empty by default.</summary>
     public AttentionTuning Tuning { get; set; } = new();

@@ -140,6 +140,7 @@ public class AttentionLaunchTests
     {
         Assert.Equal(7, AttentionLaunch.Choose(AttentionKernel.Decode, 1, 4, 8, 1, 32768, 132, Resident, splits: 7).Splits);
         Assert.Equal(4, AttentionLaunch.Choose(AttentionKernel.Decode, 1, 4, 8, 1, 100, 132, Resident, splits: 50).Splits);
+        Assert.Equal(AttentionLaunch.MaxSplits, AttentionLaunch.Choose(AttentionKernel.Decode, 1, 4, 8, 1, 1 << 22, 132, Resident, splits: 5000).Splits);
     }
 
     [Theory]

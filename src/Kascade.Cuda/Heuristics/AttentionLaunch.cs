@@ -112,12 +112,16 @@ public readonly record struct AttentionLaunchPlan(AttentionKernel Kernel, int Ro
 
 public static class AttentionLaunch
 {
+    /// <summary>Splits <c>attention_combine</c> can merge (its MAX_SPLITS: one weight per split in shared memory).</summary>
+    public const int MaxSplits = 1024;
+
     /// <summary>
     /// Splits the keys (flash-decoding) as far as that shortens the launch: a launch takes about (waves of resident
     /// blocks) × (keys per split + a block's fixed cost), with <paramref name="residentBlocks"/> blocks per
     /// multiprocessor (the driver's occupancy for the kernel). Decode fills one whole wave; a batch of sequences takes
     /// the split count whose last wave is fullest. A split walks at least one ring of tiles, so that it overlaps
-    /// loading with computing. <paramref name="splits"/> forces the split count (benchmark sweeps).
+    /// loading with computing. <paramref name="splits"/> forces the split count (benchmark sweeps), never past
+    /// <see cref="MaxSplits"/> or one tile per split.
     /// </summary>
     public static AttentionLaunchPlan Choose(AttentionKernel kernel, int tokens, int group, int kvHeads, int sequences, int visibleKeys, int multiprocessors, int residentBlocks, int? splits = null)
     {
@@ -125,8 +129,8 @@ public static class AttentionLaunch
         int rowTiles = (rows + kernel.BlockRows - 1) / kernel.BlockRows;
         long blocks = (long)rowTiles * kvHeads * sequences;
         long capacity = (long)multiprocessors * Math.Max(1, residentBlocks);
-        int maxSplits = Math.Clamp(visibleKeys / (kernel.Stages * kernel.Keys), 1, 1024);
-        int chosen = Math.Clamp(splits ?? 1, 1, Math.Max(1, (visibleKeys + kernel.Keys - 1) / kernel.Keys));
+        int maxSplits = Math.Clamp(visibleKeys / (kernel.Stages * kernel.Keys), 1, MaxSplits);
+        int chosen = Math.Clamp(splits ?? 1, 1, Math.Clamp((visibleKeys + kernel.Keys - 1) / kernel.Keys, 1, MaxSplits));
         if (splits is null)
         {
             double best = double.MaxValue;

@@ -715,7 +715,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_wgmma(con
 // added in shared memory (a serial loop here costs a memory latency per split, a large part of a batch-1 decode).
 // Launched as a programmatic dependent of the attention kernel on sm_90+.
 // Block: HEAD_DIM × COMBINE_LANES threads (one dimension, so that block_max/block_sum see its warps). Grid: tokens * heads.
-#define MAX_SPLITS 1024
+#define MAX_SPLITS 1024                                          // AttentionLaunch.MaxSplits
 #define COMBINE_LANES 4
 extern "C" __global__ void __launch_bounds__(HEAD_DIM * COMBINE_LANES) attention_combine(const float* partial_out, const float* partial_ml, float* out, int splits)
 {

@@ -14,37 +14,42 @@ __device__ __forceinline__ bf16_t float_to_bf16(float f)
     return (bf16_t)(u >> 16);
 }
 
-__device__ __forceinline__ float warp_sum(float v)
+struct SumOp
 {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    __device__ float operator()(float a, float b) const { return a + b; }
+};
+
+struct MaxOp
+{
+    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+template <typename Op>
+__device__ __forceinline__ float warp_reduce(float v, Op op)
+{
+    for (int offset = 16; offset > 0; offset >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
     return v;
 }
 
-// Sum over the block; every thread gets the result. `scratch` holds one float per warp.
-__device__ __forceinline__ float block_sum(float v, float* scratch)
+__device__ __forceinline__ float warp_sum(float v) { return warp_reduce(v, SumOp{}); }
+
+// `op` over the block (`identity` fills the missing warps); every thread gets the result. `scratch` holds one float
+// per warp.
+template <typename Op>
+__device__ __forceinline__ float block_reduce(float v, float identity, float* scratch, Op op)
 {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-    v = warp_sum(v);
+    v = warp_reduce(v, op);
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    float total = lane < warps ? scratch[lane] : 0.0f;
-    total = warp_sum(total);
+    float total = warp_reduce(lane < warps ? scratch[lane] : identity, op);
     __syncthreads();
     return total;
 }
 
-// Maximum over the block; every thread gets the result. `scratch` holds one float per warp.
-__device__ __forceinline__ float block_max(float v, float* scratch)
-{
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    float m = lane < warps ? scratch[lane] : __int_as_float(0xff800000);
-    for (int offset = 16; offset > 0; offset >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
-    __syncthreads();
-    return m;
-}
+__device__ __forceinline__ float block_sum(float v, float* scratch) { return block_reduce(v, 0.0f, scratch, SumOp{}); }
+
+__device__ __forceinline__ float block_max(float v, float* scratch) { return block_reduce(v, __int_as_float(0xff800000), scratch, MaxOp{}); }
 
 // Programmatic dependent launch (sm_90+): a kernel lets the next one in the stream start launching before it ends, and
 // that one waits for it before reading its results, so the launch latency of the second overlaps the tail of the

@@ -34,8 +34,11 @@ public sealed unsafe class CudaDevice : IDisposable
 
     public int SharedMemoryPerMultiprocessor { get; }
 
+    /// <summary>A Hopper GPU (compute capability 9.0), compiled for <c>sm_90a</c>: wgmma, TMA, programmatic dependent launch.</summary>
+    public bool Hopper => Major == 9 && Minor == 0;
+
     /// <summary>NVRTC target: <c>sm_90a</c> on Hopper (so wgmma/TMA may be used), else <c>sm_XY</c>.</summary>
-    public string Architecture => Major == 9 && Minor == 0 ? "sm_90a" : $"sm_{Major}{Minor}";
+    public string Architecture => Hopper ? "sm_90a" : $"sm_{Major}{Minor}";
 
     /// <summary>Opens GPU <paramref name="ordinal"/>; a clear error when there is no driver or no device.</summary>
     public static CudaDevice Open(int ordinal = 0)
