@@ -89,9 +89,10 @@ public static partial class CliApp
         var threads = new Option<int?>("--threads") { Description = "CPU threads (default: all cores)" };
         var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill chunk size in tokens", DefaultValueFactory = _ => 512 };
         var device = new Option<string>("--device") { Description = Backends.Description, DefaultValueFactory = _ => "cpu" };
+        var graphs = new Option<bool>("--cuda-graphs") { Description = "On CUDA, replay each decode step as a recorded graph (false: launch every kernel from the host, for comparison)", DefaultValueFactory = _ => true };
         var generate = new Command("generate", "Time prefill and decode of the whole model at several context lengths (random prompt tokens, greedy).")
         {
-            model, random, contexts, decode, threads, chunk, device,
+            model, random, contexts, decode, threads, chunk, device, graphs,
         };
         generate.Validators.Add(result =>
         {
@@ -104,8 +105,13 @@ public static partial class CliApp
         {
             var lengths = ParseLengths(parse.GetValue(contexts)!);
             using var backend = Backends.Create(parse.GetValue(device)!, parse.GetValue(threads));
+            if (backend is Kascade.Cuda.CudaBackend cuda)
+            {
+                cuda.RecordSteps = parse.GetValue(graphs);
+            }
             using var dir = parse.GetValue(model) is { } path ? ModelDirectory.Open(path, backend) : null;
-            string label = dir is null ? $"{parse.GetValue(random)} (random weights)" : Path.GetFileName(Path.TrimEndingDirectorySeparator(dir.Path));
+            string label = (dir is null ? $"{parse.GetValue(random)} (random weights)" : Path.GetFileName(Path.TrimEndingDirectorySeparator(dir.Path)))
+                + (backend is Kascade.Cuda.CudaBackend { RecordSteps: false } ? ", CUDA graphs off" : "");
             using var randomModel = dir is null ? LlamaModel.Random(ShapePresets.Load(parse.GetValue(random)!), backend) : null;
             var llama = dir?.Model ?? randomModel!;
             var options = new GenerationBenchmarkOptions(lengths, NonNegative(parse.GetValue(decode), "--decode-tokens"), parse.GetValue(chunk));

@@ -68,14 +68,47 @@ public abstract class KvCache : IDisposable
 }
 
 /// <summary>
+/// The inputs of one forward step, kept where the backend's kernels read them: token ids <c>[MaxTokens]</c> (int32),
+/// the start position, and the number of sampling draws so far. Ops given a step read its start position there, so
+/// a recorded decode step (<see cref="IBackend.Record"/>, a CUDA graph) replays with the token the previous step
+/// sampled, at the next position, with a fresh draw, without being recorded again.
+/// </summary>
+public abstract class StepInputs : IDisposable
+{
+    protected StepInputs(int maxTokens) => MaxTokens = maxTokens;
+
+    public int MaxTokens { get; }
+
+    public abstract void Dispose();
+}
+
+/// <summary>
+/// Ops recorded once and replayed as one unit (a CUDA graph): a decode step whose changing inputs are read from a
+/// <see cref="StepInputs"/>.
+/// </summary>
+public interface IRecordedStep : IDisposable
+{
+    /// <summary>
+    /// Replays the ops for a step starting at <paramref name="startPosition"/>; false, with nothing run, when the
+    /// recording does not fit that step (a launch plan it fixed is not the one the backend would choose there, or a
+    /// buffer it uses has been replaced): record it again.
+    /// </summary>
+    bool TryReplay(int startPosition);
+}
+
+/// <summary>
 /// Dense causal attention of a chunk of <paramref name="Tokens"/> queries at positions
 /// <c>[StartPosition, StartPosition + Tokens)</c> over the cached keys <c>[0, StartPosition + Tokens)</c>.
-/// Query head <c>h</c> reads KV head <c>h / (Heads / KvHeads)</c>.
+/// Query head <c>h</c> reads KV head <c>h / (Heads / KvHeads)</c>. With a <paramref name="Step"/>, kernels read the
+/// start position from it (StartPosition is its value when the op is issued: shapes, plans and checks use that).
 /// </summary>
-public readonly record struct AttentionArgs(int Layer, int Tokens, int StartPosition, int Heads, int KvHeads, int HeadDim, float Scale);
+public readonly record struct AttentionArgs(int Layer, int Tokens, int StartPosition, int Heads, int KvHeads, int HeadDim, float Scale, StepInputs? Step = null);
 
-/// <summary>Rotary embedding of <paramref name="Heads"/> heads of <paramref name="HeadDim"/> per row, for rows at positions <c>StartPosition + row</c>.</summary>
-public readonly record struct RopeArgs(int Heads, int HeadDim, int StartPosition);
+/// <summary>
+/// Rotary embedding of <paramref name="Heads"/> heads of <paramref name="HeadDim"/> per row, for rows at positions
+/// <c>StartPosition + row</c> (read from <paramref name="Step"/> when given, as in <see cref="AttentionArgs"/>).
+/// </summary>
+public readonly record struct RopeArgs(int Heads, int HeadDim, int StartPosition, StepInputs? Step = null);
 
 /// <summary>
 /// The op-level interface a model forward is written against. Every tensor argument is fp32
@@ -105,8 +138,19 @@ public interface IBackend : IDisposable
     /// <summary>Rotary tables for <paramref name="positions"/> positions (see <see cref="Rope.Tables"/>).</summary>
     void SetRope(RopeConfig rope, int headDim, int positions);
 
-    /// <summary>output[t] = table[ids[t]]; table <c>[vocab, hidden]</c>, output <c>[ids.Length, hidden]</c>.</summary>
-    void Embed(ReadOnlySpan<int> ids, Weight table, DeviceTensor output);
+    StepInputs AllocateStepInputs(int maxTokens);
+
+    /// <summary>
+    /// Sets the token ids and start position of <paramref name="step"/>, in order with the work already issued (the
+    /// ids are copied before the call returns). The draw count is kept.
+    /// </summary>
+    void WriteStep(StepInputs step, ReadOnlySpan<int> ids, int startPosition);
+
+    /// <summary>
+    /// output[t] = table[ids[t]] for the step's first <c>output.Rows</c> ids; table <c>[vocab, hidden]</c>, output
+    /// <c>[tokens, hidden]</c>. The ids must be in the vocabulary (the session checks the ids it is given).
+    /// </summary>
+    void Embed(StepInputs step, Weight table, DeviceTensor output);
 
     /// <summary>
     /// RMSNorm over groups of <paramref name="width"/> consecutive features (the whole row, or one head
@@ -126,8 +170,11 @@ public interface IBackend : IDisposable
     /// <summary>x += y, elementwise.</summary>
     void Add(DeviceTensor x, DeviceTensor y);
 
-    /// <summary>Stores k and v (<c>[tokens, KvHeads·HeadDim]</c>) of <paramref name="layer"/> at positions <c>[startPosition, startPosition + tokens)</c>.</summary>
-    void AppendKv(KvCache cache, int layer, int startPosition, DeviceTensor k, DeviceTensor v);
+    /// <summary>
+    /// Stores k and v (<c>[tokens, KvHeads·HeadDim]</c>) of <paramref name="layer"/> at positions
+    /// <c>[startPosition, startPosition + tokens)</c>, the start read from <paramref name="step"/> when given.
+    /// </summary>
+    void AppendKv(KvCache cache, int layer, int startPosition, DeviceTensor k, DeviceTensor v, StepInputs? step = null);
 
     /// <summary>output <c>[Tokens, Heads·HeadDim]</c> = causal softmax(q·kᵀ·scale)·v; q <c>[Tokens, Heads·HeadDim]</c>.</summary>
     void Attention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output);
@@ -149,6 +196,26 @@ public interface IBackend : IDisposable
     /// it): softmax over those keys only. The gathered form every baseline policy runs on (DESIGN §4).
     /// </summary>
     void SelectedAttention(AttentionArgs args, KeySelection selection, DeviceTensor q, KvCache cache, DeviceTensor output);
+
+    /// <summary>
+    /// Chooses a token from each row r of <paramref name="logits"/> (<c>[rows, vocab]</c>) by the <see cref="Sampling"/>
+    /// rule, with draw number (the step's draw count + r), and makes it the step's token r; the draw count grows by
+    /// the rows. <see cref="ReadTokens"/> reads the tokens.
+    /// </summary>
+    void Sample(DeviceTensor logits, SamplingOptions options, StepInputs step);
+
+    /// <summary>Moves the step's start position on by <paramref name="tokens"/>, in order with the work issued.</summary>
+    void Advance(StepInputs step, int tokens);
+
+    /// <summary>The step's first <c>ids.Length</c> token ids (waits for queued work).</summary>
+    void ReadTokens(StepInputs step, Span<int> ids);
+
+    /// <summary>
+    /// Records the ops <paramref name="issue"/> issues, without running them, as one replayable unit; null when the
+    /// backend runs ops as they are issued (then <paramref name="issue"/> is not called). Ops in a recording read
+    /// their start position from a <see cref="StepInputs"/>.
+    /// </summary>
+    IRecordedStep? Record(Action issue);
 
     /// <summary>Keys of <paramref name="layer"/> at positions <c>[0, count)</c> to host memory, <c>[KvHeads, count, HeadDim]</c>.</summary>
     void ReadKeys(KvCache cache, int layer, int count, Span<float> destination);

@@ -83,11 +83,12 @@ public sealed unsafe partial class CpuBackend : IBackend
         _ropeHalf = headDim / 2;
     }
 
-    public void Embed(ReadOnlySpan<int> ids, Weight table, DeviceTensor output)
+    public void Embed(StepInputs step, Weight table, DeviceTensor output)
     {
         var w = (CpuWeight)table;
         var o = (CpuTensor)output;
-        for (int t = 0; t < ids.Length; t++)
+        var ids = ((CpuStepInputs)step).Ids;
+        for (int t = 0; t < output.Rows; t++)
         {
             if ((uint)ids[t] >= (uint)w.Rows)
             {
@@ -161,15 +162,15 @@ public sealed unsafe partial class CpuBackend : IBackend
     public void ApplyRope(DeviceTensor x, RopeArgs args)
     {
         var xs = (CpuTensor)x;
-        int half = args.HeadDim / 2;
-        if (half != _ropeHalf || args.StartPosition + x.Rows > _ropePositions)
+        int half = args.HeadDim / 2, start = CpuStepInputs.Start(args.Step, args.StartPosition);
+        if (half != _ropeHalf || start + x.Rows > _ropePositions)
         {
-            throw new InvalidOperationException($"rotary tables cover {_ropePositions} positions of head dim {2 * _ropeHalf}; asked for {args.StartPosition + x.Rows} of {args.HeadDim}");
+            throw new InvalidOperationException($"rotary tables cover {_ropePositions} positions of head dim {2 * _ropeHalf}; asked for {start + x.Rows} of {args.HeadDim}");
         }
         Parallel.For(0, x.Rows, Parallelism, t =>
         {
-            var cos = _ropeCos.AsSpan((args.StartPosition + t) * half, half);
-            var sin = _ropeSin.AsSpan((args.StartPosition + t) * half, half);
+            var cos = _ropeCos.AsSpan((start + t) * half, half);
+            var sin = _ropeSin.AsSpan((start + t) * half, half);
             var row = xs.Row(t);
             Span<float> lo = stackalloc float[half];
             for (int h = 0; h < args.Heads; h++)
@@ -207,8 +208,9 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void Add(DeviceTensor x, DeviceTensor y) => TensorPrimitives.Add(((CpuTensor)x).Span, ((CpuTensor)y).Span, ((CpuTensor)x).Span);
 
-    public void AppendKv(KvCache cache, int layer, int startPosition, DeviceTensor k, DeviceTensor v)
+    public void AppendKv(KvCache cache, int layer, int startPosition, DeviceTensor k, DeviceTensor v, StepInputs? step = null)
     {
+        startPosition = CpuStepInputs.Start(step, startPosition);
         var c = (CpuKvCache)cache;
         var shape = c.Shape;
         if (startPosition + k.Rows > shape.Capacity)
@@ -237,7 +239,11 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    public void Attention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output) => AttentionRows(args, q, cache, output, keep: null);
+    public void Attention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
+    {
+        CpuStepInputs.Start(args.Step, args.StartPosition);
+        AttentionRows(args, q, cache, output, keep: null);
+    }
 
     /// <summary>
     /// Causal attention by blocks of query rows: S = Q·Kᵀ and O = P·V through the GEMM kernel, with each row's

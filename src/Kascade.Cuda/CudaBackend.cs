@@ -91,6 +91,53 @@ public sealed class CudaKvCache : KvCache
     }
 }
 
+/// <summary>
+/// A step's inputs in device memory — draw count (int64), start position (int32), token ids (int32 <c>[MaxTokens]</c>) —
+/// and the page-locked host memory they are written from and read into.
+/// </summary>
+public sealed class CudaStepInputs : StepInputs
+{
+    private const int PositionOffset = 8, IdsOffset = 12;
+
+    internal CudaStepInputs(int maxTokens)
+        : base(maxTokens)
+    {
+        long bytes = IdsOffset + (long)maxTokens * sizeof(int);
+        Device = DeviceMemory.Allocate(bytes);
+        // The draw count starts at 0 (cuMemAlloc does not clear).
+        CudaCheck.ThrowIfFailed(Driver.cuMemsetD8_v2(Device.Pointer, 0, (nuint)bytes), "cuMemsetD8");
+        Host = PinnedMemory.Allocate(bytes);
+        Copied = EventHandle.Create();
+    }
+
+    internal DeviceMemory Device { get; }
+
+    /// <summary>The staging copy: WriteStep fills its position and ids; ReadTokens receives ids into it.</summary>
+    internal PinnedMemory Host { get; }
+
+    /// <summary>Recorded after the last copy that reads or writes <see cref="Host"/>; waited for before the host touches it again.</summary>
+    internal EventHandle Copied { get; }
+
+    internal nint DrawCount => Device.Pointer;
+
+    internal nint Position => Device.Pointer + PositionOffset;
+
+    internal nint Ids => Device.Pointer + IdsOffset;
+
+    internal static long PositionAndIdsBytes(int tokens) => IdsOffset - PositionOffset + (long)tokens * sizeof(int);
+
+    internal unsafe Span<int> HostPositionAndIds(int tokens) => new((void*)(Host.Pointer + PositionOffset), 1 + tokens);
+
+    internal unsafe Span<int> HostIds(int tokens) => new((void*)(Host.Pointer + IdsOffset), tokens);
+
+    public override void Dispose()
+    {
+        Device.Dispose();
+        Host.Dispose();
+        Copied.Dispose();
+    }
+}
+
 /// <summary>The arguments of <c>attention_mma</c> and <c>attention_wgmma</c> (their <c>AttentionParams</c>, field for field).</summary>
 [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
 internal struct AttentionParams
@@ -101,10 +148,14 @@ internal struct AttentionParams
     public nint Out;          // fp32 [sequences × tokens, heads, head dim]
     public nint PartialOut;   // fp32 [rows, splits, head dim] (splits > 1)
     public nint PartialMl;    // fp32 [rows, splits, 2]
+    public nint StartAt;      // int32 start position on the device (a step's), or 0: Start
     public long SequenceStride;
-    public int Tokens, Heads, KvHeads, Capacity, Start, KeysPerSplit;
+    public int Tokens, Heads, KvHeads, Capacity, Start;
     public float Scale;
 }
+
+/// <summary>What an attention call's plan depends on besides the position: rows per sequence, group, KV heads, head dim, sequences.</summary>
+internal readonly record struct AttentionShape(int Tokens, int Group, int KvHeads, int HeadDim, int Sequences);
 
 /// <summary>A compiled tensor-core attention specialisation and what its launch needs to know.</summary>
 internal sealed record TensorCoreFunction(CudaModule Module, nint Function, int SharedBytes, int ResidentBlocks);
@@ -146,10 +197,16 @@ public sealed unsafe class CudaBackend : IBackend
     private readonly Dictionary<string, CudaModule> _modules = [];
     private readonly Dictionary<(int HeadDim, int Group), CudaModule> _attentionModules = [];
     private readonly Dictionary<(int HeadDim, int Group, AttentionKernel Kernel), TensorCoreFunction> _tensorCoreFunctions = [];
-    private CudaModule? _ops;
+    private CudaModule? _ops, _sampling;
     private DeviceMemory? _ropeCos, _ropeSin;
     private DeviceMemory? _bf16Scratch;
-    private DeviceMemory? _ids;
+    private StepRecording? _recording;
+
+    /// <summary>Bumped whenever a buffer a recorded step may point at (scratch, rotary tables) is replaced.</summary>
+    private int _bufferGeneration;
+
+    /// <summary>Replaced buffers that a recording in progress may still reach; freed after it.</summary>
+    private readonly List<DeviceMemory> _retired = [];
     private DeviceMemory? _partialOut, _partialMl;
     private DeviceMemory? _selectionOffsets, _selectionPositions;
 
@@ -226,24 +283,29 @@ public sealed unsafe class CudaBackend : IBackend
         _ropeSin?.Dispose();
         _ropeCos = Upload(cos);
         _ropeSin = Upload(sin);
+        _bufferGeneration++;
     }
 
-    public void Embed(ReadOnlySpan<int> ids, Weight table, DeviceTensor output)
+    public StepInputs AllocateStepInputs(int maxTokens) => new CudaStepInputs(maxTokens);
+
+    public void WriteStep(StepInputs step, ReadOnlySpan<int> ids, int startPosition)
+    {
+        var s = (CudaStepInputs)step;
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(ids.Length, s.MaxTokens);
+        ThrowIfRecording("WriteStep");
+        // The previous copy out of the staging memory may still be queued: wait for it, not for the whole stream.
+        CudaCheck.ThrowIfFailed(Driver.cuEventSynchronize(s.Copied.Value), "cuEventSynchronize");
+        var staging = s.HostPositionAndIds(ids.Length);
+        staging[0] = startPosition;
+        ids.CopyTo(staging[1..]);
+        CudaCheck.ThrowIfFailed(Driver.cuMemcpyHtoDAsync_v2(s.Position, s.Host.Pointer + (s.Position - s.Device.Pointer), (nuint)CudaStepInputs.PositionAndIdsBytes(ids.Length), _stream.Value), "cuMemcpyHtoDAsync");
+        CudaCheck.ThrowIfFailed(Driver.cuEventRecord(s.Copied.Value, _stream.Value), "cuEventRecord");
+    }
+
+    public void Embed(StepInputs step, Weight table, DeviceTensor output)
     {
         var w = (CudaWeight)table;
-        foreach (int id in ids)
-        {
-            if ((uint)id >= (uint)w.Rows)
-            {
-                throw new KascadeException($"token id {id} is outside the vocabulary of {w.Rows}");
-            }
-        }
-        var buffer = Scratch(ref _ids, ids.Length * sizeof(int));
-        fixed (int* p = ids)
-        {
-            Copy(buffer.Pointer, (nint)p, ids.Length * sizeof(int));
-        }
-        Launch(Ops, "embed_bf16", (uint)ids.Length, Threads, w.Pointer, buffer.Pointer, Out(output), output.Cols);
+        Launch(Ops, "embed_bf16", (uint)output.Rows, Threads, w.Pointer, ((CudaStepInputs)step).Ids, Out(output), output.Cols);
     }
 
     public void RmsNorm(DeviceTensor x, Weight weight, int width, float eps, DeviceTensor output)
@@ -284,7 +346,7 @@ public sealed unsafe class CudaBackend : IBackend
     }
 
     public void ApplyRope(DeviceTensor x, RopeArgs args) =>
-        Launch(Ops, "rope", (uint)x.Rows, Threads, Out(x), _ropeCos!.Pointer, _ropeSin!.Pointer, args.Heads, args.HeadDim, args.StartPosition);
+        Launch(Ops, "rope", (uint)x.Rows, Threads, Out(x), _ropeCos!.Pointer, _ropeSin!.Pointer, args.Heads, args.HeadDim, args.StartPosition, StartOnDevice(args.Step));
 
     public void SwiGlu(DeviceTensor gate, DeviceTensor up)
     {
@@ -298,7 +360,7 @@ public sealed unsafe class CudaBackend : IBackend
         Launch(Ops, "add", Blocks(n), Threads, Out(x), In(y), n);
     }
 
-    public void AppendKv(KvCache cache, int layer, int startPosition, DeviceTensor k, DeviceTensor v)
+    public void AppendKv(KvCache cache, int layer, int startPosition, DeviceTensor k, DeviceTensor v, StepInputs? step = null)
     {
         var c = (CudaKvCache)cache;
         if (startPosition + k.Rows > c.Shape.Capacity)
@@ -306,7 +368,7 @@ public sealed unsafe class CudaBackend : IBackend
             throw new InvalidOperationException($"KV cache holds {c.Shape.Capacity} positions; asked to write up to {startPosition + k.Rows}");
         }
         nint offset = (nint)(c.LayerBytes * layer);
-        Launch(Ops, "kv_append", (uint)k.Rows, Threads, In(k), In(v), c.Keys.Pointer + offset, c.Values.Pointer + offset, c.Shape.KvHeads, c.Shape.HeadDim, c.Shape.Capacity, startPosition);
+        Launch(Ops, "kv_append", (uint)k.Rows, Threads, In(k), In(v), c.Keys.Pointer + offset, c.Values.Pointer + offset, c.Shape.KvHeads, c.Shape.HeadDim, c.Shape.Capacity, startPosition, StartOnDevice(step));
     }
 
     public void Attention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
@@ -316,7 +378,7 @@ public sealed unsafe class CudaBackend : IBackend
         if (!TensorCoreHeadDim(args.HeadDim))
         {
             int warps = args.Tokens * args.Heads;
-            Launch(AttentionModule(args.HeadDim, args.Heads / args.KvHeads), "attention_dense", (uint)((warps + 3) / 4), 128, In(q), keys, values, Out(output), args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale);
+            Launch(AttentionModule(args.HeadDim, args.Heads / args.KvHeads), "attention_dense", (uint)((warps + 3) / 4), 128, In(q), keys, values, Out(output), args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale, StartOnDevice(args.Step));
             return;
         }
         TensorCoreAttention(args, 1, q, keys, values, c.Shape.Capacity, 0, output);
@@ -350,17 +412,14 @@ public sealed unsafe class CudaBackend : IBackend
     /// </summary>
     private void TensorCoreAttention(AttentionArgs args, int sequences, DeviceTensor q, nint keys, nint values, int capacity, long sequenceStride, DeviceTensor output)
     {
-        int group = args.Heads / args.KvHeads;
-        bool decode = args.Tokens * group <= AttentionKernel.DecodeRows;
-        var kernel = (decode ? Tuning.Decode : Tuning.Prefill) ?? AttentionKernel.For(args.Tokens * group, args.HeadDim, Hopper);
-        var function = TensorCoreFunction(args.HeadDim, group, kernel);
-        var plan = AttentionLaunch.Choose(kernel, args.Tokens, group, args.KvHeads, sequences, args.StartPosition + args.Tokens, _device.Multiprocessors, function.ResidentBlocks, Tuning.Splits);
+        var shape = new AttentionShape(args.Tokens, args.Heads / args.KvHeads, args.KvHeads, args.HeadDim, sequences);
+        var (kernel, function, plan) = PlanAttention(shape, args.StartPosition);
+        _recording?.Attention.TryAdd(shape, (plan.Kernel, plan.Splits));
         long queryRows = (long)sequences * args.Tokens * args.Heads;
         var parameters = new AttentionParams
         {
-            Q = In(q), KCache = keys, VCache = values, Out = Out(output), SequenceStride = sequenceStride,
-            Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads, Capacity = capacity, Start = args.StartPosition,
-            KeysPerSplit = plan.KeysPerSplit, Scale = args.Scale,
+            Q = In(q), KCache = keys, VCache = values, Out = Out(output), StartAt = StartOnDevice(args.Step), SequenceStride = sequenceStride,
+            Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads, Capacity = capacity, Start = args.StartPosition, Scale = args.Scale,
         };
         if (plan.Splits > 1)
         {
@@ -372,6 +431,19 @@ public sealed unsafe class CudaBackend : IBackend
         {
             Launch(function.Module, "attention_combine", new Dim3((uint)queryRows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, parameters.PartialOut, parameters.PartialMl, Out(output), plan.Splits);
         }
+    }
+
+    /// <summary>
+    /// The kernel, its compiled function and the launch plan for one attention call at <paramref name="startPosition"/>;
+    /// a recorded step replays only where this gives the plan it was recorded with.
+    /// </summary>
+    private (AttentionKernel Kernel, TensorCoreFunction Function, AttentionLaunchPlan Plan) PlanAttention(AttentionShape shape, int startPosition)
+    {
+        bool decode = shape.Tokens * shape.Group <= AttentionKernel.DecodeRows;
+        var kernel = (decode ? Tuning.Decode : Tuning.Prefill) ?? AttentionKernel.For(shape.Tokens * shape.Group, shape.HeadDim, Hopper);
+        var function = TensorCoreFunction(shape.HeadDim, shape.Group, kernel);
+        var plan = AttentionLaunch.Choose(kernel, shape.Tokens, shape.Group, shape.KvHeads, shape.Sequences, startPosition + shape.Tokens, _device.Multiprocessors, function.ResidentBlocks, Tuning.Splits);
+        return (kernel, function, plan);
     }
 
     /// <summary>Threads per head dimension in <c>attention_combine</c> (its COMBINE_LANES), each summing a share of the splits.</summary>
@@ -419,11 +491,140 @@ public sealed unsafe class CudaBackend : IBackend
             In(q), keys, values, Out(output), offsetBuffer.Pointer, positionBuffer.Pointer, args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.Scale);
     }
 
+    public void Sample(DeviceTensor logits, SamplingOptions options, StepInputs step)
+    {
+        options.Check();
+        var s = (CudaStepInputs)step;
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(logits.Rows, s.MaxTokens);
+        Launch(SamplingModule, "sample_tokens", (uint)logits.Rows, SampleThreads, In(logits), logits.Cols, s.Ids, s.DrawCount, options.Seed, options.Temperature, options.TopP, options.TopK);
+        Launch(Ops, "step_add", 1, 1, s.Position, 0, s.DrawCount, logits.Rows);
+    }
+
+    public void Advance(StepInputs step, int tokens)
+    {
+        var s = (CudaStepInputs)step;
+        Launch(Ops, "step_add", 1, 1, s.Position, tokens, s.DrawCount, 0);
+    }
+
+    public void ReadTokens(StepInputs step, Span<int> ids)
+    {
+        var s = (CudaStepInputs)step;
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(ids.Length, s.MaxTokens);
+        ThrowIfRecording("ReadTokens");
+        CudaCheck.ThrowIfFailed(Driver.cuEventSynchronize(s.Copied.Value), "cuEventSynchronize");
+        CudaCheck.ThrowIfFailed(Driver.cuMemcpyDtoHAsync_v2(s.Host.Pointer + (s.Ids - s.Device.Pointer), s.Ids, (nuint)(ids.Length * sizeof(int)), _stream.Value), "cuMemcpyDtoHAsync");
+        CudaCheck.ThrowIfFailed(Driver.cuEventRecord(s.Copied.Value, _stream.Value), "cuEventRecord");
+        CudaCheck.ThrowIfFailed(Driver.cuEventSynchronize(s.Copied.Value), "cuEventSynchronize");
+        s.HostIds(ids.Length).CopyTo(ids);
+    }
+
+    /// <summary>
+    /// Records the ops into a CUDA graph (stream capture): one launch replays them all, so a decode step costs one
+    /// launch instead of one per kernel. Null when <see cref="RecordSteps"/> is off.
+    /// </summary>
+    public IRecordedStep? Record(Action issue)
+    {
+        if (!RecordSteps)
+        {
+            return null;
+        }
+        if (_recording is not null)
+        {
+            throw new InvalidOperationException("a step is already being recorded");
+        }
+        var recording = new StepRecording();
+        _recording = recording;
+        // Relaxed: kernels compiled and buffers allocated on first use during the capture are allowed.
+        CudaCheck.ThrowIfFailed(Driver.cuStreamBeginCapture_v2(_stream.Value, CuStreamCaptureMode.Relaxed), "cuStreamBeginCapture");
+        nint graph = 0;
+        try
+        {
+            try
+            {
+                issue();
+            }
+            finally
+            {
+                _recording = null;
+                var ended = Driver.cuStreamEndCapture(_stream.Value, out graph);
+                foreach (var buffer in _retired)
+                {
+                    buffer.Dispose();
+                }
+                _retired.Clear();
+                CudaCheck.ThrowIfFailed(ended, "cuStreamEndCapture");
+            }
+            return new CudaRecordedStep(this, GraphExecHandle.Instantiate(graph), recording.Attention, _bufferGeneration);
+        }
+        finally
+        {
+            if (graph != 0)
+            {
+                Driver.cuGraphDestroy(graph);
+            }
+        }
+    }
+
+    /// <summary>Whether <see cref="Record"/> makes CUDA graphs (on by default; off runs every op as it is issued, for comparisons).</summary>
+    public bool RecordSteps { get; set; } = true;
+
+    /// <summary>What a recording in progress has launched that depends on the position: its attention calls' shapes and plans.</summary>
+    private sealed class StepRecording
+    {
+        public Dictionary<AttentionShape, (AttentionKernel Kernel, int Splits)> Attention { get; } = [];
+    }
+
+    /// <summary>A decode step as an instantiated CUDA graph.</summary>
+    private sealed class CudaRecordedStep(CudaBackend backend, GraphExecHandle graph, Dictionary<AttentionShape, (AttentionKernel Kernel, int Splits)> attention, int generation) : IRecordedStep
+    {
+        public bool TryReplay(int startPosition)
+        {
+            if (generation != backend._bufferGeneration)
+            {
+                return false;
+            }
+            foreach (var (shape, recorded) in attention)
+            {
+                var plan = backend.PlanAttention(shape, startPosition).Plan;
+                if (plan.Kernel != recorded.Kernel || plan.Splits != recorded.Splits)
+                {
+                    return false;
+                }
+            }
+            CudaCheck.ThrowIfFailed(Driver.cuGraphLaunch(graph.Value, backend._stream.Value), "cuGraphLaunch");
+            return true;
+        }
+
+        public void Dispose() => graph.Dispose();
+    }
+
+    /// <summary>
+    /// The device address of a step's start position for a kernel, or 0 (the kernel uses the value it is given). A
+    /// recorded step replays at later positions, so every position-dependent op in one must read it from its step.
+    /// </summary>
+    private nint StartOnDevice(StepInputs? step)
+    {
+        if (step is null && _recording is not null)
+        {
+            throw new InvalidOperationException("an op in a recorded step must read its start position from a StepInputs");
+        }
+        return step is CudaStepInputs s ? s.Position : 0;
+    }
+
+    private void ThrowIfRecording(string what)
+    {
+        if (_recording is not null)
+        {
+            throw new InvalidOperationException($"{what} waits for the host and cannot be part of a recorded step");
+        }
+    }
+
     public void ReadKeys(KvCache cache, int layer, int count, Span<float> destination)
     {
         var c = (CudaKvCache)cache;
         int d = c.Shape.HeadDim;
         var bits = new ushort[count * d];
+        ThrowIfRecording("ReadKeys");
         CudaCheck.ThrowIfFailed(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
         for (int h = 0; h < c.Shape.KvHeads; h++)
         {
@@ -438,6 +639,7 @@ public sealed unsafe class CudaBackend : IBackend
 
     public void Read(DeviceTensor x, Span<float> destination)
     {
+        ThrowIfRecording("Read");
         var t = (CudaTensor)x;
         CudaCheck.ThrowIfFailed(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
         fixed (float* p = destination)
@@ -486,6 +688,7 @@ public sealed unsafe class CudaBackend : IBackend
 
     private void Copy(nint destination, nint source, long bytes)
     {
+        ThrowIfRecording("a host-to-device copy");
         // Host→device copies of pageable memory are synchronous; finish queued kernels that may read the target first.
         CudaCheck.ThrowIfFailed(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
         CudaCheck.ThrowIfFailed(Driver.cuMemcpyHtoD_v2(destination, source, (nuint)bytes), "cuMemcpyHtoD");
@@ -496,9 +699,18 @@ public sealed unsafe class CudaBackend : IBackend
     {
         if (buffer is null || buffer.Bytes < bytes)
         {
-            CudaCheck.ThrowIfFailed(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
-            buffer?.Dispose();
+            if (buffer is not null && _recording is not null)
+            {
+                // A recording cannot wait for the stream; the old buffer lives until the recording ends.
+                _retired.Add(buffer);
+            }
+            else if (buffer is not null)
+            {
+                CudaCheck.ThrowIfFailed(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
+                buffer.Dispose();
+            }
             buffer = DeviceMemory.Allocate(Math.Max(bytes, 1 << 16));
+            _bufferGeneration++;
         }
         return buffer;
     }
@@ -510,6 +722,11 @@ public sealed unsafe class CudaBackend : IBackend
     private static nint Out(DeviceTensor t) => ((CudaTensor)t).Pointer;
 
     private CudaModule Ops => _ops ??= Module("ops.cu", new Dictionary<string, string>());
+
+    private CudaModule SamplingModule => _sampling ??= Module("sampling.cu", new Dictionary<string, string>());
+
+    /// <summary>Threads of a <c>sample_tokens</c> block (its SAMPLE_THREADS).</summary>
+    private const uint SampleThreads = 1024;
 
     private CudaModule AttentionModule(int headDim, int group)
     {
@@ -628,7 +845,6 @@ public sealed unsafe class CudaBackend : IBackend
         _ropeCos?.Dispose();
         _ropeSin?.Dispose();
         _bf16Scratch?.Dispose();
-        _ids?.Dispose();
         _partialOut?.Dispose();
         _partialMl?.Dispose();
         _selectionOffsets?.Dispose();

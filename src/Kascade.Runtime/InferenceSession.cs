@@ -15,7 +15,11 @@ public sealed class InferenceSession : IDisposable
     private readonly AttentionPolicy _policy;
     private readonly ILayerObserver? _observer;
     private readonly Baselines.BaselineAttention? _baseline;
+    private readonly StepInputs _step;
     private DeviceTensor? _allLogits;
+    private IRecordedStep? _recorded;
+    private SamplingOptions? _recordedSampling;
+    private bool _sampled;
 
     internal InferenceSession(LlamaModel model, int capacity, int maxChunk, AttentionPolicy policy, ILayerObserver? observer)
     {
@@ -39,6 +43,7 @@ public sealed class InferenceSession : IDisposable
         _up = _b.Allocate(maxChunk, c.IntermediateSize);
         _lastHidden = _b.Allocate(1, c.HiddenSize);
         _lastLogits = _b.Allocate(1, c.VocabSize);
+        _step = _b.AllocateStepInputs(maxChunk);
     }
 
     /// <summary>Positions already in the KV cache.</summary>
@@ -54,11 +59,10 @@ public sealed class InferenceSession : IDisposable
     /// </summary>
     public void Forward(ReadOnlySpan<int> ids, Span<float> lastLogits)
     {
-        var hidden = RunLayers(ids);
-        var c = _model.Config;
-        _b.RmsNorm(hidden.Slice(ids.Length - 1, 1), _model.FinalNorm, c.HiddenSize, (float)c.RmsNormEps, _lastHidden);
-        _b.MatMul(_lastHidden, _model.LmHead, null, _lastLogits);
-        _b.Read(_lastLogits, lastLogits);
+        var hidden = RunChunk(ids);
+        _b.Read(LastLogits(hidden), lastLogits);
+        Position += ids.Length;
+        _sampled = false;
     }
 
     /// <summary>
@@ -75,11 +79,77 @@ public sealed class InferenceSession : IDisposable
         }
     }
 
+    /// <summary>
+    /// Runs <paramref name="ids"/> like <see cref="Prefill(ReadOnlySpan{int}, Span{float}, Action{int}?)"/> and samples
+    /// the next token on the backend (<see cref="Sampling"/>); <see cref="Decode"/> continues from it.
+    /// </summary>
+    public int Prefill(ReadOnlySpan<int> ids, SamplingOptions sampling, Action<int>? onChunk = null)
+    {
+        sampling.Check();
+        if (ids.IsEmpty)
+        {
+            throw new ArgumentException("nothing to prefill", nameof(ids));
+        }
+        for (int start = 0; start < ids.Length; start += MaxChunk)
+        {
+            int n = Math.Min(MaxChunk, ids.Length - start);
+            var hidden = RunChunk(ids.Slice(start, n));
+            if (start + n == ids.Length)
+            {
+                SampleNext(hidden, n, sampling);
+            }
+            Position += n;
+            onChunk?.Invoke(start + n);
+        }
+        _sampled = true;
+        return ReadToken();
+    }
+
+    /// <summary>
+    /// Runs the token sampled last (by <see cref="Prefill(ReadOnlySpan{int}, SamplingOptions, Action{int}?)"/> or the
+    /// previous Decode) and samples the next one. Where the backend records (CUDA graphs) the step is recorded once and
+    /// replayed with the token, position and draw read on the device; it is recorded again when a launch plan it fixed
+    /// changes with the position or the sampling options change.
+    /// </summary>
+    public int Decode(SamplingOptions sampling)
+    {
+        if (!_sampled)
+        {
+            throw new InvalidOperationException("Decode continues from a sampled token: call Prefill with sampling options first");
+        }
+        if (Position >= Capacity)
+        {
+            throw new KascadeException($"the sequence would reach {Position + 1} positions; this session holds {Capacity}");
+        }
+        if (_observer is not null)
+        {
+            // The observer reads intermediates on the host as each layer runs: nothing to record.
+            DecodeStep(sampling);
+        }
+        else if (_recorded is null || _recordedSampling != sampling || !_recorded.TryReplay(Position))
+        {
+            sampling.Check();
+            _recorded?.Dispose();
+            _recorded = _b.Record(() => DecodeStep(sampling));
+            _recordedSampling = sampling;
+            if (_recorded is null)
+            {
+                DecodeStep(sampling);
+            }
+            else if (!_recorded.TryReplay(Position))
+            {
+                throw new InvalidOperationException($"a decode step recorded at position {Position} does not replay there");
+            }
+        }
+        Position++;
+        return ReadToken();
+    }
+
     /// <summary>Like <see cref="Forward"/> but returns the logits of every position, <c>[ids.Length, vocab]</c> row-major.</summary>
     public float[] ForwardAll(ReadOnlySpan<int> ids)
     {
         var c = _model.Config;
-        var hidden = RunLayers(ids);
+        var hidden = RunChunk(ids);
         _allLogits ??= _b.Allocate(MaxChunk, c.VocabSize);
         var h = _h.Take(ids.Length);
         var logits = _allLogits.Take(ids.Length);
@@ -87,12 +157,41 @@ public sealed class InferenceSession : IDisposable
         _b.MatMul(h, _model.LmHead, null, logits);
         var result = new float[ids.Length * c.VocabSize];
         _b.Read(logits, result);
+        Position += ids.Length;
+        _sampled = false;
         return result;
     }
 
-    private DeviceTensor RunLayers(ReadOnlySpan<int> ids)
+    /// <summary>One decode token: the step's token at the step's position, then the next token sampled into the step.</summary>
+    private void DecodeStep(SamplingOptions sampling) => SampleNext(RunLayers(1), 1, sampling);
+
+    /// <summary>Samples the token after the last of <paramref name="tokens"/> rows of <paramref name="hidden"/> into the step and moves the step past them.</summary>
+    private void SampleNext(DeviceTensor hidden, int tokens, SamplingOptions sampling)
     {
-        int n = ids.Length;
+        _b.Sample(LastLogits(hidden.Slice(tokens - 1, 1)), sampling, _step);
+        _b.Advance(_step, tokens);
+    }
+
+    private int ReadToken()
+    {
+        Span<int> token = stackalloc int[1];
+        _b.ReadTokens(_step, token);
+        return token[0];
+    }
+
+    /// <summary>The logits of the last row of <paramref name="hidden"/>, <c>[1, vocab]</c> on the backend.</summary>
+    private DeviceTensor LastLogits(DeviceTensor hidden)
+    {
+        var c = _model.Config;
+        _b.RmsNorm(hidden.Slice(hidden.Rows - 1, 1), _model.FinalNorm, c.HiddenSize, (float)c.RmsNormEps, _lastHidden);
+        _b.MatMul(_lastHidden, _model.LmHead, null, _lastLogits);
+        return _lastLogits;
+    }
+
+    /// <summary>Checks <paramref name="ids"/>, writes them and the position into the step, and runs the layers over them.</summary>
+    private DeviceTensor RunChunk(ReadOnlySpan<int> ids)
+    {
+        int n = ids.Length, vocab = _model.Config.VocabSize;
         if (n == 0 || n > MaxChunk)
         {
             throw new ArgumentOutOfRangeException(nameof(ids), $"a chunk holds 1 to {MaxChunk} tokens, not {n}");
@@ -101,12 +200,26 @@ public sealed class InferenceSession : IDisposable
         {
             throw new KascadeException($"the sequence would reach {Position + n} positions; this session holds {Capacity}");
         }
+        foreach (int id in ids)
+        {
+            if ((uint)id >= (uint)vocab)
+            {
+                throw new KascadeException($"token id {id} is outside the vocabulary of {vocab}");
+            }
+        }
+        _b.WriteStep(_step, ids, Position);
+        return RunLayers(n);
+    }
+
+    /// <summary>The layers over the step's <paramref name="n"/> tokens at <see cref="Position"/>; returns the residual stream.</summary>
+    private DeviceTensor RunLayers(int n)
+    {
         var c = _model.Config;
         float eps = (float)c.RmsNormEps;
         DeviceTensor x = _x.Take(n), h = _h.Take(n), q = _q.Take(n), k = _k.Take(n), v = _v.Take(n);
         DeviceTensor attn = _attn.Take(n), gate = _gate.Take(n), up = _up.Take(n);
-        _b.Embed(ids, _model.Embedding, x);
-        var attention = new AttentionArgs(0, n, Position, c.Heads, c.KvHeads, c.HeadDim, c.AttentionScale);
+        _b.Embed(_step, _model.Embedding, x);
+        var attention = new AttentionArgs(0, n, Position, c.Heads, c.KvHeads, c.HeadDim, c.AttentionScale, _step);
         AttentionPlan? plan = null;
         for (int l = 0; l < c.Layers; l++)
         {
@@ -121,9 +234,9 @@ public sealed class InferenceSession : IDisposable
                 _b.RmsNorm(q, w.QNorm, c.HeadDim, eps, q);
                 _b.RmsNorm(k, w.KNorm, c.HeadDim, eps, k);
             }
-            _b.ApplyRope(q, new RopeArgs(c.Heads, c.HeadDim, Position));
-            _b.ApplyRope(k, new RopeArgs(c.KvHeads, c.HeadDim, Position));
-            _b.AppendKv(_cache, l, Position, k, v);
+            _b.ApplyRope(q, new RopeArgs(c.Heads, c.HeadDim, Position, _step));
+            _b.ApplyRope(k, new RopeArgs(c.KvHeads, c.HeadDim, Position, _step));
+            _b.AppendKv(_cache, l, Position, k, v, _step);
             plan = Attend(attention with { Layer = l }, q, attn, plan);
             _b.MatMul(attn, w.O, w.OBias, h);
             _observer?.OnAttention(new LayerObservation(l, Position, n, _b, x, q, _cache, h));
@@ -135,7 +248,6 @@ public sealed class InferenceSession : IDisposable
             _b.MatMul(gate, w.Down, null, h);
             _b.Add(x, h);
         }
-        Position += n;
         return x;
     }
 
@@ -184,5 +296,7 @@ public sealed class InferenceSession : IDisposable
             t?.Dispose();
         }
         _cache.Dispose();
+        _recorded?.Dispose();
+        _step.Dispose();
     }
 }

@@ -58,6 +58,14 @@ internal unsafe struct CuLaunchConfig
     public uint AttributeCount;
 }
 
+/// <summary>How a stream capture treats other threads' unsafe calls (<c>CUstreamCaptureMode</c>).</summary>
+internal enum CuStreamCaptureMode
+{
+    Global = 0,
+    ThreadLocal = 1,
+    Relaxed = 2,
+}
+
 /// <summary>The CUDA driver API calls the backend uses (<c>libcuda.so.1</c>).</summary>
 internal static partial class Driver
 {
@@ -161,4 +169,34 @@ internal static partial class Driver
 
     [LibraryImport(NativeLibraries.Driver)]
     public static partial CuResult cuMemsetD32Async(nint destination, uint value, nuint count, nint stream);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuMemHostAlloc(out nint pointer, nuint bytes, uint flags);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuMemFreeHost(nint pointer);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuMemcpyHtoDAsync_v2(nint destination, nint source, nuint bytes, nint stream);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuMemcpyDtoHAsync_v2(nint destination, nint source, nuint bytes, nint stream);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuStreamBeginCapture_v2(nint stream, CuStreamCaptureMode mode);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuStreamEndCapture(nint stream, out nint graph);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuGraphInstantiateWithFlags(out nint graphExec, nint graph, ulong flags);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuGraphLaunch(nint graphExec, nint stream);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuGraphDestroy(nint graph);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuGraphExecDestroy(nint graphExec);
 }

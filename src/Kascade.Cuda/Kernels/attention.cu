@@ -51,8 +51,9 @@ __device__ void warp_attention(const float* qp, const bf16_t* kp, const bf16_t* 
 // Dense causal attention, one warp per (token, query head) over its visible keys. Runs the head dims
 // attention_mma is not compiled for (e.g. 256). Block: 128 threads (4 warps).
 extern "C" __global__ void attention_dense(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, float* out,
-                                           int tokens, int heads, int kv_heads, int capacity, int start, float scale)
+                                           int tokens, int heads, int kv_heads, int capacity, int start, float scale, const int* start_at)
 {
+    start = start_position(start_at, start);
     int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (warp >= tokens * heads) return;
     int t = warp / heads, h = warp % heads, g = h / (heads / kv_heads);
@@ -87,8 +88,9 @@ extern "C" __global__ void attention_gathered(const float* q, const bf16_t* k_ca
 //   ATT_KEYS     keys per K/V tile;
 //   ATT_STAGES   K/V tiles in flight (a cp.async ring): decode is bound by memory latency and wants several, prefill
 //                by tensor cores and wants two (tile j + 1 loads while tile j is computed).
-// The block stages its queries once (bf16, scaled into log2 units) and walks the keys [split × keys_per_split, …) of
-// its split. With one split it writes the normalised output; with several it writes (max, sum, unnormalised output)
+// The block stages its queries once (bf16, scaled into log2 units) and walks the keys of its split (the visible keys
+// cut into gridDim.x ranges of whole tiles, computed here from the start position so that a recorded decode step
+// replays at later positions). With one split it writes the normalised output; with several it writes (max, sum, unnormalised output)
 // per row for attention_combine (flash-decoding).
 // Fragment layouts (PTX ISA, mma.m16n8k16): g = lane / 4, c = lane % 4; A holds rows g and g+8, columns 2c, 2c+1
 // and 2c+8, 2c+9; B holds rows 2c, 2c+1 and 2c+8, 2c+9 of column g; C holds rows g and g+8, columns 2c, 2c+1.
@@ -107,11 +109,11 @@ struct AttentionParams
     float* out;              // fp32 [sequences × tokens, heads, HEAD_DIM]
     float* partial_out;      // fp32 [sequences × tokens × heads, splits, HEAD_DIM] (splits > 1 only)
     float* partial_ml;       // fp32 [sequences × tokens × heads, splits, 2]: max (natural-log units), sum
+    const int* start_at;     // the start position on the device (a step's), or null: `start`
     long long sequence_stride;
     int tokens;              // query tokens per sequence
     int heads, kv_heads, capacity;
     int start;               // position of the first query token: token t sees keys [0, start + t]
-    int keys_per_split;      // a whole number of ATT_KEYS tiles
     float scale;
 };
 
@@ -219,6 +221,7 @@ __device__ __forceinline__ TileCopy padded_tile_copy()
 // [0, start + t]; the block's split walks keys [begin, end).
 struct BlockWork
 {
+    int start;                    // position of the first query token
     int split, splits;
     int rows, block_row;          // the KV head's rows (tokens × GROUP); the block's first row
     int begin, end;
@@ -239,8 +242,11 @@ __device__ __forceinline__ BlockWork block_work(const AttentionParams& p)
     w.rows = p.tokens * GROUP;
     w.block_row = row_tile * BLOCK_ROWS;
     int last_row = min(w.block_row + BLOCK_ROWS, w.rows) - 1;
-    w.begin = w.split * p.keys_per_split;
-    w.end = min(p.start + last_row / GROUP + 1, w.begin + p.keys_per_split);
+    w.start = start_position(p.start_at, p.start);
+    const int visible = w.start + p.tokens;
+    const int keys_per_split = ((visible + w.splits - 1) / w.splits + ATT_KEYS - 1) / ATT_KEYS * ATT_KEYS;
+    w.begin = w.split * keys_per_split;
+    w.end = min(w.start + last_row / GROUP + 1, w.begin + keys_per_split);
     long head = sequence * p.sequence_stride + (long)g_kv * p.capacity * HEAD_DIM;
     w.k_cache = p.k_cache + head;
     w.v_cache = p.v_cache + head;
@@ -321,8 +327,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_mma(const
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, gc = lane & 3;
     const BlockWork w = block_work(p);
     const int warp_row = w.block_row + warp * ATT_M_TILES * 16;
-    const int warp_first_limit = min(p.start + warp_row / GROUP + 1, w.end);
-    const int warp_last_key = p.start + min(warp_row + ATT_M_TILES * 16 - 1, w.rows - 1) / GROUP;
+    const int warp_first_limit = min(w.start + warp_row / GROUP + 1, w.end);
+    const int warp_last_key = w.start + min(warp_row + ATT_M_TILES * 16 - 1, w.rows - 1) / GROUP;
 
     const int tiles = w.end > w.begin ? (w.end - w.begin + ATT_KEYS - 1) / ATT_KEYS : 0;
     const TileCopy copy = padded_tile_copy();
@@ -356,7 +362,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_mma(const
 #pragma unroll
         for (int h = 0; h < 2; h++)
         {
-            limit[mt][h] = min(p.start + (warp_row + 16 * mt + gr + 8 * h) / GROUP + 1, w.end);
+            limit[mt][h] = min(w.start + (warp_row + 16 * mt + gr + 8 * h) / GROUP + 1, w.end);
             m[mt][h] = neg_inf;
             l[mt][h] = 0.0f;
         }
@@ -601,7 +607,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_wgmma(con
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, gc = lane & 3;
     const BlockWork w = block_work(p);
     const int warp_row = w.block_row + warp * 16;
-    const int warp_first_limit = min(p.start + warp_row / GROUP + 1, w.end);
+    const int warp_first_limit = min(w.start + warp_row / GROUP + 1, w.end);
 
     // Every warpgroup walks every tile of the block, even one none of its rows sees (at most one tile on the
     // diagonal): a branch around wgmma that the compiler cannot prove uniform makes it serialise the MMAs.
@@ -649,7 +655,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_wgmma(con
     for (int h = 0; h < 2; h++)
     {
         int row = warp_row + gr + 8 * h;
-        limit[h] = min(p.start + row / GROUP + 1, w.end);
+        limit[h] = min(w.start + row / GROUP + 1, w.end);
         q_row[h] = w.q_row(row, p.heads);
     }
     unsigned qa[HEAD_DIM / 16][4];

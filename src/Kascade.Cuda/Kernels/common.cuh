@@ -67,3 +67,7 @@ __device__ __forceinline__ void wait_for_previous_kernel()
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
 }
+
+// The start position of an op over consecutive positions: read from the step on the device when the op has one (a
+// recorded decode step replays with the next position), else the value given at launch.
+__device__ __forceinline__ int start_position(const int* on_device, int given) { return on_device != nullptr ? *on_device : given; }

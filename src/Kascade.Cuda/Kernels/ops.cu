@@ -21,8 +21,9 @@ extern "C" __global__ void rmsnorm(const float* x, const float* w, float* y, int
 }
 
 // HF rotate_half RoPE in place on x [tokens, heads * d]; tables fp32 [positions, d/2]. Grid: tokens.
-extern "C" __global__ void rope(float* x, const float* cos_table, const float* sin_table, int heads, int d, int start)
+extern "C" __global__ void rope(float* x, const float* cos_table, const float* sin_table, int heads, int d, int start, const int* start_at)
 {
+    start = start_position(start_at, start);
     int half = d / 2;
     long row = (long)blockIdx.x * heads * d;
     const float* c = cos_table + (long)(start + blockIdx.x) * half;
@@ -66,8 +67,9 @@ extern "C" __global__ void to_bf16(const float* x, bf16_t* y, long n)
 }
 
 // Cache layout per layer: [kv_heads, capacity, d] bf16 for keys and values. Grid: tokens.
-extern "C" __global__ void kv_append(const float* k, const float* v, bf16_t* k_cache, bf16_t* v_cache, int kv_heads, int d, int capacity, int start)
+extern "C" __global__ void kv_append(const float* k, const float* v, bf16_t* k_cache, bf16_t* v_cache, int kv_heads, int d, int capacity, int start, const int* start_at)
 {
+    start = start_position(start_at, start);
     int t = blockIdx.x;
     for (int idx = threadIdx.x; idx < kv_heads * d; idx += blockDim.x)
     {
@@ -76,6 +78,13 @@ extern "C" __global__ void kv_append(const float* k, const float* v, bf16_t* k_c
         k_cache[at] = float_to_bf16(k[(long)t * kv_heads * d + idx]);
         v_cache[at] = float_to_bf16(v[(long)t * kv_heads * d + idx]);
     }
+}
+
+// A step's start position moves on by `tokens` and its draw count by `draws` (StepInputs). One thread.
+extern "C" __global__ void step_add(int* position, int tokens, long long* draw_count, int draws)
+{
+    *position += tokens;
+    *draw_count += draws;
 }
 
 // Random weights, the same counter-based generator as Kascade.Core.RandomWeights: center + scale * u,

@@ -28,6 +28,71 @@ public sealed class DeviceMemory : SafeHandle
     protected override bool ReleaseHandle() => Driver.cuMemFree_v2(handle) == CuResult.Success;
 }
 
+/// <summary>Page-locked host memory from <c>cuMemHostAlloc</c>: the driver copies it asynchronously, in stream order.</summary>
+internal sealed class PinnedMemory : SafeHandle
+{
+    private PinnedMemory(nint pointer, long bytes)
+        : base(0, ownsHandle: true)
+    {
+        SetHandle(pointer);
+        Bytes = bytes;
+    }
+
+    public long Bytes { get; }
+
+    public nint Pointer => handle;
+
+    public override bool IsInvalid => handle == 0;
+
+    public static PinnedMemory Allocate(long bytes)
+    {
+        CudaCheck.ThrowIfFailed(Driver.cuMemHostAlloc(out nint pointer, (nuint)Math.Max(bytes, 1), 0), $"cuMemHostAlloc({bytes} bytes)");
+        return new PinnedMemory(pointer, bytes);
+    }
+
+    protected override bool ReleaseHandle() => Driver.cuMemFreeHost(handle) == CuResult.Success;
+}
+
+/// <summary>An instantiated CUDA graph (<c>cuGraphInstantiate</c>).</summary>
+internal sealed class GraphExecHandle() : SafeHandle(0, ownsHandle: true)
+{
+    public override bool IsInvalid => handle == 0;
+
+    public nint Value => handle;
+
+    /// <summary>Instantiates <paramref name="graph"/>, which the caller still owns.</summary>
+    public static GraphExecHandle Instantiate(nint graph)
+    {
+        CudaCheck.ThrowIfFailed(Driver.cuGraphInstantiateWithFlags(out nint exec, graph, 0), "cuGraphInstantiateWithFlags");
+        var h = new GraphExecHandle();
+        h.SetHandle(exec);
+        return h;
+    }
+
+    protected override bool ReleaseHandle() => Driver.cuGraphExecDestroy(handle) == CuResult.Success;
+}
+
+/// <summary>A CUDA event (ordering host writes of pinned memory after the copies that read it).</summary>
+internal sealed class EventHandle() : SafeHandle(0, ownsHandle: true)
+{
+    /// <summary><c>CU_EVENT_DISABLE_TIMING</c>: the lightest event.</summary>
+    private const uint DisableTiming = 2;
+
+    public override bool IsInvalid => handle == 0;
+
+    public nint Value => handle;
+
+    public static EventHandle Create()
+    {
+        CudaCheck.ThrowIfFailed(Driver.cuEventCreate(out nint e, DisableTiming), "cuEventCreate");
+        var h = new EventHandle();
+        h.SetHandle(e);
+        return h;
+    }
+
+    protected override bool ReleaseHandle() => Driver.cuEventDestroy_v2(handle) == CuResult.Success;
+}
+
 /// <summary>A loaded module (cubin).</summary>
 internal sealed class CudaModule() : SafeHandle(0, ownsHandle: true)
 {

@@ -43,7 +43,9 @@ public static unsafe class BackendParity
             Record(Compare("embed", $"vocab {vocab} hidden {hidden} tokens {tokens}", reference, candidate, (b, w) =>
             {
                 var o = b.Allocate(tokens, hidden);
-                b.Embed(ids, w[0], o);
+                var step = b.AllocateStepInputs(tokens);
+                b.WriteStep(step, ids, 0);
+                b.Embed(step, w[0], o);
                 return o;
             }, [("table", table, vocab, hidden)]));
         }
@@ -133,7 +135,59 @@ public static unsafe class BackendParity
                 Record(AttentionCase(reference, candidate, rng, headDim, 4, start, tokens));
             }
         }
+        var samplingGrid = new[]
+        {
+            new SamplingOptions(),
+            new SamplingOptions(Temperature: 1f, Seed: 1),
+            new SamplingOptions(Temperature: 0.7f, TopK: 50, Seed: 2),
+            new SamplingOptions(Temperature: 1f, TopP: 0.9f, Seed: 3),
+            new SamplingOptions(Temperature: 1.3f, TopP: 0.95f, TopK: 1000, Seed: 4),
+        };
+        foreach (int vocab in new[] { 1000, 32003, 128256 })
+        {
+            foreach (var options in samplingGrid)
+            {
+                foreach (bool ties in new[] { false, true })
+                {
+                    Record(SamplingCase(reference, candidate, rng, vocab, options, ties));
+                }
+            }
+        }
+        foreach (var r in DecodeReplayCheck.Run(candidate))
+        {
+            Record(r);
+        }
         return results;
+    }
+
+    /// <summary>
+    /// Sample over 3 rows of random logits (in [−8, 8], or multiples of ½ for many ties), 4 times so the draw count moves:
+    /// the number of tokens that differ from the reference's.
+    /// </summary>
+    private static ParityResult SamplingCase(IBackend reference, IBackend candidate, Random rng, int vocab, SamplingOptions options, bool ties)
+    {
+        const int rows = 3, draws = 4;
+        var values = Random(rng, rows * vocab, 8);
+        if (ties)
+        {
+            values = values.Select(v => MathF.Round(2 * v) / 2).ToArray();
+        }
+        int[] Run(IBackend b)
+        {
+            using var logits = b.Upload(values, rows, vocab);
+            using var step = b.AllocateStepInputs(rows);
+            var tokens = new int[rows * draws];
+            for (int d = 0; d < draws; d++)
+            {
+                b.Sample(logits, options, step);
+                b.ReadTokens(step, tokens.AsSpan(d * rows, rows));
+            }
+            return tokens;
+        }
+        var expected = Run(reference);
+        var actual = Run(candidate);
+        string name = options.IsGreedy ? "greedy" : $"T {options.Temperature} top-p {options.TopP} top-k {options.TopK}";
+        return new ParityResult("sample", $"vocab {vocab} {name}{(ties ? ", tied logits" : "")}", expected.Zip(actual).Count(p => p.First != p.Second), 0);
     }
 
     /// <summary>Gathered attention over random visible subsets (some empty, some everything) per token and head, then the keys read back.</summary>

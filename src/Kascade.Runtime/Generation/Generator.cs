@@ -77,10 +77,9 @@ public sealed class Generator(LlamaModel model, TextTokenizer tokenizer)
         var session = model.CreateSession(capacity, options.PrefillChunk, options.Attention);
         try
         {
-            var logits = new float[config.VocabSize];
             var clock = Stopwatch.StartNew();
-            session.Prefill(promptIds, logits, done => onPrefill?.Invoke(done, promptIds.Length));
-            return new Completion(session, logits, promptIds, clock.Elapsed, options, model.Config.EosTokenIds, tokenizer);
+            int first = session.Prefill(promptIds, options.Sampling, done => onPrefill?.Invoke(done, promptIds.Length));
+            return new Completion(session, first, promptIds, clock.Elapsed, options, model.Config.EosTokenIds, tokenizer);
         }
         catch
         {
@@ -94,17 +93,17 @@ public sealed class Generator(LlamaModel model, TextTokenizer tokenizer)
 public sealed class Completion : IDisposable
 {
     private readonly InferenceSession _session;
-    private readonly float[] _logits;
+    private readonly int _first;
     private readonly int[] _promptIds;
     private readonly TimeSpan _prefillTime;
     private readonly GenerationOptions _options;
     private readonly IReadOnlyList<int> _eos;
     private readonly TextTokenizer _tokenizer;
 
-    internal Completion(InferenceSession session, float[] logits, int[] promptIds, TimeSpan prefillTime, GenerationOptions options, IReadOnlyList<int> eos, TextTokenizer tokenizer)
+    internal Completion(InferenceSession session, int first, int[] promptIds, TimeSpan prefillTime, GenerationOptions options, IReadOnlyList<int> eos, TextTokenizer tokenizer)
     {
         _session = session;
-        _logits = logits;
+        _first = first;
         _promptIds = promptIds;
         _prefillTime = prefillTime;
         _options = options;
@@ -112,18 +111,20 @@ public sealed class Completion : IDisposable
         _tokenizer = tokenizer;
     }
 
-    /// <summary>Samples up to <see cref="GenerationOptions.MaxNewTokens"/> tokens, streaming text to <paramref name="onText"/>.</summary>
+    /// <summary>
+    /// Samples up to <see cref="GenerationOptions.MaxNewTokens"/> tokens (the first one prefill sampled), streaming text to
+    /// <paramref name="onText"/>. Sampling runs on the backend; each step returns one token id to the host.
+    /// </summary>
     public GenerationResult Decode(Action<string>? onText = null)
     {
         var clock = Stopwatch.StartNew();
-        var sampler = new Sampler(_options.Sampling);
         var decoder = _tokenizer.CreateStreamingDecoder(_promptIds);
         var text = new StopStringFilter(_options.Stop, onText);
         int generated = 0;
         StopReason reason = StopReason.MaxTokens;
+        int token = _first;
         while (generated < _options.MaxNewTokens)
         {
-            int token = sampler.Sample(_logits);
             generated++;
             if (_eos.Contains(token))
             {
@@ -144,7 +145,7 @@ public sealed class Completion : IDisposable
                 reason = StopReason.ContextFull;
                 break;
             }
-            _session.Forward([token], _logits);
+            token = _session.Decode(_options.Sampling);
         }
         var decodeTime = clock.Elapsed;
         text.Flush();
