@@ -532,35 +532,45 @@ public sealed unsafe class CudaBackend : IBackend
         {
             throw new InvalidOperationException("a step is already being recorded");
         }
-        var recording = new StepRecording();
-        _recording = recording;
-        // Relaxed: kernels compiled and buffers allocated on first use during the capture are allowed.
-        CudaCheck.ThrowIfFailed(Driver.cuStreamBeginCapture_v2(_stream.Value, CuStreamCaptureMode.Relaxed), "cuStreamBeginCapture");
-        nint graph = 0;
-        try
+        // A buffer that grows during the capture leaves the ops captured before it pointing at the old one: capture
+        // again, now that every buffer has its size.
+        while (true)
         {
+            var recording = new StepRecording();
+            _recording = recording;
+            // Relaxed: kernels compiled and buffers allocated on first use during the capture are allowed.
+            CudaCheck.ThrowIfFailed(Driver.cuStreamBeginCapture_v2(_stream.Value, CuStreamCaptureMode.Relaxed), "cuStreamBeginCapture");
+            nint graph = 0;
+            bool grew;
             try
             {
-                issue();
+                try
+                {
+                    issue();
+                }
+                finally
+                {
+                    _recording = null;
+                    var ended = Driver.cuStreamEndCapture(_stream.Value, out graph);
+                    grew = _retired.Count > 0;
+                    foreach (var buffer in _retired)
+                    {
+                        buffer.Dispose();
+                    }
+                    _retired.Clear();
+                    CudaCheck.ThrowIfFailed(ended, "cuStreamEndCapture");
+                }
+                if (!grew)
+                {
+                    return new CudaRecordedStep(this, GraphExecHandle.Instantiate(graph), recording.Attention, _bufferGeneration);
+                }
             }
             finally
             {
-                _recording = null;
-                var ended = Driver.cuStreamEndCapture(_stream.Value, out graph);
-                foreach (var buffer in _retired)
+                if (graph != 0)
                 {
-                    buffer.Dispose();
+                    Driver.cuGraphDestroy(graph);
                 }
-                _retired.Clear();
-                CudaCheck.ThrowIfFailed(ended, "cuStreamEndCapture");
-            }
-            return new CudaRecordedStep(this, GraphExecHandle.Instantiate(graph), recording.Attention, _bufferGeneration);
-        }
-        finally
-        {
-            if (graph != 0)
-            {
-                Driver.cuGraphDestroy(graph);
             }
         }
     }
