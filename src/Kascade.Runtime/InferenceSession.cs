@@ -165,10 +165,10 @@ public sealed class InferenceSession : IDisposable
     /// <summary>One decode token: the step's token at the step's position, then the next token sampled into the step.</summary>
     private void DecodeStep(SamplingOptions sampling) => SampleNext(RunLayers(1), 1, sampling);
 
-    /// <summary>Samples the token after the last of <paramref name="tokens"/> rows of <paramref name="hidden"/> into the step and moves the step past them.</summary>
+    /// <summary>Samples the token after the last of the <paramref name="tokens"/> rows of <paramref name="hidden"/> into the step and moves the step past them.</summary>
     private void SampleNext(DeviceTensor hidden, int tokens, SamplingOptions sampling)
     {
-        _b.Sample(LastLogits(hidden.Slice(tokens - 1, 1)), sampling, _step);
+        _b.Sample(LastLogits(hidden), sampling, _step);
         _b.Advance(_step, tokens);
     }
 
