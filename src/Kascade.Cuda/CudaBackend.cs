@@ -124,11 +124,17 @@ public sealed class CudaStepInputs : StepInputs
 
     internal nint Ids => Device.Pointer + IdsOffset;
 
+    /// <summary>Where WriteStep stages the position and the ids, in the device layout.</summary>
+    internal nint HostPosition => Host.Pointer + PositionOffset;
+
+    /// <summary>Where ReadTokens receives the ids.</summary>
+    internal nint HostIdsAddress => Host.Pointer + IdsOffset;
+
     internal static long PositionAndIdsBytes(int tokens) => IdsOffset - PositionOffset + (long)tokens * sizeof(int);
 
-    internal unsafe Span<int> HostPositionAndIds(int tokens) => new((void*)(Host.Pointer + PositionOffset), 1 + tokens);
+    internal unsafe Span<int> HostPositionAndIds(int tokens) => new((void*)HostPosition, 1 + tokens);
 
-    internal unsafe Span<int> HostIds(int tokens) => new((void*)(Host.Pointer + IdsOffset), tokens);
+    internal unsafe Span<int> HostIds(int tokens) => new((void*)HostIdsAddress, tokens);
 
     public override void Dispose()
     {
@@ -298,7 +304,7 @@ public sealed unsafe class CudaBackend : IBackend
         var staging = s.HostPositionAndIds(ids.Length);
         staging[0] = startPosition;
         ids.CopyTo(staging[1..]);
-        CudaCheck.ThrowIfFailed(Driver.cuMemcpyHtoDAsync_v2(s.Position, s.Host.Pointer + (s.Position - s.Device.Pointer), (nuint)CudaStepInputs.PositionAndIdsBytes(ids.Length), _stream.Value), "cuMemcpyHtoDAsync");
+        CudaCheck.ThrowIfFailed(Driver.cuMemcpyHtoDAsync_v2(s.Position, s.HostPosition, (nuint)CudaStepInputs.PositionAndIdsBytes(ids.Length), _stream.Value), "cuMemcpyHtoDAsync");
         CudaCheck.ThrowIfFailed(Driver.cuEventRecord(s.Copied.Value, _stream.Value), "cuEventRecord");
     }
 
@@ -512,7 +518,7 @@ public sealed unsafe class CudaBackend : IBackend
         ArgumentOutOfRangeException.ThrowIfGreaterThan(ids.Length, s.MaxTokens);
         ThrowIfRecording("ReadTokens");
         CudaCheck.ThrowIfFailed(Driver.cuEventSynchronize(s.Copied.Value), "cuEventSynchronize");
-        CudaCheck.ThrowIfFailed(Driver.cuMemcpyDtoHAsync_v2(s.Host.Pointer + (s.Ids - s.Device.Pointer), s.Ids, (nuint)(ids.Length * sizeof(int)), _stream.Value), "cuMemcpyDtoHAsync");
+        CudaCheck.ThrowIfFailed(Driver.cuMemcpyDtoHAsync_v2(s.HostIdsAddress, s.Ids, (nuint)(ids.Length * sizeof(int)), _stream.Value), "cuMemcpyDtoHAsync");
         CudaCheck.ThrowIfFailed(Driver.cuEventRecord(s.Copied.Value, _stream.Value), "cuEventRecord");
         CudaCheck.ThrowIfFailed(Driver.cuEventSynchronize(s.Copied.Value), "cuEventSynchronize");
         s.HostIds(ids.Length).CopyTo(ids);
