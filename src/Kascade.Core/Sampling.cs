@@ -10,6 +10,9 @@ public sealed record SamplingOptions(float Temperature = 0f, float TopP = 1f, in
 {
     public bool IsGreedy => Temperature <= 0f || TopK == 1;
 
+    /// <summary>"greedy", or the temperature and cut-offs (benchmark and parity labels).</summary>
+    public string Label => IsGreedy ? "greedy" : FormattableString.Invariant($"T {Temperature} top-p {TopP} top-k {TopK}");
+
     /// <summary>Throws a <see cref="KascadeException"/> naming the first option out of range.</summary>
     public void Check()
     {
@@ -66,7 +69,8 @@ public static class Sampling
         {
             keys[i] = OrderKey(logits[i]);
         }
-        var descending = Enumerable.Range(0, n).OrderByDescending(i => keys[i]).ToArray();
+        // The descending order is only needed to cut: untruncated sampling draws over every token without sorting.
+        var descending = options.TopK > 0 || options.TopP < 1f ? Enumerable.Range(0, n).OrderByDescending(i => keys[i]).ToArray() : [];
         uint threshold = 0;
         if (options.TopK > 0 && options.TopK < n)
         {

@@ -315,10 +315,11 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_tokens(const
         if (!compact)
         {
             unsigned key = thread_max[threadIdx.x];
-            unsigned long long heavier = block_inclusive_scan(key >= lowest ? weight(key_logit(key), max, temperature) : 0ull, totals);
+            unsigned long long own_weight = key >= lowest ? weight(key_logit(key), max, temperature) : 0ull;
+            unsigned long long heavier = block_inclusive_scan(own_weight, totals);
             if (threadIdx.x == 0) bound_index = -1;
             __syncthreads();
-            if (heavier >= target && heavier - (key >= lowest ? weight(key_logit(key), max, temperature) : 0ull) < target) bound_index = threadIdx.x;
+            if (heavier >= target && heavier - own_weight < target) bound_index = threadIdx.x;
             __syncthreads();
             if (bound_index >= 0) gather(thread_max[bound_index]);
         }

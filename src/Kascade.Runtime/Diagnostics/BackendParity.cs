@@ -186,8 +186,7 @@ public static unsafe class BackendParity
         }
         var expected = Run(reference);
         var actual = Run(candidate);
-        string name = options.IsGreedy ? "greedy" : $"T {options.Temperature} top-p {options.TopP} top-k {options.TopK}";
-        return new ParityResult("sample", $"vocab {vocab} {name}{(ties ? ", tied logits" : "")}", expected.Zip(actual).Count(p => p.First != p.Second), 0);
+        return new ParityResult("sample", $"vocab {vocab} {options.Label}{(ties ? ", tied logits" : "")}", expected.Zip(actual).Count(p => p.First != p.Second), 0);
     }
 
     /// <summary>Gathered attention over random visible subsets (some empty, some everything) per token and head, then the keys read back.</summary>

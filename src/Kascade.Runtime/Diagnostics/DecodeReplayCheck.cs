@@ -53,8 +53,7 @@ public static class DecodeReplayCheck
                     forward.Forward([tokens[draw]], logits);
                 }
             }
-            string name = options.IsGreedy ? "greedy" : $"T {options.Temperature} top-p {options.TopP} top-k {options.TopK}";
-            results.Add(new ParityResult("decode replay", $"{name}, {Steps} tokens after {Prompt}", mismatches, 0));
+            results.Add(new ParityResult("decode replay", $"{options.Label}, {Steps} tokens after {Prompt}", mismatches, 0));
         }
         return results;
     }
