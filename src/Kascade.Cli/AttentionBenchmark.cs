@@ -2,11 +2,12 @@ using System.Globalization;
 using System.Text;
 using Kascade.Core;
 using Kascade.Cuda;
+using Kascade.Cuda.Runtime;
 
 namespace Kascade.Cli;
 
 /// <summary>Shapes of an attention benchmark (the paper's: 32 query heads, 8 KV heads, head dim 128, bf16 cache).</summary>
-public sealed record AttentionBenchmarkOptions(string Phase, IReadOnlyList<int> Contexts, int Heads = 32, int KvHeads = 8, int HeadDim = 128, int Runs = 20, int Batch = 1);
+public sealed record AttentionBenchmarkOptions(string Phase, IReadOnlyList<int> Contexts, int Heads = 32, int KvHeads = 8, int HeadDim = 128, int Runs = 20, int Batch = 1, L2Flush Flush = L2Flush.Read);
 
 /// <summary>One timed case: median milliseconds and what that achieves (GB/s of K+V for decode, TFLOP/s for causal prefill).</summary>
 public sealed record AttentionBenchmarkRow(string Phase, int Batch, int Context, double Milliseconds, double Throughput, string Unit);
@@ -17,7 +18,7 @@ public static class AttentionBenchmark
     public static IReadOnlyList<AttentionBenchmarkRow> Run(CudaBackend backend, AttentionBenchmarkOptions o, Action<int>? onContext = null)
     {
         var rows = new List<AttentionBenchmarkRow>();
-        using var timer = backend.CreateTimer();
+        using var timer = backend.CreateTimer(o.Flush);
         var rng = new Random(3);
         foreach (int context in o.Contexts)
         {
@@ -61,7 +62,8 @@ public static class AttentionBenchmark
     public static string ToMarkdown(CudaBackend backend, AttentionBenchmarkOptions o, IReadOnlyList<AttentionBenchmarkRow> rows, double copyGBps)
     {
         var sb = new StringBuilder();
-        sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; {o.Heads} query heads, {o.KvHeads} KV heads, head dim {o.HeadDim}, bf16 KV cache; CUDA events, L2 flushed, median");
+        string flush = o.Flush == L2Flush.Read ? "reading" : "writing";
+        sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; {o.Heads} query heads, {o.KvHeads} KV heads, head dim {o.HeadDim}, bf16 KV cache; CUDA events, L2 flushed by {flush} {GpuTimer.FlushBytes >> 20} MiB, median");
         if (backend.Tuning is { Decode: not null } or { Prefill: not null } or { Splits: not null })
         {
             sb.AppendLine(CultureInfo.InvariantCulture, $"tuning: kernel {(backend.Tuning.Decode ?? backend.Tuning.Prefill)?.ToString() ?? "default"}, splits {backend.Tuning.Splits?.ToString(CultureInfo.InvariantCulture) ?? "heuristic"}");

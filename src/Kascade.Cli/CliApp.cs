@@ -131,16 +131,19 @@ public static partial class CliApp
         var headDim = new Option<int>("--head-dim") { Description = "Head dimension (64 or 128)", DefaultValueFactory = _ => 128 };
         var runs = new Option<int>("--runs") { Description = "Timed runs (median reported)", DefaultValueFactory = _ => 20 };
         var batch = new Option<int>("--batch") { Description = "Decode: sequences in the batch, each with its own cache of the context", DefaultValueFactory = _ => 1 };
-        var kernel = new Option<string?>("--kernel") { Description = "Tuning: the attention kernel specialisation for this phase, over the device's default, e.g. keys=64,stages=3 or wgmma=0" };
+        var kernel = new Option<string?>("--kernel") { Description = "Tuning: the attention kernel specialisation for this phase, over the device's default, e.g. warps=2,keys=16,stages=4 or kind=mma" };
+        var flush = new Option<string>("--l2-flush") { Description = "How the L2 is emptied before each timed run: read (a 256 MiB buffer; clean lines) or write (a memset; dirty lines the timed kernel writes back)", DefaultValueFactory = _ => "read" };
+        flush.AcceptOnlyFromAmong("read", "write");
         var splits = new Option<int?>("--splits") { Description = "Tuning: force the number of key splits (flash-decoding) instead of the heuristic's" };
         var attention = new Command("attention", "Time our dense attention kernels on the GPU (CUDA events, L2 flushed, median); compare with bench/peers/sdpa_peer.py in the same run.")
         {
-            phase, attentionContexts, heads, kvHeads, headDim, runs, batch, kernel, splits,
+            phase, attentionContexts, heads, kvHeads, headDim, runs, batch, kernel, splits, flush,
         };
         attention.SetAction(parse => Guard(stderr, () =>
         {
             using var backend = new Kascade.Cuda.CudaBackend();
-            var options = new AttentionBenchmarkOptions(parse.GetValue(phase)!, ParseLengths(parse.GetValue(attentionContexts)!), parse.GetValue(heads), parse.GetValue(kvHeads), parse.GetValue(headDim), parse.GetValue(runs), parse.GetValue(batch));
+            var options = new AttentionBenchmarkOptions(parse.GetValue(phase)!, ParseLengths(parse.GetValue(attentionContexts)!), parse.GetValue(heads), parse.GetValue(kvHeads), parse.GetValue(headDim), parse.GetValue(runs), parse.GetValue(batch),
+                parse.GetValue(flush) == "write" ? Kascade.Cuda.Runtime.L2Flush.Write : Kascade.Cuda.Runtime.L2Flush.Read);
             if (options.Heads % options.KvHeads != 0 || options.HeadDim % 32 != 0)
             {
                 throw new KascadeException("--heads must be a multiple of --kv-heads and --head-dim a multiple of 32");

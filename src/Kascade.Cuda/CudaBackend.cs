@@ -144,7 +144,7 @@ public sealed class CudaStepInputs : StepInputs
     }
 }
 
-/// <summary>The arguments of <c>attention_mma</c> and <c>attention_wgmma</c> (their <c>AttentionParams</c>, field for field).</summary>
+/// <summary>The arguments of <c>attention_mma</c>, <c>attention_wgmma</c> and <c>attention_decode</c> (their <c>AttentionParams</c>, field for field).</summary>
 [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
 internal struct AttentionParams
 {
@@ -412,7 +412,7 @@ public sealed unsafe class CudaBackend : IBackend
     private static bool TensorCoreHeadDim(int headDim) => headDim % 32 == 0 && headDim <= 128;
 
     /// <summary>
-    /// Tensor-core attention (<c>attention_mma</c>, or <c>attention_wgmma</c> for prefill on Hopper) over
+    /// Tensor-core attention (<c>attention_decode</c> for a decode step's rows; for prefill <c>attention_wgmma</c> on Hopper, else <c>attention_mma</c>) over
     /// <paramref name="sequences"/> sequences of <c>args.Tokens</c> queries each (sequence s's cache
     /// <paramref name="sequenceStride"/> elements after s − 1's), then <c>attention_combine</c> if the keys were split.
     /// </summary>
@@ -446,7 +446,7 @@ public sealed unsafe class CudaBackend : IBackend
     private (AttentionKernel Kernel, TensorCoreFunction Function, AttentionLaunchPlan Plan) PlanAttention(AttentionShape shape, int startPosition)
     {
         bool decode = shape.Tokens * shape.Group <= AttentionKernel.DecodeRows;
-        var kernel = (decode ? Tuning.Decode : Tuning.Prefill) ?? AttentionKernel.For(shape.Tokens * shape.Group, shape.HeadDim, Hopper);
+        var kernel = (decode ? Tuning.Decode : Tuning.Prefill) ?? AttentionKernel.For(shape.Tokens * shape.Group, shape.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
         var function = TensorCoreFunction(shape.HeadDim, shape.Group, kernel);
         var plan = AttentionLaunch.Choose(kernel, shape.Tokens, shape.Group, shape.KvHeads, shape.Sequences, startPosition + shape.Tokens, _device.Multiprocessors, function.ResidentBlocks, Tuning.Splits);
         return (kernel, function, plan);
@@ -664,8 +664,9 @@ public sealed unsafe class CudaBackend : IBackend
         }
     }
 
-    /// <summary>A timer on this backend's stream (benchmarks).</summary>
-    public GpuTimer CreateTimer() => new(_stream.Value);
+    /// <summary>A timer on this backend's stream (benchmarks), emptying the L2 by <paramref name="flush"/> before each run.</summary>
+    public GpuTimer CreateTimer(L2Flush flush = L2Flush.Read) =>
+        new(_stream.Value, flush, (buffer, bytes) => Launch(Ops, "read_all", (uint)(_device.Multiprocessors * 8), Threads, buffer, bytes / 16));
 
     /// <summary>
     /// The GPU's device-to-device copy bandwidth in GB/s, counting bytes read and written as CUDA's bandwidthTest
@@ -771,7 +772,7 @@ public sealed unsafe class CudaBackend : IBackend
                 ["HEAD_DIM"] = headDim.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["GROUP"] = group.ToString(System.Globalization.CultureInfo.InvariantCulture),
             };
-            if (kernel.Wgmma && (!Hopper || headDim % 64 != 0))
+            if (kernel.Kind == AttentionKernelKind.Wgmma && (!Hopper || headDim % 64 != 0))
             {
                 throw new KascadeException($"attention kernel {kernel} needs a Hopper GPU (sm_90a) and a head dim of 64 or 128; this is {_device.Architecture}, head dim {headDim}");
             }

@@ -102,11 +102,11 @@ public class AttentionLaunchTests
     }
 
     [Fact]
-    public void Decode_uses_the_one_warp_kernel_and_splits_the_keys_to_fill_one_wave()
+    public void Decode_uses_the_decode_kernel_and_splits_the_keys_to_fill_one_wave()
     {
         var plan = AttentionLaunch.Choose(AttentionKernel.For(4, 128, hopper: true), 1, 4, 8, 1, 131072, 132, Resident);
         Assert.Equal(AttentionKernel.Decode, plan.Kernel);
-        Assert.Equal(1, plan.Kernel.Warps);
+        Assert.Equal(AttentionKernelKind.Decode, plan.Kernel.Kind);
         // Whole-tile splits may come out a little fewer than the resident blocks, never more.
         Assert.InRange(plan.Splits * 8, 132 * Resident * 9 / 10, 132 * Resident);
     }
@@ -144,17 +144,38 @@ public class AttentionLaunchTests
     }
 
     [Theory]
-    [InlineData("keys=64,stages=4", 1, 1, 64, 4)]
-    [InlineData("warps=8, mtiles=1", 8, 1, 32, 3)]
+    [InlineData("keys=64,stages=4", 4, 1, 64, 4)]
+    [InlineData("warps=8, mtiles=2", 8, 2, 32, 2)]
     public void Kernel_settings_parse_over_the_defaults(string text, int warps, int mTiles, int keys, int stages) =>
-        Assert.Equal(new AttentionKernel(warps, mTiles, keys, stages), AttentionKernel.Parse(text, AttentionKernel.Decode));
+        Assert.Equal(new AttentionKernel(warps, mTiles, keys, stages, AttentionKernelKind.Decode), AttentionKernel.Parse(text, AttentionKernel.Decode));
 
     [Fact]
-    public void Wgmma_picks_a_kernel_family_that_later_settings_adjust()
+    public void Kind_picks_a_kernel_family_that_later_settings_adjust()
     {
-        Assert.Equal(AttentionKernel.PrefillWgmma, AttentionKernel.Parse("wgmma=1", AttentionKernel.Prefill));
-        Assert.Equal(new AttentionKernel(4, 1, 128, 4, Wgmma: true), AttentionKernel.Parse("wgmma=1,warps=4,keys=128,stages=4", AttentionKernel.Prefill));
-        Assert.Equal(AttentionKernel.Prefill with { Keys = 64 }, AttentionKernel.Parse("wgmma=0,keys=64", AttentionKernel.PrefillWgmma));
+        Assert.Equal(AttentionKernel.PrefillWgmma, AttentionKernel.Parse("kind=wgmma", AttentionKernel.Prefill));
+        Assert.Equal(new AttentionKernel(4, 1, 128, 4, AttentionKernelKind.Wgmma), AttentionKernel.Parse("kind=wgmma,warps=4,keys=128,stages=4", AttentionKernel.Prefill));
+        Assert.Equal(AttentionKernel.Prefill with { Keys = 64 }, AttentionKernel.Parse("kind=mma,keys=64", AttentionKernel.PrefillWgmma));
+        Assert.Equal(AttentionKernel.Decode with { Warps = 4 }, AttentionKernel.Parse("kind=decode,warps=4", AttentionKernel.Prefill));
+        Assert.Equal(AttentionKernel.Decode, AttentionKernel.Parse(AttentionKernel.Decode.ToString(), AttentionKernel.Prefill));
+    }
+
+    [Fact]
+    public void Decode_rows_take_one_or_two_eight_row_tiles()
+    {
+        Assert.Equal(AttentionKernel.Decode, AttentionKernel.For(4, 128, hopper: true));
+        Assert.Equal(AttentionKernel.Decode with { MTiles = 2 }, AttentionKernel.For(16, 64, hopper: false));
+        Assert.Equal(8, AttentionKernel.Decode.BlockRows);
+        Assert.Equal(128, AttentionKernel.Prefill.BlockRows);
+    }
+
+    [Fact]
+    public void Decode_halves_its_warps_until_their_rings_fit_the_shared_memory()
+    {
+        Assert.True(AttentionKernel.Decode.SharedBytes(128) > 99 * 1024);
+        var kernel = AttentionKernel.For(4, 128, hopper: false, maxSharedBytes: 99 * 1024);
+        Assert.Equal(AttentionKernel.Decode with { Warps = AttentionKernel.Decode.Warps / 2 }, kernel);
+        Assert.True(kernel.SharedBytes(128) <= 99 * 1024);
+        Assert.Equal(AttentionKernel.Decode, AttentionKernel.For(4, 128, hopper: true, maxSharedBytes: 227 * 1024));
     }
 
     [Theory]
@@ -163,10 +184,12 @@ public class AttentionLaunchTests
     [InlineData("width=3")]
     [InlineData("keys")]
     [InlineData("warps=0")]
-    [InlineData("wgmma=2")]
-    [InlineData("wgmma=1,keys=32")]
-    [InlineData("wgmma=1,stages=2")]
-    [InlineData("wgmma=1,warps=2")]
+    [InlineData("kind=flash")]
+    [InlineData("wgmma=1")]
+    [InlineData("kind=wgmma,keys=32")]
+    [InlineData("kind=wgmma,stages=2")]
+    [InlineData("kind=wgmma,warps=2")]
+    [InlineData("kind=decode,keys=128")]
     [InlineData("mtiles=3")]
     public void Bad_kernel_settings_are_refused(string text) =>
         Assert.Throws<FormatException>(() => AttentionKernel.Parse(text, AttentionKernel.Decode));

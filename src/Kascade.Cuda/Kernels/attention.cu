@@ -1,5 +1,6 @@
 // Attention kernels. Specialisation key: HEAD_DIM (a multiple of 32) and GROUP (query heads per KV head); the tensor-core
-// kernels add ATT_WARPS, ATT_M_TILES, ATT_KEYS, ATT_STAGES and ATT_WGMMA (Heuristics/AttentionLaunch.cs, AttentionKernel).
+// kernels add ATT_WARPS, ATT_M_TILES, ATT_KEYS, ATT_STAGES and ATT_WGMMA or ATT_DECODE (Heuristics/AttentionLaunch.cs,
+// AttentionKernel).
 #include "common.cuh"
 
 #ifndef HEAD_DIM
@@ -76,19 +77,19 @@ extern "C" __global__ void attention_gathered(const float* q, const bf16_t* k_ca
                    ListedKeys{positions + begin}, out + (long)warp * HEAD_DIM, lane);
 }
 
-// Tensor-core attention for prefill and decode alike (mma.sync.m16n8k16, bf16 in, fp32 accumulate; sm_80+): the
-// FlashAttention-2 scheme with the GQA group packed into the rows, as FlashInfer does. Row r of a KV head is query
-// token r / GROUP of query head KV head × GROUP + r % GROUP, so one K/V tile in shared memory serves every query head
-// that reads it, and decode (1 token × GROUP rows) and prefill (many tokens × GROUP rows) are one kernel with two
-// specialisations (the defines below, chosen by Heuristics/AttentionLaunch.cs; on Hopper, prefill runs
-// attention_wgmma further down instead):
+// Tensor-core attention (mma.sync.m16n8k16, bf16 in, fp32 accumulate; sm_80+): the FlashAttention-2 scheme with the
+// GQA group packed into the rows, as FlashInfer does. Row r of a KV head is query token r / GROUP of query head KV head
+// × GROUP + r % GROUP, so one K/V tile in shared memory serves every query head that reads it. attention_mma runs
+// prefill before Hopper (attention_wgmma further down on Hopper); attention_decode, at the end, runs the few rows of a
+// decode step. The defines (chosen by Heuristics/AttentionLaunch.cs):
 //   ATT_WARPS    warps per block;
 //   ATT_M_TILES  16-row tiles per warp: a K/V fragment read from shared memory feeds ATT_M_TILES mma's, which is what
-//                keeps prefill off the shared-memory bandwidth limit (2 in prefill, as FlashAttention-2 does);
+//                keeps prefill off the shared-memory bandwidth limit (2 in prefill, as FlashAttention-2 does); in
+//                attention_decode, 8-row tiles of the block's rows;
 //   ATT_KEYS     keys per K/V tile;
-//   ATT_STAGES   K/V tiles in flight (a cp.async ring): decode is bound by memory latency and wants several, prefill
-//                by tensor cores and wants two (tile j + 1 loads while tile j is computed).
-// The block stages its queries once (bf16, scaled into log2 units) and walks the keys of its split (the visible keys
+//   ATT_STAGES   K/V tiles in a cp.async ring (the block's; in attention_decode each warp's): prefill is bound by the
+//                tensor cores and wants two (tile j + 1 loads while tile j is computed), wgmma three.
+// attention_mma stages its queries once (bf16, scaled into log2 units) and walks the keys of its split (the visible keys
 // cut into gridDim.x ranges of whole tiles, computed here from the start position so that a recorded decode step
 // replays at later positions). With one split it writes the normalised output; with several it writes (max, sum, unnormalised output)
 // per row for attention_combine (flash-decoding).
@@ -98,7 +99,11 @@ extern "C" __global__ void attention_gathered(const float* q, const bf16_t* k_ca
 // sequence s − 1's and its queries after sequence s − 1's `tokens` rows (batched decode: tokens = 1).
 #if HEAD_DIM % 32 == 0 && HEAD_DIM <= 128 && defined(ATT_WARPS)
 #define TILE_STRIDE (HEAD_DIM + 8)   // bf16 per shared row: the 16-byte pad puts the 8 rows of an ldmatrix on distinct banks
+#if defined(ATT_DECODE)
+#define BLOCK_ROWS (ATT_M_TILES * 8)                 // attention_decode: every warp of a block reads the same rows
+#else
 #define BLOCK_ROWS (ATT_WARPS * ATT_M_TILES * 16)
+#endif
 
 // The kernel's arguments (mirrored by AttentionParams in CudaBackend.cs).
 struct AttentionParams
@@ -141,9 +146,17 @@ __device__ __forceinline__ unsigned shared_address(const void* p)
 }
 
 // 16 bytes global → shared without passing through registers; zero-filled when !valid (the source is not read).
+// .ca, not .cg: with 16 bytes a thread, the L1-bypassing .cg sent the L2 1.5 times the sectors the tiles hold (a third
+// of them repeats), and decode streamed 8–10% slower (ncu on the H100, bench/results/attention-h100.md).
 __device__ __forceinline__ void copy_async16(void* destination, const void* source, bool valid)
 {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(destination)), "l"(source), "r"(valid ? 16 : 0));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(destination)), "l"(source), "r"(valid ? 16 : 0));
+}
+
+// The same for a chunk known to be in bounds (no source-size operand), its destination a shared-memory address.
+__device__ __forceinline__ void copy_async16(unsigned destination, const void* source)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(destination), "l"(source));
 }
 
 __device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
@@ -175,12 +188,17 @@ __device__ __forceinline__ void mma_bf16(float* d, const unsigned* a, const unsi
 // (wgmma, sm_90).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
-// Staging a K/V tile: the block's threads copy the tile's 16-byte chunks, chunk i of thread t being chunk t + i ·
-// STAGE_THREADS. A row has CHUNKS_PER_ROW chunks, so thread t always copies column (t % CHUNKS_PER_ROW) · 8 of rows
-// t / CHUNKS_PER_ROW + i · ROW_STEP: its addresses are worked out once (TileCopy) and a tile costs one add per chunk.
-// Threads past the last whole row of a pass (when CHUNKS_PER_ROW does not divide STAGE_THREADS) copy nothing.
+// Staging a K/V tile: the STAGE_THREADS threads that share a ring (a block's; in attention_decode a warp's) copy the
+// tile's 16-byte chunks, chunk i of thread t being chunk t + i · STAGE_THREADS. A row has CHUNKS_PER_ROW chunks, so
+// thread t always copies column (t % CHUNKS_PER_ROW) · 8 of rows t / CHUNKS_PER_ROW + i · ROW_STEP: its addresses are
+// worked out once (TileCopy) and a tile costs one add per chunk. Threads past the last whole row of a pass (when
+// CHUNKS_PER_ROW does not divide STAGE_THREADS) copy nothing.
 #define CHUNKS_PER_ROW (HEAD_DIM / 8)
+#if defined(ATT_DECODE)
+#define STAGE_THREADS 32
+#else
 #define STAGE_THREADS (ATT_WARPS * 32)
+#endif
 #define ROW_STEP (STAGE_THREADS / CHUNKS_PER_ROW)
 #define ROWS_PER_THREAD ((ATT_KEYS + ROW_STEP - 1) / ROW_STEP)
 
@@ -192,11 +210,24 @@ struct TileCopy
 
     // Starts copying keys and values [first, first + ATT_KEYS) of one KV head into the slot at k_tile (K) and v_tile (V);
     // rows at or past `end` are zero-filled (masked keys then multiply zeros, never stale values that could be NaN).
+    // A tile wholly before `end` (all but a split's last) copies without bounds checks: one instruction per chunk.
     // `row_step_elements` is the distance between a thread's rows in the slot (ROW_STEP rows).
     __device__ __forceinline__ void stage(bf16_t* k_tile, bf16_t* v_tile, const bf16_t* k_cache, const bf16_t* v_cache, int first, int end, int row_step_elements) const
     {
-        if (STAGE_THREADS % CHUNKS_PER_ROW != 0 && threadIdx.x >= ROW_STEP * CHUNKS_PER_ROW) return;   // e.g. HEAD_DIM 96
+        if (STAGE_THREADS % CHUNKS_PER_ROW != 0 && row >= ROW_STEP) return;   // e.g. HEAD_DIM 96
         const long at = (long)first * HEAD_DIM + source;
+        if (first + ATT_KEYS <= end)
+        {
+            const unsigned k_slot = shared_address(k_tile + destination), v_slot = shared_address(v_tile + destination);
+#pragma unroll
+            for (int i = 0; i < ROWS_PER_THREAD; i++)
+            {
+                if (ATT_KEYS % ROW_STEP != 0 && row + i * ROW_STEP >= ATT_KEYS) break;
+                copy_async16(k_slot + i * row_step_elements * 2, k_cache + at + i * ROW_STEP * HEAD_DIM);
+                copy_async16(v_slot + i * row_step_elements * 2, v_cache + at + i * ROW_STEP * HEAD_DIM);
+            }
+            return;
+        }
 #pragma unroll
         for (int i = 0; i < ROWS_PER_THREAD; i++)
         {
@@ -209,14 +240,15 @@ struct TileCopy
     }
 };
 
-// attention_mma's ring: slot s holds K then V [ATT_KEYS][TILE_STRIDE] (padded rows).
-__device__ __forceinline__ TileCopy padded_tile_copy()
+// attention_mma's and attention_decode's rings: slot s holds K then V [ATT_KEYS][TILE_STRIDE] (padded rows); `thread`
+// is the thread's index among the STAGE_THREADS that share the ring.
+__device__ __forceinline__ TileCopy padded_tile_copy(int thread)
 {
-    int row = threadIdx.x / CHUNKS_PER_ROW, column = (threadIdx.x % CHUNKS_PER_ROW) * 8;
+    int row = thread / CHUNKS_PER_ROW, column = (thread % CHUNKS_PER_ROW) * 8;
     return TileCopy{row, (long)row * HEAD_DIM + column, row * TILE_STRIDE + column};
 }
 
-// What a block of attention_mma / attention_wgmma works on. Grid: (splits, row tiles, sequences × KV heads); row r
+// What a block of the tensor-core kernels works on. Grid: (splits, row tiles, sequences × KV heads); row r
 // of a KV head is query token r / GROUP of query head KV head × GROUP + r % GROUP. Query token t sees keys
 // [0, start + t]; the block's split walks keys [begin, end).
 struct BlockWork
@@ -318,6 +350,7 @@ __device__ __forceinline__ void softmax_tile(float (*s)[4], int k0, int warp_fir
     }
 }
 
+#if !defined(ATT_DECODE)
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_mma(const AttentionParams p)
 {
     extern __shared__ __align__(16) bf16_t shared[];
@@ -331,7 +364,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_mma(const
     const int warp_last_key = w.start + min(warp_row + ATT_M_TILES * 16 - 1, w.rows - 1) / GROUP;
 
     const int tiles = w.end > w.begin ? (w.end - w.begin + ATT_KEYS - 1) / ATT_KEYS : 0;
-    const TileCopy copy = padded_tile_copy();
+    const TileCopy copy = padded_tile_copy(threadIdx.x);
     auto stage = [&](int tile) {
         bf16_t* k_tile = ring + (tile % ATT_STAGES) * 2 * ATT_KEYS * TILE_STRIDE;
         copy.stage(k_tile, k_tile + ATT_KEYS * TILE_STRIDE, w.k_cache, w.v_cache, w.begin + tile * ATT_KEYS, w.end, ROW_STEP * TILE_STRIDE);
@@ -463,6 +496,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_mma(const
         for (int h = 0; h < 2; h++)
             write_row(p, w, w.q_row(warp_row + 16 * mt + gr + 8 * h, p.heads), o[mt], h, m[mt][h], l[mt][h], gc);
 }
+#endif
 
 #if defined(ATT_WGMMA)
 // Hopper (sm_90a) prefill: attention_mma's scheme on warpgroup MMA, pipelined as FlashAttention-3 does within a
@@ -713,9 +747,259 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_wgmma(con
     for (int h = 0; h < 2; h++) write_row(p, w, q_row[h], o, h, m[h], l[h], gc);
 }
 #endif
+
+#if defined(ATT_DECODE)
+// Decode: a block's rows are a decode step's few query rows of one KV head (a token's GQA group; BLOCK_ROWS =
+// ATT_M_TILES × 8), and the kernel is bound by how fast it streams K and V, so every instruction per K/V byte counts:
+// - The operands are swapped (as TensorRT-LLM's XQA and FlashInfer do for decode): Sᵀ = K·Qᵀ puts 16 keys in the M of
+//   mma.m16n8k16 and the query rows in its N of 8, so a group of 4 wastes half of each MMA rather than the three
+//   quarters of a 16-row A tile, and Oᵀ = Vᵀ·Pᵀ takes V's A fragments with ldmatrix.trans. S's C fragment (keys g,
+//   g + 8 × query rows 2c, 2c + 1) becomes P's B fragment (keys 2c, 2c + 1 and 2c + 8, 2c + 9 × query row g) by one
+//   8 × 8 transpose across the warp (movmatrix) per 8 keys.
+// - Q's B fragments are loaded once into registers (scaled into log2 units) and stay there.
+// - Each of the block's ATT_WARPS warps owns a cp.async ring of ATT_STAGES tiles and walks tiles warp, warp +
+//   ATT_WARPS, … of the block's split on its own (a warp barrier per tile, no block barrier); the warps' (max, sum,
+//   output) are merged in shared memory at the end, so a block writes one partial result per row, not ATT_WARPS.
+// Needs ATT_KEYS a multiple of 16.
+static_assert(ATT_KEYS % 16 == 0, "attention_decode takes 16-key MMA tiles");
+#define MERGE_STRIDE (HEAD_DIM + 4)                              // floats per row of a warp's output in the merge
+
+// An 8 × 8 matrix of b16 (a warp's fragment: lane 4g + c holds row g, columns 2c, 2c + 1) transposed (PTX ISA,
+// movmatrix, sm_75+).
+__device__ __forceinline__ unsigned transpose8x8(unsigned fragment)
+{
+    unsigned t;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(t) : "r"(fragment));
+    return t;
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode(const AttentionParams p)
+{
+    extern __shared__ __align__(16) unsigned char decode_shared[];
+    const float neg_inf = __int_as_float(0xff800000);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, gc = lane & 3;
+    const BlockWork w = block_work(p);
+    bf16_t* ring = reinterpret_cast<bf16_t*>(decode_shared) + warp * ATT_STAGES * 2 * ATT_KEYS * TILE_STRIDE;
+
+    // The warp's tiles: warp, warp + ATT_WARPS, … of the split's.
+    const int tiles = w.end > w.begin ? (w.end - w.begin + ATT_KEYS - 1) / ATT_KEYS : 0;
+    const int warp_tiles = tiles > warp ? (tiles - warp + ATT_WARPS - 1) / ATT_WARPS : 0;
+    const TileCopy copy = padded_tile_copy(lane);
+    auto first_key = [&](int i) { return w.begin + (warp + i * ATT_WARPS) * ATT_KEYS; };
+    auto stage = [&](int i) {
+        bf16_t* k_tile = ring + (i % ATT_STAGES) * 2 * ATT_KEYS * TILE_STRIDE;
+        copy.stage(k_tile, k_tile + ATT_KEYS * TILE_STRIDE, w.k_cache, w.v_cache, first_key(i), w.end, ROW_STEP * TILE_STRIDE);
+    };
+#pragma unroll
+    for (int s = 0; s < ATT_STAGES - 1; s++)
+    {
+        if (s < warp_tiles) stage(s);
+        copy_async_commit();
+    }
+
+    // Qᵀ as B fragments (k-step kc: dims 16 kc + 2c, + 1 and + 8, + 9 of query row 8 nt + g), in log2 units; padding
+    // rows are zeros. limit: the visible-key bound of this thread's columns of Sᵀ (query rows 8 nt + 2c, + 1).
+    const float log2e_scale = p.scale * 1.4426950408889634f;
+    unsigned qb[ATT_M_TILES][HEAD_DIM / 16][2];
+    int limit[ATT_M_TILES][2];
+#pragma unroll
+    for (int nt = 0; nt < ATT_M_TILES; nt++)
+    {
+        long q_row = w.q_row(w.block_row + nt * 8 + gr, p.heads);
+#pragma unroll
+        for (int kc = 0; kc < HEAD_DIM / 16; kc++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+            {
+                float2 v = q_row >= 0 ? *reinterpret_cast<const float2*>(p.q + q_row * HEAD_DIM + kc * 16 + 2 * gc + 8 * h) : make_float2(0.0f, 0.0f);
+                qb[nt][kc][h] = pack_bf16(v.x * log2e_scale, v.y * log2e_scale);
+            }
+#pragma unroll
+        for (int j = 0; j < 2; j++) limit[nt][j] = min(w.start + (w.block_row + nt * 8 + 2 * gc + j) / GROUP + 1, w.end);
+    }
+    const int first_limit = min(w.start + w.block_row / GROUP + 1, w.end);   // the block's smallest bound
+
+    float o[HEAD_DIM / 16][ATT_M_TILES][4], m[ATT_M_TILES][2], l[ATT_M_TILES][2];
+#pragma unroll
+    for (int nt = 0; nt < ATT_M_TILES; nt++)
+    {
+        m[nt][0] = m[nt][1] = neg_inf;
+        l[nt][0] = l[nt][1] = 0.0f;
+#pragma unroll
+        for (int dt = 0; dt < HEAD_DIM / 16; dt++) o[dt][nt][0] = o[dt][nt][1] = o[dt][nt][2] = o[dt][nt][3] = 0.0f;
+    }
+
+    for (int i = 0; i < warp_tiles; i++)
+    {
+        copy_async_wait<ATT_STAGES - 2>();                       // this lane's copies of tile i are in
+        __syncwarp();                                            // … and every lane's; all are done reading tile i − 1
+        if (i + ATT_STAGES - 1 < warp_tiles) stage(i + ATT_STAGES - 1);
+        copy_async_commit();
+        const int k0 = first_key(i);
+        const bf16_t* k_tile = ring + (i % ATT_STAGES) * 2 * ATT_KEYS * TILE_STRIDE;
+        const bf16_t* v_tile = k_tile + ATT_KEYS * TILE_STRIDE;
+
+        // Sᵀ = K·Qᵀ: s[kt][nt] holds keys k0 + 16 kt + g (+ 8) × query rows 8 nt + 2c (+ 1).
+        float s[ATT_KEYS / 16][ATT_M_TILES][4];
+#pragma unroll
+        for (int kt = 0; kt < ATT_KEYS / 16; kt++)
+        {
+#pragma unroll
+            for (int nt = 0; nt < ATT_M_TILES; nt++) s[kt][nt][0] = s[kt][nt][1] = s[kt][nt][2] = s[kt][nt][3] = 0.0f;
+#pragma unroll
+            for (int kc = 0; kc < HEAD_DIM / 16; kc++)
+            {
+                unsigned a[4];
+                ldmatrix_x4(a, k_tile + (kt * 16 + (lane & 15)) * TILE_STRIDE + kc * 16 + (lane >> 4) * 8);
+#pragma unroll
+                for (int nt = 0; nt < ATT_M_TILES; nt++) mma_bf16(s[kt][nt], a, qb[nt][kc]);
+            }
+        }
+
+        // Online softmax down each column (a query row): the column's keys are spread over the 8 lanes of one c.
+        bool moved = false;
+        float correction[ATT_M_TILES][2];
+#pragma unroll
+        for (int nt = 0; nt < ATT_M_TILES; nt++)
+        {
+            if (k0 + ATT_KEYS > first_limit)                     // the tile crosses some row's last visible key
+            {
+#pragma unroll
+                for (int kt = 0; kt < ATT_KEYS / 16; kt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (k0 + 16 * kt + gr + 8 * (e >> 1) >= limit[nt][e & 1]) s[kt][nt][e] = neg_inf;
+            }
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+            {
+                float t = neg_inf;
+#pragma unroll
+                for (int kt = 0; kt < ATT_KEYS / 16; kt++) t = fmaxf(t, fmaxf(s[kt][nt][j], s[kt][nt][j + 2]));
+                t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, 4));
+                t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, 8));
+                t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, 16));
+                float m_new = fmaxf(m[nt][j], t);
+                float base = m_new == neg_inf ? 0.0f : m_new, sum = 0.0f;   // no visible key yet: exp2 gives 0, not NaN
+                correction[nt][j] = fast_exp2(m[nt][j] - base);
+                moved |= correction[nt][j] != 1.0f;
+#pragma unroll
+                for (int kt = 0; kt < ATT_KEYS / 16; kt++)
+                {
+                    s[kt][nt][j] = fast_exp2(s[kt][nt][j] - base);
+                    s[kt][nt][j + 2] = fast_exp2(s[kt][nt][j + 2] - base);
+                    sum += s[kt][nt][j] + s[kt][nt][j + 2];
+                }
+                l[nt][j] = l[nt][j] * correction[nt][j] + sum;
+                m[nt][j] = m_new;
+            }
+        }
+        if (__any_sync(0xffffffffu, moved))                      // some column's running max moved
+        {
+#pragma unroll
+            for (int dt = 0; dt < HEAD_DIM / 16; dt++)
+#pragma unroll
+                for (int nt = 0; nt < ATT_M_TILES; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) o[dt][nt][e] *= correction[nt][e & 1];
+        }
+
+        // Oᵀ += Vᵀ·Pᵀ, k-step kt being keys 16 kt … of the tile: Vᵀ's A fragments come transposed out of the
+        // row-major V tile (matrix i: keys 8 (i / 2) …, dims 8 (i % 2) …), Pᵀ's B fragments from S's C fragments.
+#pragma unroll
+        for (int kt = 0; kt < ATT_KEYS / 16; kt++)
+        {
+            unsigned pb[ATT_M_TILES][2];
+#pragma unroll
+            for (int nt = 0; nt < ATT_M_TILES; nt++)
+            {
+                pb[nt][0] = transpose8x8(pack_bf16(s[kt][nt][0], s[kt][nt][1]));
+                pb[nt][1] = transpose8x8(pack_bf16(s[kt][nt][2], s[kt][nt][3]));
+            }
+#pragma unroll
+            for (int dt = 0; dt < HEAD_DIM / 16; dt++)
+            {
+                unsigned a[4];
+                ldmatrix_x4_trans(a, v_tile + (kt * 16 + (lane & 7) + ((lane >> 4) << 3)) * TILE_STRIDE + dt * 16 + ((lane >> 3) & 1) * 8);
+#pragma unroll
+                for (int nt = 0; nt < ATT_M_TILES; nt++) mma_bf16(o[dt][nt], a, pb[nt]);
+            }
+        }
+    }
+
+    // Merge the warps: each writes its rows' (max, sum) and unnormalised output into shared memory (over its ring).
+    copy_async_wait<0>();
+    __syncthreads();
+    float* merge_o = reinterpret_cast<float*>(decode_shared);             // [ATT_WARPS][BLOCK_ROWS][MERGE_STRIDE]
+    float* merge_ml = merge_o + ATT_WARPS * BLOCK_ROWS * MERGE_STRIDE;    // [ATT_WARPS][BLOCK_ROWS][2], max in log2 units
+#pragma unroll
+    for (int nt = 0; nt < ATT_M_TILES; nt++)
+    {
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+        {
+            float sum = l[nt][j];                                // this lane's share of the column: add the 8 lanes of c
+            sum += __shfl_xor_sync(0xffffffffu, sum, 4);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 8);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 16);
+            float* row = merge_o + (warp * BLOCK_ROWS + nt * 8 + 2 * gc + j) * MERGE_STRIDE;
+#pragma unroll
+            for (int dt = 0; dt < HEAD_DIM / 16; dt++)
+            {
+                row[dt * 16 + gr] = o[dt][nt][j];
+                row[dt * 16 + gr + 8] = o[dt][nt][j + 2];
+            }
+            if (gr == 0)
+            {
+                merge_ml[(warp * BLOCK_ROWS + nt * 8 + 2 * gc + j) * 2] = m[nt][j];
+                merge_ml[(warp * BLOCK_ROWS + nt * 8 + 2 * gc + j) * 2 + 1] = sum;
+            }
+        }
+    }
+    __syncthreads();
+    allow_dependent_launch();                                    // attention_combine may start launching
+
+    // Thread i writes 4 dims of a row: normalised with one split; with several, unnormalised with (max in natural-log
+    // units, sum) for attention_combine.
+    for (int i = threadIdx.x; i < BLOCK_ROWS * HEAD_DIM / 4; i += blockDim.x)
+    {
+        int row = i / (HEAD_DIM / 4), d = (i % (HEAD_DIM / 4)) * 4;
+        long q_row = w.q_row(w.block_row + row, p.heads);
+        if (q_row < 0) continue;
+        float big = neg_inf;
+#pragma unroll
+        for (int v = 0; v < ATT_WARPS; v++) big = fmaxf(big, merge_ml[(v * BLOCK_ROWS + row) * 2]);
+        float base = big == neg_inf ? 0.0f : big, sum = 0.0f;
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int v = 0; v < ATT_WARPS; v++)
+        {
+            float f = fast_exp2(merge_ml[(v * BLOCK_ROWS + row) * 2] - base);
+            float4 x = *reinterpret_cast<const float4*>(merge_o + (v * BLOCK_ROWS + row) * MERGE_STRIDE + d);
+            sum += f * merge_ml[(v * BLOCK_ROWS + row) * 2 + 1];
+            acc.x += f * x.x; acc.y += f * x.y; acc.z += f * x.z; acc.w += f * x.w;
+        }
+        if (w.splits == 1)
+        {
+            float factor = sum > 0.0f ? 1.0f / sum : 0.0f;
+            *reinterpret_cast<float4*>(p.out + q_row * HEAD_DIM + d) = make_float4(acc.x * factor, acc.y * factor, acc.z * factor, acc.w * factor);
+        }
+        else
+        {
+            long out_row = q_row * w.splits + w.split;
+            *reinterpret_cast<float4*>(p.partial_out + out_row * HEAD_DIM + d) = acc;
+            if (d == 0)
+            {
+                p.partial_ml[out_row * 2] = big * 0.6931471805599453f;
+                p.partial_ml[out_row * 2 + 1] = sum;
+            }
+        }
+    }
+}
+#endif
 #endif
 
-// Merges the splits of attention_mma / attention_wgmma: out = Σ e^(m_s − M) acc_s / Σ e^(m_s − M) l_s. Empty splits (l = 0) add
+// Merges the splits of the tensor-core kernels: out = Σ e^(m_s − M) acc_s / Σ e^(m_s − M) l_s. Empty splits (l = 0) add
 // nothing. The splits' weights are computed once, in parallel, into shared memory; then thread (d, q) sums
 // dimension d over splits q, q + COMBINE_LANES, … with several independent loads in flight, and the lanes q are
 // added in shared memory (a serial loop here costs a memory latency per split, a large part of a batch-1 decode).
