@@ -186,19 +186,19 @@ internal readonly struct KernelArg
 }
 
 /// <summary>
-/// The CUDA backend: fp32 activations, bf16 weights and KV cache, GEMMs through cuBLAS (bf16 in, fp32 accumulate
+/// The CUDA backend: fp32 activations, bf16 weights and KV cache, GEMMs through cuBLASLt (bf16 in, fp32 accumulate
 /// and out), our kernels for the rest, compiled by NVRTC for the device on first use.
 /// </summary>
 public sealed unsafe class CudaBackend : IBackend
 {
     private const int Threads = 256;
 
-    /// <summary>Rows of x up to which <c>gemv_bf16</c> replaces the cuBLAS GEMM (its GEMV_ROWS).</summary>
+    /// <summary>Rows of x up to which <c>gemv_bf16</c> replaces the cuBLASLt GEMM (its GEMV_ROWS).</summary>
     private const int GemvMaxRows = 8;
 
     private readonly CudaDevice _device;
     private readonly StreamHandle _stream;
-    private readonly CublasHandle _cublas;
+    private readonly LtGemm _gemm;
     private readonly KernelCompiler _compiler;
     private readonly Dictionary<string, CudaModule> _modules = [];
     private readonly Dictionary<(int HeadDim, int Group), CudaModule> _attentionModules = [];
@@ -220,7 +220,7 @@ public sealed unsafe class CudaBackend : IBackend
     {
         _device = CudaDevice.Open(ordinal);
         _stream = StreamHandle.Create();
-        _cublas = CublasHandle.Create(_stream);
+        _gemm = new LtGemm();
         _compiler = new KernelCompiler(_device.Architecture, kernelCache);
     }
 
@@ -338,11 +338,7 @@ public sealed unsafe class CudaBackend : IBackend
             var xb = Scratch(ref _bf16Scratch, (long)m * k * 2);
             long count = (long)m * k;
             Launch(Ops, "to_bf16", Blocks(count), Threads, In(x), xb.Pointer, count);
-            // Row-major out[m, n] = x[m, k] · W[n, k]ᵀ is column-major outᵀ[n, m] = op_T(W as k×n) · (x as k×m).
-            float alpha = 1f, beta = 0f;
-            CudaCheck.ThrowIfFailed(
-                Cublas.cublasGemmEx(_cublas.Value, Cublas.OpT, Cublas.OpN, n, m, k, &alpha, w.Pointer, CudaDataType.R16BF, k, xb.Pointer, CudaDataType.R16BF, k, &beta, Out(output), CudaDataType.R32F, n, Cublas.Compute32F, Cublas.GemmDefaultTensorOp),
-                $"cublasGemmEx({w.Name}: {m}x{n}x{k})");
+            _gemm.Run(w.Pointer, xb.Pointer, Out(output), m, n, k, _stream.Value, w.Name);
         }
         if (bias is not null)
         {
@@ -866,7 +862,7 @@ public sealed unsafe class CudaBackend : IBackend
         _partialMl?.Dispose();
         _selectionOffsets?.Dispose();
         _selectionPositions?.Dispose();
-        _cublas.Dispose();
+        _gemm.Dispose();
         _stream.Dispose();
         _device.Dispose();
     }

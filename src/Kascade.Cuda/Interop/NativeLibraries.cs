@@ -4,20 +4,20 @@ using System.Runtime.InteropServices;
 namespace Kascade.Cuda.Interop;
 
 /// <summary>
-/// Finds the CUDA driver, NVRTC and cuBLAS: <c>CUDA_PATH</c>/<c>CUDA_HOME</c>, <c>/usr/local/cuda/lib64</c>, then the
+/// Finds the CUDA driver, NVRTC and cuBLASLt: <c>CUDA_PATH</c>/<c>CUDA_HOME</c>, <c>/usr/local/cuda/lib64</c>, then the
 /// loader path, accepting the CUDA 13 and 12 sonames. Registered once as this assembly's import resolver.
 /// </summary>
 internal static class NativeLibraries
 {
     public const string Driver = "kascade-cuda";
     public const string Nvrtc = "kascade-nvrtc";
-    public const string Cublas = "kascade-cublas";
+    public const string CublasLt = "kascade-cublaslt";
 
     private static readonly Dictionary<string, string[]> Sonames = new()
     {
         [Driver] = ["libcuda.so.1", "libcuda.so"],
         [Nvrtc] = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"],
-        [Cublas] = ["libcublas.so.13", "libcublas.so.12", "libcublas.so"],
+        [CublasLt] = ["libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"],
     };
 
     private static int _registered;

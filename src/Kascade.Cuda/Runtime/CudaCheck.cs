@@ -4,10 +4,10 @@ using Kascade.Cuda.Interop;
 
 namespace Kascade.Cuda.Runtime;
 
-/// <summary>A failed CUDA, NVRTC or cuBLAS call, named.</summary>
+/// <summary>A failed CUDA, NVRTC or cuBLASLt call, named.</summary>
 public sealed class CudaException(string message) : KascadeException(message);
 
-/// <summary>The one place driver, NVRTC and cuBLAS results become exceptions naming the failing call.</summary>
+/// <summary>The one place driver, NVRTC and cuBLASLt results become exceptions naming the failing call.</summary>
 internal static unsafe class CudaCheck
 {
     public static void ThrowIfFailed(CuResult result, string call)

@@ -147,21 +147,28 @@ internal sealed class StreamHandle() : SafeHandle(0, ownsHandle: true)
     protected override bool ReleaseHandle() => Driver.cuStreamDestroy_v2(handle) == CuResult.Success;
 }
 
-/// <summary>A cuBLAS handle bound to one stream.</summary>
-internal sealed class CublasHandle() : SafeHandle(0, ownsHandle: true)
+/// <summary>A cuBLASLt object (context, matmul descriptor, matrix layout or preference), released by its own destroy call.</summary>
+internal sealed class CublasLtObject : SafeHandle
 {
+    private readonly Func<nint, CublasStatus> _destroy;
+
+    private CublasLtObject(nint value, Func<nint, CublasStatus> destroy)
+        : base(0, ownsHandle: true)
+    {
+        SetHandle(value);
+        _destroy = destroy;
+    }
+
     public override bool IsInvalid => handle == 0;
 
     public nint Value => handle;
 
-    public static CublasHandle Create(StreamHandle stream)
+    /// <summary>Wraps what <paramref name="call"/> created (throwing with its name if it failed).</summary>
+    public static CublasLtObject Created(CublasStatus status, nint value, Func<nint, CublasStatus> destroy, string call)
     {
-        CudaCheck.ThrowIfFailed(Cublas.cublasCreate_v2(out nint h), "cublasCreate");
-        var result = new CublasHandle();
-        result.SetHandle(h);
-        CudaCheck.ThrowIfFailed(Cublas.cublasSetStream_v2(h, stream.Value), "cublasSetStream");
-        return result;
+        CudaCheck.ThrowIfFailed(status, call);
+        return new CublasLtObject(value, destroy);
     }
 
-    protected override bool ReleaseHandle() => Cublas.cublasDestroy_v2(handle) == CublasStatus.Success;
+    protected override bool ReleaseHandle() => _destroy(handle) == CublasStatus.Success;
 }
