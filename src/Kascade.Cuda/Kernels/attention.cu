@@ -147,7 +147,7 @@ __device__ __forceinline__ unsigned shared_address(const void* p)
 
 // 16 bytes global → shared without passing through registers; zero-filled when !valid (the source is not read).
 // .ca, not .cg: with 16 bytes a thread, the L1-bypassing .cg sent the L2 1.5 times the sectors the tiles hold (a third
-// of them repeats), and decode streamed 8–10% slower (ncu on the H100, bench/results/attention-h100.md).
+// of them repeats), and decode took 5–7% longer (ncu on the H100, bench/results/attention-h100.md).
 __device__ __forceinline__ void copy_async16(void* destination, const void* source, bool valid)
 {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(destination)), "l"(source), "r"(valid ? 16 : 0));
