@@ -3,10 +3,10 @@ using Kascade.Cuda.Interop;
 
 namespace Kascade.Cuda.Runtime;
 
-/// <summary>Device memory from <c>cuMemAlloc</c>, freed once.</summary>
-public sealed class DeviceMemory : SafeHandle
+/// <summary>A block of memory the driver allocated (<see cref="Bytes"/> long at <see cref="Pointer"/>), freed once by the subclass's call.</summary>
+public abstract class DriverAllocation : SafeHandle
 {
-    private DeviceMemory(nint pointer, long bytes)
+    private protected DriverAllocation(nint pointer, long bytes)
         : base(0, ownsHandle: true)
     {
         SetHandle(pointer);
@@ -18,6 +18,15 @@ public sealed class DeviceMemory : SafeHandle
     public nint Pointer => handle;
 
     public override bool IsInvalid => handle == 0;
+}
+
+/// <summary>Device memory from <c>cuMemAlloc</c>.</summary>
+public sealed class DeviceMemory : DriverAllocation
+{
+    private DeviceMemory(nint pointer, long bytes)
+        : base(pointer, bytes)
+    {
+    }
 
     public static DeviceMemory Allocate(long bytes)
     {
@@ -29,20 +38,12 @@ public sealed class DeviceMemory : SafeHandle
 }
 
 /// <summary>Page-locked host memory from <c>cuMemHostAlloc</c>: the driver copies it asynchronously, in stream order.</summary>
-internal sealed class PinnedMemory : SafeHandle
+internal sealed class PinnedMemory : DriverAllocation
 {
     private PinnedMemory(nint pointer, long bytes)
-        : base(0, ownsHandle: true)
+        : base(pointer, bytes)
     {
-        SetHandle(pointer);
-        Bytes = bytes;
     }
-
-    public long Bytes { get; }
-
-    public nint Pointer => handle;
-
-    public override bool IsInvalid => handle == 0;
 
     public static PinnedMemory Allocate(long bytes)
     {
