@@ -42,12 +42,27 @@ public sealed class AttentionMassAnalyzer : ILayerObserver
         _oracleWorst[l],
         _count[l])).ToArray();
 
+    /// <summary>
+    /// Σ <paramref name="values"/> accumulated in double, in index order: the same on every processor (a single-precision
+    /// <c>TensorPrimitives.Sum</c> adds in an order set by the vector width, so its last bits differ between AVX2 and
+    /// AVX-512 machines).
+    /// </summary>
+    private static double SumInDouble(ReadOnlySpan<float> values)
+    {
+        double sum = 0;
+        foreach (float v in values)
+        {
+            sum += v;
+        }
+        return sum;
+    }
+
     /// <summary>Sum of the <paramref name="k"/> largest values (quickselect on a copy: O(n), the oracle needs only the mass).</summary>
     public static double TopKSum(ReadOnlySpan<float> values, int k)
     {
         if (k >= values.Length)
         {
-            return TensorPrimitives.Sum(values);
+            return SumInDouble(values);
         }
         var a = values.ToArray();
         int lo = 0, hi = a.Length - 1, target = k - 1;
@@ -86,7 +101,7 @@ public sealed class AttentionMassAnalyzer : ILayerObserver
                 break;
             }
         }
-        return TensorPrimitives.Sum(a.AsSpan(0, k));
+        return SumInDouble(a.AsSpan(0, k));
     }
 
     public void OnAttention(LayerObservation o)

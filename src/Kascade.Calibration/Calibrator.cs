@@ -23,10 +23,7 @@ public static class Calibrator
     public static CalibrationResult Run(ModelDirectory model, IReadOnlyList<DevSetExample> examples, string devSetName, CalibrationOptions options, Action<int, int>? onExample = null)
     {
         var config = model.Config;
-        if (options.Anchors < 1 || options.Anchors > config.Layers)
-        {
-            throw new KascadeException($"--anchors {options.Anchors} must be between 1 and the model's {config.Layers} layers");
-        }
+        Check(config, options);
         if (examples.Count == 0)
         {
             throw new KascadeException("the development set has no examples");
@@ -77,5 +74,22 @@ public static class Calibrator
             layerSimilarity,
             importance);
         return new CalibrationResult(schedule, layerSimilarity, importance, similarity);
+    }
+
+    /// <summary>Refuses options that cannot work on <paramref name="config"/>, before any prompt runs.</summary>
+    public static void Check(ModelConfig config, CalibrationOptions options)
+    {
+        if (options.Anchors < 1 || options.Anchors > config.Layers)
+        {
+            throw new KascadeException($"--anchors {options.Anchors} must be between 1 and the model's {config.Layers} layers");
+        }
+        if (options.MaxNewTokens < 0 || options.MaxNewTokens > config.MaxPositions - TopKBudget.TileSize)
+        {
+            throw new KascadeException($"--max-new-tokens {options.MaxNewTokens} leaves no room for a prompt in the model's context of {config.MaxPositions}");
+        }
+        if (!(options.TopKPercent > 0 && options.TopKPercent <= 100))
+        {
+            throw new KascadeException($"--topk-percent {options.TopKPercent} must be in (0, 100]");
+        }
     }
 }

@@ -27,7 +27,7 @@ internal sealed class AttentionOptions
 
     private readonly Option<string> _method = new("--attention") { Description = "dense, kascade, kascade-pooled, kascade-noremap, oracle-topk, streamingllm, quest, omnikv, lessismore or sparcas", DefaultValueFactory = _ => "dense" };
     private readonly Option<string?> _schedule = new("--schedule") { Description = $"Kascade schedule file (default: {DefaultScheduleName} in the model directory)" };
-    private readonly Option<double?> _percent = new("--topk-percent") { Description = "Top-k budget p in percent of the visible keys (default: the schedule's, else 10)" };
+    private readonly Option<double?> _percent = new Option<double?>("--topk-percent") { Description = "Top-k budget p in percent of the visible keys (default: the schedule's, else 10)" }.Percent();
     private readonly Option<string> _pooling = new("--pooling") { Description = "Anchor score pooling: post (post-softmax, the paper) or pre (raw scores)", DefaultValueFactory = _ => "post" };
     private readonly Option<string[]> _baseline = new("--baseline") { Description = $"A baseline setting NAME=VALUE, repeatable ({string.Join(", ", BaselineOptions.SettingNames)}); defaults from DESIGN §4" };
 
@@ -35,6 +35,43 @@ internal sealed class AttentionOptions
     {
         _method.AcceptOnlyFromAmong([.. Methods.Keys]);
         _pooling.AcceptOnlyFromAmong("post", "pre");
+        _baseline.Validators.Add(result =>
+        {
+            foreach (var token in result.Tokens)
+            {
+                try
+                {
+                    BaselineOptions.Default.With(token.Value);
+                }
+                catch (KascadeException e)
+                {
+                    result.AddError($"--baseline: {e.Message}");
+                    return;
+                }
+            }
+        });
+    }
+
+    /// <summary>Checks a comma-separated list of method names (eval's <c>--attention</c>).</summary>
+    public static Option<string> MethodList(Option<string> option)
+    {
+        option.Validators.Add(result =>
+        {
+            if (!OptionRules.TryValue(result, out string list))
+            {
+                return;
+            }
+            var names = (list ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (names.Length == 0)
+            {
+                result.AddError($"{option.Name} needs at least one method ({Names})");
+            }
+            else if (names.FirstOrDefault(n => !Methods.ContainsKey(n)) is { } unknown)
+            {
+                result.AddError($"{option.Name}: unknown attention '{unknown}'; choose from {Names}");
+            }
+        });
+        return option;
     }
 
     public static AttentionOptions Create() => new();
@@ -60,8 +97,13 @@ internal sealed class AttentionOptions
     public AttentionPolicy Policy(ParseResult parse, ModelDirectory dir, string name)
     {
         var baselines = (parse.GetValue(_baseline) ?? []).Aggregate(BaselineOptions.Default, (o, a) => o.With(a));
-        int beyond = baselines.OmniKvFilterLayers.Concat(baselines.LessIsMoreSelectionLayers).FirstOrDefault(l => l >= dir.Config.Layers, -1);
-        if (beyond >= 0)
+        var layers = name switch
+        {
+            "omnikv" => baselines.OmniKvFilterLayers,
+            "lessismore" => baselines.LessIsMoreSelectionLayers,
+            _ => [],
+        };
+        if (layers.FirstOrDefault(l => l >= dir.Config.Layers, -1) is >= 0 and var beyond)
         {
             throw new KascadeException($"baseline layer {beyond} does not exist; the model has {dir.Config.Layers} layers");
         }
@@ -76,7 +118,7 @@ internal sealed class AttentionOptions
         {
             throw new KascadeException($"unknown attention '{name}'; choose from {Names}");
         }
-        if (percent is <= 0 or > 100)
+        if (percent is { } p && !(p > 0 && p <= 100))
         {
             throw new KascadeException("--topk-percent must be in (0, 100]");
         }

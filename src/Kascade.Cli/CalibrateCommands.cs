@@ -13,24 +13,25 @@ public static partial class CliApp
 {
     private static Command CalibrateCommand(TextWriter stdout, TextWriter stderr)
     {
-        var model = new Option<string>("--model") { Description = "Hugging Face model directory", Required = true };
+        var model = ModelOption();
         var devSet = new Option<string>("--dev-set") { Description = "Development set: JSONL of {\"id\", \"prompt\"}", Required = true };
-        var examples = new Option<int?>("--examples") { Description = "Use the first N prompts (default: all)" };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Greedy decode steps after each prompt", DefaultValueFactory = _ => 32 };
-        var anchors = new Option<int>("--anchors") { Description = "Anchor layers in the schedule, layer 0 included", DefaultValueFactory = _ => 5 };
-        var percent = new Option<double>("--topk-percent") { Description = "Top-k percent written into the schedule", DefaultValueFactory = _ => 10 };
-        var output = new Option<string>("--out") { Description = "Schedule file to write; plots go beside it", Required = true };
-        var threads = new Option<int?>("--threads") { Description = "CPU threads (default: all cores)" };
+        var examples = new Option<int?>("--examples") { Description = "Use the first N prompts (default: all)" }.AtLeast(1);
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Greedy decode steps after each prompt", DefaultValueFactory = _ => 32 }.AtLeast(0);
+        var anchors = new Option<int>("--anchors") { Description = "Anchor layers in the schedule, layer 0 included", DefaultValueFactory = _ => 5 }.AtLeast(1);
+        var percent = new Option<double>("--topk-percent") { Description = "Top-k percent written into the schedule", DefaultValueFactory = _ => 10 }.Percent();
+        var output = new Option<string>("--out") { Description = "Schedule file to write; plots go beside it", Required = true }.WritableFile();
+        var threads = ThreadsOption();
         var command = new Command("calibrate", "Choose Kascade anchors (DP over layer similarity) and head maps for a model from a development set.")
         {
             model, devSet, examples, maxNew, anchors, percent, output, threads,
         };
-        command.SetAction(parse => Guard(stderr, () =>
+        command.SetAction(parse =>
         {
             var set = DevSet.Read(parse.GetValue(devSet)!, parse.GetValue(examples));
             using var backend = new CpuBackend(parse.GetValue(threads));
-            using var dir = ModelDirectory.Open(parse.GetValue(model)!, backend);
-            var options = new CalibrationOptions(parse.GetValue(anchors), NonNegative(parse.GetValue(maxNew), "--max-new-tokens"), TopKPercent: parse.GetValue(percent));
+            using var dir = OpenModel(parse, parse.GetValue(model)!, backend);
+            var options = new CalibrationOptions(parse.GetValue(anchors), parse.GetValue(maxNew), TopKPercent: parse.GetValue(percent));
+            Calibrator.Check(dir.Config, options);
             CalibrationResult? result = null;
             WithProgress(stderr, progress =>
             {
@@ -49,18 +50,18 @@ public static partial class CliApp
                 stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {c.AnchorCount} | {string.Join(", ", c.Anchors)} | {c.Score:F4} |"));
             }
             stdout.WriteLine($"wrote {outPath} (anchors {string.Join(", ", result.Schedule.Anchors)}), {stem}.similarity.png, {stem}.importance.png");
-        }));
+        });
         return command;
     }
 
     private static Command AnalyzeCommand(TextWriter stdout, TextWriter stderr)
     {
-        var model = new Option<string>("--model") { Description = "Hugging Face model directory", Required = true };
+        var model = ModelOption();
         var haystack = new Option<string>("--haystack") { Description = "Directory of .txt essays for the pass-key prompts", Required = true };
-        var lengths = new Option<string>("--lengths") { Description = "Prompt lengths, e.g. 2k,4k,8k", DefaultValueFactory = _ => "2k,4k,8k" };
-        var samples = new Option<int>("--samples") { Description = "Pass-key prompts per length (needle depths spread evenly)", DefaultValueFactory = _ => 5 };
+        var lengths = OptionRules.Lengths("--lengths", "Prompt lengths, e.g. 2k,4k,8k", [2048, 4096, 8192]);
+        var samples = new Option<int>("--samples") { Description = "Pass-key prompts per length (needle depths spread evenly)", DefaultValueFactory = _ => 5 }.AtLeast(1);
         var seed = new Option<int>("--seed") { Description = "Seed for keys and haystack offsets", DefaultValueFactory = _ => 1 };
-        var threads = new Option<int?>("--threads") { Description = "CPU threads (default: all cores)" };
+        var threads = ThreadsOption();
         var noMass = new Option<bool>("--no-mass") { Description = "Only the pass-key answers (skip the per-layer attention-mass measurement)" };
         var attention = AttentionOptions.Create();
         var command = new Command("analyze", "Measure a sparse attention policy against dense on pass-key prompts: captured attention mass per layer and greedy answers.")
@@ -68,12 +69,12 @@ public static partial class CliApp
             model, haystack, lengths, samples, seed, threads, noMass,
         };
         attention.AddTo(command);
-        command.SetAction(parse => Guard(stderr, () =>
+        command.SetAction(parse =>
         {
             using var backend = new CpuBackend(parse.GetValue(threads));
-            using var dir = ModelDirectory.Open(parse.GetValue(model)!, backend);
+            using var dir = OpenModel(parse, parse.GetValue(model)!, backend);
             var policy = attention.Policy(parse, dir);
-            var lengthList = ParseLengths(parse.GetValue(lengths)!);
+            var lengthList = parse.GetValue(lengths)!;
             KascadeAnalysisResult? result = null;
             WithProgress(stderr, progress =>
             {
@@ -81,54 +82,53 @@ public static partial class CliApp
                 result = KascadeAnalysis.Run(dir, Haystack.Load(parse.GetValue(haystack)!), policy, lengthList, parse.GetValue(samples), parse.GetValue(seed), !parse.GetValue(noMass), (name, done, _) => tasks[name].Value = done);
             });
             stdout.Write(KascadeAnalysis.ToMarkdown(result!, policy));
-        }));
+        });
         return command;
     }
 
-    private static Command DevSetCommand(TextWriter stdout, TextWriter stderr)
+    private static Command DevSetCommand(TextWriter stdout)
     {
         var model = new Option<string>("--model") { Description = "Model directory (its tokenizer sizes the prompts)", Required = true };
         var haystack = new Option<string>("--haystack") { Description = "Directory of .txt essays for retrieval prompts", Required = true };
         var longBench = new Option<string>("--longbench") { Description = "LongBench directory with hotpotqa/2wikimqa/musique .jsonl", Required = true };
-        var count = new Option<int>("--count") { Description = "Prompts to write", DefaultValueFactory = _ => 24 };
-        var tokens = new Option<int>("--tokens") { Description = "Tokens a prompt (the paper's MuSiQue prompts average ~2.3k)", DefaultValueFactory = _ => 2300 };
+        var count = new Option<int>("--count") { Description = "Prompts to write", DefaultValueFactory = _ => 24 }.AtLeast(1);
+        var tokens = new Option<int>("--tokens") { Description = "Tokens a prompt (the paper's MuSiQue prompts average ~2.3k)", DefaultValueFactory = _ => 2300 }.AtLeast(64);
         var seed = new Option<int>("--seed") { Description = "Seed for needles, depths and offsets", DefaultValueFactory = _ => 1 };
-        var output = new Option<string>("--out") { Description = "JSONL file to write", Required = true };
+        var output = new Option<string>("--out") { Description = "JSONL file to write", Required = true }.WritableFile();
         var build = new Command("build", "Build a calibration development set: retrieval prompts over a haystack and LongBench multi-hop QA, cut to a token length.")
         {
             model, haystack, longBench, count, tokens, seed, output,
         };
-        build.SetAction(parse => Guard(stderr, () =>
+        build.SetAction(parse =>
         {
-            var tokenizer = Runtime.Tokenization.TextTokenizer.Load(parse.GetValue(model)!);
+            var tokenizer = Runtime.Tokenization.TextTokenizer.Load(Runtime.Loading.ModelLocation.Resolve(parse.GetValue(model)!));
             var examples = DevSetBuilder.Build(tokenizer, Haystack.Load(parse.GetValue(haystack)!), parse.GetValue(longBench)!, parse.GetValue(count), parse.GetValue(tokens), parse.GetValue(seed));
             DevSet.Write(parse.GetValue(output)!, examples.Select(e => new DevSetExample(e.Id, e.Prompt)));
             stdout.WriteLine($"wrote {examples.Count} prompts to {parse.GetValue(output)}");
-        }));
+        });
         return new Command("devset", "Development sets for calibration.") { build };
     }
 
-    private static Command ScheduleCommand(TextWriter stdout, TextWriter stderr)
+    private static Command ScheduleCommand(TextWriter stdout)
     {
         var model = new Option<string>("--model") { Description = "Model directory the schedule is for", Required = true };
         var headMap = new Option<string>("--head-map") { Description = "Official head map: .npy int32 [layers, kvHeads]", Required = true };
-        var anchors = new Option<string>("--anchors") { Description = "Anchor layers, e.g. 0,2,8,13,14", Required = true };
-        var percent = new Option<double>("--topk-percent") { Description = "Top-k percent", DefaultValueFactory = _ => 10 };
-        var output = new Option<string>("--out") { Description = "Schedule file to write", Required = true };
+        var anchors = OptionRules.LayerList("--anchors", "Anchor layers, e.g. 0,2,8,13,14");
+        var percent = new Option<double>("--topk-percent") { Description = "Top-k percent", DefaultValueFactory = _ => 10 }.Percent();
+        var output = new Option<string>("--out") { Description = "Schedule file to write", Required = true }.WritableFile();
         var import = new Command("import", "Convert the official Kascade repository's head map and anchors into a schedule file.")
         {
             model, headMap, anchors, percent, output,
         };
-        import.SetAction(parse => Guard(stderr, () =>
+        import.SetAction(parse =>
         {
-            var anchorList = parse.GetValue(anchors)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-                .Select(a => int.TryParse(a, out int v) ? v : throw new KascadeException($"'{a}' in --anchors is not a layer index")).ToArray();
-            string modelPath = parse.GetValue(model)!;
+            var anchorList = parse.GetValue(anchors)!;
+            string modelPath = Runtime.Loading.ModelLocation.Resolve(parse.GetValue(model)!);
             var config = Runtime.Loading.ConfigLoader.Load(modelPath);
             var schedule = ScheduleFile.ImportOfficial(parse.GetValue(headMap)!, anchorList, config, ScheduleFile.ConfigHash(modelPath), parse.GetValue(percent));
             ScheduleFile.Save(schedule, parse.GetValue(output)!);
             stdout.WriteLine($"wrote {parse.GetValue(output)}");
-        }));
+        });
         return new Command("schedule", "Kascade schedule files.") { import };
     }
 }

@@ -13,51 +13,59 @@ public static partial class CliApp
 {
     private static Command EvalCommand(string[] args, TextWriter stdout, TextWriter stderr)
     {
-        var model = new Option<string>("--model") { Description = "Hugging Face model directory", Required = true };
-        var methods = new Option<string>("--attention") { Description = $"Attention methods to compare, comma-separated ({AttentionOptions.Names})", DefaultValueFactory = _ => "dense,kascade" };
+        var model = ModelOption();
+        var methods = AttentionOptions.MethodList(new Option<string>("--attention") { Description = $"Attention methods to compare, comma-separated ({AttentionOptions.Names})", DefaultValueFactory = _ => "dense,kascade" });
         var tasks = new Option<string>("--tasks") { Description = $"Comma-separated: synthetic tasks ({string.Join(", ", SyntheticTask.Names)}), .jsonl task files or directories of them; empty for perplexity only", DefaultValueFactory = _ => "passkey,single" };
-        var haystack = new Option<string?>("--haystack") { Description = "Directory of .txt files the synthetic tasks hide their needles in (e.g. tests/data/haystack)" };
-        var depths = new Option<string?>("--depths") { Description = "Needle depths in [0, 1], comma-separated; sample i uses depth i mod count (default 0.05, 0.15, …, 0.95)" };
-        var lengths = new Option<string>("--lengths") { Description = "Context lengths (prompt + answer), e.g. 2k,4k,8k", DefaultValueFactory = _ => "2k,4k,8k" };
-        var samples = new Option<int>("--samples") { Description = "Prompts per task and length (a task file gives at most its lines)", DefaultValueFactory = _ => 20 };
+        var haystack = new Option<string?>("--haystack") { Description = "Directory of .txt files the synthetic tasks hide their needles in (e.g. tests/data/haystack); required by the synthetic tasks, which are the default" };
+        var depths = OptionRules.Fractions("--depths", "Needle depths in [0, 1], comma-separated; sample i uses depth i mod count (default 0.05, 0.15, …, 0.95)");
+        var lengths = OptionRules.Lengths("--lengths", "Context lengths (prompt + answer), e.g. 2k,4k,8k", [2048, 4096, 8192]);
+        var samples = new Option<int>("--samples") { Description = "Prompts per task and length (a task file gives at most its lines)", DefaultValueFactory = _ => 20 }.AtLeast(1);
         var seed = new Option<int>("--seed") { Description = "Seed of the generated prompts", DefaultValueFactory = _ => 1 };
-        var maxNew = new Option<int?>("--max-new-tokens") { Description = "Answer tokens for every task (default: each task's own budget)" };
+        var maxNew = new Option<int?>("--max-new-tokens") { Description = "Answer tokens for every task (default: each task's own budget)" }.AtLeast(1);
         var perplexity = new Option<string?>("--perplexity") { Description = "Also measure perplexity of this text file (or directory of .txt files) at each length" };
-        var perplexityLengths = new Option<string?>("--perplexity-lengths") { Description = "Context lengths of the perplexity windows (default: --lengths)" };
-        var perplexityTokens = new Option<int>("--perplexity-tokens") { Description = "Tokens scored at the end of each perplexity window", DefaultValueFactory = _ => 256 };
-        var perplexityWindows = new Option<int>("--perplexity-windows") { Description = "Consecutive windows of the text per length", DefaultValueFactory = _ => 2 };
-        var device = new Option<string>("--device") { Description = Backends.Description, DefaultValueFactory = _ => "cpu" };
-        var threads = new Option<int?>("--threads") { Description = "CPU threads (default: all cores)" };
-        var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill chunk size in tokens", DefaultValueFactory = _ => 512 };
+        var perplexityLengths = OptionRules.Lengths("--perplexity-lengths", "Context lengths of the perplexity windows (default: --lengths)", null);
+        var perplexityTokens = new Option<int>("--perplexity-tokens") { Description = "Tokens scored at the end of each perplexity window", DefaultValueFactory = _ => 256 }.AtLeast(1);
+        var perplexityWindows = new Option<int>("--perplexity-windows") { Description = "Consecutive windows of the text per length", DefaultValueFactory = _ => 2 }.AtLeast(1);
+        var device = DeviceOption("cpu");
+        var threads = ThreadsOption();
+        var chunk = ChunkOption();
         var reportOnly = new Option<bool>("--report-only") { Description = "Write the tables and plots from what --out holds and run nothing (e.g. where the run's device is absent)" };
-        var output = new Option<string>("--out") { Description = "Directory for results (an interrupted run resumes from it)", Required = true };
+        var output = new Option<string>("--out") { Description = "Directory for results (an interrupted run resumes from it)", Required = true }.WritableDirectory();
         var attention = AttentionOptions.Create();
         var command = new Command("eval", "Score attention methods side by side on long-context tasks (RULER-style, JSONL/LongBench) and perplexity; writes Markdown, CSV, JSON and plots, resumable.")
         {
             model, methods, tasks, haystack, depths, lengths, samples, seed, maxNew, perplexity, perplexityLengths, perplexityTokens, perplexityWindows, device, threads, chunk, reportOnly, output,
         };
         attention.AddTo(command, withMethod: false);
-        command.SetAction(parse => Guard(stderr, () =>
+        command.Validators.Add(result =>
         {
-            int sampleCount = parse.GetValue(samples) > 0 ? parse.GetValue(samples) : throw new KascadeException("--samples must be positive");
-            int? answerTokens = parse.GetValue(maxNew) is { } m ? (m > 0 ? m : throw new KascadeException("--max-new-tokens must be positive")) : null;
-            var depthList = parse.GetValue(depths) is { } d ? ParseFractions(d, "--depths") : SyntheticTask.DefaultDepths;
+            // The default tasks are synthetic: say at once that they need a haystack, not after the model is loaded.
+            var synthetic = result.ValueOr(tasks, "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).FirstOrDefault(SyntheticTask.Names.Contains);
+            if (synthetic is not null && result.GetResult(haystack) is null && !result.ValueOr(reportOnly, false))
+            {
+                result.AddError($"task '{synthetic}' needs --haystack DIR (text files to hide needles in, e.g. tests/data/haystack)");
+            }
+        });
+        command.SetAction(parse =>
+        {
+            int sampleCount = parse.GetValue(samples);
+            int? answerTokens = parse.GetValue(maxNew);
+            var depthList = parse.GetValue(depths) is { Length: > 0 } given ? given : SyntheticTask.DefaultDepths;
             string deviceName = parse.GetValue(device)!;
             // A report needs the model's tokenizer and schedule, not its device: the CPU backend opens it without running anything.
             using var backend = parse.GetValue(reportOnly) ? new Kascade.Cpu.CpuBackend(parse.GetValue(threads)) : Backends.Create(deviceName, parse.GetValue(threads));
-            using var dir = ModelDirectory.Open(parse.GetValue(model)!, backend);
+            using var dir = OpenModel(parse, parse.GetValue(model)!, backend);
             var methodList = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct().ToList();
             var evalMethods = methodList.Select(name => new EvalMethod(name, attention.Policy(parse, dir, name))).ToList();
             var taskList = ParseTasks(parse.GetValue(tasks)!, parse.GetValue(haystack), depthList, answerTokens);
             var perplexityWindowsSpec = parse.GetValue(perplexity) is { } text
-                ? new PerplexityWindows(text, dir.Tokenizer, ParseLengths(parse.GetValue(perplexityLengths) ?? parse.GetValue(lengths)!), parse.GetValue(perplexityTokens), parse.GetValue(perplexityWindows))
+                ? new PerplexityWindows(text, dir.Tokenizer, parse.GetValue(perplexityLengths) is { Length: > 0 } own ? own : parse.GetValue(lengths)!, parse.GetValue(perplexityTokens), parse.GetValue(perplexityWindows))
                 : null;
             if (taskList.Count == 0 && perplexityWindowsSpec is null)
             {
                 throw new KascadeException("nothing to evaluate: give --tasks, --perplexity or both");
             }
-            var plan = new EvalPlan(taskList, evalMethods, ParseLengths(parse.GetValue(lengths)!), sampleCount, parse.GetValue(seed), perplexityWindowsSpec,
-                parse.GetValue(chunk) > 0 ? parse.GetValue(chunk) : throw new KascadeException("--prefill-chunk must be positive"));
+            var plan = new EvalPlan(taskList, evalMethods, parse.GetValue(lengths)!, sampleCount, parse.GetValue(seed), perplexityWindowsSpec, parse.GetValue(chunk));
             EvalRunner.Check(dir.Config, plan);
             var identity = new Dictionary<string, string>(StringComparer.Ordinal)
             {
@@ -109,7 +117,7 @@ public static partial class CliApp
             }
             stdout.Write(report.ToMarkdown(title));
             stderr.WriteLine($"wrote {string.Join(", ", files)}");
-        }));
+        });
         return command;
     }
 
@@ -135,11 +143,6 @@ public static partial class CliApp
         var twice = result.GroupBy(t => t.Name).FirstOrDefault(g => g.Count() > 1);
         return twice is null ? result : throw new KascadeException($"task '{twice.Key}' is named twice");
     }
-
-    private static double[] ParseFractions(string text, string option) =>
-        text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t =>
-            double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && v is >= 0 and <= 1 ? v
-            : throw new KascadeException($"{option}: '{t}' is not a number in [0, 1]")).ToArray();
 
     /// <summary>Everything a policy's results depend on, for a run's identity.</summary>
     private static string DescribePolicy(AttentionPolicy policy)

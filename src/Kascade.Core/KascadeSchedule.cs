@@ -74,7 +74,7 @@ public sealed record KascadeSchedule(
                 problems.Add($"head map of anchor layer {l} must be the identity");
             }
         }
-        if (TopKPercent is <= 0 or > 100)
+        if (!(TopKPercent > 0 && TopKPercent <= 100))
         {
             problems.Add($"topk percent {TopKPercent} must be in (0, 100]");
         }

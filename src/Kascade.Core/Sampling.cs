@@ -47,10 +47,14 @@ public sealed record SamplingOptions(float Temperature = 0f, float TopP = 1f, in
 /// largest <c>d − ln(−ln u)</c> (lowest index on ties), u from <see cref="Uniform"/>(seed, draw, token). Each token
 /// gets its own uniform, so no sorting or prefix sum is needed and the choice is the same in any evaluation order.</item>
 /// </list>
-/// Logits are compared through <see cref="OrderKey"/> (an unsigned integer in the order of the floats).
+/// Logits are compared through <see cref="OrderKey"/> (an unsigned integer in the order of the floats). A row with a NaN
+/// or an infinity has no token: the rule gives <see cref="NonFinite"/>, which the session turns into an error.
 /// </summary>
 public static class Sampling
 {
+    /// <summary>The "token" chosen from logits that are not all finite: a broken model or checkpoint, never a real id.</summary>
+    public const int NonFinite = -1;
+
     /// <summary>The fixed-point scale of the probability weights (2^40): a vocabulary of 2^23 tokens still sums below 2^63.</summary>
     public const float WeightScale = 1099511627776f;
 
@@ -58,6 +62,10 @@ public static class Sampling
     public static int Choose(ReadOnlySpan<float> logits, SamplingOptions options, long draw)
     {
         options.Check();
+        if (!float.IsFinite(TensorPrimitives.MaxMagnitude(logits)))   // NaN propagates through MaxMagnitude
+        {
+            return NonFinite;
+        }
         if (options.IsGreedy)
         {
             return TensorPrimitives.IndexOfMax(logits);

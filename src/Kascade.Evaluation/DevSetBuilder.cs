@@ -67,9 +67,15 @@ public static class DevSetBuilder
             {
                 continue;
             }
-            using var doc = JsonDocument.Parse(text);
-            var root = doc.RootElement;
-            yield return (root.TryGetProperty("id", out var id) ? id.ToString() : line.ToString(System.Globalization.CultureInfo.InvariantCulture), root.GetProperty("prompt").GetString()!);
+            yield return ReadLine(text, $"{path}:{line}", line);
         }
+    }
+
+    /// <summary>The id and prompt of one LongBench line; a line without them is one message naming it.</summary>
+    private static (string Id, string Prompt) ReadLine(string text, string where, int line)
+    {
+        using var doc = JsonFields.Parse(System.Text.Encoding.UTF8.GetBytes(text), where);
+        var fields = new JsonFields(doc.RootElement, where);
+        return (fields.Optional("id")?.ToString() ?? line.ToString(System.Globalization.CultureInfo.InvariantCulture), fields.String("prompt"));
     }
 }

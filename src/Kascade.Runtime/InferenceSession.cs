@@ -1,4 +1,5 @@
 using Kascade.Core;
+using Kascade.Runtime.Diagnostics;
 
 namespace Kascade.Runtime;
 
@@ -20,6 +21,10 @@ public sealed class InferenceSession : IDisposable
     private IRecordedStep? _recorded;
     private SamplingOptions? _recordedSampling;
     private bool _sampled;
+
+    /// <summary>Every token run so far (prompt, then each decoded one), for <see cref="NonFiniteProbe"/>.</summary>
+    private readonly List<int> _tokens = [];
+    private int _lastToken;
 
     internal InferenceSession(LlamaModel model, int capacity, int maxChunk, AttentionPolicy policy, ILayerObserver? observer)
     {
@@ -53,6 +58,9 @@ public sealed class InferenceSession : IDisposable
 
     public int MaxChunk { get; }
 
+    /// <summary>True for <see cref="NonFiniteProbe"/>'s own session, which reports non-finite logits without probing again.</summary>
+    internal bool IsProbe { get; init; }
+
     /// <summary>
     /// Runs <paramref name="ids"/> (at most <see cref="MaxChunk"/>) at the next positions and writes the logits of the
     /// last one to <paramref name="lastLogits"/> (<c>[vocab]</c>).
@@ -63,6 +71,7 @@ public sealed class InferenceSession : IDisposable
         _b.Read(LastLogits(hidden), lastLogits);
         Position += ids.Length;
         _sampled = false;
+        CheckFinite(lastLogits);
     }
 
     /// <summary>
@@ -121,6 +130,7 @@ public sealed class InferenceSession : IDisposable
         {
             throw new KascadeException($"the sequence would reach {Position + 1} positions; this session holds {Capacity}");
         }
+        _tokens.Add(_lastToken);
         if (_observer is not null)
         {
             // The observer reads intermediates on the host as each layer runs: nothing to record.
@@ -159,11 +169,34 @@ public sealed class InferenceSession : IDisposable
         _b.Read(logits, result);
         Position += ids.Length;
         _sampled = false;
+        CheckFinite(result);
         return result;
     }
 
     /// <summary>One decode token: the step's token at the step's position, then the next token sampled into the step.</summary>
     private void DecodeStep(SamplingOptions sampling) => SampleNext(RunLayers(1), 1, sampling);
+
+    /// <summary>Host logits of the tokens just run: any NaN or infinity is an error (<see cref="NonFinite"/>).</summary>
+    private void CheckFinite(ReadOnlySpan<float> logits)
+    {
+        if (!float.IsFinite(System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(logits)))
+        {
+            throw NonFinite();
+        }
+    }
+
+    /// <summary>
+    /// The error for non-finite logits at the last position run: cheap by default, and with the first layer where
+    /// non-finite values appear when the model asks for it (<see cref="LlamaModel.LocateNonFinite"/>).
+    /// </summary>
+    private NonFiniteLogitsException NonFinite()
+    {
+        _sampled = false;   // the step holds no token to continue from
+        string at = $"the model produced NaN or infinite logits at position {Position - 1}";
+        return new NonFiniteLogitsException(_model.LocateNonFinite && !IsProbe
+            ? $"{at}; they first appear in {NonFiniteProbe.Locate(_model, _tokens, _policy, MaxChunk)} (the checkpoint or config.json is broken)"
+            : $"{at} (the checkpoint or config.json is broken; --verbose finds the first layer where they appear)");
+    }
 
     /// <summary>Samples the token after the last of the <paramref name="tokens"/> rows of <paramref name="hidden"/> into the step and moves the step past them.</summary>
     private void SampleNext(DeviceTensor hidden, int tokens, SamplingOptions sampling)
@@ -176,7 +209,8 @@ public sealed class InferenceSession : IDisposable
     {
         Span<int> token = stackalloc int[1];
         _b.ReadTokens(_step, token);
-        return token[0];
+        _lastToken = token[0];
+        return token[0] != Sampling.NonFinite ? token[0] : throw NonFinite();
     }
 
     /// <summary>The logits of the last row of <paramref name="hidden"/>, <c>[1, vocab]</c> on the backend.</summary>
@@ -208,6 +242,7 @@ public sealed class InferenceSession : IDisposable
             }
         }
         _b.WriteStep(_step, ids, Position);
+        _tokens.AddRange(ids);
         return RunLayers(n);
     }
 

@@ -39,6 +39,12 @@ public sealed class LlamaModel : IDisposable
 
     public IBackend Backend { get; }
 
+    /// <summary>
+    /// When non-finite logits stop a session, run the tokens again layer by layer to name the first layer where NaN or
+    /// infinity appears (<see cref="Diagnostics.NonFiniteProbe"/>; slow: a diagnostic, the CLI's <c>--verbose</c>).
+    /// </summary>
+    public bool LocateNonFinite { get; set; }
+
     internal Weight Embedding { get; private set; } = null!;
 
     internal Weight FinalNorm { get; private set; } = null!;
@@ -48,8 +54,18 @@ public sealed class LlamaModel : IDisposable
     internal LayerWeights[] Layers { get; private set; } = [];
 
     /// <summary>Binds every tensor the config implies, checking names and shapes; the weights stay memory-mapped in <paramref name="store"/>.</summary>
-    public static LlamaModel Load(ModelConfig config, WeightStore store, IBackend backend) =>
-        Load(config, backend, (name, rows, cols) => backend.LoadWeight(store.Get(name, rows, cols)));
+    public static LlamaModel Load(ModelConfig config, WeightStore store, IBackend backend)
+    {
+        // Every name, shape and dtype is checked, and the checkpoint must hold nothing else, before a byte is uploaded.
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        new LlamaModel(config, backend).Bind((name, rows, cols) =>
+        {
+            used.Add(name);
+            return new CheckedWeight(store.Get(name, rows, cols));
+        });
+        store.CheckAllUsed(used, config);
+        return Load(config, backend, (name, rows, cols) => backend.LoadWeight(store.Get(name, rows, cols)));
+    }
 
     /// <summary>
     /// A model of <paramref name="config"/>'s shape with seeded random weights made on the backend (no file): how
@@ -93,7 +109,7 @@ public sealed class LlamaModel : IDisposable
         Embedding = Get("model.embed_tokens.weight", c.VocabSize, c.HiddenSize);
         FinalNorm = Get("model.norm.weight", 1, c.HiddenSize);
         LmHead = c.TieWordEmbeddings ? Embedding : Get("lm_head.weight", c.VocabSize, c.HiddenSize);
-        bool outputBias = c.AttentionBias && c.Architecture is ModelArchitecture.Llama or ModelArchitecture.Mistral;
+        bool outputBias = c.AttentionBias && c.Architecture != ModelArchitecture.Qwen2;   // Qwen2 biases q, k and v only
         Layers = new LayerWeights[c.Layers];
         for (int l = 0; l < c.Layers; l++)
         {
@@ -122,7 +138,10 @@ public sealed class LlamaModel : IDisposable
     /// A sequence's state: KV cache for <paramref name="capacity"/> positions and activations for chunks of up to
     /// <paramref name="maxChunk"/> tokens, attending as <paramref name="policy"/> says (dense by default).
     /// </summary>
-    public InferenceSession CreateSession(int capacity, int maxChunk = 512, AttentionPolicy? policy = null, ILayerObserver? observer = null)
+    public InferenceSession CreateSession(int capacity, int maxChunk = 512, AttentionPolicy? policy = null, ILayerObserver? observer = null) =>
+        CreateSession(capacity, maxChunk, policy, observer, probe: false);
+
+    internal InferenceSession CreateSession(int capacity, int maxChunk, AttentionPolicy? policy, ILayerObserver? observer, bool probe)
     {
         if (capacity > Config.MaxPositions)
         {
@@ -137,7 +156,7 @@ public sealed class LlamaModel : IDisposable
                 throw new KascadeException($"the schedule does not fit this model: {string.Join("; ", problems)}");
             }
         }
-        if (policy.TopKPercent is <= 0 or > 100)
+        if (!(policy.TopKPercent > 0 && policy.TopKPercent <= 100))
         {
             throw new KascadeException($"top-k percent {policy.TopKPercent} must be in (0, 100]");
         }
@@ -147,12 +166,20 @@ public sealed class LlamaModel : IDisposable
             // selection does not depend on the chunking. (A chunk starting inside a tile pools over the queries it has.)
             maxChunk = maxChunk / TopKBudget.TileSize * TopKBudget.TileSize;
         }
-        return new InferenceSession(this, capacity, Math.Min(maxChunk, capacity), policy, observer);
+        return new InferenceSession(this, capacity, Math.Min(maxChunk, capacity), policy, observer) { IsProbe = probe };
     }
 
     public void Dispose()
     {
         _owned.ForEach(w => w.Dispose());
         _owned.Clear();
+    }
+
+    /// <summary>A checkpoint tensor whose name, shape and dtype were checked; it holds nothing.</summary>
+    private sealed class CheckedWeight(WeightSource source) : Weight(source.Name, source.DType, source.Rows, source.Cols)
+    {
+        public override void Dispose()
+        {
+        }
     }
 }

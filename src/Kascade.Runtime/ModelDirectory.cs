@@ -26,12 +26,13 @@ public sealed class ModelDirectory : IDisposable
 
     public LlamaModel Model { get; }
 
+    /// <summary>
+    /// Opens <paramref name="path"/>: a model directory, a Hugging Face cache entry or a hub id in the local cache
+    /// (<see cref="ModelLocation"/>), with the config, the tokenizer and the weights each checked against the others.
+    /// </summary>
     public static ModelDirectory Open(string path, IBackend backend)
     {
-        if (!Directory.Exists(path))
-        {
-            throw new KascadeException($"model directory not found: {path}");
-        }
+        path = ModelLocation.Resolve(path);
         var config = ConfigLoader.Load(path);
         var tokenizer = TextTokenizer.Load(path);
         var weights = WeightStore.Open(path);

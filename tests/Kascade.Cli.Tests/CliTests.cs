@@ -7,7 +7,8 @@ namespace Kascade.Cli.Tests;
 /// <summary>The <c>kascade</c> command end to end, in process: output, statistics, and one-line errors with no stack trace.</summary>
 public class CliTests
 {
-    private static (int Code, string Out, string Err) Run(params string[] args)
+    /// <summary>Runs the command line in process: exit code, stdout and stderr.</summary>
+    internal static (int Code, string Out, string Err) Run(params string[] args)
     {
         var stdout = new StringWriter();
         var stderr = new StringWriter();
@@ -49,8 +50,8 @@ public class CliTests
         { ["generate", "--model", TestPaths.InstrumentModel], "give exactly one of --prompt or --prompt-file" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", ""], "the prompt is empty" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt-file", "/no/such/prompt.txt"], "prompt file not found" },
-        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--max-new-tokens", "-1"], "--max-new-tokens must not be negative" },
-        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--top-p", "0"], "--top-p must be in (0, 1]" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--max-new-tokens", "-1"], "--max-new-tokens must be an integer ≥ 0, not -1" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--top-p", "0"], "--top-p must be a finite number in (0, 1], not 0" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--frobnicate"], "--frobnicate" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--device", "tpu"], "tpu" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", string.Concat(Enumerable.Repeat("the pass key is 71432. ", 1500))], "the model's context is 8192" },
@@ -61,7 +62,7 @@ public class CliTests
         { ["eval", "--model", TestPaths.InstrumentModel, "--tasks", "needles", "--out", "/tmp/kascade-eval-bad"], "unknown task 'needles'" },
         { ["eval", "--model", TestPaths.InstrumentModel, "--tasks", "/no/such/tasks.jsonl", "--out", "/tmp/kascade-eval-bad"], "task file not found" },
         { ["eval", "--model", TestPaths.InstrumentModel, "--attention", "dense,bigbird", "--out", "/tmp/kascade-eval-bad"], "unknown attention 'bigbird'" },
-        { ["eval", "--model", TestPaths.InstrumentModel, "--samples", "0", "--out", "/tmp/kascade-eval-bad"], "--samples must be positive" },
+        { ["eval", "--model", TestPaths.InstrumentModel, "--samples", "0", "--out", "/tmp/kascade-eval-bad"], "--samples must be a positive integer, not 0" },
         { ["eval", "--model", TestPaths.InstrumentModel, "--depths", "0.5,2", "--out", "/tmp/kascade-eval-bad"], "'2' is not a number in [0, 1]" },
         { ["eval", "--model", TestPaths.InstrumentModel, "--attention", "quest", "--baseline", "quest-page=-1", "--out", "/tmp/kascade-eval-bad"], "quest-page must be an integer" },
         { ["eval", "--model", TestPaths.InstrumentModel, "--attention", "omnikv", "--baseline", "omnikv-filter-layers=2,30", "--out", "/tmp/kascade-eval-bad"], "baseline layer 30 does not exist" },

@@ -95,7 +95,7 @@ public class BadInputTests
         {
             s.SetLength(s.Length - 1000);
         }
-        Fails("outside the file", () => Open(dir.Path));
+        Fails("(truncated?)", () => Open(dir.Path));
     }
 
     [Fact]
@@ -119,14 +119,22 @@ public class BadInputTests
     }
 
     [Fact]
-    public void Tensor_with_an_unsupported_dtype()
+    public void Tensor_with_a_dtype_the_format_does_not_define()
     {
         using var dir = new TempDirectory();
         SafeTensorsWriter.WriteBf16(dir.File("model.safetensors"), [("x", [2], [1f, 2f])]);
-        var bytes = File.ReadAllBytes(dir.File("model.safetensors"));
-        var text = System.Text.Encoding.Latin1.GetString(bytes).Replace("\"BF16\"", "\"I16\" ");
-        File.WriteAllBytes(dir.File("model.safetensors"), System.Text.Encoding.Latin1.GetBytes(text));
-        Fails("has dtype I16", () => SafeTensorsFile.Open(dir.File("model.safetensors")).Dispose());
+        ReplaceInFile(dir.File("model.safetensors"), "\"BF16\"", "\"BF17\"");
+        Fails("'x.dtype' is 'BF17', which is not a safetensors dtype", () => SafeTensorsFile.Open(dir.File("model.safetensors")).Dispose());
+    }
+
+    [Fact]
+    public void Tensor_of_a_dtype_the_model_cannot_use()
+    {
+        using var dir = new TempDirectory();
+        CopyTiny(dir);
+        // I16 has BF16's size, so the layout stays valid and only the dtype is wrong.
+        ReplaceInFile(dir.File("model.safetensors"), "\"BF16\"", "\"I16\" ");
+        Fails("is I16; supported: BF16, F16, F32", () => Open(dir.Path));
     }
 
     [Fact]
@@ -156,6 +164,13 @@ public class BadInputTests
         Fails("the prompt is empty", () => gen.Generate("", new GenerationOptions()));
         string longPrompt = string.Concat(Enumerable.Repeat("the pass key is 12345. ", 200));
         Fails("the model's context is 512", () => gen.Generate(longPrompt, new GenerationOptions()));
+    }
+
+    private static void ReplaceInFile(string path, string from, string to)
+    {
+        var text = System.Text.Encoding.Latin1.GetString(File.ReadAllBytes(path));
+        Assert.Contains(from, text);
+        File.WriteAllBytes(path, System.Text.Encoding.Latin1.GetBytes(text.Replace(from, to)));
     }
 
     private static void Rewrite(string path, string from, string to)

@@ -88,9 +88,20 @@ public static class RandomModel
     }
 }
 
-/// <summary>A minimal safetensors writer for test models (bf16, round-to-nearest-even).</summary>
+/// <summary>A minimal safetensors writer for test models (bf16, round-to-nearest-even), and raw files for hostile headers.</summary>
 public static class SafeTensorsWriter
 {
+    /// <summary>The bytes of a file with exactly <paramref name="header"/> (any text, not checked) and <paramref name="dataBytes"/> bytes of data.</summary>
+    public static byte[] Raw(string header, int dataBytes) => Raw(Encoding.UTF8.GetBytes(header), dataBytes);
+
+    public static byte[] Raw(byte[] header, int dataBytes)
+    {
+        var bytes = new byte[8 + header.Length + dataBytes];
+        BitConverter.TryWriteBytes(bytes, (long)header.Length);
+        header.CopyTo(bytes, 8);
+        return bytes;
+    }
+
     public static void WriteBf16(string path, IReadOnlyList<(string Name, int[] Shape, float[] Data)> tensors)
     {
         var header = new Dictionary<string, object>();

@@ -6,6 +6,7 @@
 #include "common.cuh"
 
 #define SAMPLE_THREADS 1024
+#define NON_FINITE_TOKEN -1   // Sampling.NonFinite
 #define RADIX_BINS 256
 
 // Sampling.OrderKey: an unsigned key in the order of the floats.
@@ -257,17 +258,25 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_tokens(const
     __shared__ Best best_scratch[32];
     const float* row = logits + (long)blockIdx.x * vocab;
     const float neg_inf = __int_as_float(0xff800000);
+    // A row holding a NaN or an infinity has no token (Sampling.NonFinite): the first pass over the row checks it.
+    bool finite = true;
     if (temperature <= 0.0f || top_k == 1)
     {
         Best best{neg_inf, 0x7fffffff};
-        for_each_logit(row, vocab, [&](int token, float logit) { best = better(best, Best{logit, token}); });
+        for_each_logit(row, vocab, [&](int token, float logit) { finite &= isfinite(logit); best = better(best, Best{logit, token}); });
+        finite = __syncthreads_and(finite);
         best = block_best(best, best_scratch);
-        if (threadIdx.x == 0) ids[blockIdx.x] = best.token;
+        if (threadIdx.x == 0) ids[blockIdx.x] = finite ? best.token : NON_FINITE_TOKEN;
         return;
     }
     float max = neg_inf;
     unsigned own_max = order_key(neg_inf);                      // threads without tokens add no weight
-    for_each_logit(row, vocab, [&](int, float logit) { max = fmaxf(max, logit); own_max = ::max(own_max, order_key(logit)); });
+    for_each_logit(row, vocab, [&](int, float logit) { finite &= isfinite(logit); max = fmaxf(max, logit); own_max = ::max(own_max, order_key(logit)); });
+    if (!__syncthreads_and(finite))
+    {
+        if (threadIdx.x == 0) ids[blockIdx.x] = NON_FINITE_TOKEN;
+        return;
+    }
     max = block_max(max, scratch);
     thread_max[threadIdx.x] = own_max;
     __syncthreads();

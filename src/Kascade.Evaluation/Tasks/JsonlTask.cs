@@ -116,6 +116,10 @@ public sealed class JsonlTask : IEvalTask
             {
                 throw new KascadeException($"{where}: expected a JSON object");
             }
+            if (JsonFields.UnreadableString(root) is { } bad)
+            {
+                throw new KascadeException($"{where}: holds {bad}");
+            }
             string id = root.TryGetProperty("id", out var idValue) && idValue.ValueKind is JsonValueKind.String or JsonValueKind.Number
                 ? idValue.ToString()
                 : throw new KascadeException($"{where}: needs an \"id\" (string or number)");

@@ -147,9 +147,9 @@ public static unsafe class BackendParity
         {
             foreach (var options in samplingGrid)
             {
-                foreach (bool ties in new[] { false, true })
+                foreach (var logits in Enum.GetValues<SampledLogits>())
                 {
-                    Record(SamplingCase(reference, candidate, rng, vocab, options, ties));
+                    Record(SamplingCase(reference, candidate, rng, vocab, options, logits));
                 }
             }
         }
@@ -160,17 +160,33 @@ public static unsafe class BackendParity
         return results;
     }
 
-    /// <summary>
-    /// Sample over 3 rows of random logits (in [−8, 8], or multiples of ½ for many ties), 4 times so the draw count moves:
-    /// the number of tokens that differ from the reference's.
-    /// </summary>
-    private static ParityResult SamplingCase(IBackend reference, IBackend candidate, Random rng, int vocab, SamplingOptions options, bool ties)
+    /// <summary>The logits a sampling case draws from.</summary>
+    private enum SampledLogits
+    {
+        /// <summary>Uniform in [−8, 8].</summary>
+        Random,
+
+        /// <summary>Multiples of ½: many ties at every threshold.</summary>
+        Tied,
+
+        /// <summary>A NaN in the first row, +∞ in the second, −∞ in the third: every row gives <see cref="Sampling.NonFinite"/>.</summary>
+        NonFinite,
+    }
+
+    /// <summary>Sample over 3 rows of logits, 4 times so the draw count moves: the number of tokens that differ from the reference's.</summary>
+    private static ParityResult SamplingCase(IBackend reference, IBackend candidate, Random rng, int vocab, SamplingOptions options, SampledLogits kind)
     {
         const int rows = 3, draws = 4;
         var values = Random(rng, rows * vocab, 8);
-        if (ties)
+        if (kind == SampledLogits.Tied)
         {
             values = values.Select(v => MathF.Round(2 * v) / 2).ToArray();
+        }
+        if (kind == SampledLogits.NonFinite)
+        {
+            values[rng.Next(vocab)] = float.NaN;
+            values[vocab + rng.Next(vocab)] = float.PositiveInfinity;
+            values[2 * vocab + rng.Next(vocab)] = float.NegativeInfinity;
         }
         int[] Run(IBackend b)
         {
@@ -186,7 +202,8 @@ public static unsafe class BackendParity
         }
         var expected = Run(reference);
         var actual = Run(candidate);
-        return new ParityResult("sample", $"vocab {vocab} {options.Label}{(ties ? ", tied logits" : "")}", expected.Zip(actual).Count(p => p.First != p.Second), 0);
+        string label = kind switch { SampledLogits.Tied => ", tied logits", SampledLogits.NonFinite => ", NaN/±∞ rows", _ => "" };
+        return new ParityResult("sample", $"vocab {vocab} {options.Label}{label}", expected.Zip(actual).Count(p => p.First != p.Second), 0);
     }
 
     /// <summary>Gathered attention over random visible subsets (some empty, some everything) per token and head, then the keys read back.</summary>

@@ -73,7 +73,7 @@ public sealed class Generator(LlamaModel model, TextTokenizer tokenizer)
         {
             throw new KascadeException($"the prompt has {promptIds.Length} tokens; the model's context is {config.MaxPositions} (including generated tokens)");
         }
-        int capacity = Math.Min(config.MaxPositions, promptIds.Length + Math.Max(options.MaxNewTokens, 1));
+        int capacity = (int)Math.Min(config.MaxPositions, (long)promptIds.Length + Math.Max(options.MaxNewTokens, 1));
         var session = model.CreateSession(capacity, options.PrefillChunk, options.Attention);
         try
         {

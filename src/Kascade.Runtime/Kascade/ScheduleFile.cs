@@ -95,7 +95,8 @@ public static class ScheduleFile
         }
         else if (File.Exists(single))
         {
-            sha.AppendData(Encoding.UTF8.GetBytes(new FileInfo(single).Length.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            using var weights = File.OpenRead(single);   // the target's length where the file is a link (a hub cache snapshot)
+            sha.AppendData(Encoding.UTF8.GetBytes(weights.Length.ToString(System.Globalization.CultureInfo.InvariantCulture)));
         }
         return Convert.ToHexStringLower(sha.GetHashAndReset())[..16];
     }
@@ -103,60 +104,7 @@ public static class ScheduleFile
     public static string ToolVersion => "kascade " + (typeof(ScheduleFile).Assembly.GetName().Version?.ToString(3) ?? "0.0.0");
 }
 
-[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals)]
+// Numbers must be JSON numbers: a top_k_percent of "NaN" is refused by the parser, not discovered by the forward pass.
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true)]
 [JsonSerializable(typeof(KascadeSchedule))]
 internal sealed partial class ScheduleJson : JsonSerializerContext;
-
-/// <summary>The NumPy <c>.npy</c> format (v1–3), integer arrays only.</summary>
-public static class Npy
-{
-    public static (int[] Shape, int[] Values) ReadIntegers(string path)
-    {
-        if (!File.Exists(path))
-        {
-            throw new KascadeException($"head map file not found: {path}");
-        }
-        var bytes = File.ReadAllBytes(path);
-        string name = Path.GetFileName(path);
-        if (bytes.Length < 10 || bytes[0] != 0x93 || Encoding.ASCII.GetString(bytes, 1, 5) != "NUMPY")
-        {
-            throw new KascadeException($"{name} is not a .npy file");
-        }
-        int major = bytes[6];
-        int headerLength = major == 1 ? BitConverter.ToUInt16(bytes, 8) : BitConverter.ToInt32(bytes, 8);
-        int headerStart = major == 1 ? 10 : 12;
-        string header = Encoding.ASCII.GetString(bytes, headerStart, headerLength);
-        string descr = Field(header, "descr", name).Trim('\'', '"');
-        if (Field(header, "fortran_order", name) != "False")
-        {
-            throw new KascadeException($"{name}: Fortran-ordered arrays are not supported");
-        }
-        var shapeText = Field(header, "shape", name).Trim('(', ')');
-        var shape = shapeText.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
-        int count = shape.Aggregate(1, (a, b) => a * b);
-        int data = headerStart + headerLength;
-        int size = descr switch { "<i4" => 4, "<i8" => 8, _ => throw new KascadeException($"{name}: dtype {descr} is not supported (int32 or int64)") };
-        if (bytes.Length < data + count * size)
-        {
-            throw new KascadeException($"{name} is truncated");
-        }
-        var values = new int[count];
-        for (int i = 0; i < count; i++)
-        {
-            values[i] = size == 4 ? BitConverter.ToInt32(bytes, data + 4 * i) : checked((int)BitConverter.ToInt64(bytes, data + 8 * i));
-        }
-        return (shape, values);
-    }
-
-    private static string Field(string header, string key, string name)
-    {
-        int at = header.IndexOf($"'{key}':", StringComparison.Ordinal);
-        if (at < 0)
-        {
-            throw new KascadeException($"{name}: header has no '{key}'");
-        }
-        int start = at + key.Length + 3;
-        int end = header[start..].TrimStart().StartsWith('(') ? header.IndexOf(')', start) + 1 : header.IndexOf(',', start);
-        return header[start..end].Trim();
-    }
-}

@@ -1,22 +1,22 @@
 using System.IO.MemoryMappedFiles;
-using System.Text.Json;
 using Kascade.Core;
 
 namespace Kascade.Runtime.Loading;
 
-/// <summary>One tensor's entry in a safetensors header.</summary>
-public sealed record SafeTensorInfo(string Name, DType DType, IReadOnlyList<long> Shape, long DataOffset, long ByteLength);
+/// <summary>
+/// One tensor's entry in a safetensors header. <see cref="DType"/> is null for a dtype the format knows but the
+/// model cannot use (an integer buffer, fp8); <see cref="DataOffset"/> is from the start of the file.
+/// </summary>
+public sealed record SafeTensorInfo(string Name, string DTypeName, DType? DType, IReadOnlyList<long> Shape, long DataOffset, long ByteLength);
 
 /// <summary>
-/// A memory-mapped <c>.safetensors</c> file: an 8-byte little-endian header length, a JSON header
-/// naming each tensor's dtype, shape and byte range, then the data. Nothing is read into managed
-/// arrays; <see cref="Pointer"/> addresses a tensor's bytes in the mapping.
+/// A memory-mapped <c>.safetensors</c> file: an 8-byte little-endian header length, a JSON header naming each tensor's
+/// dtype, shape and byte range, then the data. The header is held to the rules of the reference implementation
+/// (huggingface/safetensors, <c>SafeTensors::read_metadata</c> and <c>Metadata::validate</c>) before anything is
+/// mapped, so every <see cref="Pointer"/> lies inside the file. Nothing is read into managed arrays.
 /// </summary>
 public sealed unsafe class SafeTensorsFile : IDisposable
 {
-    /// <summary>Headers larger than this are refused as corrupt (HF's own limit is 100 MB).</summary>
-    private const long MaxHeaderBytes = 100L * 1024 * 1024;
-
     private readonly MemoryMappedFile _file;
     private readonly MemoryMappedViewAccessor _view;
     private readonly byte* _base;
@@ -35,102 +35,67 @@ public sealed unsafe class SafeTensorsFile : IDisposable
 
     public IReadOnlyDictionary<string, SafeTensorInfo> Tensors => _tensors;
 
+    /// <summary>Opens and validates <paramref name="path"/>; a symbolic link (a Hugging Face cache snapshot) is followed to its target.</summary>
     public static SafeTensorsFile Open(string path)
     {
         string name = System.IO.Path.GetFileName(path);
-        if (!File.Exists(path))
+        FileStream stream;
+        try
+        {
+            stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
             throw new KascadeException($"weights file not found: {path}");
         }
-        long length = new FileInfo(path).Length;
-        if (length < 8)
+        try
         {
-            throw new KascadeException($"{name}: not a safetensors file ({length} bytes, too short for a header)");
+            // The stream's length is the target's; FileInfo.Length would measure a link itself.
+            long length = stream.Length;
+            Span<byte> prefix = stackalloc byte[8];
+            if (length < 8 || stream.ReadAtLeast(prefix, 8, throwOnEndOfStream: false) < 8)
+            {
+                throw new KascadeException($"{name}: not a safetensors file ({length} bytes, too short for a header)");
+            }
+            ulong headerLength = BitConverter.ToUInt64(prefix);
+            if (headerLength > SafeTensorsHeader.MaxHeaderBytes)
+            {
+                throw new KascadeException($"{name}: corrupt safetensors header (declares {headerLength} header bytes; the format allows at most {SafeTensorsHeader.MaxHeaderBytes})");
+            }
+            if (8 + (long)headerLength > length)
+            {
+                throw new KascadeException($"{name}: corrupt safetensors header (declares {headerLength} header bytes in a {length}-byte file)");
+            }
+            var header = new byte[headerLength];
+            stream.ReadExactly(header);
+            long dataStart = 8 + (long)headerLength;
+            var tensors = SafeTensorsHeader.Parse(name, header, length - dataStart)
+                .ToDictionary(t => t.Name, t => t with { DataOffset = dataStart + t.DataOffset }, StringComparer.Ordinal);
+            return Map(path, stream, tensors);
         }
-        var file = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        catch
+        {
+            stream.Dispose();
+            throw;
+        }
+    }
+
+    private static SafeTensorsFile Map(string path, FileStream stream, Dictionary<string, SafeTensorInfo> tensors)
+    {
+        var file = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
         MemoryMappedViewAccessor? view = null;
         try
         {
             view = file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
             byte* basePointer = null;
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePointer);
-            basePointer += view.PointerOffset;
-            long headerLength = *(long*)basePointer;
-            if (headerLength <= 0 || headerLength > MaxHeaderBytes || 8 + headerLength > length)
-            {
-                throw new KascadeException($"{name}: corrupt safetensors header (declares {headerLength} header bytes in a {length}-byte file)");
-            }
-            var tensors = ParseHeader(name, new ReadOnlySpan<byte>(basePointer + 8, (int)headerLength), 8 + headerLength, length);
-            return new SafeTensorsFile(path, file, view, basePointer, tensors);
+            return new SafeTensorsFile(path, file, view, basePointer + view.PointerOffset, tensors);
         }
         catch
         {
-            if (view is not null)
-            {
-                view.SafeMemoryMappedViewHandle.ReleasePointer();
-                view.Dispose();
-            }
+            view?.Dispose();
             file.Dispose();
             throw;
-        }
-    }
-
-    private static Dictionary<string, SafeTensorInfo> ParseHeader(string name, ReadOnlySpan<byte> header, long dataStart, long fileLength)
-    {
-        JsonDocument doc;
-        try
-        {
-            doc = JsonDocument.Parse(header.ToArray());
-        }
-        catch (JsonException e)
-        {
-            throw new KascadeException($"{name}: corrupt safetensors header ({e.Message})");
-        }
-        using (doc)
-        {
-            if (doc.RootElement.ValueKind != JsonValueKind.Object)
-            {
-                throw new KascadeException($"{name}: corrupt safetensors header (not a JSON object)");
-            }
-            var tensors = new Dictionary<string, SafeTensorInfo>(StringComparer.Ordinal);
-            foreach (var entry in doc.RootElement.EnumerateObject())
-            {
-                if (entry.Name == "__metadata__")
-                {
-                    continue;
-                }
-                tensors[entry.Name] = ParseEntry(name, entry, dataStart, fileLength);
-            }
-            return tensors;
-        }
-    }
-
-    private static SafeTensorInfo ParseEntry(string file, JsonProperty entry, long dataStart, long fileLength)
-    {
-        string where = $"{file}: tensor '{entry.Name}'";
-        try
-        {
-            var e = entry.Value;
-            string dtypeName = e.GetProperty("dtype").GetString() ?? "";
-            var dtype = DTypes.FromSafeTensors(dtypeName)
-                ?? throw new KascadeException($"{where} has dtype {dtypeName}; supported: BF16, F16, F32");
-            var shape = e.GetProperty("shape").EnumerateArray().Select(d => d.GetInt64()).ToArray();
-            var offsets = e.GetProperty("data_offsets").EnumerateArray().Select(d => d.GetInt64()).ToArray();
-            if (offsets.Length != 2 || offsets[0] < 0 || offsets[1] < offsets[0] || dataStart + offsets[1] > fileLength)
-            {
-                throw new KascadeException($"{where} has data offsets [{string.Join(", ", offsets)}] outside the file (truncated?)");
-            }
-            long elements = shape.Aggregate(1L, (a, b) => a * b);
-            long bytes = offsets[1] - offsets[0];
-            if (shape.Any(d => d < 0) || elements * dtype.SizeOf() != bytes)
-            {
-                throw new KascadeException($"{where} has shape [{string.Join(", ", shape)}] of {dtypeName} but {bytes} bytes of data");
-            }
-            return new SafeTensorInfo(entry.Name, dtype, shape, dataStart + offsets[0], bytes);
-        }
-        catch (Exception ex) when (ex is KeyNotFoundException or InvalidOperationException or FormatException)
-        {
-            throw new KascadeException($"{where}: corrupt header entry ({ex.Message})");
         }
     }
 

@@ -36,8 +36,11 @@ public static class ShapePresets
         }
         if (File.Exists(nameOrPath))
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(nameOrPath));
-            return ConfigLoader.Parse(doc.RootElement);
+            var (doc, root) = JsonFields.Load(nameOrPath);
+            using (doc)
+            {
+                return ConfigLoader.Parse(root);
+            }
         }
         throw new KascadeException($"'{nameOrPath}' is neither a preset ({string.Join(", ", Names)}) nor a config.json");
     }

@@ -39,9 +39,10 @@ public sealed class SentencePieceBpe
         Array.Fill(_byteIds, -1);
         for (int i = 0; i < _pieces.Length; i++)
         {
-            if (_types[i] == PieceType.Byte && _pieces[i].Length == 6 && _pieces[i].StartsWith("<0x", StringComparison.Ordinal))
+            if (_types[i] == PieceType.Byte && _pieces[i].Length == 6 && _pieces[i].StartsWith("<0x", StringComparison.Ordinal)
+                && byte.TryParse(_pieces[i].AsSpan(3, 2), System.Globalization.NumberStyles.AllowHexSpecifier, null, out byte b))
             {
-                _byteIds[Convert.ToInt32(_pieces[i][3..5], 16)] = i;
+                _byteIds[b] = i;
             }
             else
             {

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using System.Text.RegularExpressions;
 using Kascade.Core;
 using Microsoft.ML.Tokenizers;
@@ -37,10 +36,14 @@ public sealed class TextTokenizer
         string? jsonProblem = null;
         if (File.Exists(json))
         {
-            jsonProblem = TokenizerJson.Unsupported(json);
-            if (jsonProblem is null)
+            var (doc, root) = TokenizerJson.Open(json);
+            using (doc)
             {
-                return FromTokenizerJson(json);
+                jsonProblem = TokenizerJson.Unsupported(root);
+                if (jsonProblem is null)
+                {
+                    return FromTokenizerJson(root);
+                }
             }
         }
         if (File.Exists(model))
@@ -52,7 +55,16 @@ public sealed class TextTokenizer
 
     public static TextTokenizer FromTokenizerJson(string path)
     {
-        var parsed = TokenizerJson.Parse(path);
+        var (doc, root) = TokenizerJson.Open(path);
+        using (doc)
+        {
+            return FromTokenizerJson(root);
+        }
+    }
+
+    private static TextTokenizer FromTokenizerJson(JsonFields root)
+    {
+        var parsed = TokenizerJson.Parse(root);
         var bpe = parsed.Tokenizer;
         return new TextTokenizer(text => bpe.EncodeToIds(text), bpe.Decode, parsed.Prefix, parsed.Suffix, parsed.SpecialTokens);
     }
@@ -67,7 +79,15 @@ public sealed class TextTokenizer
     /// <summary>Token ids of <paramref name="text"/>, with the tokenizer's own BOS/EOS template when <paramref name="addSpecialTokens"/>.</summary>
     public int[] Encode(string text, bool addSpecialTokens = true)
     {
-        var ids = _encode(text);
+        IReadOnlyList<int> ids;
+        try
+        {
+            ids = _encode(text);
+        }
+        catch (RegexMatchTimeoutException e)
+        {
+            throw new KascadeException($"tokenizer.json: the pre-tokenizer pattern {e.Pattern} took more than {e.MatchTimeout.TotalSeconds:0.#} s on one piece of this text (catastrophic backtracking): the tokenizer file is broken");
+        }
         return addSpecialTokens ? [.. _prefix, .. ids, .. _suffix] : [.. ids];
     }
 
@@ -115,180 +135,5 @@ public sealed class StreamingDecoder
             return newText[prefixText.Length..];
         }
         return "";
-    }
-}
-
-/// <summary>Reads the parts of HF <c>tokenizer.json</c> a byte-level BPE needs and builds a <see cref="BpeTokenizer"/>.</summary>
-internal static class TokenizerJson
-{
-    internal sealed record Parsed(BpeTokenizer Tokenizer, int[] Prefix, int[] Suffix, IReadOnlyDictionary<string, int> SpecialTokens);
-
-    /// <summary>Why this tokenizer.json cannot be loaded as byte-level BPE; null when it can.</summary>
-    internal static string? Unsupported(string path)
-    {
-        using var doc = Open(path);
-        var root = doc.RootElement;
-        string modelType = root.TryGetProperty("model", out var m) && m.TryGetProperty("type", out var t) ? t.GetString() ?? "" : "";
-        if (modelType != "BPE")
-        {
-            return $"tokenizer.json: model type '{modelType}' is not supported (byte-level BPE, or SentencePiece via tokenizer.model)";
-        }
-        if (!IsByteLevel(root))
-        {
-            return "tokenizer.json: only byte-level BPE is supported; for SentencePiece-style BPE put tokenizer.model beside it";
-        }
-        return null;
-    }
-
-    internal static Parsed Parse(string path)
-    {
-        using var doc = Open(path);
-        var root = doc.RootElement;
-        if (Unsupported(path) is { } problem)
-        {
-            throw new KascadeException(problem);
-        }
-        try
-        {
-            var model = root.GetProperty("model");
-            var vocab = model.GetProperty("vocab").EnumerateObject().Select(p => new KeyValuePair<string, int>(p.Name, p.Value.GetInt32())).ToList();
-            var merges = model.GetProperty("merges").EnumerateArray()
-                .Select(e => e.ValueKind == JsonValueKind.Array ? $"{e[0].GetString()} {e[1].GetString()}" : e.GetString()!)
-                .ToList();
-            var specials = new Dictionary<string, int>(StringComparer.Ordinal);
-            if (root.TryGetProperty("added_tokens", out var added) && added.ValueKind == JsonValueKind.Array)
-            {
-                foreach (var a in added.EnumerateArray())
-                {
-                    specials[a.GetProperty("content").GetString()!] = a.GetProperty("id").GetInt32();
-                }
-            }
-            var options = new BpeOptions(vocab)
-            {
-                Merges = merges,
-                SpecialTokens = specials,
-                ByteLevel = true,
-                PreTokenizer = new SplitPreTokenizer(Stages(root.GetProperty("pre_tokenizer")), specials.Keys),
-                Normalizer = ParseNormalizer(root),
-            };
-            var (prefix, suffix) = Template(root, specials);
-            return new Parsed(BpeTokenizer.Create(options), prefix, suffix, specials);
-        }
-        catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or FormatException or ArgumentException)
-        {
-            throw new KascadeException($"tokenizer.json is malformed ({e.Message})");
-        }
-    }
-
-    private static JsonDocument Open(string path)
-    {
-        try
-        {
-            return JsonDocument.Parse(File.ReadAllBytes(path));
-        }
-        catch (JsonException e)
-        {
-            throw new KascadeException($"tokenizer.json is not valid JSON ({e.Message})");
-        }
-    }
-
-    private static bool IsByteLevel(JsonElement root) =>
-        root.TryGetProperty("decoder", out var d) && d.ValueKind == JsonValueKind.Object && d.TryGetProperty("type", out var t) && t.GetString() == "ByteLevel";
-
-    private static List<Func<string, int, int, IEnumerable<(int, int)>>> Stages(JsonElement pre)
-    {
-        var stages = new List<Func<string, int, int, IEnumerable<(int, int)>>>();
-        if (pre.ValueKind == JsonValueKind.Null)
-        {
-            return stages;
-        }
-        string type = pre.GetProperty("type").GetString()!;
-        switch (type)
-        {
-            case "Sequence":
-                foreach (var p in pre.GetProperty("pretokenizers").EnumerateArray())
-                {
-                    stages.AddRange(Stages(p));
-                }
-                break;
-            case "Split":
-                string behavior = pre.TryGetProperty("behavior", out var b) ? b.GetString()! : "Isolated";
-                bool invert = pre.TryGetProperty("invert", out var inv) && inv.GetBoolean();
-                if (behavior != "Isolated" || invert)
-                {
-                    throw new KascadeException($"tokenizer.json: Split with behavior '{behavior}'{(invert ? " inverted" : "")} is not supported (Isolated only)");
-                }
-                var pattern = pre.GetProperty("pattern");
-                string regex = pattern.TryGetProperty("Regex", out var r) ? r.GetString()! : Regex.Escape(pattern.GetProperty("String").GetString()!);
-                stages.Add(SplitPreTokenizer.RegexStage(new Regex(regex, RegexOptions.Compiled | RegexOptions.CultureInvariant)));
-                break;
-            case "Digits":
-                stages.Add(SplitPreTokenizer.DigitsStage(pre.TryGetProperty("individual_digits", out var ind) && ind.GetBoolean()));
-                break;
-            case "ByteLevel":
-                if (pre.TryGetProperty("add_prefix_space", out var aps) && aps.GetBoolean())
-                {
-                    throw new KascadeException("tokenizer.json: ByteLevel with add_prefix_space = true is not supported");
-                }
-                if (!pre.TryGetProperty("use_regex", out var ur) || ur.GetBoolean())
-                {
-                    stages.Add(SplitPreTokenizer.RegexStage(new Regex(SplitPreTokenizer.Gpt2Pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant)));
-                }
-                break;
-            default:
-                throw new KascadeException($"tokenizer.json: pre-tokenizer '{type}' is not supported (Sequence, Split, Digits, ByteLevel)");
-        }
-        return stages;
-    }
-
-    private static Normalizer? ParseNormalizer(JsonElement root)
-    {
-        if (!root.TryGetProperty("normalizer", out var n) || n.ValueKind == JsonValueKind.Null)
-        {
-            return null;
-        }
-        string type = n.GetProperty("type").GetString()!;
-        return type == "NFC"
-            ? new NfcNormalizer()
-            : throw new KascadeException($"tokenizer.json: normalizer '{type}' is not supported (none or NFC)");
-    }
-
-    /// <summary>Special ids a <c>TemplateProcessing</c> post-processor puts before and after a single sequence (Llama 3's BOS).</summary>
-    private static (int[] Prefix, int[] Suffix) Template(JsonElement root, IReadOnlyDictionary<string, int> specials)
-    {
-        if (!root.TryGetProperty("post_processor", out var pp) || pp.ValueKind == JsonValueKind.Null)
-        {
-            return ([], []);
-        }
-        var processors = pp.GetProperty("type").GetString() == "Sequence" ? pp.GetProperty("processors").EnumerateArray().ToList() : [pp];
-        var template = processors.FirstOrDefault(p => p.GetProperty("type").GetString() == "TemplateProcessing");
-        if (template.ValueKind != JsonValueKind.Object)
-        {
-            return ([], []);
-        }
-        var prefix = new List<int>();
-        var suffix = new List<int>();
-        bool seenSequence = false;
-        foreach (var piece in template.GetProperty("single").EnumerateArray())
-        {
-            if (piece.TryGetProperty("Sequence", out _))
-            {
-                seenSequence = true;
-            }
-            else if (piece.TryGetProperty("SpecialToken", out var st))
-            {
-                string id = st.GetProperty("id").GetString()!;
-                int tokenId = specials.TryGetValue(id, out int v) ? v : throw new KascadeException($"tokenizer.json: template token '{id}' is not an added token");
-                (seenSequence ? suffix : prefix).Add(tokenId);
-            }
-        }
-        return (prefix.ToArray(), suffix.ToArray());
-    }
-
-    private sealed class NfcNormalizer : Normalizer
-    {
-        public override string Normalize(string original) => original.Normalize(System.Text.NormalizationForm.FormC);
-
-        public override string Normalize(ReadOnlySpan<char> original) => original.ToString().Normalize(System.Text.NormalizationForm.FormC);
     }
 }

@@ -1,0 +1,165 @@
+using System.CommandLine;
+using Kascade.Core;
+using Kascade.Cpu;
+using Kascade.Runtime;
+using Kascade.Runtime.Diagnostics;
+using Kascade.Runtime.Loading;
+
+namespace Kascade.Cli;
+
+public static partial class CliApp
+{
+    private static Command BenchCommand(TextWriter stdout, TextWriter stderr) =>
+        new("bench", "Benchmarks.") { BenchGenerateCommand(stdout, stderr), BenchAttentionCommand(stdout, stderr) };
+
+    private static Command BenchGenerateCommand(TextWriter stdout, TextWriter stderr)
+    {
+        var model = ModelOption(required: false);
+        var random = new Option<string?>("--random-config") { Description = $"Instead of --model: random bf16 weights made on the device for a preset ({string.Join(", ", ShapePresets.Names)}) or a config.json" };
+        var contexts = OptionRules.Lengths("--contexts", "Prompt lengths in tokens, e.g. 1k,4k,8k", [1024, 4096, 8192]);
+        var decode = new Option<int>("--decode-tokens") { Description = "Decode steps timed after each prefill", DefaultValueFactory = _ => 32 }.AtLeast(1);
+        var threads = ThreadsOption();
+        var chunk = ChunkOption();
+        var device = DeviceOption("cpu");
+        var graphs = new Option<bool>("--cuda-graphs") { Description = "On CUDA, replay each decode step as a recorded graph (false: launch every kernel from the host, for comparison)", DefaultValueFactory = _ => true };
+        var generate = new Command("generate", "Time prefill and decode of the whole model at several context lengths (random prompt tokens, greedy).")
+        {
+            model, random, contexts, decode, threads, chunk, device, graphs,
+        };
+        generate.Validators.Add(result =>
+        {
+            if ((result.GetResult(model) is null) == (result.GetResult(random) is null))
+            {
+                result.AddError("give exactly one of --model or --random-config");
+            }
+            int steps = result.ValueOr(decode, 0);
+            if (result.ValueOr(contexts, []).FirstOrDefault(l => l <= steps) is > 0 and var tooShort)
+            {
+                result.AddError($"--contexts {tooShort} leaves no prompt before {steps} --decode-tokens");
+            }
+        });
+        generate.SetAction(parse =>
+        {
+            var lengths = parse.GetValue(contexts)!;
+            using var backend = Backends.Create(parse.GetValue(device)!, parse.GetValue(threads));
+            if (backend is Kascade.Cuda.CudaBackend cuda)
+            {
+                cuda.RecordSteps = parse.GetValue(graphs);
+            }
+            using var dir = parse.GetValue(model) is { } path ? OpenModel(parse, path, backend) : null;
+            string label = (dir is null ? $"{parse.GetValue(random)} (random weights)" : Path.GetFileName(Path.TrimEndingDirectorySeparator(dir.Path)))
+                + (backend is Kascade.Cuda.CudaBackend { RecordSteps: false } ? ", CUDA graphs off" : "");
+            using var randomModel = dir is null ? LlamaModel.Random(ShapePresets.Load(parse.GetValue(random)!), backend) : null;
+            var llama = dir?.Model ?? randomModel!;
+            var options = new GenerationBenchmarkOptions(lengths, parse.GetValue(decode), parse.GetValue(chunk));
+            IReadOnlyList<GenerationBenchmarkRow> rows = [];
+            WithProgress(stderr, progress =>
+            {
+                var tasks = lengths.Distinct().ToDictionary(l => l, l => progress.AddTask($"context {l}", maxValue: l - options.DecodeTokens));
+                rows = GenerationBenchmark.Run(llama, options, (length, done) => tasks[length].Value = done);
+            });
+            stdout.Write(GenerationBenchmark.ToMarkdown(label, llama, options, rows));
+        });
+        return generate;
+    }
+
+    private static Command BenchAttentionCommand(TextWriter stdout, TextWriter stderr)
+    {
+        var phase = new Option<string>("--phase") { Description = "decode (one query over the cache) or prefill (causal, whole context)", DefaultValueFactory = _ => "decode" };
+        phase.AcceptOnlyFromAmong("decode", "prefill");
+        var contexts = OptionRules.Lengths("--contexts", "Context lengths, e.g. 8k,32k,128k", [8192, 32768, 131072]);
+        var heads = new Option<int>("--heads") { Description = "Query heads", DefaultValueFactory = _ => 32 }.AtLeast(1);
+        var kvHeads = new Option<int>("--kv-heads") { Description = "KV heads", DefaultValueFactory = _ => 8 }.AtLeast(1);
+        var headDim = new Option<int>("--head-dim") { Description = "Head dimension (a multiple of 32 up to 256)", DefaultValueFactory = _ => 128 }.Must(d => d is > 0 and <= 256 && d % 32 == 0, "a multiple of 32 up to 256");
+        var runs = new Option<int>("--runs") { Description = "Timed runs (median reported)", DefaultValueFactory = _ => 20 }.AtLeast(1);
+        var batch = new Option<int>("--batch") { Description = "Decode: sequences in the batch, each with its own cache of the context", DefaultValueFactory = _ => 1 }.AtLeast(1);
+        var kernel = new Option<string?>("--kernel") { Description = "Tuning: the attention kernel specialisation for this phase, over the device's default, e.g. warps=2,keys=16,stages=4 or kind=mma" };
+        var flush = new Option<string>("--l2-flush") { Description = "How the L2 is emptied before each timed run: read (a 256 MiB buffer; clean lines) or write (a memset; dirty lines the timed kernel writes back)", DefaultValueFactory = _ => "read" };
+        flush.AcceptOnlyFromAmong("read", "write");
+        var splits = new Option<int?>("--splits") { Description = "Tuning: force the number of key splits (flash-decoding) instead of the heuristic's" }.AtLeast(1);
+        var attention = new Command("attention", "Time our dense attention kernels on the GPU (CUDA events, L2 flushed, median); compare with bench/peers/sdpa_peer.py in the same run.")
+        {
+            phase, contexts, heads, kvHeads, headDim, runs, batch, kernel, splits, flush,
+        };
+        attention.Validators.Add(result =>
+        {
+            if (result.ValueOr(heads, 1) % Math.Max(1, result.ValueOr(kvHeads, 1)) != 0)
+            {
+                result.AddError("--heads must be a multiple of --kv-heads");
+            }
+        });
+        attention.SetAction(parse =>
+        {
+            using var backend = new Kascade.Cuda.CudaBackend();
+            var options = new AttentionBenchmarkOptions(parse.GetValue(phase)!, parse.GetValue(contexts)!, parse.GetValue(heads), parse.GetValue(kvHeads), parse.GetValue(headDim), parse.GetValue(runs), parse.GetValue(batch),
+                parse.GetValue(flush) == "write" ? Kascade.Cuda.Runtime.L2Flush.Write : Kascade.Cuda.Runtime.L2Flush.Read);
+            backend.Tuning = Tuning(options.Phase, options.HeadDim, backend.Device.Hopper, parse.GetValue(kernel), parse.GetValue(splits));
+            double copyGBps = backend.CopyBandwidthGBps();   // before the caches take the memory
+            var rows = AttentionBenchmark.Run(backend, options, context => stderr.WriteLine($"  context {context} done"));
+            stdout.Write(AttentionBenchmark.ToMarkdown(backend, options, rows, copyGBps));
+        });
+        return attention;
+    }
+
+    /// <summary>The attention overrides of <c>bench attention --kernel/--splits</c> for <paramref name="phase"/>.</summary>
+    private static Kascade.Cuda.Heuristics.AttentionTuning Tuning(string phase, int headDim, bool hopper, string? kernel, int? splits)
+    {
+        Kascade.Cuda.Heuristics.AttentionKernel? parsed = null;
+        if (kernel is not null)
+        {
+            var defaults = Kascade.Cuda.Heuristics.AttentionKernel.For(phase == "decode" ? 1 : int.MaxValue, headDim, hopper);
+            try
+            {
+                parsed = Kascade.Cuda.Heuristics.AttentionKernel.Parse(kernel, defaults);
+            }
+            catch (FormatException e)
+            {
+                throw new KascadeException($"--kernel: {e.Message}");
+            }
+        }
+        return phase == "decode" ? new(Decode: parsed, Splits: splits) : new(Prefill: parsed, Splits: splits);
+    }
+
+    private static Command TestBackendCommand(TextWriter stdout)
+    {
+        var device = DeviceOption("cuda");
+        var model = new Option<string?>("--model") { Description = "Also replay this model directory's golden_hf.json on the device" };
+        var command = new Command("test-backend", "Run every backend op on the device and on the CPU with the same inputs over shape grids; exit 1 on any mismatch.")
+        {
+            device, model,
+        };
+        command.SetAction(parse =>
+        {
+            using var reference = new CpuBackend();
+            using var candidate = Backends.Create(parse.GetValue(device)!, null);
+            stdout.WriteLine($"reference: {reference.Name}, candidate: {candidate.Name}");
+            stdout.WriteLine("| op | case | max error | allowed | |");
+            stdout.WriteLine("|---|---|---:|---:|---|");
+            void Print(ParityResult r) =>
+                stdout.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"| {r.Op} | {r.Case} | {r.MaxError:G3} | {r.Allowed:G3} | {(r.Passed ? "ok" : "FAIL")} |"));
+            var results = BackendParity.Run(reference, candidate, Print).ToList();
+            if (candidate is Kascade.Cuda.CudaBackend cuda)
+            {
+                foreach (var (batch, keys, group) in new[] { (5, 700, 4), (64, 300, 8), (3, 2000, 1) })
+                {
+                    var r = new ParityResult("batched decode", $"batch {batch} keys {keys} group {group}", Kascade.Cuda.BatchedDecodeCheck.MaxError(reference, cuda, batch, keys, 8 * group, 8, 128), 1e-3);
+                    Print(r);
+                    results.Add(r);
+                }
+            }
+            if (parse.GetValue(model) is { } path)
+            {
+                using var dir = OpenModel(parse, path, candidate);
+                foreach (var r in GoldenCheck.Run(dir))
+                {
+                    Print(r);
+                    results.Add(r);
+                }
+            }
+            int failures = results.Count(r => !r.Passed);
+            stdout.WriteLine($"{results.Count - failures} passed, {failures} failed");
+            return failures > 0 ? ErrorReport.UserError : 0;
+        });
+        return command;
+    }
+}
