@@ -47,7 +47,7 @@ public static partial class CliApp
                 cuda.RecordSteps = parse.GetValue(graphs);
             }
             using var dir = parse.GetValue(model) is { } path ? OpenModel(parse, path, backend) : null;
-            string label = (dir is null ? $"{parse.GetValue(random)} (random weights)" : Path.GetFileName(Path.TrimEndingDirectorySeparator(dir.Path)))
+            string label = (dir is null ? $"{parse.GetValue(random)} (random weights)" : dir.Name)
                 + (backend is Kascade.Cuda.CudaBackend { RecordSteps: false } ? ", CUDA graphs off" : "");
             using var randomModel = dir is null ? LlamaModel.Random(ShapePresets.Load(parse.GetValue(random)!), backend) : null;
             var llama = dir?.Model ?? randomModel!;

@@ -88,7 +88,7 @@ public static partial class CliApp
 
     private static Command DevSetCommand(TextWriter stdout)
     {
-        var model = new Option<string>("--model") { Description = "Model directory (its tokenizer sizes the prompts)", Required = true };
+        var model = ModelOption();
         var haystack = new Option<string>("--haystack") { Description = "Directory of .txt essays for retrieval prompts", Required = true };
         var longBench = new Option<string>("--longbench") { Description = "LongBench directory with hotpotqa/2wikimqa/musique .jsonl", Required = true };
         var count = new Option<int>("--count") { Description = "Prompts to write", DefaultValueFactory = _ => 24 }.AtLeast(1);
@@ -111,7 +111,7 @@ public static partial class CliApp
 
     private static Command ScheduleCommand(TextWriter stdout)
     {
-        var model = new Option<string>("--model") { Description = "Model directory the schedule is for", Required = true };
+        var model = ModelOption();
         var headMap = new Option<string>("--head-map") { Description = "Official head map: .npy int32 [layers, kvHeads]", Required = true };
         var anchors = OptionRules.LayerList("--anchors", "Anchor layers, e.g. 0,2,8,13,14");
         var percent = new Option<double>("--topk-percent") { Description = "Top-k percent", DefaultValueFactory = _ => 10 }.Percent();

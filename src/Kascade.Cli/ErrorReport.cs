@@ -20,8 +20,9 @@ internal static class ErrorReport
 
     public static int Write(Exception exception, bool verbose, TextWriter stderr)
     {
-        var e = Unwrap(exception);
-        bool user = IsUserError(e);
+        var causes = Unwrap(exception);
+        var e = causes[0];
+        bool user = causes.All(IsUserError);
         string message = OneLine(e.Message);
         stderr.WriteLine(user
             ? $"error: {(e is OutOfMemoryException ? $"out of memory ({message}); try a shorter context, a smaller --prefill-chunk or fewer --threads" : message)}"
@@ -33,31 +34,22 @@ internal static class ErrorReport
         return user ? UserError : InternalError;
     }
 
-    /// <summary>Mistakes the user can fix; the rest are bugs.</summary>
+    /// <summary>Mistakes the user (or the user's machine) can fix; the rest, a GPU kernel's fault included, are bugs.</summary>
     private static bool IsUserError(Exception e) =>
-        e is KascadeException or IOException or UnauthorizedAccessException or DllNotFoundException or OutOfMemoryException;
+        e is KascadeException and not Kascade.Cuda.Runtime.CudaException { IsBug: true }
+        || e is IOException or UnauthorizedAccessException or DllNotFoundException or OutOfMemoryException;
 
-    /// <summary>The exception that says what happened, not the machinery that carried it (parallel loops, reflection, type initialisers).</summary>
-    private static Exception Unwrap(Exception e)
+    /// <summary>
+    /// The exceptions that say what happened, not the machinery that carried them (parallel loops, reflection, type
+    /// initialisers): several when workers of a parallel loop failed together.
+    /// </summary>
+    private static List<Exception> Unwrap(Exception e) => e switch
     {
-        while (true)
-        {
-            switch (e)
-            {
-                case AggregateException { InnerExceptions.Count: 1 } a:
-                    e = a.InnerExceptions[0];
-                    break;
-                case TargetInvocationException { InnerException: { } inner }:
-                    e = inner;
-                    break;
-                case TypeInitializationException { InnerException: { } inner }:
-                    e = inner;
-                    break;
-                default:
-                    return e;
-            }
-        }
-    }
+        AggregateException { InnerExceptions.Count: > 0 } a => [.. a.Flatten().InnerExceptions.SelectMany(Unwrap)],
+        TargetInvocationException { InnerException: { } inner } => Unwrap(inner),
+        TypeInitializationException { InnerException: { } inner } => Unwrap(inner),
+        _ => [e],
+    };
 
     private static string OneLine(string message) => string.Join(' ', message.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
 }

@@ -69,7 +69,7 @@ public static partial class CliApp
             EvalRunner.Check(dir.Config, plan);
             var identity = new Dictionary<string, string>(StringComparer.Ordinal)
             {
-                ["model"] = $"{Path.GetFileName(Path.TrimEndingDirectorySeparator(dir.Path))} {ScheduleFile.ConfigHash(dir.Path)}",
+                ["model"] = $"{dir.Name} {ScheduleFile.ConfigHash(dir.Path)}",
                 ["device"] = deviceName.StartsWith("cuda", StringComparison.Ordinal) ? "cuda" : "cpu",
                 ["seed"] = plan.Seed.ToString(CultureInfo.InvariantCulture),
                 ["depths"] = string.Join(',', depthList.Select(x => x.ToString("R", CultureInfo.InvariantCulture))),

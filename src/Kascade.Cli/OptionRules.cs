@@ -92,9 +92,9 @@ internal static class OptionRules
             {
                 existing = Path.GetDirectoryName(existing);
             }
-            if (existing is null || CannotWrite(existing) is { } problem)
+            if ((existing is null ? "no part of the path exists" : CannotWrite(existing)) is { } problem)
             {
-                result.AddError($"{option.Name} {path}: {(existing is null ? "no part of the path exists" : CannotWrite(existing))}");
+                result.AddError($"{option.Name} {path}: {problem}");
             }
         });
         return option;

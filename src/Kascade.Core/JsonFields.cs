@@ -30,8 +30,6 @@ public readonly struct JsonFields
 
     public string Path { get; }
 
-    public JsonElement Element => _element;
-
     /// <summary>Parses <paramref name="utf8"/> (invalid UTF-8 and invalid JSON are one message each) and returns its root object.</summary>
     public static JsonDocument Parse(ReadOnlyMemory<byte> utf8, string file, JsonDocumentOptions options = default)
     {
@@ -151,8 +149,6 @@ public readonly struct JsonFields
         Optional(name) is { } v ? AsInt(v, Where(name), min, max) : null;
 
     public int Int(string name, int min = int.MinValue, int max = int.MaxValue) => AsInt(Required(name), Where(name), min, max);
-
-    public long Long(string name, long min = long.MinValue, long max = long.MaxValue) => AsLong(Required(name), Where(name), min, max);
 
     /// <summary>A finite number, greater than <paramref name="above"/> when given.</summary>
     public double? OptionalDouble(string name, double? above = null) =>

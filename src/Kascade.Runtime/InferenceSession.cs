@@ -169,33 +169,50 @@ public sealed class InferenceSession : IDisposable
         _b.Read(logits, result);
         Position += ids.Length;
         _sampled = false;
-        CheckFinite(result);
+        CheckFinite(result, ids.Length);
         return result;
     }
 
     /// <summary>One decode token: the step's token at the step's position, then the next token sampled into the step.</summary>
     private void DecodeStep(SamplingOptions sampling) => SampleNext(RunLayers(1), 1, sampling);
 
-    /// <summary>Host logits of the tokens just run: any NaN or infinity is an error (<see cref="NonFinite"/>).</summary>
-    private void CheckFinite(ReadOnlySpan<float> logits)
+    /// <summary>
+    /// Host logits of the last <paramref name="rows"/> positions run (<c>[rows, vocab]</c>): any NaN or infinity is an
+    /// error naming the first position that has one (<see cref="NonFinite"/>).
+    /// </summary>
+    private void CheckFinite(ReadOnlySpan<float> logits, int rows = 1)
     {
-        if (!float.IsFinite(System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(logits)))
+        int vocab = logits.Length / rows;
+        for (int r = 0; r < rows; r++)
         {
-            throw NonFinite();
+            if (!float.IsFinite(System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(logits.Slice(r * vocab, vocab))))   // NaN propagates
+            {
+                throw NonFinite(Position - rows + r);
+            }
         }
     }
 
     /// <summary>
-    /// The error for non-finite logits at the last position run: cheap by default, and with the first layer where
+    /// The error for non-finite logits at <paramref name="position"/>: cheap by default, and with the first layer where
     /// non-finite values appear when the model asks for it (<see cref="LlamaModel.LocateNonFinite"/>).
     /// </summary>
-    private NonFiniteLogitsException NonFinite()
+    private NonFiniteLogitsException NonFinite(int position)
     {
         _sampled = false;   // the step holds no token to continue from
-        string at = $"the model produced NaN or infinite logits at position {Position - 1}";
-        return new NonFiniteLogitsException(_model.LocateNonFinite && !IsProbe
-            ? $"{at}; they first appear in {NonFiniteProbe.Locate(_model, _tokens, _policy, MaxChunk)} (the checkpoint or config.json is broken)"
-            : $"{at} (the checkpoint or config.json is broken; --verbose finds the first layer where they appear)");
+        string at = $"the model produced NaN or infinite logits at position {position}";
+        if (!_model.LocateNonFinite || IsProbe)
+        {
+            return new NonFiniteLogitsException($"{at} (the checkpoint or config.json is broken; --verbose finds the first layer where they appear)");
+        }
+        try
+        {
+            return new NonFiniteLogitsException($"{at}; they first appear in {NonFiniteProbe.Locate(_model, _tokens, _policy, MaxChunk, Capacity)} (the checkpoint or config.json is broken)");
+        }
+        catch (Exception e) when (e is KascadeException or OutOfMemoryException)
+        {
+            // The probe needs a second KV cache; without the memory for it the cheap message still stands.
+            return new NonFiniteLogitsException($"{at} (the checkpoint or config.json is broken; locating the layer failed: {e.Message})");
+        }
     }
 
     /// <summary>Samples the token after the last of the <paramref name="tokens"/> rows of <paramref name="hidden"/> into the step and moves the step past them.</summary>
@@ -210,7 +227,7 @@ public sealed class InferenceSession : IDisposable
         Span<int> token = stackalloc int[1];
         _b.ReadTokens(_step, token);
         _lastToken = token[0];
-        return token[0] != Sampling.NonFinite ? token[0] : throw NonFinite();
+        return token[0] != Sampling.NonFinite ? token[0] : throw NonFinite(Position - 1);
     }
 
     /// <summary>The logits of the last row of <paramref name="hidden"/>, <c>[1, vocab]</c> on the backend.</summary>

@@ -20,6 +20,9 @@ public sealed class ModelDirectory : IDisposable
 
     public string Path { get; }
 
+    /// <summary>How reports name the model: <c>org/name</c> for a hub cache snapshot, else the directory's name.</summary>
+    public string Name => ModelLocation.DisplayName(Path);
+
     public ModelConfig Config { get; }
 
     public TextTokenizer Tokenizer { get; }

@@ -153,7 +153,7 @@ public sealed class CliErrorTests : IClassFixture<CliErrorTests.BadFiles>
         { "tokenizer-type-number", "tokenizer.json: 'model.type' must be a string, not 5" },
         { "tokenizer-decoder-type-list", "tokenizer.json: 'decoder.type' must be a string, not a list of 0" },
         { "tokenizer-backtracking", "catastrophic backtracking" },
-        { "key-not-utf8", "model.safetensors: corrupt safetensors header (not valid UTF-8)" },
+        { "key-not-utf8", "model.safetensors: the safetensors header is not valid UTF-8 text" },
         { "offsets-huge", "data offsets [9223372036854775000, 9223372036854775807]" },
         { "nan-weights", "the model produced NaN or infinite logits at position" },
     };
@@ -255,5 +255,12 @@ public sealed class CliErrorTests : IClassFixture<CliErrorTests.BadFiles>
         Assert.Contains("internal error: InvalidOperationException: inner", loud.ToString());
         Assert.Contains("   at ", loud.ToString());
         Assert.Equal(1, ErrorReport.Write(new AggregateException(new Kascade.Core.KascadeException("a user's mistake")), verbose: false, new StringWriter()));
+        // Parallel workers failing on the same mistake: still the user's, reported once.
+        var parallel = new StringWriter();
+        Assert.Equal(1, ErrorReport.Write(new AggregateException(new Kascade.Core.KascadeException("bad row"), new Kascade.Core.KascadeException("bad row")), verbose: false, parallel));
+        Assert.Equal("error: bad row", parallel.ToString().Trim());
+        // A GPU kernel's fault is a bug; a missing GPU or exhausted memory is not.
+        Assert.Equal(2, ErrorReport.Write(new Kascade.Cuda.Runtime.CudaException("cuStreamSynchronize failed: an illegal memory access was encountered (700)", isBug: true), verbose: false, new StringWriter()));
+        Assert.Equal(1, ErrorReport.Write(new Kascade.Cuda.Runtime.CudaException("cuMemAlloc failed: out of memory (2)"), verbose: false, new StringWriter()));
     }
 }

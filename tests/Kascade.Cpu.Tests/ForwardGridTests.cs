@@ -8,28 +8,31 @@ namespace Kascade.Cpu.Tests;
 /// <summary>The optimised CPU forward against <see cref="NaiveReference"/> on random models over a grid of shapes.</summary>
 public class ForwardGridTests
 {
-    public static TheoryData<int, int, string, int> Shapes()
+    public static TheoryData<int, int, string, int, bool> Shapes()
     {
-        var data = new TheoryData<int, int, string, int>();
+        var data = new TheoryData<int, int, string, int, bool>();
         foreach (int headDim in new[] { 64, 128 })
         {
             foreach (int group in new[] { 1, 2, 4, 8 })
             {
-                data.Add(headDim, group, "LlamaForCausalLM", 45);
+                data.Add(headDim, group, "LlamaForCausalLM", 45, false);
             }
         }
-        data.Add(32, 2, "Qwen2ForCausalLM", 33);
-        data.Add(32, 4, "Qwen3ForCausalLM", 17);
-        data.Add(16, 1, "MistralForCausalLM", 70);
+        data.Add(32, 2, "Qwen2ForCausalLM", 33, false);
+        data.Add(32, 4, "Qwen3ForCausalLM", 17, false);
+        data.Add(16, 1, "MistralForCausalLM", 70, false);
+        // attention_bias = true: q, k, v and o biased in Llama and Qwen3 (the checkpoint must hold all four).
+        data.Add(32, 2, "LlamaForCausalLM", 21, true);
+        data.Add(32, 2, "Qwen3ForCausalLM", 21, true);
         return data;
     }
 
     [Theory]
     [MemberData(nameof(Shapes))]
-    public void Chunked_prefill_then_decode_matches_naive_reference(int headDim, int group, string architecture, int length)
+    public void Chunked_prefill_then_decode_matches_naive_reference(int headDim, int group, string architecture, int length, bool attentionBias)
     {
         using var dir = new TempDirectory();
-        var shape = new RandomModelShape(headDim, Heads: 2 * group, KvHeads: 2, Architecture: architecture, Tied: architecture != "Qwen3ForCausalLM");
+        var shape = new RandomModelShape(headDim, Heads: 2 * group, KvHeads: 2, Architecture: architecture, Tied: architecture != "Qwen3ForCausalLM", AttentionBias: attentionBias);
         RandomModel.Write(dir.Path, shape, seed: headDim * 31 + group);
         var config = ConfigLoader.Load(dir.Path);
         using var store = WeightStore.Open(dir.Path);

@@ -25,6 +25,8 @@ public sealed class ScheduleTarget : IFuzzTarget, IDisposable
 
     public string Name => "schedule JSON";
 
+    public byte[] Original() => Encoding.UTF8.GetBytes(_seed);
+
     public byte[] Mutate(Random rng, out string what) => JsonMutator.Mutate(_seed, rng, out what);
 
     public void Load(byte[] input)
@@ -63,6 +65,8 @@ public sealed class NpyTarget : IFuzzTarget, IDisposable
     private readonly ModelConfig _config = Runtime.Loading.ConfigLoader.Load(TestPaths.InstrumentModel);
 
     public string Name => ".npy head map";
+
+    public byte[] Original() => NpyWriter.Bytes(NpyWriter.Padded("{'descr': '<i4', 'fortran_order': False, 'shape': (24, 2), }"), NpyWriter.Int32s([.. Enumerable.Range(0, 48).Select(i => i % 2)]));
 
     public byte[] Mutate(Random rng, out string what)
     {
@@ -165,13 +169,15 @@ public sealed class EvalJsonlTarget : IFuzzTarget, IDisposable
         string data = Path.Combine(TestPaths.RepoRoot, "tests", "data", "longbench-mini");
         _seed =
         [
-            JsonLines.Shortened(File.ReadLines(Path.Combine(data, "hotpotqa.jsonl")).First(), 3000),
-            JsonLines.Shortened(File.ReadLines(Path.Combine(data, "trec.jsonl")).First(), 3000),
+            JsonLines.Shortened(File.ReadLines(Path.Combine(data, "hotpotqa.jsonl")).First(), 3000, "hotpotqa-0"),
+            JsonLines.Shortened(File.ReadLines(Path.Combine(data, "trec.jsonl")).First(), 3000, "trec-0"),
             "{\"id\": 7, \"prompt\": \"The pass key is 71432. What is the pass key?\", \"answers\": [\"71432\"], \"metric\": \"contains_all\", \"max_new_tokens\": 8}",
         ];
     }
 
     public string Name => "eval JSONL";
+
+    public byte[] Original() => Encoding.UTF8.GetBytes(string.Join('\n', _seed) + "\n");
 
     public byte[] Mutate(Random rng, out string what)
     {
@@ -221,6 +227,8 @@ public sealed class DevSetTarget : IFuzzTarget, IDisposable
     private readonly string _seed = string.Join('\n', File.ReadLines(Path.Combine(TestPaths.RepoRoot, "data", "calibration", "instrument-dev.jsonl")).Take(2).Select(l => JsonLines.Shortened(l, 400)));
 
     public string Name => "dev set JSONL";
+
+    public byte[] Original() => Encoding.UTF8.GetBytes(_seed);
 
     public byte[] Mutate(Random rng, out string what)
     {

@@ -9,6 +9,9 @@ public interface IFuzzTarget
 {
     string Name { get; }
 
+    /// <summary>The unmutated seed file, which must load: otherwise every refusal of a mutant would mean nothing.</summary>
+    byte[] Original();
+
     /// <summary>A mutated file for case <paramref name="rng"/>; <paramref name="what"/> says what was done to the seed.</summary>
     byte[] Mutate(Random rng, out string what);
 

@@ -20,6 +20,8 @@ public abstract class ModelDirectoryTarget : IFuzzTarget, IDisposable
 
     public abstract string Name { get; }
 
+    public abstract byte[] Original();
+
     protected abstract string FileUnderTest { get; }
 
     public abstract byte[] Mutate(Random rng, out string what);
@@ -83,6 +85,12 @@ public sealed class ConfigTarget : ModelDirectoryTarget
 
     public override string Name => "config.json";
 
+    public override byte[] Original()
+    {
+        _variant = 0;
+        return Encoding.UTF8.GetBytes(_seeds[0]);
+    }
+
     protected override string FileUnderTest => "config.json";
 
     public override byte[] Mutate(Random rng, out string what)
@@ -117,6 +125,8 @@ public sealed class SafeTensorsTarget : ModelDirectoryTarget
     }
 
     public override string Name => "safetensors header";
+
+    public override byte[] Original() => [.. BitConverter.GetBytes((long)Encoding.UTF8.GetByteCount(_header)), .. Encoding.UTF8.GetBytes(_header), .. _data];
 
     protected override string FileUnderTest => "model.safetensors";
 
@@ -163,6 +173,8 @@ public sealed class IndexTarget : ModelDirectoryTarget
 
     public override string Name => "safetensors index";
 
+    public override byte[] Original() => Encoding.UTF8.GetBytes(_seed);
+
     protected override string FileUnderTest => "model.safetensors.index.json";
 
     public override byte[] Mutate(Random rng, out string what) => JsonMutator.Mutate(_seed, rng, out what);
@@ -177,6 +189,8 @@ public sealed class TokenizerTarget : IFuzzTarget, IDisposable
     private readonly string _seed = File.ReadAllText(Path.Combine(TestPaths.InstrumentModel, "tokenizer.json"));
 
     public string Name => "tokenizer.json";
+
+    public byte[] Original() => Encoding.UTF8.GetBytes(_seed);
 
     public byte[] Mutate(Random rng, out string what) => JsonMutator.Mutate(_seed, rng, out what);
 
@@ -196,13 +210,70 @@ public sealed class TokenizerTarget : IFuzzTarget, IDisposable
     public void Dispose() => _dir.Dispose();
 }
 
+/// <summary>
+/// A SentencePiece <c>tokenizer.model</c> (Llama 2's protobuf), damaged at the byte level: bytes flipped, ranges cut
+/// out or repeated, overlong varints inserted, the file truncated; loaded and used to encode and decode.
+/// </summary>
+public sealed class SentencePieceTarget : IFuzzTarget, IDisposable
+{
+    private readonly TempDirectory _dir = new();
+    private readonly byte[] _seed = File.ReadAllBytes(Path.Combine(TestPaths.Tokenizers, "llama2.tokenizer.model"));
+
+    public string Name => "tokenizer.model";
+
+    public byte[] Original() => _seed;
+
+    public byte[] Mutate(Random rng, out string what)
+    {
+        var steps = new List<string>();
+        var bytes = _seed;
+        for (int i = 0, n = 1 + rng.Next(3); i < n; i++)
+        {
+            int at = rng.Next(bytes.Length), length = 1 + rng.Next(64);
+            switch (rng.Next(4))
+            {
+                case 0:
+                    bytes = [.. bytes[..at], .. bytes[Math.Min(bytes.Length, at + length)..]];
+                    steps.Add($"{length} bytes cut at {at}");
+                    break;
+                case 1:
+                    bytes = [.. bytes[..at], .. bytes.AsSpan(at, Math.Min(length, bytes.Length - at)), .. bytes[at..]];
+                    steps.Add($"{length} bytes repeated at {at}");
+                    break;
+                case 2:
+                    bytes = [.. bytes[..at], .. Enumerable.Repeat((byte)0xFF, 9), 0x7F, .. bytes[at..]];
+                    steps.Add($"an overlong varint inserted at {at}");
+                    break;
+                default:
+                    bytes = JsonMutator.DamageBytes(bytes, rng, steps);
+                    break;
+            }
+        }
+        what = string.Join("; ", steps);
+        return bytes;
+    }
+
+    public void Load(byte[] input)
+    {
+        File.WriteAllBytes(_dir.File("tokenizer.model"), input);
+        var tokenizer = TextTokenizer.FromSentencePiece(_dir.File("tokenizer.model"));
+        tokenizer.Decode(tokenizer.Encode("The pass key is 71432. Ünïcödé text, 😀 and  spaces!"));
+    }
+
+    public void Dispose() => _dir.Dispose();
+}
+
 /// <summary>A JSON object given as text, for targets that read JSON lines.</summary>
 internal static class JsonLines
 {
-    /// <summary>A JSON line whose "prompt" is cut to <paramref name="chars"/> characters, so a case stays cheap.</summary>
-    public static string Shortened(string line, int chars)
+    /// <summary>A JSON line whose "prompt" is cut to <paramref name="chars"/> characters, so a case stays cheap, and whose "id" is <paramref name="id"/> when given.</summary>
+    public static string Shortened(string line, int chars, string? id = null)
     {
         var node = JsonNode.Parse(line)!.AsObject();
+        if (id is not null)
+        {
+            node["id"] = id;
+        }
         if (node["prompt"]?.GetValue<string>() is { Length: > 0 } prompt && prompt.Length > chars)
         {
             node["prompt"] = prompt[..(chars / 2)] + prompt[^(chars / 2)..];

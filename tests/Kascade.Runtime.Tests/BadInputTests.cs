@@ -106,7 +106,7 @@ public class BadInputTests
         var bytes = File.ReadAllBytes(f);
         bytes[8] = (byte)'#';
         File.WriteAllBytes(f, bytes);
-        Fails("corrupt safetensors header", () => Open(dir.Path));
+        Fails("model.safetensors: the safetensors header is not valid JSON", () => Open(dir.Path));
     }
 
     [Fact]

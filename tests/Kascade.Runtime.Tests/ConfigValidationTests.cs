@@ -112,8 +112,9 @@ public class ConfigValidationTests
         Assert.Equal([1, 2], c.EosTokenIds);
     }
 
+    /// <summary>attention_bias as HF reads it (the forward with the biases is checked in ForwardGridTests).</summary>
     [Fact]
-    public void Qwen3_attention_bias_biases_the_output_projection_too_and_Mistral_has_none()
+    public void Attention_bias_is_read_for_Qwen3_and_ignored_for_Mistral_as_HF_does()
     {
         Assert.True(Parse(r => r["attention_bias"] = true, "qwen3-qknorm").AttentionBias);
         Assert.False(Parse(r => r["attention_bias"] = true, "mistral-mqa-headdim").AttentionBias);

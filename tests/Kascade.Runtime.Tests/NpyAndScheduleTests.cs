@@ -57,7 +57,7 @@ public class NpyAndScheduleTests
         using var dir = new TempDirectory();
         string original = File.ReadAllText(Path.Combine(TestPaths.InstrumentModel, "kascade-schedule.json"));
         var config = ConfigLoader.Load(TestPaths.InstrumentModel);
-        foreach (var (budget, expected) in new[] { ("\"NaN\"", "is not a valid schedule"), ("\"Infinity\"", "is not a valid schedule"), ("1000", "topk percent 1000 must be in (0, 100]"), ("-1", "topk percent -1 must be in (0, 100]") })
+        foreach (var (budget, expected) in new[] { ("\"NaN\"", "topk percent NaN must be in (0, 100]"), ("\"Infinity\"", "topk percent Infinity must be in (0, 100]"), ("\"ten\"", "is not a valid schedule"), ("1000", "topk percent 1000 must be in (0, 100]"), ("-1", "topk percent -1 must be in (0, 100]") })
         {
             File.WriteAllText(dir.File("s.json"), System.Text.RegularExpressions.Regex.Replace(original, "\"top_k_percent\": [^,\\n]+", $"\"top_k_percent\": {budget}"));
             Assert.Contains(expected, Assert.Throws<KascadeException>(() => ScheduleFile.Load(dir.File("s.json"), config)).Message);

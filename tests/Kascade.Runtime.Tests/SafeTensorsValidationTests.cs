@@ -104,6 +104,7 @@ public class SafeTensorsValidationTests
     {
         Refused("__metadata__ must map strings to strings", "{\"__metadata__\": {\"n\": 1}}", 0);
         Refused("__metadata__ must map strings to strings", "{\"__metadata__\": [\"x\"]}", 0);
+        Assert.Empty(Parse("{\"__metadata__\": null}", 0));   // the reference's Option: no metadata
     }
 
     [Fact]
@@ -116,7 +117,7 @@ public class SafeTensorsValidationTests
     [Fact]
     public void Entries_of_the_wrong_type_are_named()
     {
-        Refused("not a JSON object", "[1, 2]", 0);
+        Refused("w.safetensors: expected a JSON object, not a list of 2", "[1, 2]", 0);
         Refused("'a' must be an object, not 5", "{\"a\": 5}", 0);
         Refused("'a.shape' must be a list, not a string (\"2\")", "{\"a\": {\"dtype\": \"F32\", \"shape\": \"2\", \"data_offsets\": [0, 8]}}", 8);
         Refused("'a.data_offsets' must be [begin, end], not a list of 3", "{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4, 8]}}", 4);
@@ -129,7 +130,7 @@ public class SafeTensorsValidationTests
         var header = Encoding.UTF8.GetBytes("{\"a\u00e9\": {}}");
         header[3] = 0xFF;   // a lone continuation byte inside the key
         var e = Assert.Throws<KascadeException>(() => SafeTensorsHeader.Parse("w.safetensors", header, 0));
-        Assert.Contains("not valid UTF-8", e.Message);
+        Assert.Contains("w.safetensors: the safetensors header is not valid UTF-8 text", e.Message);
     }
 
     [Fact]

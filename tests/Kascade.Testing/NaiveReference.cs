@@ -83,6 +83,11 @@ public static class NaiveReference
                     }
                 }
                 AddInPlace(x[i], MatVec(wo, attn, hid));
+                if (c.AttentionBias && c.Architecture != ModelArchitecture.Qwen2)
+                {
+                    // HF: Llama and Qwen3 bias o_proj with attention_bias too; Qwen2 biases q, k and v only.
+                    AddInPlace(x[i], Vec(p + "self_attn.o_proj.bias", hid));
+                }
             }
             var gate = Mat(p + "mlp.gate_proj.weight", c.IntermediateSize, hid);
             var up = Mat(p + "mlp.up_proj.weight", c.IntermediateSize, hid);

@@ -15,7 +15,8 @@ public sealed record RandomModelShape(
     int Vocab = 128,
     string Architecture = "LlamaForCausalLM",
     bool Tied = true,
-    int MaxPositions = 4096);
+    int MaxPositions = 4096,
+    bool AttentionBias = false);
 
 /// <summary>Writes <c>config.json</c> + <c>model.safetensors</c> (bf16, seeded) for a <see cref="RandomModelShape"/>.</summary>
 public static class RandomModel
@@ -34,7 +35,8 @@ public static class RandomModel
             tensors.Add((name, shape, data));
         }
         int q = s.Heads * s.HeadDim, kv = s.KvHeads * s.HeadDim;
-        bool bias = s.Architecture == "Qwen2ForCausalLM", qkNorm = s.Architecture == "Qwen3ForCausalLM";
+        bool bias = s.Architecture == "Qwen2ForCausalLM" || s.AttentionBias, qkNorm = s.Architecture == "Qwen3ForCausalLM";
+        bool outputBias = s.AttentionBias && s.Architecture != "Qwen2ForCausalLM";
         Add("model.embed_tokens.weight", 1f, 0, s.Vocab, s.Hidden);
         Add("model.norm.weight", 0.2f, 1, s.Hidden);
         if (!s.Tied)
@@ -55,6 +57,10 @@ public static class RandomModel
                 Add(p + "self_attn.q_proj.bias", 0.2f, 0, q);
                 Add(p + "self_attn.k_proj.bias", 0.2f, 0, kv);
                 Add(p + "self_attn.v_proj.bias", 0.2f, 0, kv);
+            }
+            if (outputBias)
+            {
+                Add(p + "self_attn.o_proj.bias", 0.2f, 0, s.Hidden);
             }
             if (qkNorm)
             {
@@ -81,6 +87,7 @@ public static class RandomModel
             ["rms_norm_eps"] = 1e-5,
             ["rope_theta"] = 10000.0,
             ["tie_word_embeddings"] = s.Tied,
+            ["attention_bias"] = s.AttentionBias,
             ["eos_token_id"] = 0,
             ["torch_dtype"] = "bfloat16",
         };

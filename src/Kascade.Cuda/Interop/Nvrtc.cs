@@ -5,6 +5,7 @@ namespace Kascade.Cuda.Interop;
 public enum NvrtcResult
 {
     Success = 0,
+    OutOfMemory = 1,
     CompilationFailed = 6,
 }
 

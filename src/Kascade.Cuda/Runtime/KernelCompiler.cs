@@ -89,7 +89,7 @@ public sealed class KernelCompiler
                 Nvrtc.nvrtcGetProgramLogSize(program, out nuint logSize);
                 var log = new byte[(int)logSize];
                 Nvrtc.nvrtcGetProgramLog(program, log);
-                throw new CudaException($"NVRTC could not compile {source} (key {key}, options {string.Join(' ', options)}):\n{Encoding.UTF8.GetString(log).TrimEnd('\0')}");
+                throw new CudaException($"NVRTC could not compile {source} (key {key}, options {string.Join(' ', options)}):\n{Encoding.UTF8.GetString(log).TrimEnd('\0')}", isBug: true);
             }
             CudaCheck.ThrowIfFailed(Nvrtc.nvrtcGetCUBINSize(program, out nuint size), "nvrtcGetCUBINSize");
             var cubin = new byte[(int)size];

@@ -15,12 +15,13 @@ public static class NonFiniteProbe
 {
     /// <summary>
     /// Where the first non-finite value appears when <paramref name="tokens"/> run under <paramref name="policy"/>, as a
-    /// phrase (<c>"layer 3's attention output, position 17"</c>).
+    /// phrase (<c>"layer 3's attention output, position 17"</c>). The probe's session has the failed session's
+    /// <paramref name="capacity"/>, so the rotary tables the backend holds for it keep their size.
     /// </summary>
-    public static string Locate(LlamaModel model, IReadOnlyList<int> tokens, AttentionPolicy policy, int maxChunk)
+    public static string Locate(LlamaModel model, IReadOnlyList<int> tokens, AttentionPolicy policy, int maxChunk, int capacity)
     {
         var observer = new FirstNonFinite(model.Config.HiddenSize);
-        using var session = model.CreateSession(tokens.Count, maxChunk, policy, observer, probe: true);
+        using var session = model.CreateSession(capacity, maxChunk, policy, observer, probe: true);
         var ids = tokens.ToArray();
         var logits = new float[model.Config.VocabSize];
         try

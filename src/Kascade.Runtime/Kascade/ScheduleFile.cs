@@ -104,7 +104,8 @@ public static class ScheduleFile
     public static string ToolVersion => "kascade " + (typeof(ScheduleFile).Assembly.GetName().Version?.ToString(3) ?? "0.0.0");
 }
 
-// Numbers must be JSON numbers: a top_k_percent of "NaN" is refused by the parser, not discovered by the forward pass.
-[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true)]
+// Named literals ("NaN") are read and written so that a statistic of the calibration that came out non-finite never
+// loses the schedule it belongs to; the budget itself is checked by KascadeSchedule.Validate, which refuses a NaN.
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals)]
 [JsonSerializable(typeof(KascadeSchedule))]
 internal sealed partial class ScheduleJson : JsonSerializerContext;

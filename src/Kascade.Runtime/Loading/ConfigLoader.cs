@@ -19,6 +19,9 @@ public static class ConfigLoader
         ["Qwen3ForCausalLM"] = ModelArchitecture.Qwen3,
     };
 
+    /// <summary>transformers' default <c>max_window_layers</c> for Qwen2/Qwen3 (layers from this one on use the window).</summary>
+    private const int QwenMaxWindowLayers = 28;
+
     /// <summary>Largest width, head count or layer count accepted: far above any Llama-family model, far below overflow.</summary>
     private const int MaxSize = 1 << 20;
 
@@ -138,7 +141,7 @@ public static class ConfigLoader
         bool windowed = layerTypes.Count > 0
             ? slidingLayers
             : arch is ModelArchitecture.Qwen2 or ModelArchitecture.Qwen3
-                ? useSliding == true && (root.OptionalInt("max_window_layers", 0) ?? 0) < layers
+                ? useSliding == true && (root.OptionalInt("max_window_layers", 0) ?? QwenMaxWindowLayers) < layers
                 : useSliding != false;
         if (windowed && window is { } w && w < maxPositions)
         {

@@ -33,11 +33,24 @@ public static partial class ModelLocation
         throw new KascadeException($"model directory not found: {nameOrPath}");
     }
 
-    /// <summary>The local hub cache, as huggingface_hub finds it.</summary>
+    /// <summary>The local hub cache, as huggingface_hub finds it (<c>HUGGINGFACE_HUB_CACHE</c> is its older name).</summary>
     public static string HubCache =>
         Environment.GetEnvironmentVariable("HF_HUB_CACHE") is { Length: > 0 } cache ? cache
+        : Environment.GetEnvironmentVariable("HUGGINGFACE_HUB_CACHE") is { Length: > 0 } legacy ? legacy
         : Environment.GetEnvironmentVariable("HF_HOME") is { Length: > 0 } home ? Path.Combine(home, "hub")
         : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "huggingface", "hub");
+
+    /// <summary>
+    /// How to call the model at <paramref name="directory"/> in reports: <c>org/name</c> for a hub cache snapshot
+    /// (<c>…/models--org--name/snapshots/REV</c>), else the directory's name.
+    /// </summary>
+    public static string DisplayName(string directory)
+    {
+        var dir = new DirectoryInfo(Path.TrimEndingDirectorySeparator(directory));
+        return dir.Parent is { Name: "snapshots", Parent: { } entry } && entry.Name.StartsWith("models--", StringComparison.Ordinal)
+            ? entry.Name["models--".Length..].Replace("--", "/", StringComparison.Ordinal)
+            : dir.Name;
+    }
 
     private static bool IsCacheEntry(string directory) => Directory.Exists(Path.Combine(directory, "snapshots"));
 

@@ -29,29 +29,9 @@ public static class SafeTensorsHeader
     /// </summary>
     public static IReadOnlyList<SafeTensorInfo> Parse(string file, ReadOnlySpan<byte> header, long dataLength)
     {
-        if (!System.Text.Unicode.Utf8.IsValid(header))
+        using (var doc = JsonFields.Parse(header.ToArray(), $"{file}: the safetensors header"))
         {
-            throw new KascadeException($"{file}: corrupt safetensors header (not valid UTF-8)");
-        }
-        JsonDocument doc;
-        try
-        {
-            doc = JsonDocument.Parse(header.ToArray());
-        }
-        catch (JsonException e)
-        {
-            throw new KascadeException($"{file}: corrupt safetensors header ({e.Message})");
-        }
-        using (doc)
-        {
-            if (doc.RootElement.ValueKind != JsonValueKind.Object)
-            {
-                throw new KascadeException($"{file}: corrupt safetensors header (not a JSON object)");
-            }
-            if (JsonFields.UnreadableString(doc.RootElement) is { } bad)
-            {
-                throw new KascadeException($"{file}: corrupt safetensors header ({bad})");
-            }
+            _ = new JsonFields(doc.RootElement, file);   // an object, or one message saying what it is instead
             var names = new HashSet<string>(StringComparer.Ordinal);
             var tensors = new List<SafeTensorInfo>();
             foreach (var entry in doc.RootElement.EnumerateObject())
@@ -74,7 +54,8 @@ public static class SafeTensorsHeader
 
     private static void CheckMetadata(string file, JsonElement metadata)
     {
-        if (metadata.ValueKind != JsonValueKind.Object || metadata.EnumerateObject().Any(p => p.Value.ValueKind != JsonValueKind.String))
+        // The reference reads it as Option<HashMap<String, String>>: null is no metadata.
+        if (metadata.ValueKind != JsonValueKind.Null && (metadata.ValueKind != JsonValueKind.Object || metadata.EnumerateObject().Any(p => p.Value.ValueKind != JsonValueKind.String)))
         {
             throw new KascadeException($"{file}: corrupt safetensors header (__metadata__ must map strings to strings)");
         }

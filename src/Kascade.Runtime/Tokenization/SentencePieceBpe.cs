@@ -117,7 +117,7 @@ public sealed class SentencePieceBpe
                 }
             }
         }
-        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or InvalidDataException)
+        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or InvalidDataException or OverflowException)
         {
             throw new KascadeException($"{Path.GetFileName(path)} is not a readable SentencePiece model ({e.Message})");
         }
