@@ -8,8 +8,11 @@ It writes, under --out:
   tokenizers/<name>.json      ids and decodes of tricky strings, from HF `tokenizers` / `sentencepiece`
   tiny/<variant>/             a tiny random-weight model saved by HF transformers (fixed seed), with
                               fixture.json: HF's fp32 logits for fixed input ids and its greedy tokens
+  golden_hf.json              the instrument model in HF bf16 (eager): per prompt the ids, the top-10 next-token ids
+                              and logits, the logits' L2 norm at every position and 20 greedy tokens
+                              (copied to models/kascade-instrument-21m/golden_hf.json)
   instrument_fp32.json        the instrument model's last-position logits computed by HF in fp32
-The C# tests read these from tests/data/fixtures (copied there unchanged).
+The C# tests read the rest from tests/data/fixtures (copied there unchanged).
 """
 import argparse
 import json
@@ -147,19 +150,53 @@ def tiny_models(out):
         print(name, "saved", sorted(os.listdir(d)), "greedy", gen)
 
 
+GOLDEN_PROMPTS = [
+    "Once upon a time, in a quiet village by the sea,",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n",
+    "The special magic number for garden is: 4815162. What is the special magic number for garden? "
+    "The special magic number for garden is",
+]
+
+
+def instrument_golden_hf(out):
+    """golden_hf.json: what HF transformers computes in bf16, the precision the model ships in."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(os.path.join(INSTRUMENT, "tokenizer.json"))
+    model = AutoModelForCausalLM.from_pretrained(INSTRUMENT, dtype=torch.bfloat16, attn_implementation="eager").cuda().eval()
+    cases = []
+    for text in GOLDEN_PROMPTS:
+        ids = tok.encode(text).ids
+        x = torch.tensor([ids]).cuda()
+        with torch.no_grad():
+            logits = model(x).logits[0].float()
+            greedy = model.generate(x, max_new_tokens=20, do_sample=False, attention_mask=torch.ones_like(x))[0, len(ids):]
+        top = logits[-1].topk(10)
+        cases.append({"text": text, "ids": ids,
+                      "last_logits_top10": top.indices.tolist(),
+                      "last_logits_top10_values": [float(v) for v in top.values],
+                      "logits_l2_per_position": [round(float(v), 4) for v in logits.norm(dim=-1)],
+                      "greedy_20": greedy.tolist()})
+    gpu = torch.cuda.get_device_name().replace("NVIDIA ", "")
+    with open(os.path.join(out, "golden_hf.json"), "w") as f:
+        json.dump({"note": f"HF transformers {transformers.__version__} bf16 on {gpu}, eager greedy", "cases": cases}, f, indent=1)
+    print("golden_hf cases", [len(c["ids"]) for c in cases], "greedy", [c["greedy_20"][:5] for c in cases])
+
+
 def instrument_fp32(out):
     from transformers import AutoModelForCausalLM
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(os.path.join(INSTRUMENT, "tokenizer.json"))
     model = AutoModelForCausalLM.from_pretrained(INSTRUMENT, dtype=torch.float32, attn_implementation="eager").cuda().eval()
-    golden = json.load(open(os.path.join(INSTRUMENT, "golden_hf.json")))
     essays_dir = os.path.join(ROOT, "tests", "data", "haystack")
     long_text = ""
     if os.path.isdir(essays_dir):
         for name in sorted(os.listdir(essays_dir))[:3]:
             long_text += open(os.path.join(essays_dir, name), encoding="utf-8").read()
-    texts = [c["text"] for c in golden["cases"]] + [long_text]
+    texts = GOLDEN_PROMPTS + [long_text]
     cases = []
     for t in texts:
         ids = tok.encode(t).ids[:1500]
@@ -177,7 +214,7 @@ if __name__ == "__main__":
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    for step in (tokenizer_fixtures, tiny_models, instrument_fp32):
+    for step in (tokenizer_fixtures, tiny_models, instrument_golden_hf, instrument_fp32):
         try:
             step(a.out)
         except Exception as e:  # report every step's failure in one run

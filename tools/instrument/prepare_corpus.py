@@ -9,7 +9,7 @@ at the START/END markers, keeps English books of at least 50 KB, drops repeated 
   OUT/prose-NN.txt.xz   the training books, books separated by a form feed line, shards of about --shard-mb MB
                         compressed (the GPU machine receives them as carried files, 64 MiB a call)
   OUT/heldout.txt.xz    the held-out books (never trained on): the train/held-out perplexity gap
-  tools/instrument/sources.tsv   one line a book: id, repository, split, characters, sha256 of the text
+  tools/instrument/sources.tsv   one line a book: id, repository, split, file (shard), characters, sha256 of the text
 
 The Paul Graham essays (the evaluation haystack) and LongBench are not Gutenberg books, so no filter can let them in;
 a book is held out by its id (HELD_OUT below), chosen before any training.
@@ -110,11 +110,12 @@ def main():
             f.write("\n\f\n".join(b[2] for b in shard))
     with lzma.open(os.path.join(args.out, "heldout.txt.xz"), "wt", encoding="utf-8", preset=9) as f:
         f.write("\n\f\n".join(b[2] for b in held))
+    file_of = {b[0]: f"prose-{i:02d}" for i, shard in enumerate(shards) for b in shard} | {b[0]: "heldout" for b in held}
     with open(args.sources, "w", encoding="utf-8") as f:
-        f.write("id\trepository\tsplit\tcharacters\tsha256\n")
+        f.write("id\trepository\tsplit\tfile\tcharacters\tsha256\n")
         for book_id, repo, core in books:
             split = "held-out" if book_id in HELD_OUT else "train"
-            f.write(f"{book_id}\t{repo}\t{split}\t{len(core)}\t{hashlib.sha256(core.encode()).hexdigest()[:16]}\n")
+            f.write(f"{book_id}\t{repo}\t{split}\t{file_of[book_id]}\t{len(core)}\t{hashlib.sha256(core.encode()).hexdigest()[:16]}\n")
     chars = sum(len(b[2]) for b in train)
     print(f"{len(train)} training books ({chars / 1e6:.1f} M characters) in {len(shards)} shards, {len(held)} held out; "
           f"rejected: {rejected}", file=sys.stderr)

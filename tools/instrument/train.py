@@ -12,9 +12,9 @@ Data (all tokenized with the embedded model's tokenizer, documents separated by 
 Every prose token drawn (windows and haystacks alike) is counted; the log reports how many times the prose was seen
 on average, which the recipe keeps at or below ~3.
 
-  python3 tools/instrument/train.py --data .data/instrument --work /root/instrument --out /root/instrument/model \\
-      --time-budget 480          # first call: tokenizes, trains 8 minutes, checkpoints
-  python3 tools/instrument/train.py ... --time-budget 480   # later calls resume from --work/ckpt.pt
+  python3 tools/instrument/train.py --data .data/instrument --work /root/c3 --out /root/c3/model \\
+      --time-budget 480 --export-always   # tokenizes, trains up to 8 minutes, checkpoints, exports
+  python3 tools/instrument/train.py ... --time-budget 480   # a later call on a machine still held resumes from --work/ckpt.pt
   python3 tools/instrument/train.py ... --export-only       # HF directory of the latest checkpoint
 
 Writes --work/log.jsonl (loss, held-out loss, tokens, prose passes) and, when training ends or on --export-only,
@@ -49,6 +49,17 @@ TRAIN_WORDS = [w for w in (
     "rabbit raven ribbon rocket saddle salmon sapphire shadow shell silver sparrow spruce star stone storm sunset "
     "temple thunder tiger timber topaz tower trumpet tulip valley velvet walnut whale wheat window winter wolf").split()
     if w not in EVAL_WORDS]
+
+
+TASKS = ["passkey", "single", "multikey", "multivalue", "multiquery", "vt"]
+
+
+def task_weights(text):
+    """--task-weights: one non-negative weight per retrieval task, in TASKS order."""
+    weights = [float(w) for w in text.split(",")]
+    if len(weights) != len(TASKS) or min(weights) < 0 or sum(weights) <= 0:
+        raise argparse.ArgumentTypeError(f"give {len(TASKS)} non-negative weights ({', '.join(TASKS)})")
+    return weights
 
 
 def load_text_shards(pattern):
@@ -175,7 +186,7 @@ class Batches(torch.utils.data.IterableDataset):
         enc = lambda s: np.array(tok.encode(s, add_special_tokens=False).ids, dtype=np.uint16)
         digits = lambda n: str(rng.randrange(10 ** (n - 1), 10 ** n))
         magic = lambda w, n: f" One of the special magic numbers for {w} is: {n}."
-        kind = rng.choices(["passkey", "single", "multikey", "multivalue", "multiquery", "vt"], [3, 3, 3, 1, 1, 1])[0]
+        kind = rng.choices(TASKS, self.args.task_weights)[0]
         if kind == "passkey":
             key = digits(5)
             needles = [(f" The pass key is {key}. Remember it. {key} is the pass key.", rng.random())]
@@ -232,8 +243,9 @@ def lr_at(args, tokens):
 
 
 @torch.no_grad()
-def heldout_loss(model, streams, length, count=8):
-    s = streams["heldout"]
+def heldout_loss(model, streams, length, count=8, name="heldout"):
+    """Mean loss of count evenly spaced windows of one stream (held-out books, or the training prose for the gap)."""
+    s = streams[name]
     step = max(1, (len(s) - length) // count)
     losses = []
     for i in range(count):
@@ -273,10 +285,15 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup-tokens", type=float, default=5e6)
     ap.add_argument("--synthetic", type=float, default=0.35)
+    ap.add_argument("--task-weights", type=task_weights, default=[3, 3, 3, 1, 1, 1],
+                    help="relative weights of the retrieval samples: " + ",".join(TASKS))
     ap.add_argument("--code", type=float, default=0.30)
     ap.add_argument("--code-chars", type=float, default=600e6)
     ap.add_argument("--time-budget", type=float, default=480, help="seconds of training in this call")
     ap.add_argument("--export-only", action="store_true")
+    ap.add_argument("--export-always", action="store_true",
+                    help="export at the end of this call even if the token target is not reached (a one-call run that "
+                         "must not come back empty; train_summary.json says how far it got)")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--seed", type=int, default=14)
     args = ap.parse_args()
@@ -346,10 +363,11 @@ def main():
                 last_save = time.time()
     state["seconds"] += time.time() - t0
     state["heldout_loss_8k"] = heldout_loss(model, streams, 8192)
+    state["train_prose_loss_8k"] = heldout_loss(model, streams, 8192, name="prose")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state}, ckpt)
     print(f"checkpoint at {state['tokens'] / 1e6:.1f} M tokens, prose seen {state['prose_tokens_drawn'] / max(1, state['prose_tokens']):.2f} times, "
-          f"held-out loss {state['heldout_loss_8k']:.3f}", flush=True)
-    if state["tokens"] >= total:
+          f"held-out loss {state['heldout_loss_8k']:.3f}, training-prose loss {state['train_prose_loss_8k']:.3f}", flush=True)
+    if state["tokens"] >= total or args.export_always:
         export(args, model, state)
 
 
