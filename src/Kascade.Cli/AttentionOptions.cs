@@ -11,21 +11,7 @@ internal sealed class AttentionOptions
     /// <summary>Where <c>kascade calibrate</c> output is looked for when no <c>--schedule</c> is given.</summary>
     public const string DefaultScheduleName = "kascade-schedule.json";
 
-    private static readonly Dictionary<string, AttentionMethod> Methods = new()
-    {
-        ["dense"] = AttentionMethod.Dense,
-        ["kascade"] = AttentionMethod.Kascade,
-        ["kascade-pooled"] = AttentionMethod.KascadePooled,
-        ["kascade-noremap"] = AttentionMethod.KascadeNoRemap,
-        ["oracle-topk"] = AttentionMethod.OracleTopK,
-        ["streamingllm"] = AttentionMethod.StreamingLlm,
-        ["quest"] = AttentionMethod.Quest,
-        ["omnikv"] = AttentionMethod.OmniKv,
-        ["lessismore"] = AttentionMethod.LessIsMore,
-        ["sparcas"] = AttentionMethod.SparCas,
-    };
-
-    private readonly Option<string> _method = new("--attention") { Description = "dense, kascade, kascade-pooled, kascade-noremap, oracle-topk, streamingllm, quest, omnikv, lessismore or sparcas", DefaultValueFactory = _ => "dense" };
+    private readonly Option<string> _method = new("--attention") { Description = $"The attention method: {AttentionMethods.Names} (`kascade methods` describes them)", DefaultValueFactory = _ => "dense" };
     private readonly Option<string?> _schedule = new("--schedule") { Description = $"Kascade schedule file (default: {DefaultScheduleName} in the model directory)" };
     private readonly Option<double?> _percent = new Option<double?>("--topk-percent") { Description = "Top-k budget p in percent of the visible keys (default: the schedule's, else 10)" }.Percent();
     private readonly Option<string> _pooling = new("--pooling") { Description = "Anchor score pooling: post (post-softmax, the paper) or pre (raw scores)", DefaultValueFactory = _ => "post" };
@@ -33,7 +19,7 @@ internal sealed class AttentionOptions
 
     private AttentionOptions()
     {
-        _method.AcceptOnlyFromAmong([.. Methods.Keys]);
+        _method.AcceptOnlyFromAmong([.. AttentionMethods.All.Select(m => m.Name)]);
         _pooling.AcceptOnlyFromAmong("post", "pre");
         _baseline.Validators.Add(result =>
         {
@@ -66,7 +52,7 @@ internal sealed class AttentionOptions
             {
                 result.AddError($"{option.Name} needs at least one method ({Names})");
             }
-            else if (names.FirstOrDefault(n => !Methods.ContainsKey(n)) is { } unknown)
+            else if (names.FirstOrDefault(n => !AttentionMethods.TryFind(n, out _)) is { } unknown)
             {
                 result.AddError($"{option.Name}: unknown attention '{unknown}'; choose from {Names}");
             }
@@ -76,7 +62,7 @@ internal sealed class AttentionOptions
 
     public static AttentionOptions Create() => new();
 
-    public static string Names => string.Join(", ", Methods.Keys);
+    public static string Names => AttentionMethods.Names;
 
     /// <summary>Adds the options; <paramref name="withMethod"/> false leaves <c>--attention</c> to a command that names several methods.</summary>
     public void AddTo(Command command, bool withMethod = true)
@@ -97,10 +83,10 @@ internal sealed class AttentionOptions
     public AttentionPolicy Policy(ParseResult parse, ModelDirectory dir, string name)
     {
         var baselines = (parse.GetValue(_baseline) ?? []).Aggregate(BaselineOptions.Default, (o, a) => o.With(a));
-        var layers = name switch
+        var layers = AttentionMethods.Find(name).Method switch
         {
-            "omnikv" => baselines.OmniKvFilterLayers,
-            "lessismore" => baselines.LessIsMoreSelectionLayers,
+            AttentionMethod.OmniKv => baselines.OmniKvFilterLayers,
+            AttentionMethod.LessIsMore => baselines.LessIsMoreSelectionLayers,
             _ => [],
         };
         if (layers.FirstOrDefault(l => l >= dir.Config.Layers, -1) is >= 0 and var beyond)
@@ -114,10 +100,7 @@ internal sealed class AttentionOptions
     /// <summary>The policy named <paramref name="name"/>, loading and checking its schedule where it needs one.</summary>
     public static AttentionPolicy Build(string name, string? schedulePath, double? percent, ScorePooling pooling, ModelDirectory dir)
     {
-        if (!Methods.TryGetValue(name, out var method))
-        {
-            throw new KascadeException($"unknown attention '{name}'; choose from {Names}");
-        }
+        var method = AttentionMethods.Find(name).Method;
         if (percent is { } p && !(p > 0 && p <= 100))
         {
             throw new KascadeException("--topk-percent must be in (0, 100]");

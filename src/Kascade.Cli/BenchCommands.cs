@@ -123,7 +123,7 @@ public static partial class CliApp
     private static Command TestBackendCommand(TextWriter stdout)
     {
         var device = DeviceOption("cuda");
-        var model = new Option<string?>("--model") { Description = "Also replay this model directory's golden_hf.json on the device" };
+        var model = new Option<string?>("--model") { Description = "Also replay this model directory's golden_hf.json on the device, and run every attention method the device runs against the CPU" };
         var command = new Command("test-backend", "Run every backend op on the device and on the CPU with the same inputs over shape grids; exit 1 on any mismatch.")
         {
             device, model,
@@ -150,7 +150,8 @@ public static partial class CliApp
             if (parse.GetValue(model) is { } path)
             {
                 using var dir = OpenModel(parse, path, candidate);
-                foreach (var r in GoldenCheck.Run(dir))
+                using var onReference = OpenModel(parse, path, reference);
+                foreach (var r in GoldenCheck.Run(dir).Concat(MethodParity.Run(onReference, dir)))
                 {
                     Print(r);
                     results.Add(r);

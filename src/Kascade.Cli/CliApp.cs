@@ -30,6 +30,7 @@ public static partial class CliApp
         root.Add(EvalCommand(args, stdout, stderr));
         root.Add(TestBackendCommand(stdout));
         root.Add(ScheduleCommand(stdout));
+        root.Add(MethodsCommand(stdout));
         try
         {
             var parse = root.Parse(args);

@@ -122,6 +122,9 @@ public interface IBackend : IDisposable
     /// <summary>Empty when the backend can run a model of this config; otherwise each reason it cannot.</summary>
     IReadOnlyList<string> Supports(ModelConfig config);
 
+    /// <summary>Whether this backend has the ops <paramref name="method"/> runs on (sessions refuse the others up front).</summary>
+    bool Runs(AttentionMethod method);
+
     Weight LoadWeight(WeightSource source);
 
     /// <summary>

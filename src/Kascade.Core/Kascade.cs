@@ -107,11 +107,15 @@ public sealed record AttentionPolicy(AttentionMethod Method, KascadeSchedule? Sc
     /// <summary>Parameters of the baseline methods (ignored by the others).</summary>
     public BaselineOptions Baselines { get; init; } = BaselineOptions.Default;
 
-    public bool IsBaseline => Method is AttentionMethod.StreamingLlm or AttentionMethod.Quest or AttentionMethod.OmniKv or AttentionMethod.LessIsMore or AttentionMethod.SparCas;
+    /// <summary>The method's entry in the registry (name, settings, how it selects).</summary>
+    public AttentionMethodInfo Info => AttentionMethods.Of(Method);
+
+    /// <summary>A baseline: its key sets are picked on the host (<c>BaselineAttention</c>).</summary>
+    public bool IsBaseline => Info.SelectsOnHost;
 
     public static AttentionPolicy Dense { get; } = new(AttentionMethod.Dense);
 
-    public bool NeedsSchedule => Method is AttentionMethod.Kascade or AttentionMethod.KascadePooled or AttentionMethod.KascadeNoRemap;
+    public bool NeedsSchedule => Info.NeedsSchedule;
 
     /// <summary>The role of <paramref name="layer"/> under this policy (dense for dense and oracle policies, which do not use roles).</summary>
     public LayerRole RoleOf(int layer)

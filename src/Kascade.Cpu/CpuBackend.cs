@@ -30,6 +30,11 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     private ParallelOptions Parallelism { get; }
 
+    /// <summary>The CPU backend is the reference: it runs every method.</summary>
+    public static bool RunsMethod(AttentionMethod method) => AttentionMethods.All.Any(m => m.Method == method);
+
+    public bool Runs(AttentionMethod method) => RunsMethod(method);
+
     public IReadOnlyList<string> Supports(ModelConfig config)
     {
         var reasons = new List<string>();

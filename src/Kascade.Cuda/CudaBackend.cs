@@ -228,6 +228,14 @@ public sealed unsafe class CudaBackend : IBackend
 
     public CudaDevice Device => _device;
 
+    /// <summary>
+    /// Dense, and the baselines (host-side selection over <c>attention_gathered</c>); the Kascade variants and the
+    /// oracle have no kernels yet (issue 15).
+    /// </summary>
+    public static bool RunsMethod(AttentionMethod method) => method == AttentionMethod.Dense || AttentionMethods.Of(method).SelectsOnHost;
+
+    public bool Runs(AttentionMethod method) => RunsMethod(method);
+
     public IReadOnlyList<string> Supports(ModelConfig config)
     {
         var reasons = new List<string>();

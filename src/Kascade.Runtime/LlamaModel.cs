@@ -148,6 +148,10 @@ public sealed class LlamaModel : IDisposable
             throw new KascadeException($"{capacity} positions exceed the model's context of {Config.MaxPositions}");
         }
         policy ??= AttentionPolicy.Dense;
+        if (!Backend.Runs(policy.Method))
+        {
+            throw new KascadeException($"attention '{policy.Info.Name}' does not run on {Backend.Name} yet; run it on the CPU (--device cpu). `kascade methods` lists where each method runs");
+        }
         if (policy.NeedsSchedule)
         {
             var schedule = policy.Schedule ?? throw new KascadeException($"attention '{policy.Method}' needs a Kascade schedule");

@@ -110,6 +110,22 @@ public class CliTests
     }
 
     [Fact]
+    public void Methods_lists_every_registered_method_name_first_with_its_devices()
+    {
+        var (code, output, err) = Run("methods");
+        Assert.True(code == 0, err);
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        // Scripts (gpu-smoke.sh) take the first word of each line as a method name.
+        Assert.Equal(Core.AttentionMethods.All.Select(m => m.Name), lines.Select(l => l.Split(' ')[0]));
+        var devices = lines.ToDictionary(l => l.Split(' ')[0], l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
+        Assert.All(devices.Values, d => Assert.StartsWith("cpu", d));
+        Assert.Equal("cpu,cuda", devices["dense"]);
+        Assert.Equal("cpu,cuda", devices["quest"]);
+        Assert.Equal("cpu", devices["kascade"]);
+        Assert.Contains("--baseline quest-page, quest-dense-layers", lines.Single(l => l.StartsWith("quest ", StringComparison.Ordinal)));
+    }
+
+    [Fact]
     public void Kascade_without_a_schedule_says_how_to_make_one()
     {
         using var dir = new TempDirectory();

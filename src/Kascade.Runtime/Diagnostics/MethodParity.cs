@@ -1,0 +1,55 @@
+using Kascade.Core;
+using Kascade.Runtime.Kascade;
+
+namespace Kascade.Runtime.Diagnostics;
+
+/// <summary>
+/// Every attention method a backend runs, end to end on one model: a pass-key prompt of about 1,500 tokens (long
+/// enough that a 10% budget keeps fewer keys than dense), prefill then greedy decode through the sampling path (the
+/// recorded decode step on the GPU where the method allows it), the tokens compared with the reference backend's.
+/// </summary>
+public static class MethodParity
+{
+    /// <summary>Greedy tokens compared per method.</summary>
+    public const int Tokens = 8;
+
+    /// <summary>
+    /// Mismatched greedy tokens per method the candidate runs (allowed: none). Kascade variants need the model
+    /// directory's <c>kascade-schedule.json</c> and are left out without one.
+    /// </summary>
+    public static IReadOnlyList<ParityResult> Run(ModelDirectory reference, ModelDirectory candidate)
+    {
+        // The pass-key prompt of the long-context literature: a repeated filler with the key in the middle.
+        const string filler = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
+        string text = string.Concat(Enumerable.Repeat(filler, 40)) + " The pass key is 68012. Remember it. 68012 is the pass key."
+            + string.Concat(Enumerable.Repeat(filler, 40)) + "\n\nWhat is the pass key? The pass key is";
+        var ids = reference.Tokenizer.Encode(text);
+        string schedulePath = Path.Combine(candidate.Path, "kascade-schedule.json");
+        var results = new List<ParityResult>();
+        foreach (var method in AttentionMethods.All.Where(m => candidate.Model.Backend.Runs(m.Method)))
+        {
+            if (method.NeedsSchedule && !File.Exists(schedulePath))
+            {
+                continue;
+            }
+            var policy = new AttentionPolicy(method.Method, method.NeedsSchedule ? ScheduleFile.Load(schedulePath, candidate.Config) : null);
+            var expected = Greedy(reference, ids, policy);
+            var actual = Greedy(candidate, ids, policy);
+            results.Add(new ParityResult("method greedy", $"{method.Name}, {ids.Length} tokens", expected.Zip(actual).Count(p => p.First != p.Second), 0));
+        }
+        return results;
+    }
+
+    private static int[] Greedy(ModelDirectory model, int[] ids, AttentionPolicy policy)
+    {
+        using var session = model.Model.CreateSession(ids.Length + Tokens, policy: policy);
+        var greedy = new SamplingOptions();
+        var tokens = new int[Tokens];
+        tokens[0] = session.Prefill(ids, greedy);
+        for (int i = 1; i < Tokens; i++)
+        {
+            tokens[i] = session.Decode(greedy);
+        }
+        return tokens;
+    }
+}
