@@ -86,10 +86,13 @@ public class ScheduleFileTests
 {
     private static ModelConfig Config => ConfigLoader.Load(TestPaths.InstrumentModel);
 
+    /// <summary>The embedded model's layer count (the schedules below need at least 9 layers and 2 KV heads).</summary>
+    private static int Layers => Config.Layers;
+
     private static KascadeSchedule Valid() => new(
         ScheduleFile.Identity(Config, "abc"),
         [0, 2, 8],
-        Enumerable.Range(0, 24).Select(l => (IReadOnlyList<int>)(l is 0 or 2 or 8 ? [0, 1] : [1, 0])).ToArray(),
+        Enumerable.Range(0, Layers).Select(l => (IReadOnlyList<int>)(l is 0 or 2 or 8 ? [0, 1] : [1, 0])).ToArray(),
         12.5,
         Provenance: new CalibrationProvenance("dev.jsonl", 3, 32, 32, DateTimeOffset.Parse("2026-11-22T00:00:00Z"), "kascade test"),
         Choices: [new AnchorChoice(3, [0, 2, 8], 1.5)],
@@ -139,29 +142,29 @@ public class ScheduleFileTests
         var bad = Valid() with
         {
             Anchors = [1, 2],
-            HeadMap = Enumerable.Range(0, 23).Select(l => (IReadOnlyList<int>)(l == 5 ? [0, 7] : [0, 1])).ToArray(),
+            HeadMap = Enumerable.Range(0, Layers - 1).Select(l => (IReadOnlyList<int>)(l == 5 ? [0, 7] : [0, 1])).ToArray(),
         };
         ScheduleFile.Save(bad, dir.File("s.json"));
         var e = Assert.Throws<KascadeException>(() => ScheduleFile.Load(dir.File("s.json"), Config));
         Assert.Contains("the first anchor must be layer 0", e.Message);
-        Assert.Contains("head map has 23 layers; the model has 24", e.Message);
+        Assert.Contains($"head map has {Layers - 1} layers; the model has {Layers}", e.Message);
         Assert.Contains("head map of layer 5 is [0, 7]", e.Message);
 
-        ScheduleFile.Save(Valid() with { Model = Valid().Model with { Layers = 32 } }, dir.File("t.json"));
-        Assert.Contains("schedule is for 32 layers", Assert.Throws<KascadeException>(() => ScheduleFile.Load(dir.File("t.json"), Config)).Message);
+        ScheduleFile.Save(Valid() with { Model = Valid().Model with { Layers = Layers + 8 } }, dir.File("t.json"));
+        Assert.Contains($"schedule is for {Layers + 8} layers", Assert.Throws<KascadeException>(() => ScheduleFile.Load(dir.File("t.json"), Config)).Message);
     }
 
     [Fact]
     public void Official_npy_head_map_imports()
     {
         using var dir = new TempDirectory();
-        var values = Enumerable.Range(0, 48).Select(i => i % 2 == 0 ? 1 : 0).ToArray();
-        WriteNpy(dir.File("map.npy"), [24, 2], values);
+        var values = Enumerable.Range(0, 2 * Layers).Select(i => i % 2 == 0 ? 1 : 0).ToArray();
+        WriteNpy(dir.File("map.npy"), [Layers, 2], values);
         var s = ScheduleFile.ImportOfficial(dir.File("map.npy"), [0, 2, 8], Config, "h");
         Assert.Equal([0, 1], s.HeadMap[2]); // anchors are the identity whatever the file says
         Assert.Equal([1, 0], s.HeadMap[3]);
-        WriteNpy(dir.File("bad.npy"), [24, 3], new int[72]);
-        Assert.Contains("has shape (24, 3)", Assert.Throws<KascadeException>(() => ScheduleFile.ImportOfficial(dir.File("bad.npy"), [0], Config, "h")).Message);
+        WriteNpy(dir.File("bad.npy"), [Layers, 3], new int[3 * Layers]);
+        Assert.Contains($"has shape ({Layers}, 3)", Assert.Throws<KascadeException>(() => ScheduleFile.ImportOfficial(dir.File("bad.npy"), [0], Config, "h")).Message);
     }
 
     private static void WriteNpy(string path, int[] shape, int[] values)

@@ -55,24 +55,35 @@ public sealed class ScheduleTarget : IFuzzTarget, IDisposable
 /// </summary>
 public sealed class NpyTarget : IFuzzTarget, IDisposable
 {
-    private static readonly string[] Values =
-    [
-        "'<i4'", "'<i8'", "'<f4'", "'|b1'", "'>i4'", "True", "False", "None", "(24, 2)", "(2, 24)", "(48,)", "()", "(24, 2, 1)", "(x, 2)",
-        "(-1, 2)", "(4294967296, 2)", "(99999999999999999999,)", "(24 2)", "(24,", "'", "\"<i4\"", "1e9", "{}", "[24, 2]",
-    ];
-
     private readonly TempDirectory _dir = new();
     private readonly ModelConfig _config = Runtime.Loading.ConfigLoader.Load(TestPaths.InstrumentModel);
+    private readonly string[] _values;
+
+    public NpyTarget()
+    {
+        // The shape the embedded model needs, and its near misses.
+        int l = _config.Layers, h = _config.KvHeads;
+        _values =
+        [
+            "'<i4'", "'<i8'", "'<f4'", "'|b1'", "'>i4'", "True", "False", "None", $"({l}, {h})", $"({h}, {l})", $"({l * h},)", "()", $"({l}, {h}, 1)", $"(x, {h})",
+            $"(-1, {h})", $"(4294967296, {h})", "(99999999999999999999,)", $"({l} {h})", $"({l},", "'", "\"<i4\"", "1e9", "{}", $"[{l}, {h}]",
+        ];
+    }
 
     public string Name => ".npy head map";
 
-    public byte[] Original() => NpyWriter.Bytes(NpyWriter.Padded("{'descr': '<i4', 'fortran_order': False, 'shape': (24, 2), }"), NpyWriter.Int32s([.. Enumerable.Range(0, 48).Select(i => i % 2)]));
+    private string Shape => $"({_config.Layers}, {_config.KvHeads})";
+
+    /// <summary>The identity map [0, 1, …] on every layer.</summary>
+    private List<int> IdentityMap() => [.. Enumerable.Range(0, _config.Layers * _config.KvHeads).Select(i => i % _config.KvHeads)];
+
+    public byte[] Original() => NpyWriter.Bytes(NpyWriter.Padded($"{{'descr': '<i4', 'fortran_order': False, 'shape': {Shape}, }}"), NpyWriter.Int32s([.. IdentityMap()]));
 
     public byte[] Mutate(Random rng, out string what)
     {
-        var fields = new List<(string Key, string Value)> { ("descr", "'<i4'"), ("fortran_order", "False"), ("shape", "(24, 2)") };
+        var fields = new List<(string Key, string Value)> { ("descr", "'<i4'"), ("fortran_order", "False"), ("shape", Shape) };
         var steps = new List<string>();
-        var data = Enumerable.Range(0, 48).Select(i => i % 2).ToList();   // the identity map [0, 1] on every layer
+        var data = IdentityMap();
         int major = 1, kind = rng.Next(10);
         long? declared = null;
         switch (kind)
@@ -112,7 +123,7 @@ public sealed class NpyTarget : IFuzzTarget, IDisposable
     }
 
     /// <summary>One or two operations on the header dict: reorder, delete, repeat, rename or re-value a key.</summary>
-    private static void MutateHeader(List<(string Key, string Value)> fields, Random rng, List<string> steps)
+    private void MutateHeader(List<(string Key, string Value)> fields, Random rng, List<string> steps)
     {
         for (int i = 0, n = 1 + rng.Next(2); i < n && fields.Count > 0; i++)
         {
@@ -124,7 +135,7 @@ public sealed class NpyTarget : IFuzzTarget, IDisposable
                     fields.RemoveAt(f);
                     break;
                 case 1:
-                    fields.Add(fields[f] with { Value = Values[rng.Next(Values.Length)] });
+                    fields.Add(fields[f] with { Value = _values[rng.Next(_values.Length)] });
                     steps.Add($"{fields[f].Key} repeated as {fields[^1].Value}");
                     break;
                 case 2:
@@ -138,7 +149,7 @@ public sealed class NpyTarget : IFuzzTarget, IDisposable
                     steps.Add($"{field.Key} moved");
                     break;
                 default:
-                    fields[f] = fields[f] with { Value = Values[rng.Next(Values.Length)] };
+                    fields[f] = fields[f] with { Value = _values[rng.Next(_values.Length)] };
                     steps.Add($"{fields[f].Key} = {fields[f].Value}");
                     break;
             }
@@ -148,7 +159,8 @@ public sealed class NpyTarget : IFuzzTarget, IDisposable
     public void Load(byte[] input)
     {
         File.WriteAllBytes(_dir.File("map.npy"), input);
-        ScheduleFile.ImportOfficial(_dir.File("map.npy"), [0, 2, 4, 16, 22], _config, "fuzz");
+        // Anchors: layer 0, then every third layer (valid for any depth).
+        ScheduleFile.ImportOfficial(_dir.File("map.npy"), [.. Enumerable.Range(0, _config.Layers).Where(l => l % 3 == 0)], _config, "fuzz");
     }
 
     public void Dispose() => _dir.Dispose();
