@@ -33,11 +33,19 @@ public sealed class AttentionMassAnalyzer : ILayerObserver
         _count = new long[config.Layers];
     }
 
+    /// <summary>
+    /// The baselines pick their key sets inside the session (<c>BaselineAttention</c>), where this observer cannot see
+    /// them: their mass columns are not measured (NaN), only the oracle's.
+    /// </summary>
+    private bool Unseen => _policy.IsBaseline;
+
     public IReadOnlyList<LayerMass> Results() => Enumerable.Range(0, _config.Layers).Select(l => new LayerMass(
         l,
-        _policy.RoleOf(l) switch { LayerRole.Anchor => "anchor", LayerRole.Reuse r => $"reuse {r.AnchorLayer} [{string.Join(",", r.HeadMap)}]", _ => "dense" },
-        _count[l] > 0 ? _sum[l] / _count[l] : double.NaN,
-        _worst[l],
+        _policy.Method == AttentionMethod.OracleTopK ? "own top-k"
+            : Unseen ? "not measured"
+            : _policy.RoleOf(l) switch { LayerRole.Anchor => "anchor", LayerRole.Reuse r => $"reuse {r.AnchorLayer} [{string.Join(",", r.HeadMap)}]", _ => "dense" },
+        _count[l] > 0 && !Unseen ? _sum[l] / _count[l] : double.NaN,
+        Unseen ? double.NaN : _worst[l],
         _count[l] > 0 ? _oracleSum[l] / _count[l] : double.NaN,
         _oracleWorst[l],
         _count[l])).ToArray();
@@ -175,9 +183,17 @@ public sealed class AttentionMassAnalyzer : ILayerObserver
                     var p = probs[h * tile.Queries + query - tile.QueryStart];
                     double diagonal = query >= tile.DiagonalStart ? TensorPrimitives.Sum(p.AsSpan(tile.DiagonalStart)) : 0;
                     double mass = diagonal;
-                    foreach (int j in selected)
+                    if (_policy.Method == AttentionMethod.OracleTopK)
                     {
-                        mass += p[j];
+                        // oracle-topk attends over the query's own Top-k of every visible key (no diagonal tile).
+                        mass = TopKSum(p, TopKBudget.For(p.Length, _policy.TopKPercent));
+                    }
+                    else
+                    {
+                        foreach (int j in selected)
+                        {
+                            mass += p[j];
+                        }
                     }
                     // Oracle: this query head's own Top-k of the same candidates, plus the same diagonal.
                     double oracle = diagonal + TopKSum(p.AsSpan(0, tile.CandidateEnd), budget);

@@ -109,10 +109,13 @@ public static class KascadeAnalysis
             foreach (int l in lengths)
             {
                 var m = result.Mass[l][layer];
-                sb.Append(inv, $" {m.KascadeMean:F3} | {m.KascadeWorst:F3} | {m.OracleMean:F3} |");
+                sb.Append(inv, $" {Show(m.KascadeMean)} | {Show(m.KascadeWorst)} | {Show(m.OracleMean)} |");
             }
             sb.AppendLine();
         }
         return sb.ToString();
     }
+
+    /// <summary>A mass to three decimals; "—" where it was not measured.</summary>
+    private static string Show(double mass) => double.IsNaN(mass) ? "—" : mass.ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
 }

@@ -178,6 +178,28 @@ public class CliTests
         Assert.Matches($@"\| {reuse[0]} \| reuse \d+ \[[01],[01]\] \| 1\.000 \| 1\.000 \| 1\.000 \|", output);
     }
 
+    [Theory]
+    [InlineData("oracle-topk", "own top-k")]
+    [InlineData("quest", "not measured")]
+    public void Analyze_measures_the_oracle_and_says_what_it_cannot_see(string method, string role)
+    {
+        var (code, output, err) = Run("analyze", "--model", TestPaths.InstrumentModel, "--haystack", Path.Combine(TestPaths.RepoRoot, "tests", "data", "haystack"), "--attention", method, "--lengths", "600", "--samples", "1");
+        Assert.True(code == 0, err);
+        var rows = output.Split('\n').Where(l => System.Text.RegularExpressions.Regex.IsMatch(l, @"^\| \d+ \| [a-z]")).ToArray();
+        Assert.Equal(Runtime.Loading.ConfigLoader.Load(TestPaths.InstrumentModel).Layers, rows.Length);
+        Assert.All(rows, r => Assert.Contains($"| {role} |", r));
+        var means = rows.Select(r => r.Split('|', StringSplitOptions.TrimEntries)[3]).ToArray();
+        if (method == "quest")
+        {
+            Assert.All(means, m => Assert.Equal("—", m));
+        }
+        else
+        {
+            // 128 of ~600 keys: the own Top-k holds most of a layer's mass but not all of it.
+            Assert.All(means, m => Assert.InRange(double.Parse(m, System.Globalization.CultureInfo.InvariantCulture), 0.2, 0.9999));
+        }
+    }
+
     [Fact]
     public void Corrupt_model_file_is_reported_without_a_stack_trace()
     {
