@@ -1,6 +1,5 @@
 using System.Numerics.Tensors;
 using Kascade.Core;
-using Kascade.Cpu;
 using Kascade.Runtime;
 
 namespace Kascade.Calibration;
@@ -114,58 +113,30 @@ public sealed class AttentionMassAnalyzer : ILayerObserver
 
     public void OnAttention(LayerObservation o)
     {
-        int d = _config.HeadDim, group = _config.Group, kvHeads = _config.KvHeads, qWidth = o.Queries.Cols;
-        int visible = o.StartPosition + o.Tokens;
-        var q = new float[o.Tokens * qWidth];
-        var keys = new float[kvHeads * visible * d];
-        o.Backend.Read(o.Queries, q);
-        o.Backend.ReadKeys(o.Cache, o.Layer, visible, keys);
+        var b = o.Backend;
+        int heads = _config.Heads, group = _config.Group, kvHeads = _config.KvHeads;
         var role = _policy.RoleOf(o.Layer);
         bool pooledAll = _policy.Method == AttentionMethod.KascadePooled;
         var tiles = QueryTile.Of(o.StartPosition, o.Tokens);
-        var plan = role is LayerRole.Anchor ? new Dictionary<(int, int), int[]>() : _plan;
-        var results = new (double Sum, double Worst, double OracleSum, double OracleWorst, long Count)[tiles.Length];
-        float scale = _config.AttentionScale;
-        Parallel.For(0, tiles.Length, ti =>
+        var args = new AttentionArgs(o.Layer, o.Tokens, o.StartPosition, heads, kvHeads, _config.HeadDim, _config.AttentionScale);
+        if (role is LayerRole.Anchor)
         {
-            var tile = tiles[ti];
-            // P[h, q, :] for every query head and query of the tile.
-            var probs = new float[kvHeads * group * tile.Queries][];
-            for (int h = 0; h < kvHeads * group; h++)
+            _plan = Select(b, args, o, tiles, pooledAll ? 1 : kvHeads);
+        }
+        foreach (var tile in tiles)
+        {
+            // P[t · heads + h, :] for the tile's queries t: the backend's exact probabilities, one tile at a time so the
+            // host copy stays at 32 · heads rows.
+            int width = tile.QueryEnd;
+            var probs = new float[tile.Queries * heads * width];
+            using (var p = b.Allocate(tile.Queries * heads, width))
             {
-                for (int query = tile.QueryStart; query < tile.QueryEnd; query++)
-                {
-                    var s = new float[query + 1];
-                    CpuBackend.ScaledScores(q.AsSpan((query - o.StartPosition) * qWidth + h * d, d), keys, h / group, visible, d, scale, s);
-                    TensorPrimitives.SoftMax(s, s);
-                    probs[h * tile.Queries + query - tile.QueryStart] = s;
-                }
+                b.AttentionProbabilities(args with { Tokens = tile.Queries, StartPosition = tile.QueryStart }, o.Queries.Slice(tile.QueryStart - o.StartPosition, tile.Queries), o.Cache, p);
+                b.Read(p, probs);
             }
             int budget = TopKBudget.For(tile.CandidateEnd, _policy.TopKPercent);
-            if (role is LayerRole.Anchor)
-            {
-                int pools = pooledAll ? 1 : kvHeads;
-                for (int g = 0; g < pools; g++)
-                {
-                    var pooled = new float[tile.CandidateEnd];
-                    for (int h = 0; h < kvHeads * group; h++)
-                    {
-                        if (pooledAll || h / group == g)
-                        {
-                            for (int i = 0; i < tile.Queries; i++)
-                            {
-                                TensorPrimitives.Add(pooled, probs[h * tile.Queries + i].AsSpan(0, tile.CandidateEnd), pooled);
-                            }
-                        }
-                    }
-                    lock (plan)
-                    {
-                        plan[(tile.QueryStart, g)] = Ranking.TopK(pooled, budget);
-                    }
-                }
-            }
-            var r = (Sum: 0.0, Worst: 1.0, OracleSum: 0.0, OracleWorst: 1.0, Count: 0L);
-            for (int h = 0; h < kvHeads * group; h++)
+            var perHead = new (double Sum, double Worst, double OracleSum, double OracleWorst, long Count)[heads];
+            Parallel.For(0, heads, h =>
             {
                 int g = h / group;
                 int row = role switch
@@ -173,46 +144,61 @@ public sealed class AttentionMassAnalyzer : ILayerObserver
                     LayerRole.Reuse reuse => reuse.HeadMap[g],
                     _ => pooledAll ? 0 : g,
                 };
-                int[] selected;
-                lock (plan)
-                {
-                    selected = role is LayerRole.Dense ? [.. Enumerable.Range(0, tile.CandidateEnd)] : plan[(tile.QueryStart, row)];
-                }
+                int[] selected = role is LayerRole.Dense ? [.. Enumerable.Range(0, tile.CandidateEnd)] : _plan[(tile.QueryStart, row)];
+                var r = (Sum: 0.0, Worst: 1.0, OracleSum: 0.0, OracleWorst: 1.0, Count: 0L);
                 for (int query = tile.QueryStart; query < tile.QueryEnd; query++)
                 {
-                    var p = probs[h * tile.Queries + query - tile.QueryStart];
-                    double diagonal = query >= tile.DiagonalStart ? TensorPrimitives.Sum(p.AsSpan(tile.DiagonalStart)) : 0;
+                    var pr = probs.AsSpan(((query - tile.QueryStart) * heads + h) * width, query + 1);
+                    double diagonal = query >= tile.DiagonalStart ? SumInDouble(pr[tile.DiagonalStart..]) : 0;
                     double mass = diagonal;
                     if (_policy.Method == AttentionMethod.OracleTopK)
                     {
                         // oracle-topk attends over the query's own Top-k of every visible key (no diagonal tile).
-                        mass = TopKSum(p, TopKBudget.For(p.Length, _policy.TopKPercent));
+                        mass = TopKSum(pr, TopKBudget.For(pr.Length, _policy.TopKPercent));
                     }
                     else
                     {
                         foreach (int j in selected)
                         {
-                            mass += p[j];
+                            mass += pr[j];
                         }
                     }
                     // Oracle: this query head's own Top-k of the same candidates, plus the same diagonal.
-                    double oracle = diagonal + TopKSum(p.AsSpan(0, tile.CandidateEnd), budget);
+                    double oracle = diagonal + TopKSum(pr[..tile.CandidateEnd], budget);
                     r = (r.Sum + mass, Math.Min(r.Worst, mass), r.OracleSum + oracle, Math.Min(r.OracleWorst, oracle), r.Count + 1);
                 }
+                perHead[h] = r;
+            });
+            foreach (var r in perHead)
+            {
+                _sum[o.Layer] += r.Sum;
+                _worst[o.Layer] = Math.Min(_worst[o.Layer], r.Worst);
+                _oracleSum[o.Layer] += r.OracleSum;
+                _oracleWorst[o.Layer] = Math.Min(_oracleWorst[o.Layer], r.OracleWorst);
+                _count[o.Layer] += r.Count;
             }
-            results[ti] = r;
-        });
-        if (role is LayerRole.Anchor)
-        {
-            _plan = plan;
         }
-        foreach (var r in results)
+    }
+
+    /// <summary>An anchor's plan as the policy makes it: the backend's pooled tile scores, the Top-k of each tile's candidates.</summary>
+    private Dictionary<(int Tile, int Group), int[]> Select(IBackend b, AttentionArgs args, LayerObservation o, QueryTile[] tiles, int pools)
+    {
+        int visible = o.StartPosition + o.Tokens;
+        var scores = new float[tiles.Length * pools * visible];
+        using (var pooled = b.Allocate(tiles.Length * pools, visible))
         {
-            _sum[o.Layer] += r.Sum;
-            _worst[o.Layer] = Math.Min(_worst[o.Layer], r.Worst);
-            _oracleSum[o.Layer] += r.OracleSum;
-            _oracleWorst[o.Layer] = Math.Min(_oracleWorst[o.Layer], r.OracleWorst);
-            _count[o.Layer] += r.Count;
+            b.PooledTileScores(args, _policy.Pooling, pools, o.Queries, o.Cache, pooled);
+            b.Read(pooled, scores);
         }
+        var plan = new Dictionary<(int, int), int[]>();
+        for (int ti = 0; ti < tiles.Length; ti++)
+        {
+            int candidates = tiles[ti].CandidateEnd;
+            for (int g = 0; g < pools; g++)
+            {
+                plan[(tiles[ti].QueryStart, g)] = Ranking.TopK(scores.AsSpan((ti * pools + g) * visible, candidates), TopKBudget.For(candidates, _policy.TopKPercent));
+            }
+        }
+        return plan;
     }
 }

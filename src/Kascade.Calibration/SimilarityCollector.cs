@@ -1,6 +1,5 @@
 using System.Numerics.Tensors;
 using Kascade.Core;
-using Kascade.Cpu;
 using Kascade.Runtime;
 
 namespace Kascade.Calibration;
@@ -13,10 +12,9 @@ namespace Kascade.Calibration;
 /// </summary>
 public sealed class SimilarityCollector : ILayerObserver
 {
+    private readonly ModelConfig _config;
     private readonly int _layers;
     private readonly int _kvHeads;
-    private readonly int _group;
-    private readonly int _headDim;
     private readonly List<Row>[] _rows;
     private readonly double[][][][] _simSum;
     private readonly double[] _cosSum;
@@ -25,10 +23,9 @@ public sealed class SimilarityCollector : ILayerObserver
 
     public SimilarityCollector(ModelConfig config, int topK = 32)
     {
+        _config = config;
         _layers = config.Layers;
         _kvHeads = config.KvHeads;
-        _group = config.Group;
-        _headDim = config.HeadDim;
         TopK = topK;
         _rows = Enumerable.Range(0, _layers).Select(_ => new List<Row>()).ToArray();
         _simSum = NewSimilarity(_layers, _kvHeads);
@@ -47,16 +44,12 @@ public sealed class SimilarityCollector : ILayerObserver
     public void OnAttention(LayerObservation o)
     {
         var b = o.Backend;
-        int hidden = o.Residual.Cols, qWidth = o.Queries.Cols, d = _headDim, group = _group;
+        int hidden = o.Residual.Cols;
         int visible = o.StartPosition + o.Tokens;
-        var q = new float[o.Tokens * qWidth];
         var x = new float[o.Tokens * hidden];
         var attn = new float[o.Tokens * hidden];
-        var keys = new float[_kvHeads * visible * d];
-        b.Read(o.Queries, q);
         b.Read(o.Residual, x);
         b.Read(o.AttentionOutput, attn);
-        b.ReadKeys(o.Cache, o.Layer, visible, keys);
 
         for (int t = 0; t < o.Tokens; t++)
         {
@@ -67,9 +60,16 @@ public sealed class SimilarityCollector : ILayerObserver
             _cosCount[o.Layer]++;
         }
 
+        // Each tile's post-softmax probabilities pooled over the tile and each KV head's query heads: the anchors' own op.
         var tiles = QueryTile.Of(o.StartPosition, o.Tokens);
+        var args = new AttentionArgs(o.Layer, o.Tokens, o.StartPosition, _config.Heads, _kvHeads, _config.HeadDim, _config.AttentionScale);
+        var scores = new float[tiles.Length * _kvHeads * visible];
+        using (var pooledScores = b.Allocate(tiles.Length * _kvHeads, visible))
+        {
+            b.PooledTileScores(args, ScorePooling.PostSoftmax, _kvHeads, o.Queries, o.Cache, pooledScores);
+            b.Read(pooledScores, scores);
+        }
         var rows = new Row?[tiles.Length];
-        float scale = 1f / MathF.Sqrt(d);
         Parallel.For(0, tiles.Length, ti =>
         {
             var tile = tiles[ti];
@@ -81,23 +81,13 @@ public sealed class SimilarityCollector : ILayerObserver
             var pooled = new float[_kvHeads][];
             var selected = new int[_kvHeads][];
             var diagonal = new double[_kvHeads];
-            var scores = new float[tile.QueryEnd];
             for (int g = 0; g < _kvHeads; g++)
             {
-                pooled[g] = new float[tile.CandidateEnd];
-                for (int h = g * group; h < (g + 1) * group; h++)
+                var row = scores.AsSpan((ti * _kvHeads + g) * visible, visible);
+                pooled[g] = row[..tile.CandidateEnd].ToArray();
+                foreach (float p in row[tile.DiagonalStart..tile.QueryEnd])
                 {
-                    for (int query = tile.QueryStart; query < tile.QueryEnd; query++)
-                    {
-                        var s = scores.AsSpan(0, query + 1);
-                        CpuBackend.ScaledScores(q.AsSpan((query - o.StartPosition) * qWidth + h * d, d), keys, g, visible, d, scale, s);
-                        TensorPrimitives.SoftMax(s, s);
-                        TensorPrimitives.Add(pooled[g], s[..tile.CandidateEnd], pooled[g]);
-                        if (query >= tile.DiagonalStart)
-                        {
-                            diagonal[g] += TensorPrimitives.Sum(s[tile.DiagonalStart..]);
-                        }
-                    }
+                    diagonal[g] += p;
                 }
                 selected[g] = Ranking.TopK(pooled[g], TopK);
             }

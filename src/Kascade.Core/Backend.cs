@@ -183,6 +183,23 @@ public interface IBackend : IDisposable
     void Attention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output);
 
     /// <summary>
+    /// The anchors' ranking (DESIGN §3), written once for every user (anchors, calibration, analysis): for each 32-query
+    /// tile of the call (<see cref="QueryTile.Of"/>) and each pool of query heads — the GQA group of KV head g, or every
+    /// head when <paramref name="pools"/> is 1 — <c>scores[tile · pools + g, j]</c> sums, over the tile's queries i
+    /// and the pool's heads, the exact post-softmax probability of key j (full-row softmax over the keys i sees) or
+    /// the raw scaled score q·k (<see cref="ScorePooling.PreSoftmax"/>), with 0 where j lies after i. scores: fp32
+    /// <c>[tiles · pools, StartPosition + Tokens]</c>; keys before a tile's <c>CandidateEnd</c> are its candidates, the
+    /// rest of its row is its diagonal block.
+    /// </summary>
+    void PooledTileScores(AttentionArgs args, ScorePooling pooling, int pools, DeviceTensor q, KvCache cache, DeviceTensor scores);
+
+    /// <summary>
+    /// Every query head's exact attention probabilities (analysis): <c>probabilities[t · Heads + h, j]</c> = softmax
+    /// over the keys j ≤ StartPosition + t of scale · q[t, h] · K[j], 0 beyond. fp32 <c>[Tokens · Heads, StartPosition + Tokens]</c>.
+    /// </summary>
+    void AttentionProbabilities(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor probabilities);
+
+    /// <summary>
     /// Kascade anchor: ranks the keys before each query tile by pooled score (DESIGN §3), keeps the Top-k, and
     /// attends over them plus the diagonal tile (or densely when <see cref="SelectionArgs.DenseOutput"/>).
     /// </summary>

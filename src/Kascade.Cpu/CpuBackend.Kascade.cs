@@ -9,14 +9,16 @@ public sealed unsafe partial class CpuBackend
 {
     public AttentionPlan AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
-        var c = (CpuKvCache)cache;
-        var qs = (CpuTensor)q;
         var tiles = QueryTile.Of(args.StartPosition, args.Tokens);
         int groups = selection.PoolAllHeads ? 1 : args.KvHeads;
         var rows = new int[tiles.Length * groups][];
+        using var scores = (CpuTensor)Allocate(rows.Length, args.StartPosition + args.Tokens);
+        PooledTileScores(args, selection.Pooling, groups, q, cache, scores);
         Parallel.For(0, rows.Length, Parallelism, item =>
         {
-            rows[item] = Select(args, selection, c, qs, tiles[item / groups], item % groups, groups);
+            // Candidates are the keys before the tile's diagonal block; the diagonal is always attended.
+            int candidates = tiles[item / groups].CandidateEnd;
+            rows[item] = Ranking.TopK(scores.Row(item)[..candidates], TopKBudget.For(candidates, selection.TopKPercent));
         });
         var plan = new AttentionPlan(args.Layer, args.StartPosition, args.Tokens, groups, rows);
         if (selection.DenseOutput)
@@ -140,60 +142,6 @@ public sealed unsafe partial class CpuBackend
         {
             c.Keys[layer].AsSpan(h * c.Shape.Capacity * d, count * d).CopyTo(destination.Slice(h * count * d, count * d));
         }
-    }
-
-    /// <summary>
-    /// The Top-k candidate positions of one tile for one pool of query heads (the GQA group of
-    /// <paramref name="pool"/>, or all heads when <paramref name="pools"/> is 1), descending by pooled score.
-    /// </summary>
-    private int[] Select(AttentionArgs args, SelectionArgs selection, CpuKvCache c, CpuTensor qs, QueryTile tile, int pool, int pools)
-    {
-        int candidates = tile.CandidateEnd;
-        if (candidates == 0)
-        {
-            return [];
-        }
-        int d = args.HeadDim, group = args.Heads / args.KvHeads, capacity = c.Shape.Capacity;
-        int firstHead = pools == 1 ? 0 : pool * group, heads = pools == 1 ? args.Heads : group;
-        var pooled = new float[candidates];
-        float[] scratch = ArrayPool<float>.Shared.Rent(tile.QueryEnd);
-        try
-        {
-            for (int h = firstHead; h < firstHead + heads; h++)
-            {
-                for (int query = tile.QueryStart; query < tile.QueryEnd; query++)
-                {
-                    // Query `query` sees keys [0, query]; the pool sums its probabilities (or raw scores) over the candidates.
-                    var scores = scratch.AsSpan(0, query + 1);
-                    ScaledScores(qs.Row(query - args.StartPosition).Slice(h * d, d), c.Keys[args.Layer], h / group, capacity, d, args.Scale, scores);
-                    if (selection.Pooling == ScorePooling.PostSoftmax)
-                    {
-                        TensorPrimitives.SoftMax(scores, scores);
-                    }
-                    TensorPrimitives.Add(pooled, scores[..candidates], pooled);
-                }
-            }
-        }
-        finally
-        {
-            ArrayPool<float>.Shared.Return(scratch);
-        }
-        return Ranking.TopK(pooled, TopKBudget.For(candidates, selection.TopKPercent));
-    }
-
-    /// <summary>
-    /// scores[j] = scale · q · K[kvHead, j] for j &lt; scores.Length; <paramref name="keys"/> is
-    /// <c>[kvHeads, capacity, d]</c> fp32 (a layer of the CPU cache, or keys read back from any backend).
-    /// </summary>
-    public static void ScaledScores(ReadOnlySpan<float> query, float[] keys, int kvHead, int capacity, int d, float scale, Span<float> scores)
-    {
-        fixed (float* qp = query)
-        fixed (float* kp = &keys[kvHead * capacity * d])
-        fixed (float* sp = scores)
-        {
-            Gemm.MultiplyTransposed(1, scores.Length, d, qp, d, kp, d, sp, scores.Length);
-        }
-        TensorPrimitives.Multiply(scores, scale, scores);
     }
 
     /// <summary>

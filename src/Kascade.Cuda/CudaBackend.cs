@@ -470,6 +470,10 @@ public sealed unsafe class CudaBackend : IBackend
 
     public void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("oracle-topk");
 
+    public void PooledTileScores(AttentionArgs args, ScorePooling pooling, int pools, DeviceTensor q, KvCache cache, DeviceTensor scores) => throw NotYet("pooled tile scores");
+
+    public void AttentionProbabilities(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor probabilities) => throw NotYet("attention probabilities");
+
     /// <summary>
     /// The baselines' gathered attention (<c>attention_gathered</c>): the key sets are flattened on the host into
     /// per-(token, head) offsets and positions and uploaded each call. For accuracy work; not a fast path.

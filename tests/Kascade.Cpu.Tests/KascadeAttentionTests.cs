@@ -147,6 +147,86 @@ public class KascadeAttentionTests
         Assert.All(plan.Rows.Skip(2), r => Assert.Equal(128, r.Length));
     }
 
+    public static TheoryData<int, int, int, int, ScorePooling, bool> PoolingGrid()
+    {
+        var data = new TheoryData<int, int, int, int, ScorePooling, bool>();
+        foreach (int group in new[] { 1, 2, 4, 8 })
+        {
+            data.Add(64, group, 0, 70, ScorePooling.PostSoftmax, false);
+            data.Add(128, group, 290, 45, ScorePooling.PostSoftmax, false);
+        }
+        data.Add(64, 2, 333, 1, ScorePooling.PostSoftmax, false);
+        data.Add(64, 2, 17, 50, ScorePooling.PreSoftmax, false);
+        data.Add(64, 4, 100, 40, ScorePooling.PostSoftmax, true);
+        data.Add(128, 2, 64, 33, ScorePooling.PreSoftmax, true);
+        return data;
+    }
+
+    /// <summary>
+    /// The anchors' pooled tile scores against a double reference: per tile and pool, every key up to the tile's end,
+    /// candidates and diagonal block alike, with 0 from queries that do not see the key.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(PoolingGrid))]
+    public void Pooled_tile_scores_match_the_naive_reference(int headDim, int group, int start, int tokens, ScorePooling pooling, bool poolAll)
+    {
+        const int kvHeads = 2;
+        var x = RandomAttention.Make(headDim, group, kvHeads, start, tokens, seed: 3 * start + tokens + group);
+        int pools = poolAll ? 1 : kvHeads, visible = start + tokens;
+        var actual = x.RunPooled(pooling, pools);
+        var expected = new float[actual.Length];
+        var tiles = QueryTile.Of(start, tokens);
+        for (int ti = 0; ti < tiles.Length; ti++)
+        {
+            for (int g = 0; g < pools; g++)
+            {
+                for (int h = 0; h < x.Heads; h++)
+                {
+                    if (!poolAll && h / group != g)
+                    {
+                        continue;
+                    }
+                    for (int query = tiles[ti].QueryStart; query < tiles[ti].QueryEnd; query++)
+                    {
+                        var scores = NaiveKascade.Scores(x.Q[query - start], x.K, h, h / group, headDim, query + 1);
+                        var pooledBy = pooling == ScorePooling.PostSoftmax ? NaiveKascade.Softmax(scores) : scores;
+                        for (int j = 0; j <= query; j++)
+                        {
+                            expected[(ti * pools + g) * visible + j] += (float)pooledBy[j];
+                        }
+                    }
+                }
+            }
+        }
+        // Pre-softmax sums of raw scores cancel: their error is relative to the largest term, not to the sum.
+        double absolute = pooling == ScorePooling.PreSoftmax ? 1e-3 * tokens : Tolerances.KernelAbsolute;
+        Compare.Close(expected, actual, absolute, Tolerances.KernelRelative, "pooled tile scores");
+    }
+
+    [Theory]
+    [InlineData(64, 2, 0, 40)]
+    [InlineData(128, 4, 250, 7)]
+    [InlineData(64, 8, 31, 1)]
+    public void Attention_probabilities_match_the_naive_softmax(int headDim, int group, int start, int tokens)
+    {
+        var x = RandomAttention.Make(headDim, group, 2, start, tokens, seed: 5);
+        var actual = x.RunProbabilities();
+        int visible = start + tokens;
+        var expected = new float[actual.Length];
+        for (int t = 0; t < tokens; t++)
+        {
+            for (int h = 0; h < x.Heads; h++)
+            {
+                var p = NaiveKascade.Softmax(NaiveKascade.Scores(x.Q[t], x.K, h, h / group, headDim, start + t + 1));
+                for (int j = 0; j < p.Length; j++)
+                {
+                    expected[(t * x.Heads + h) * visible + j] = (float)p[j];
+                }
+            }
+        }
+        Compare.Close(expected, actual, Tolerances.KernelAbsolute, Tolerances.KernelRelative, "attention probabilities");
+    }
+
     [Fact]
     public void Oracle_matches_a_per_query_top_k_reference()
     {
@@ -200,7 +280,17 @@ internal sealed record RandomAttention(int HeadDim, int Heads, int KvHeads, int 
 
     public float[] RunOracle(double percent) => Run((b, args, q, cache, o) => b.OracleTopKAttention(args, percent, q, cache, o));
 
-    private float[] Run(Action<CpuBackend, AttentionArgs, CpuTensor, KvCache, CpuTensor> attend)
+    /// <summary>The pooled tile scores, <c>[tiles · pools, Start + Tokens]</c> row-major.</summary>
+    public float[] RunPooled(ScorePooling pooling, int pools) =>
+        Run((b, args, q, cache, o) => b.PooledTileScores(args, pooling, pools, q, cache, o), QueryTile.Of(Start, Tokens).Length * pools, Start + Tokens);
+
+    /// <summary>Every query head's probabilities, <c>[Tokens · Heads, Start + Tokens]</c> row-major.</summary>
+    public float[] RunProbabilities() =>
+        Run((b, args, q, cache, o) => b.AttentionProbabilities(args, q, cache, o), Tokens * Heads, Start + Tokens);
+
+    private float[] Run(Action<CpuBackend, AttentionArgs, CpuTensor, KvCache, CpuTensor> attend) => Run(attend, Tokens, Heads * HeadDim);
+
+    private float[] Run(Action<CpuBackend, AttentionArgs, CpuTensor, KvCache, CpuTensor> attend, int outputRows, int outputCols)
     {
         using var backend = new CpuBackend();
         int total = Start + Tokens, d = HeadDim;
@@ -218,7 +308,7 @@ internal sealed record RandomAttention(int HeadDim, int Heads, int KvHeads, int 
         {
             Q[t].Select(x => (float)x).ToArray().CopyTo(q.Row(t));
         }
-        var output = (CpuTensor)backend.Allocate(Tokens, Heads * d);
+        var output = (CpuTensor)backend.Allocate(outputRows, outputCols);
         attend(backend, new AttentionArgs(0, Tokens, Start, Heads, KvHeads, d, 1f / MathF.Sqrt(d)), q, cache, output);
         return output.Span.ToArray();
     }
