@@ -199,14 +199,22 @@ public interface IBackend : IDisposable
     /// </summary>
     void AttentionProbabilities(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor probabilities);
 
+    /// <summary>A plan of <paramref name="units"/> × <paramref name="selectors"/> rows of up to <paramref name="capacity"/> positions.</summary>
+    KeyPlan AllocatePlan(int units, int selectors, int capacity);
+
     /// <summary>
-    /// Kascade anchor: ranks the keys before each query tile by pooled score (DESIGN §3), keeps the Top-k, and
+    /// Kascade anchor: ranks the keys before each query tile by pooled score (DESIGN §3), writes each tile's Top-k
+    /// into <paramref name="plan"/> (selectors: 1 when <see cref="SelectionArgs.PoolAllHeads"/>, else KvHeads), and
     /// attends over them plus the diagonal tile (or densely when <see cref="SelectionArgs.DenseOutput"/>).
     /// </summary>
-    AttentionPlan AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, DeviceTensor output);
+    void AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output);
 
-    /// <summary>Kascade reuse: KV head g attends over row <c>headMap[g]</c> of <paramref name="plan"/> plus the diagonal tile.</summary>
-    void ReuseAttention(AttentionArgs args, AttentionPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output);
+    /// <summary>
+    /// Sparse attention over a plan (Kascade's reuse layers, and the anchors' own output): the query heads of KV head g
+    /// attend, per tile, over the positions of selector <c>headMap[g]</c> plus the tile's diagonal keys; q and output
+    /// <c>[Tokens, Heads·HeadDim]</c>. The plan must have been written for this chunk.
+    /// </summary>
+    void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output);
 
     /// <summary>Every query head of every query attends over its own exact post-softmax Top-k of the visible keys.</summary>
     void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output);

@@ -50,17 +50,6 @@ public abstract record LayerRole
     public sealed record Reuse(int AnchorLayer, IReadOnlyList<int> HeadMap) : LayerRole;
 }
 
-/// <summary>
-/// Top-k key positions chosen by an anchor for one chunk (FlashInfer's plan, explicit in the type). Row
-/// <c>tile * Groups + g</c> lists the selected positions of group g for query tile <c>tile</c>, in descending
-/// pooled score. Prefill tiles are the 32-position tiles of absolute positions the chunk touches; a one-token
-/// chunk (decode) has one tile. <see cref="Groups"/> is the KV head count, or 1 when pooled over all heads.
-/// </summary>
-public sealed record AttentionPlan(int Layer, int StartPosition, int Tokens, int Groups, IReadOnlyList<int[]> Rows)
-{
-    public int[] Row(int tile, int group) => Rows[tile * Groups + group];
-}
-
 /// <summary>The selection an anchor makes.</summary>
 /// <param name="TopKPercent">p of the budget rule.</param>
 /// <param name="Pooling">Post- or pre-softmax pooling.</param>

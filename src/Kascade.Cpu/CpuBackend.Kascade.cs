@@ -7,36 +7,42 @@ namespace Kascade.Cpu;
 /// <summary>Kascade on the CPU: the reference every later kernel is checked against (DESIGN §3).</summary>
 public sealed unsafe partial class CpuBackend
 {
-    public AttentionPlan AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, DeviceTensor output)
+    public KeyPlan AllocatePlan(int units, int selectors, int capacity) => new CpuKeyPlan(units, selectors, capacity);
+
+    public void AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output)
     {
+        var p = (CpuKeyPlan)plan;
         var tiles = QueryTile.Of(args.StartPosition, args.Tokens);
-        int groups = selection.PoolAllHeads ? 1 : args.KvHeads;
-        var rows = new int[tiles.Length * groups][];
-        using var scores = (CpuTensor)Allocate(rows.Length, args.StartPosition + args.Tokens);
-        PooledTileScores(args, selection.Pooling, groups, q, cache, scores);
-        Parallel.For(0, rows.Length, Parallelism, item =>
+        int selectors = selection.PoolAllHeads ? 1 : args.KvHeads;
+        if (p.Selectors != selectors || tiles.Length > p.Units)
+        {
+            throw new ArgumentException($"a plan of {p.Units} tiles × {p.Selectors} selectors cannot hold {tiles.Length} tiles × {selectors}");
+        }
+        using var scores = (CpuTensor)Allocate(tiles.Length * selectors, args.StartPosition + args.Tokens);
+        PooledTileScores(args, selection.Pooling, selectors, q, cache, scores);
+        Parallel.For(0, tiles.Length * selectors, Parallelism, row =>
         {
             // Candidates are the keys before the tile's diagonal block; the diagonal is always attended.
-            int candidates = tiles[item / groups].CandidateEnd;
-            rows[item] = Ranking.TopK(scores.Row(item)[..candidates], TopKBudget.For(candidates, selection.TopKPercent));
+            int candidates = tiles[row / selectors].CandidateEnd;
+            p.Write(row, Ranking.TopK(scores.Row(row)[..candidates], TopKBudget.For(candidates, selection.TopKPercent)));
         });
-        var plan = new AttentionPlan(args.Layer, args.StartPosition, args.Tokens, groups, rows);
+        p.Chunk = (args.StartPosition, args.Tokens);
         if (selection.DenseOutput)
         {
             Attention(args, q, cache, output);
         }
         else
         {
-            ReuseAttention(args, plan, Enumerable.Range(0, args.KvHeads).Select(g => selection.PoolAllHeads ? 0 : g).ToArray(), q, cache, output);
+            SparseAttention(args, plan, Enumerable.Range(0, args.KvHeads).Select(g => selection.PoolAllHeads ? 0 : g).ToArray(), q, cache, output);
         }
-        return plan;
     }
 
-    public void ReuseAttention(AttentionArgs args, AttentionPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output)
+    public void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
-        if (plan.StartPosition != args.StartPosition || plan.Tokens != args.Tokens)
+        var p = (CpuKeyPlan)plan;
+        if (p.Chunk != (args.StartPosition, args.Tokens))
         {
-            throw new InvalidOperationException($"plan of layer {plan.Layer} covers [{plan.StartPosition}, +{plan.Tokens}); layer {args.Layer} runs [{args.StartPosition}, +{args.Tokens})");
+            throw new InvalidOperationException($"the plan was written for [{p.Chunk.Start}, +{p.Chunk.Tokens}); layer {args.Layer} runs [{args.StartPosition}, +{args.Tokens})");
         }
         var c = (CpuKvCache)cache;
         var qs = (CpuTensor)q;
@@ -44,9 +50,8 @@ public sealed unsafe partial class CpuBackend
         var tiles = QueryTile.Of(args.StartPosition, args.Tokens);
         Parallel.For(0, tiles.Length * args.KvHeads, Parallelism, item =>
         {
-            var tile = tiles[item / args.KvHeads];
-            int kvHead = item % args.KvHeads;
-            SparseTile(args, c, qs, os, tile, kvHead, plan.Row(item / args.KvHeads, headMap[kvHead]));
+            int unit = item / args.KvHeads, kvHead = item % args.KvHeads;
+            SparseTile(args, c, qs, os, tiles[unit], kvHead, p.Row(unit * p.Selectors + headMap[kvHead]));
         });
     }
 
@@ -148,7 +153,7 @@ public sealed unsafe partial class CpuBackend
     /// One KV head's query heads over one tile, restricted to <paramref name="selected"/> plus the tile's diagonal
     /// keys (causal within the tile): softmax over exactly those keys.
     /// </summary>
-    private void SparseTile(AttentionArgs args, CpuKvCache c, CpuTensor qs, CpuTensor os, QueryTile tile, int kvHead, int[] selected)
+    private void SparseTile(AttentionArgs args, CpuKvCache c, CpuTensor qs, CpuTensor os, QueryTile tile, int kvHead, ReadOnlySpan<int> selected)
     {
         int d = args.HeadDim, group = args.Heads / args.KvHeads, capacity = c.Shape.Capacity;
         int diagonal = tile.QueryEnd - tile.DiagonalStart;

@@ -114,3 +114,30 @@ public sealed class CpuKvCache : KvCache
     {
     }
 }
+
+/// <summary>A plan in host memory: <c>Indices[row · Capacity + i]</c> for i below <c>Counts[row]</c>.</summary>
+public sealed class CpuKeyPlan(int units, int selectors, int capacity) : KeyPlan(units, selectors, capacity)
+{
+    private readonly int[] _indices = new int[checked(units * selectors * capacity)];
+    private readonly int[] _counts = new int[units * selectors];
+
+    /// <summary>The chunk the plan was last written for (the CPU checks that a reuse layer reads its own chunk's plan).</summary>
+    internal (int Start, int Tokens) Chunk { get; set; } = (-1, 0);
+
+    /// <summary>The positions of <paramref name="row"/>, in descending score.</summary>
+    public ReadOnlySpan<int> Row(int row) => _indices.AsSpan(row * Capacity, _counts[row]);
+
+    internal void Write(int row, int[] positions)
+    {
+        if (positions.Length > Capacity)
+        {
+            throw new InvalidOperationException($"{positions.Length} positions exceed the plan's capacity of {Capacity}");
+        }
+        positions.CopyTo(_indices.AsSpan(row * Capacity));
+        _counts[row] = positions.Length;
+    }
+
+    public override void Dispose()
+    {
+    }
+}

@@ -464,9 +464,11 @@ public sealed unsafe class CudaBackend : IBackend
     /// <summary>Overrides of the attention kernels' specialisation and split count, for benchmark sweeps; empty by default.</summary>
     public AttentionTuning Tuning { get; set; } = new();
 
-    public AttentionPlan AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("Kascade anchors");
+    public KeyPlan AllocatePlan(int units, int selectors, int capacity) => throw NotYet("Kascade plans");
 
-    public void ReuseAttention(AttentionArgs args, AttentionPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("Kascade reuse");
+    public void AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output) => throw NotYet("Kascade anchors");
+
+    public void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("Kascade reuse");
 
     public void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("oracle-topk");
 

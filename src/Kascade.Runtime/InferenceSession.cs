@@ -16,6 +16,12 @@ public sealed class InferenceSession : IDisposable
     private readonly AttentionPolicy _policy;
     private readonly ILayerObserver? _observer;
     private readonly Baselines.BaselineAttention? _baseline;
+
+    /// <summary>The latest anchor's key selection (Kascade policies), in the backend's memory.</summary>
+    private readonly KeyPlan? _plan;
+
+    /// <summary>The layer that last wrote <see cref="_plan"/>: host bookkeeping, so a reuse layer's check never waits for the device.</summary>
+    private int _planLayer = -1;
     private readonly StepInputs _step;
     private DeviceTensor? _allLogits;
     private IRecordedStep? _recorded;
@@ -34,6 +40,10 @@ public sealed class InferenceSession : IDisposable
         _observer = observer;
         var c = model.Config;
         _baseline = policy.IsBaseline ? new Baselines.BaselineAttention(policy, c) : null;
+        // One plan for the largest chunk, holding the budget at full capacity (TopKBudget.For grows with the keys).
+        _plan = policy.NeedsSchedule
+            ? _b.AllocatePlan(KeyPlan.UnitsFor(maxChunk), policy.Method == AttentionMethod.KascadePooled ? 1 : c.KvHeads, TopKBudget.For(capacity, policy.TopKPercent))
+            : null;
         Capacity = capacity;
         MaxChunk = maxChunk;
         _b.SetRope(c.Rope, c.HeadDim, capacity);
@@ -273,7 +283,6 @@ public sealed class InferenceSession : IDisposable
         DeviceTensor attn = _attn.Take(n), gate = _gate.Take(n), up = _up.Take(n);
         _b.Embed(_step, _model.Embedding, x);
         var attention = new AttentionArgs(0, n, Position, c.Heads, c.KvHeads, c.HeadDim, c.AttentionScale, _step);
-        AttentionPlan? plan = null;
         for (int l = 0; l < c.Layers; l++)
         {
             var w = _model.Layers[l];
@@ -290,7 +299,7 @@ public sealed class InferenceSession : IDisposable
             _b.ApplyRope(q, new RopeArgs(c.Heads, c.HeadDim, Position, _step));
             _b.ApplyRope(k, new RopeArgs(c.KvHeads, c.HeadDim, Position, _step));
             _b.AppendKv(_cache, l, Position, k, v, _step);
-            plan = Attend(attention with { Layer = l }, q, attn, plan);
+            Attend(attention with { Layer = l }, q, attn);
             _b.MatMul(attn, w.O, w.OBias, h);
             _observer?.OnAttention(new LayerObservation(l, Position, n, _b, x, q, _cache, h));
             _b.Add(x, h);
@@ -305,40 +314,42 @@ public sealed class InferenceSession : IDisposable
     }
 
     /// <summary>
-    /// One layer's attention under the session's policy; returns the plan the following reuse layers read
-    /// (the latest anchor's). Layer 0 is always dense and always the first anchor (DESIGN §3).
+    /// One layer's attention under the session's policy. An anchor writes the session's plan and the reuse layers
+    /// after it read it. Layer 0 is always dense and always the first anchor (DESIGN §3).
     /// </summary>
-    private AttentionPlan? Attend(AttentionArgs args, DeviceTensor q, DeviceTensor output, AttentionPlan? plan)
+    private void Attend(AttentionArgs args, DeviceTensor q, DeviceTensor output)
     {
         switch (_policy.Method)
         {
             case AttentionMethod.Dense:
                 _b.Attention(args, q, _cache, output);
-                return plan;
+                return;
             case AttentionMethod.OracleTopK:
                 _b.OracleTopKAttention(args, _policy.TopKPercent, q, _cache, output);
-                return plan;
+                return;
         }
         if (_baseline is not null)
         {
             _baseline.Attend(_b, args, q, _cache, output);
-            return plan;
+            return;
         }
         switch (_policy.RoleOf(args.Layer))
         {
             case LayerRole.Anchor:
                 var selection = new SelectionArgs(_policy.TopKPercent, _policy.Pooling, _policy.Method == AttentionMethod.KascadePooled, DenseOutput: args.Layer == 0);
-                return _b.AnchorAttention(args, selection, q, _cache, output);
+                _b.AnchorAttention(args, selection, q, _cache, _plan!, output);
+                _planLayer = args.Layer;
+                return;
             case LayerRole.Reuse reuse:
-                if (plan is null || plan.Layer != reuse.AnchorLayer)
+                if (_planLayer != reuse.AnchorLayer)
                 {
-                    throw new InvalidOperationException($"layer {args.Layer} reuses anchor {reuse.AnchorLayer}, but the latest plan is from layer {plan?.Layer}");
+                    throw new InvalidOperationException($"layer {args.Layer} reuses anchor {reuse.AnchorLayer}, but the plan is from layer {_planLayer}");
                 }
-                _b.ReuseAttention(args, plan, reuse.HeadMap, q, _cache, output);
-                return plan;
+                _b.SparseAttention(args, _plan!, reuse.HeadMap, q, _cache, output);
+                return;
             default:
                 _b.Attention(args, q, _cache, output);
-                return plan;
+                return;
         }
     }
 
@@ -349,6 +360,7 @@ public sealed class InferenceSession : IDisposable
             t?.Dispose();
         }
         _cache.Dispose();
+        _plan?.Dispose();
         _recorded?.Dispose();
         _step.Dispose();
     }

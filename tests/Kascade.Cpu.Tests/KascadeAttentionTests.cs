@@ -61,9 +61,10 @@ public class KascadeAttentionTests
         }
         var output = (CpuTensor)backend.Allocate(tokens, d);
         var args = new AttentionArgs(0, tokens, start, 1, 1, d, 0.5f);
-        var plan = backend.AnchorAttention(args, new SelectionArgs(10, ScorePooling.PostSoftmax, false, false), q, cache, output);
+        using var plan = (CpuKeyPlan)backend.AllocatePlan(KeyPlan.UnitsFor(tokens), 1, TopKBudget.For(start + tokens, 10));
+        backend.AnchorAttention(args, new SelectionArgs(10, ScorePooling.PostSoftmax, false, false), q, cache, plan, output);
 
-        Assert.Equal(Enumerable.Range(0, start).Where(j => !low.Contains(j)).ToArray(), plan.Row(0, 0));
+        Assert.Equal(Enumerable.Range(0, start).Where(j => !low.Contains(j)).ToArray(), plan.Row(0).ToArray());
         // Query t sees 128 selected keys of score 0 and t + 1 diagonal keys of score −2: diagonal mass (t+1)e⁻²/(128 + (t+1)e⁻²).
         for (int t = 0; t < tokens; t++)
         {
@@ -94,23 +95,23 @@ public class KascadeAttentionTests
     {
         const int kvHeads = 2;
         var x = RandomAttention.Make(headDim, group, kvHeads, start, tokens, seed: start + tokens + group);
-        var (plan, output) = x.RunAnchor(new SelectionArgs(percent, pooling, poolAll, false));
+        var (_, plan, output) = x.RunAnchor(new SelectionArgs(percent, pooling, poolAll, false));
 
         var expected = NaiveKascade.Select(x.Q, x.K, start, x.Heads, kvHeads, headDim, percent, pooling, poolAll);
-        Assert.Equal(expected.Count, plan.Rows.Count);
+        Assert.Equal(expected.Count, plan.Count);
         for (int r = 0; r < expected.Count; r++)
         {
             var (rows, pooled) = expected[r];
-            Assert.Equal(rows.Length, plan.Rows[r].Length);
+            Assert.Equal(rows.Length, plan[r].Length);
             double boundary = rows.Length > 0 ? pooled[rows[^1]] : 0;
-            foreach (int j in plan.Rows[r].Except(rows).Concat(rows.Except(plan.Rows[r])))
+            foreach (int j in plan[r].Except(rows).Concat(rows.Except(plan[r])))
             {
                 Assert.True(Math.Abs(pooled[j] - boundary) <= 1e-4 * Math.Max(1, Math.Abs(boundary)), $"row {r}: position {j} (pooled {pooled[j]}) differs from the reference selection (boundary {boundary})");
             }
         }
         int pools = poolAll ? 1 : kvHeads;
         var map = Enumerable.Range(0, kvHeads).Select(g => poolAll ? 0 : g).ToArray();
-        var reference = NaiveKascade.Attend(x.Q, x.K, x.V, start, x.Heads, kvHeads, headDim, plan.Rows.ToList(), pools, map);
+        var reference = NaiveKascade.Attend(x.Q, x.K, x.V, start, x.Heads, kvHeads, headDim, plan, pools, map);
         Compare.Close(reference.SelectMany(r => r).Select(v => (float)v).ToArray(), output, Tolerances.KernelAbsolute, Tolerances.KernelRelative, "anchor output");
     }
 
@@ -122,7 +123,7 @@ public class KascadeAttentionTests
     {
         var x = RandomAttention.Make(headDim, group, 2, start, tokens, seed: 11);
         var dense = x.RunDense();
-        var (_, anchor) = x.RunAnchor(new SelectionArgs(100, ScorePooling.PostSoftmax, false, false));
+        var (_, _, anchor) = x.RunAnchor(new SelectionArgs(100, ScorePooling.PostSoftmax, false, false));
         Compare.Close(dense, anchor, Tolerances.KernelAbsolute, Tolerances.KernelRelative, "kascade p=100 vs dense");
         Compare.Close(dense, x.RunOracle(100), Tolerances.KernelAbsolute, Tolerances.KernelRelative, "oracle p=100 vs dense");
     }
@@ -131,7 +132,7 @@ public class KascadeAttentionTests
     public void Reuse_with_the_identity_map_at_the_anchor_equals_the_anchor()
     {
         var x = RandomAttention.Make(64, 2, 2, 200, 100, seed: 5);
-        var (plan, anchor) = x.RunAnchor(new SelectionArgs(10, ScorePooling.PostSoftmax, false, false));
+        var (plan, _, anchor) = x.RunAnchor(new SelectionArgs(10, ScorePooling.PostSoftmax, false, false));
         var reuse = x.RunReuse(plan, [0, 1]);
         Assert.Equal(anchor, reuse);
         Assert.NotEqual(anchor, x.RunReuse(plan, [1, 0]));
@@ -141,10 +142,10 @@ public class KascadeAttentionTests
     public void Dense_output_anchor_still_selects()
     {
         var x = RandomAttention.Make(64, 2, 2, 200, 100, seed: 6);
-        var (plan, output) = x.RunAnchor(new SelectionArgs(10, ScorePooling.PostSoftmax, false, DenseOutput: true));
+        var (_, rows, output) = x.RunAnchor(new SelectionArgs(10, ScorePooling.PostSoftmax, false, DenseOutput: true));
         Assert.Equal(x.RunDense(), output);
-        Assert.Equal(QueryTile.Of(200, 100).Length * 2, plan.Rows.Count);
-        Assert.All(plan.Rows.Skip(2), r => Assert.Equal(128, r.Length));
+        Assert.Equal(QueryTile.Of(200, 100).Length * 2, rows.Count);
+        Assert.All(rows.Skip(2), r => Assert.Equal(128, r.Length));
     }
 
     public static TheoryData<int, int, int, int, ScorePooling, bool> PoolingGrid()
@@ -267,14 +268,17 @@ internal sealed record RandomAttention(int HeadDim, int Heads, int KvHeads, int 
         return new RandomAttention(headDim, heads, kvHeads, start, Rows(tokens, heads * headDim, 3), Rows(start + tokens, kvHeads * headDim, 1), Rows(start + tokens, kvHeads * headDim, 1));
     }
 
-    public (AttentionPlan Plan, float[] Output) RunAnchor(SelectionArgs selection)
+    /// <summary>An anchor over the chunk: its plan, the plan's rows (tile-major, then selector) and its output.</summary>
+    public (CpuKeyPlan Plan, IReadOnlyList<int[]> Rows, float[] Output) RunAnchor(SelectionArgs selection)
     {
-        AttentionPlan? plan = null;
-        var output = Run((b, args, q, cache, o) => plan = b.AnchorAttention(args, selection, q, cache, o));
-        return (plan!, output);
+        int selectors = selection.PoolAllHeads ? 1 : KvHeads;
+        var plan = new CpuKeyPlan(KeyPlan.UnitsFor(Tokens), selectors, TopKBudget.For(Start + Tokens, selection.TopKPercent));
+        var output = Run((b, args, q, cache, o) => b.AnchorAttention(args, selection, q, cache, plan, o));
+        var rows = Enumerable.Range(0, QueryTile.Of(Start, Tokens).Length * selectors).Select(r => plan.Row(r).ToArray()).ToArray();
+        return (plan, rows, output);
     }
 
-    public float[] RunReuse(AttentionPlan plan, int[] map) => Run((b, args, q, cache, o) => b.ReuseAttention(args, plan, map, q, cache, o));
+    public float[] RunReuse(KeyPlan plan, int[] map) => Run((b, args, q, cache, o) => b.SparseAttention(args, plan, map, q, cache, o));
 
     public float[] RunDense() => Run((b, args, q, cache, o) => b.Attention(args, q, cache, o));
 
