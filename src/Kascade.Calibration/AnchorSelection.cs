@@ -1,3 +1,5 @@
+using Kascade.Core;
+
 namespace Kascade.Calibration;
 
 /// <summary>
@@ -62,6 +64,42 @@ public static class AnchorSelection
         }
         return (result, value[anchors, n]);
     }
+
+    /// <summary>
+    /// The DP's best anchors for every count from 1 to N (layer 0 always first), each with its score and the
+    /// similarity of its weakest covered layer (<see cref="WeakestCovered"/>): the whole score curve.
+    /// </summary>
+    public static AnchorChoice[] SolveAll(double[][] weighted, double[][] similarity) =>
+        Enumerable.Range(1, weighted.Length).Select(k =>
+        {
+            var (anchors, score) = Solve(weighted, k);
+            return new AnchorChoice(k, anchors, score, WeakestCovered(similarity, anchors));
+        }).ToArray();
+
+    /// <summary>
+    /// <c>min over reuse layers j of S[anchor(j)][j]</c>, anchor(j) the nearest anchor at or before j: how well the
+    /// worst-served layer's keys are predicted by the anchor it reuses. 1 when every layer is an anchor.
+    /// </summary>
+    public static double WeakestCovered(double[][] similarity, IReadOnlyList<int> anchors)
+    {
+        double weakest = 1;
+        for (int a = 0; a < anchors.Count; a++)
+        {
+            int end = a + 1 < anchors.Count ? anchors[a + 1] : similarity.Length;
+            for (int j = anchors[a] + 1; j < end; j++)
+            {
+                weakest = Math.Min(weakest, similarity[anchors[a]][j]);
+            }
+        }
+        return weakest;
+    }
+
+    /// <summary>
+    /// <c>--anchors auto</c>: the fewest anchors whose DP choice serves every layer at <paramref name="target"/> or
+    /// better (<see cref="AnchorChoice.WeakestSimilarity"/> ≥ target). Every layer an anchor always qualifies.
+    /// </summary>
+    public static AnchorChoice Auto(IReadOnlyList<AnchorChoice> choices, double target) =>
+        choices.OrderBy(c => c.AnchorCount).FirstOrDefault(c => c.WeakestSimilarity >= target) ?? choices.MaxBy(c => c.AnchorCount)!;
 
     /// <summary>The score of a given anchor set (for checking the DP against enumeration).</summary>
     public static double Score(double[][] weighted, IReadOnlyList<int> anchors)

@@ -2,7 +2,7 @@ using ScottPlot;
 
 namespace Kascade.Calibration;
 
-/// <summary>PNG plots of a calibration: the layer-similarity matrix S and the layer importance w.</summary>
+/// <summary>PNG plots of a calibration: the layer-similarity matrix S, the layer importance w and the DP's curve over anchor counts.</summary>
 public static class CalibrationPlots
 {
     public static void SimilarityHeatmap(double[][] similarity, IReadOnlyList<int> anchors, string path)
@@ -41,5 +41,34 @@ public static class CalibrationPlots
         plot.YLabel("w");
         plot.Axes.Margins(bottom: 0);
         plot.SavePng(path, 900, 450);
+    }
+
+    /// <summary>
+    /// The DP for every anchor count: its score (Σ weighted similarity covered, left axis) and the similarity of its
+    /// weakest covered layer (right axis), the written count marked and, for <c>--anchors auto</c>, the target.
+    /// </summary>
+    public static void AnchorCurve(IReadOnlyList<Kascade.Core.AnchorChoice> choices, int written, double? target, string path)
+    {
+        var plot = new Plot();
+        double[] counts = [.. choices.Select(c => (double)c.AnchorCount)];
+        var score = plot.Add.Scatter(counts, [.. choices.Select(c => c.Score)]);
+        score.LegendText = "DP score";
+        var weakest = plot.Add.Scatter(counts, [.. choices.Select(c => c.WeakestSimilarity ?? double.NaN)]);
+        weakest.LegendText = "weakest covered S";
+        weakest.Axes.YAxis = plot.Axes.Right;
+        var line = plot.Add.VerticalLine(written);
+        line.LegendText = $"written: {written} anchors";
+        if (target is { } t)
+        {
+            var h = plot.Add.HorizontalLine(t);
+            h.Axes.YAxis = plot.Axes.Right;
+            h.LegendText = $"target S = {t}";
+        }
+        plot.Title("Kascade anchors: DP score and weakest covered layer by anchor count");
+        plot.XLabel("anchors (layer 0 included)");
+        plot.YLabel("DP score");
+        plot.Axes.Right.Label.Text = "weakest covered S";
+        plot.ShowLegend(Alignment.MiddleRight);
+        plot.SavePng(path, 900, 500);
     }
 }

@@ -5,18 +5,22 @@ using Kascade.Runtime.Kascade;
 namespace Kascade.Calibration;
 
 /// <summary>Options of one calibration; immutable.</summary>
-/// <param name="Anchors">Anchor count of the schedule written (layer 0 included; the paper uses 5 for 32 layers).</param>
+/// <param name="Anchors">
+/// Anchor count of the schedule written (layer 0 included; the paper uses 5 for 32 layers), or null for the fewest
+/// anchors whose weakest covered layer reaches <paramref name="TargetSimilarity"/> (<see cref="AnchorSelection.Auto"/>).
+/// </param>
 /// <param name="MaxNewTokens">Greedy decode steps after each prompt; their rows count like prefill tiles.</param>
 /// <param name="CalibrationTopK">Keys per row in each layer's own pooled Top-k (the small calibration budget).</param>
 /// <param name="TopKPercent">p written into the schedule for inference.</param>
-public sealed record CalibrationOptions(int Anchors = 5, int MaxNewTokens = 32, int CalibrationTopK = 32, double TopKPercent = 10, int PrefillChunk = 512);
+/// <param name="TargetSimilarity">The similarity every reuse layer must reach when <paramref name="Anchors"/> is null.</param>
+public sealed record CalibrationOptions(int? Anchors = 5, int MaxNewTokens = 32, int CalibrationTopK = 32, double TopKPercent = 10, int PrefillChunk = 512, double TargetSimilarity = 0.9);
 
 /// <summary>A calibration's outputs: the schedule and the statistics it was chosen from.</summary>
 public sealed record CalibrationResult(KascadeSchedule Schedule, double[][] LayerSimilarity, double[] Importance, double[][][][] HeadSimilarity);
 
 /// <summary>
 /// Runs a development set densely through a model, collects Kascade's similarity statistics and layer importance,
-/// and chooses anchors (DP for 3..8 anchors) and head maps (DESIGN §3).
+/// and chooses anchors (the DP for every anchor count) and head maps (DESIGN §3).
 /// </summary>
 public static class Calibrator
 {
@@ -54,14 +58,8 @@ public static class Calibrator
         var layerSimilarity = HeadMaps.LayerSimilarity(similarity, config.Layers);
         var importance = collector.Importance();
         var weighted = layerSimilarity.Select((row, a) => row.Select((s, b) => s * importance[b]).ToArray()).ToArray();
-        var choices = Enumerable.Range(3, 6).Append(options.Anchors).Distinct().Where(k => k <= config.Layers).Order()
-            .Select(k =>
-            {
-                var (anchors, score) = AnchorSelection.Solve(weighted, k);
-                return new AnchorChoice(k, anchors, score);
-            })
-            .ToArray();
-        var chosen = choices.Single(c => c.AnchorCount == options.Anchors).Anchors;
+        var choices = AnchorSelection.SolveAll(weighted, layerSimilarity);
+        var chosen = (options.Anchors is { } count ? choices[count - 1] : AnchorSelection.Auto(choices, options.TargetSimilarity)).Anchors;
         var headMap = HeadMaps.Build(similarity, chosen, config.Layers, config.KvHeads);
         var schedule = new KascadeSchedule(
             ScheduleFile.Identity(config, ScheduleFile.ConfigHash(model.Path)),
@@ -79,7 +77,7 @@ public static class Calibrator
     /// <summary>Refuses options that cannot work on <paramref name="config"/>, before any prompt runs.</summary>
     public static void Check(ModelConfig config, CalibrationOptions options)
     {
-        if (options.Anchors < 1 || options.Anchors > config.Layers)
+        if (options.Anchors is < 1 || options.Anchors > config.Layers)
         {
             throw new KascadeException($"--anchors {options.Anchors} must be between 1 and the model's {config.Layers} layers");
         }
@@ -90,6 +88,10 @@ public static class Calibrator
         if (!(options.TopKPercent > 0 && options.TopKPercent <= 100))
         {
             throw new KascadeException($"--topk-percent {options.TopKPercent} must be in (0, 100]");
+        }
+        if (!(options.TargetSimilarity > 0 && options.TargetSimilarity <= 1))
+        {
+            throw new KascadeException($"--target-similarity {options.TargetSimilarity} must be in (0, 1]");
         }
     }
 }

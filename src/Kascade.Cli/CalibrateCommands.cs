@@ -17,20 +17,24 @@ public static partial class CliApp
         var devSet = new Option<string>("--dev-set") { Description = "Development set: JSONL of {\"id\", \"prompt\"}", Required = true };
         var examples = new Option<int?>("--examples") { Description = "Use the first N prompts (default: all)" }.AtLeast(1);
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Greedy decode steps after each prompt", DefaultValueFactory = _ => 32 }.AtLeast(0);
-        var anchors = new Option<int>("--anchors") { Description = "Anchor layers in the schedule, layer 0 included", DefaultValueFactory = _ => 5 }.AtLeast(1);
+        var anchors = new Option<string>("--anchors") { Description = "Anchor layers in the schedule, layer 0 included, or auto: the fewest whose weakest covered layer reaches --target-similarity", DefaultValueFactory = _ => "5" }
+            .Must(a => a == "auto" || (int.TryParse(a, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n >= 1), "a positive integer or auto");
+        var target = new Option<double>("--target-similarity") { Description = "With --anchors auto: the similarity S[anchor][layer] every reuse layer must reach", DefaultValueFactory = _ => 0.9 }
+            .Must(t => t > 0 && t <= 1, "in (0, 1]");
         var percent = new Option<double>("--topk-percent") { Description = "Top-k percent written into the schedule", DefaultValueFactory = _ => 10 }.Percent();
         var output = new Option<string>("--out") { Description = "Schedule file to write; plots go beside it", Required = true }.WritableFile();
         var threads = ThreadsOption();
         var command = new Command("calibrate", "Choose Kascade anchors (DP over layer similarity) and head maps for a model from a development set.")
         {
-            model, devSet, examples, maxNew, anchors, percent, output, threads,
+            model, devSet, examples, maxNew, anchors, target, percent, output, threads,
         };
         command.SetAction(parse =>
         {
             var set = DevSet.Read(parse.GetValue(devSet)!, parse.GetValue(examples));
             using var backend = new CpuBackend(parse.GetValue(threads));
             using var dir = OpenModel(parse, parse.GetValue(model)!, backend);
-            var options = new CalibrationOptions(parse.GetValue(anchors), parse.GetValue(maxNew), TopKPercent: parse.GetValue(percent));
+            int? anchorCount = parse.GetValue(anchors) is "auto" ? null : int.Parse(parse.GetValue(anchors)!, CultureInfo.InvariantCulture);
+            var options = new CalibrationOptions(anchorCount, parse.GetValue(maxNew), TopKPercent: parse.GetValue(percent), TargetSimilarity: parse.GetValue(target));
             Calibrator.Check(dir.Config, options);
             CalibrationResult? result = null;
             WithProgress(stderr, progress =>
@@ -43,13 +47,15 @@ public static partial class CliApp
             string stem = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(outPath))!, Path.GetFileNameWithoutExtension(outPath));
             CalibrationPlots.SimilarityHeatmap(result.LayerSimilarity, result.Schedule.Anchors, stem + ".similarity.png");
             CalibrationPlots.Importance(result.Importance, result.Schedule.Anchors, stem + ".importance.png");
-            stdout.WriteLine("| anchors | layers | score |");
-            stdout.WriteLine("|---:|---|---:|");
+            CalibrationPlots.AnchorCurve(result.Schedule.Choices!, result.Schedule.Anchors.Count, anchorCount is null ? options.TargetSimilarity : null, stem + ".anchors.png");
+            stdout.WriteLine("| anchors | layers | score | weakest covered S | |");
+            stdout.WriteLine("|---:|---|---:|---:|---|");
             foreach (var c in result.Schedule.Choices!)
             {
-                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {c.AnchorCount} | {string.Join(", ", c.Anchors)} | {c.Score:F4} |"));
+                string written = c.AnchorCount == result.Schedule.Anchors.Count ? "written" : "";
+                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {c.AnchorCount} | {string.Join(", ", c.Anchors)} | {c.Score:F4} | {c.WeakestSimilarity:F4} | {written} |"));
             }
-            stdout.WriteLine($"wrote {outPath} (anchors {string.Join(", ", result.Schedule.Anchors)}), {stem}.similarity.png, {stem}.importance.png");
+            stdout.WriteLine($"wrote {outPath} (anchors {string.Join(", ", result.Schedule.Anchors)}), {stem}.similarity.png, {stem}.importance.png, {stem}.anchors.png");
         });
         return command;
     }

@@ -6,8 +6,12 @@ public sealed record ModelIdentity(string Architecture, int Layers, int Heads, i
 /// <summary>How a schedule was calibrated.</summary>
 public sealed record CalibrationProvenance(string DevSet, int Examples, int MaxNewTokens, int CalibrationTopK, DateTimeOffset Date, string Tool);
 
-/// <summary>The DP's best anchor set for one anchor count, with its score (Σ of weighted similarities covered).</summary>
-public sealed record AnchorChoice(int AnchorCount, IReadOnlyList<int> Anchors, double Score);
+/// <summary>
+/// The DP's best anchor set for one anchor count, with its score (Σ of weighted similarities covered) and the
+/// similarity of its weakest covered layer (<c>min S[anchor(j)][j]</c> over the reuse layers j; 1 when every layer
+/// is an anchor; absent in schedules written before it was recorded).
+/// </summary>
+public sealed record AnchorChoice(int AnchorCount, IReadOnlyList<int> Anchors, double Score, double? WeakestSimilarity = null);
 
 /// <summary>
 /// A Kascade schedule for one model: anchor layers (layer 0 first) and, per layer, the head map from its KV

@@ -40,6 +40,58 @@ public class AnchorSelectionTests
         Assert.Equal(0, chosen[0]);
     }
 
+    [Theory]
+    [InlineData(7, 11)]
+    [InlineData(9, 12)]
+    public void Every_anchor_count_equals_brute_force_with_its_weakest_layer(int layers, int seed)
+    {
+        var w = RandomWeighted(layers, seed);
+        var similarity = RandomWeighted(layers, seed + 100);
+        var choices = AnchorSelection.SolveAll(w, similarity);
+        Assert.Equal(Enumerable.Range(1, layers), choices.Select(c => c.AnchorCount));
+        foreach (var c in choices)
+        {
+            var best = AllAnchorSets(layers, c.AnchorCount).Max(a => AnchorSelection.Score(w, a));
+            Assert.Equal(best, c.Score, 9);
+            Assert.Equal(AnchorSelection.Score(w, c.Anchors), c.Score, 9);
+            // The weakest covered layer, by hand: each reuse layer against its nearest earlier anchor.
+            double weakest = Enumerable.Range(0, layers).Where(j => !c.Anchors.Contains(j))
+                .Select(j => similarity[c.Anchors.Last(a => a < j)][j]).DefaultIfEmpty(1).Min();
+            Assert.Equal(weakest, c.WeakestSimilarity);
+        }
+        Assert.Equal(1, choices[^1].WeakestSimilarity);
+    }
+
+    /// <summary>
+    /// Hand-built S for 5 layers (weights 1): layer 2 is poorly predicted by 0 or 1 (0.5, 0.6), layers 3 and 4 well by
+    /// 2 (0.95, 0.9) and by 0 only at 0.7. With 2 anchors the DP picks {0, 2} (score 4.77; weakest S[2][4] = 0.9), with
+    /// 3 {0, 2, 4} (4.87; weakest S[0][1] = 0.92), with 4 {0, 1, 2, 4} (4.95; weakest 0.95). Auto at 0.9 takes 2
+    /// anchors, at 0.93 four.
+    /// </summary>
+    [Fact]
+    public void Auto_takes_the_fewest_anchors_whose_weakest_layer_reaches_the_target()
+    {
+        double[][] s =
+        [
+            [1.0, 0.92, 0.5, 0.7, 0.7],
+            [0.0, 1.0, 0.6, 0.7, 0.7],
+            [0.0, 0.0, 1.0, 0.95, 0.9],
+            [0.0, 0.0, 0.0, 1.0, 0.9],
+            [0.0, 0.0, 0.0, 0.0, 1.0],
+        ];
+        var choices = AnchorSelection.SolveAll(s, s);
+        Assert.Equal([0, 2], choices[1].Anchors);
+        Assert.Equal(0.9, choices[1].WeakestSimilarity);
+        Assert.Equal(2, AnchorSelection.Auto(choices, 0.9).AnchorCount);
+        Assert.Equal(1, AnchorSelection.Auto(choices, 0.5).AnchorCount);
+        Assert.Equal([0, 2, 4], choices[2].Anchors);
+        Assert.Equal(0.92, choices[2].WeakestSimilarity);
+        var strict = AnchorSelection.Auto(choices, 0.93);
+        Assert.Equal([0, 1, 2, 4], strict.Anchors);
+        Assert.Equal(0.95, strict.WeakestSimilarity);
+        Assert.Equal(5, AnchorSelection.Auto(choices, 1.0).AnchorCount);
+    }
+
     [Fact]
     public void Hand_computed_dp()
     {

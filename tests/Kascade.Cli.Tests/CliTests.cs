@@ -157,10 +157,23 @@ public class CliTests
         string schedule = dir.File("s.json");
         var (code, output, err) = Run("calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", Path.Combine(TestPaths.RepoRoot, "data", "calibration", "instrument-dev.jsonl"), "--examples", "1", "--max-new-tokens", "4", "--anchors", "4", "--out", schedule);
         Assert.True(code == 0, err);
-        Assert.Contains("| 8 |", output);
-        Assert.True(File.Exists(dir.File("s.similarity.png")) && File.Exists(dir.File("s.importance.png")));
+        // The DP for every anchor count, the written one marked.
+        int layers = Runtime.Loading.ConfigLoader.Load(TestPaths.InstrumentModel).Layers;
+        var rows = output.Split('\n').Where(l => System.Text.RegularExpressions.Regex.IsMatch(l, @"^\| \d+ \| 0")).ToArray();
+        Assert.Equal(Enumerable.Range(1, layers).Select(k => $"| {k} |"), rows.Select(r => r[..(r.IndexOf('|', 2) + 1)]));
+        Assert.EndsWith("| written |", rows[3]);
+        Assert.EndsWith("| 1.0000 |  |", rows[^1]);
+        Assert.True(File.Exists(dir.File("s.similarity.png")) && File.Exists(dir.File("s.importance.png")) && File.Exists(dir.File("s.anchors.png")));
         var generate = Run("generate", "--model", TestPaths.InstrumentModel, "--prompt", "Hello", "--max-new-tokens", "3", "--attention", "kascade", "--schedule", schedule);
         Assert.Equal(0, generate.Code);
+
+        // auto: the fewest anchors whose weakest covered layer reaches the target.
+        var auto = Run("calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", Path.Combine(TestPaths.RepoRoot, "data", "calibration", "instrument-dev.jsonl"), "--examples", "1", "--max-new-tokens", "4", "--anchors", "auto", "--target-similarity", "0.5", "--out", dir.File("auto.json"));
+        Assert.True(auto.Code == 0, auto.Err);
+        var written = Runtime.Kascade.ScheduleFile.Load(dir.File("auto.json"), Runtime.Loading.ConfigLoader.Load(TestPaths.InstrumentModel));
+        var chosen = written.Choices!.Single(c => c.AnchorCount == written.Anchors.Count);
+        Assert.True(chosen.WeakestSimilarity >= 0.5);
+        Assert.All(written.Choices!.Where(c => c.AnchorCount < chosen.AnchorCount), c => Assert.True(c.WeakestSimilarity < 0.5));
     }
 
     [Fact]
