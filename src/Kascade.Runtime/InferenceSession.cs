@@ -283,6 +283,7 @@ public sealed class InferenceSession : IDisposable
         DeviceTensor attn = _attn.Take(n), gate = _gate.Take(n), up = _up.Take(n);
         _b.Embed(_step, _model.Embedding, x);
         var attention = new AttentionArgs(0, n, Position, c.Heads, c.KvHeads, c.HeadDim, c.AttentionScale, _step);
+        _planLayer = -1; // a plan serves the chunk its anchor wrote it for
         for (int l = 0; l < c.Layers; l++)
         {
             var w = _model.Layers[l];
