@@ -24,6 +24,9 @@ public static class MethodParity
         string text = string.Concat(Enumerable.Repeat(filler, 40)) + " The pass key is 68012. Remember it. 68012 is the pass key."
             + string.Concat(Enumerable.Repeat(filler, 40)) + "\n\nWhat is the pass key? The pass key is";
         var ids = reference.Tokenizer.Encode(text);
+        // A model of a shorter context keeps the prompt's end (the key may then fall outside: the tokens still compare).
+        int room = reference.Config.MaxPositions - Tokens;
+        ids = ids.Length > room ? ids[^room..] : ids;
         string schedulePath = Path.Combine(candidate.Path, "kascade-schedule.json");
         var results = new List<ParityResult>();
         foreach (var method in AttentionMethods.All.Where(m => candidate.Model.Backend.Runs(m.Method)))
