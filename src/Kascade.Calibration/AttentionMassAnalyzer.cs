@@ -194,9 +194,10 @@ public sealed class AttentionMassAnalyzer : ILayerObserver
         for (int ti = 0; ti < tiles.Length; ti++)
         {
             int candidates = tiles[ti].CandidateEnd;
+            int keep = TopKBudget.ForTile(tiles[ti], visible, _policy.TopKPercent, _policy.BudgetRule);
             for (int g = 0; g < pools; g++)
             {
-                plan[(tiles[ti].QueryStart, g)] = Ranking.TopK(scores.AsSpan((ti * pools + g) * visible, candidates), TopKBudget.For(candidates, _policy.TopKPercent));
+                plan[(tiles[ti].QueryStart, g)] = Ranking.TopK(scores.AsSpan((ti * pools + g) * visible, candidates), keep);
             }
         }
         return plan;

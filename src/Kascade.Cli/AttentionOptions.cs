@@ -15,12 +15,14 @@ internal sealed class AttentionOptions
     private readonly Option<string?> _schedule = new("--schedule") { Description = $"Kascade schedule file (default: {DefaultScheduleName} in the model directory)" };
     private readonly Option<double?> _percent = new Option<double?>("--topk-percent") { Description = "Top-k budget p in percent of the visible keys (default: the schedule's, else 10)" }.Percent();
     private readonly Option<string> _pooling = new("--pooling") { Description = "Anchor score pooling: post (post-softmax, the paper) or pre (raw scores)", DefaultValueFactory = _ => "post" };
+    private readonly Option<string> _budgetRule = new("--budget-rule") { Description = "How anchors size their Top-k: rounded (ours: k rounded up to 128) or reference (the official PyTorch code's k − 32 and rolling per-tile count; docs/kascade.md)", DefaultValueFactory = _ => "rounded" };
     private readonly Option<string[]> _baseline = new("--baseline") { Description = $"A baseline setting NAME=VALUE, repeatable ({string.Join(", ", BaselineOptions.SettingNames)}); defaults from DESIGN §4" };
 
     private AttentionOptions()
     {
         _method.AcceptOnlyFromAmong([.. AttentionMethods.All.Select(m => m.Name)]);
         _pooling.AcceptOnlyFromAmong("post", "pre");
+        _budgetRule.AcceptOnlyFromAmong("rounded", "reference");
         _baseline.Validators.Add(result =>
         {
             foreach (var token in result.Tokens)
@@ -74,6 +76,7 @@ internal sealed class AttentionOptions
         command.Add(_schedule);
         command.Add(_percent);
         command.Add(_pooling);
+        command.Add(_budgetRule);
         command.Add(_baseline);
     }
 
@@ -94,7 +97,8 @@ internal sealed class AttentionOptions
             throw new KascadeException($"baseline layer {beyond} does not exist; the model has {dir.Config.Layers} layers");
         }
         var pooling = parse.GetValue(_pooling) == "pre" ? ScorePooling.PreSoftmax : ScorePooling.PostSoftmax;
-        return Build(name, parse.GetValue(_schedule), parse.GetValue(_percent), pooling, dir) with { Baselines = baselines };
+        var rule = parse.GetValue(_budgetRule) == "reference" ? BudgetRule.Reference : BudgetRule.Rounded;
+        return Build(name, parse.GetValue(_schedule), parse.GetValue(_percent), pooling, dir) with { Baselines = baselines, BudgetRule = rule };
     }
 
     /// <summary>The policy named <paramref name="name"/>, loading and checking its schedule where it needs one.</summary>

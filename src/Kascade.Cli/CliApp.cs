@@ -54,7 +54,8 @@ public static partial class CliApp
         var m = System.Text.RegularExpressions.Regex.Match(message, @"^Cannot parse argument '(?<value>.*)' for option '(?<option>[^']*)' as expected type '(?<type>[^']*)'");
         if (!m.Success)
         {
-            return message.TrimEnd('.');
+            // One line: the parser lists the allowed values of an option one per line.
+            return System.Text.RegularExpressions.Regex.Replace(message.TrimEnd('.'), @"\s*\n\s*", " ");
         }
         string type = m.Groups["type"].Value;
         string what = type.Contains("Int32", StringComparison.Ordinal) ? "an integer"

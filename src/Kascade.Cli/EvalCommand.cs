@@ -151,6 +151,8 @@ public static partial class CliApp
             ? $" anchors {string.Join(',', s.Anchors)} head map {Convert.ToHexString(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join(';', s.HeadMap.Select(l => string.Join(',', l))))))[..16]}"
             : "";
         string baselines = policy.IsBaseline ? $" {policy.Baselines.Describe()}" : "";
-        return string.Create(CultureInfo.InvariantCulture, $"{policy.Method} top-k {policy.TopKPercent}% {policy.Pooling}{schedule}{baselines}");
+        // Named only when not the default, so stores written before the option existed keep their identity.
+        string rule = policy.NeedsSchedule && policy.BudgetRule != BudgetRule.Rounded ? $" budget {policy.BudgetRule}" : "";
+        return string.Create(CultureInfo.InvariantCulture, $"{policy.Method} top-k {policy.TopKPercent}% {policy.Pooling}{schedule}{baselines}{rule}");
     }
 }

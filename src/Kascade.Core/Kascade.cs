@@ -21,6 +21,43 @@ public static class TopKBudget
         long rounded = (raw + 127) / 128 * 128;
         return (int)Math.Min(visibleKeys, rounded);
     }
+
+    /// <summary>
+    /// Keys an anchor keeps for <paramref name="tile"/> of a chunk that ends at <paramref name="visibleKeys"/> keys
+    /// (a decode step is a one-query tile whose candidates are every key), at most the tile's candidates.
+    /// <see cref="BudgetRule.Rounded"/>: <c>For(candidates)</c>. <see cref="BudgetRule.Reference"/>, the official PyTorch
+    /// code (microsoft/kascade, KascadeStrategy.attention_forward): <c>k = min(max(128, ⌊p·n/100⌋), n) − 32</c> with n
+    /// the call's keys, in prefill and decode; in prefill each tile keeps <c>min(k, max(128, ⌊p·s/100⌋))</c>, s the tile's first
+    /// position (the rolling count, unrounded). That code prefills the whole prompt in one call, so it is reproduced
+    /// when the prompt is one chunk; with several chunks n is each chunk's end. Below 33 keys, where the reference has
+    /// no k, every candidate is kept.
+    /// </summary>
+    public static int ForTile(QueryTile tile, int visibleKeys, double percent, BudgetRule rule)
+    {
+        if (rule == BudgetRule.Rounded)
+        {
+            return For(tile.CandidateEnd, percent);
+        }
+        long k = Math.Min(Math.Max(128L, (long)Math.Floor(percent / 100.0 * visibleKeys)), visibleKeys) - TileSize;
+        if (k < 1)
+        {
+            // n ≤ 32: the reference cannot run (torch.topk of a negative k); every candidate is kept, as dense.
+            return tile.CandidateEnd;
+        }
+        bool decode = tile.Queries == 1 && tile.CandidateEnd == visibleKeys;
+        long count = decode ? k : Math.Min(k, Math.Max(128L, (long)Math.Floor(percent / 100.0 * tile.CandidateEnd)));
+        return (int)Math.Clamp(count, 0, tile.CandidateEnd);
+    }
+}
+
+/// <summary>How Kascade's anchors size their Top-k (<c>--budget-rule</c>).</summary>
+public enum BudgetRule
+{
+    /// <summary>Ours (DESIGN §3): <c>k(n) = min(n, roundUp128(max(128, ⌊p·n/100⌋)))</c> of each tile's candidates, as the paper's kernels round.</summary>
+    Rounded,
+
+    /// <summary>The official PyTorch reference that produced the paper's accuracy numbers (<see cref="TopKBudget.ForTile"/>).</summary>
+    Reference,
 }
 
 /// <summary>How an anchor pools the scores it ranks keys by.</summary>
@@ -55,7 +92,8 @@ public abstract record LayerRole
 /// <param name="Pooling">Post- or pre-softmax pooling.</param>
 /// <param name="PoolAllHeads">One index row pooled over every query head (kascade-pooled) instead of one per KV head.</param>
 /// <param name="DenseOutput">Attend densely while still selecting (layer 0).</param>
-public readonly record struct SelectionArgs(double TopKPercent, ScorePooling Pooling, bool PoolAllHeads, bool DenseOutput);
+/// <param name="Rule">How the Top-k is sized (<see cref="TopKBudget.ForTile"/>).</param>
+public readonly record struct SelectionArgs(double TopKPercent, ScorePooling Pooling, bool PoolAllHeads, bool DenseOutput, BudgetRule Rule = BudgetRule.Rounded);
 
 /// <summary>The attention methods a model can run with.</summary>
 public enum AttentionMethod
@@ -95,6 +133,9 @@ public sealed record AttentionPolicy(AttentionMethod Method, KascadeSchedule? Sc
 {
     /// <summary>Parameters of the baseline methods (ignored by the others).</summary>
     public BaselineOptions Baselines { get; init; } = BaselineOptions.Default;
+
+    /// <summary>How the Kascade variants size their anchors' Top-k (the oracle and the baselines use <see cref="TopKBudget.For"/>).</summary>
+    public BudgetRule BudgetRule { get; init; } = BudgetRule.Rounded;
 
     /// <summary>The method's entry in the registry (name, settings, how it selects).</summary>
     public AttentionMethodInfo Info => AttentionMethods.Of(Method);

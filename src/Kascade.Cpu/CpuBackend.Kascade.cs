@@ -23,8 +23,9 @@ public sealed unsafe partial class CpuBackend
         Parallel.For(0, tiles.Length * selectors, Parallelism, row =>
         {
             // Candidates are the keys before the tile's diagonal block; the diagonal is always attended.
-            int candidates = tiles[row / selectors].CandidateEnd;
-            p.Write(row, Ranking.TopK(scores.Row(row)[..candidates], TopKBudget.For(candidates, selection.TopKPercent)));
+            var tile = tiles[row / selectors];
+            int keep = TopKBudget.ForTile(tile, args.StartPosition + args.Tokens, selection.TopKPercent, selection.Rule);
+            p.Write(row, Ranking.TopK(scores.Row(row)[..tile.CandidateEnd], keep));
         });
         p.Chunk = (args.StartPosition, args.Tokens);
         if (selection.DenseOutput)

@@ -40,7 +40,8 @@ public sealed class InferenceSession : IDisposable
         _observer = observer;
         var c = model.Config;
         _baseline = policy.IsBaseline ? new Baselines.BaselineAttention(policy, c) : null;
-        // One plan for the largest chunk, holding the budget at full capacity (TopKBudget.For grows with the keys).
+        // One plan for the largest chunk, holding the budget at full capacity (TopKBudget.For grows with the keys and
+        // bounds the reference rule's count).
         _plan = policy.NeedsSchedule
             ? _b.AllocatePlan(KeyPlan.UnitsFor(maxChunk), policy.Method == AttentionMethod.KascadePooled ? 1 : c.KvHeads, TopKBudget.For(capacity, policy.TopKPercent))
             : null;
@@ -337,7 +338,7 @@ public sealed class InferenceSession : IDisposable
         switch (_policy.RoleOf(args.Layer))
         {
             case LayerRole.Anchor:
-                var selection = new SelectionArgs(_policy.TopKPercent, _policy.Pooling, _policy.Method == AttentionMethod.KascadePooled, DenseOutput: args.Layer == 0);
+                var selection = new SelectionArgs(_policy.TopKPercent, _policy.Pooling, _policy.Method == AttentionMethod.KascadePooled, DenseOutput: args.Layer == 0, _policy.BudgetRule);
                 _b.AnchorAttention(args, selection, q, _cache, _plan!, output);
                 _planLayer = args.Layer;
                 return;

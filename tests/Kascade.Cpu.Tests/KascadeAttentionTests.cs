@@ -22,6 +22,28 @@ public class KascadeAttentionTests
     [InlineData(5000, 50, 2560)]
     public void Budget_rule(int n, double percent, int expected) => Assert.Equal(expected, TopKBudget.For(n, percent));
 
+    /// <summary>
+    /// Both budget rules by hand, p = 10. Decode over n keys: rounded k(n); reference min(max(128, ⌊n/10⌋), n) − 32.
+    /// Prefill tile starting at s in a chunk ending at n: rounded k(s); reference min(that k, max(128, ⌊s/10⌋)), both
+    /// at most the s candidates.
+    /// </summary>
+    [Theory]
+    // tile start s (−1: a decode step), chunk end n, rounded, reference
+    [InlineData(-1, 4096, 512, 377)]     // decode: roundUp128(409) = 512; 409 − 32
+    [InlineData(-1, 100, 100, 68)]       // decode of 100 keys: all of them; min(128, 100) − 32
+    [InlineData(-1, 1290, 256, 97)]      // decode: roundUp128(129); 129 − 32
+    [InlineData(-1, 20, 20, 20)]         // 20 keys: the reference has no k (20 − 32 < 1), all are kept
+    [InlineData(2048, 4096, 256, 204)]   // k(2048) = roundUp128(204); min(377, max(128, 204))
+    [InlineData(640, 4096, 128, 128)]    // k(640) = 128; min(377, 128)
+    [InlineData(96, 4096, 96, 96)]       // 96 candidates: all, under both rules
+    [InlineData(8160, 8192, 896, 787)]   // roundUp128(816) = 896; min(819 − 32, max(128, 816))
+    public void Budget_rules_by_hand(int tileStart, int chunkEnd, int rounded, int reference)
+    {
+        var tile = tileStart < 0 ? QueryTile.Of(chunkEnd - 1, 1)[0] : new QueryTile(tileStart, Math.Min(tileStart + 32, chunkEnd), tileStart, tileStart);
+        Assert.Equal(rounded, TopKBudget.ForTile(tile, chunkEnd, 10, BudgetRule.Rounded));
+        Assert.Equal(reference, TopKBudget.ForTile(tile, chunkEnd, 10, BudgetRule.Reference));
+    }
+
     [Fact]
     public void Tiles_are_absolute_32_position_tiles_and_decode_is_one_tile_over_all_keys()
     {
@@ -136,6 +158,20 @@ public class KascadeAttentionTests
         var reuse = x.RunReuse(plan, [0, 1]);
         Assert.Equal(anchor, reuse);
         Assert.NotEqual(anchor, x.RunReuse(plan, [1, 0]));
+    }
+
+    [Fact]
+    public void Reference_budget_rule_sizes_each_tiles_plan_row()
+    {
+        var x = RandomAttention.Make(64, 2, 2, 1200, 900, seed: 8);
+        var tiles = QueryTile.Of(1200, 900);
+        // The chunk ends at n = 2100: k = 210 − 32 = 178, and tile s keeps min(178, max(128, ⌊s/10⌋)): 128 up to
+        // s = 1280, then ⌊s/10⌋ (160 at s = 1600), then 178 from s = 1792. Rounded: k(s), 128 then 256.
+        var (_, reference, _) = x.RunAnchor(new SelectionArgs(10, ScorePooling.PostSoftmax, false, false, BudgetRule.Reference));
+        Assert.Equal(tiles.SelectMany(t => Enumerable.Repeat(Math.Min(178, Math.Max(128, t.CandidateEnd / 10)), 2)), reference.Select(r => r.Length));
+        Assert.Contains(160, reference.Select(r => r.Length));
+        var (_, rounded, _) = x.RunAnchor(new SelectionArgs(10, ScorePooling.PostSoftmax, false, false));
+        Assert.Equal(tiles.SelectMany(t => Enumerable.Repeat(t.CandidateEnd < 1290 ? 128 : 256, 2)), rounded.Select(r => r.Length));
     }
 
     [Fact]
