@@ -12,11 +12,20 @@ public static class AnchorSelection
     /// <summary>Best anchors (ascending, starting at 0) for <paramref name="anchors"/> anchors over an N×N weighted matrix, and their score.</summary>
     public static (int[] Anchors, double Score) Solve(double[][] weighted, int anchors)
     {
-        int n = weighted.Length;
-        if (anchors < 1 || anchors > n)
+        if (anchors < 1 || anchors > weighted.Length)
         {
-            throw new ArgumentOutOfRangeException(nameof(anchors), $"{anchors} anchors for {n} layers");
+            throw new ArgumentOutOfRangeException(nameof(anchors), $"{anchors} anchors for {weighted.Length} layers");
         }
+        return SolveUpTo(weighted, anchors)[anchors - 1];
+    }
+
+    /// <summary>
+    /// One DP for every anchor count from 1 to <paramref name="maxAnchors"/> (<c>V[k][N]</c> does not depend on the
+    /// largest k asked for), each count's anchors backtracked from the same table.
+    /// </summary>
+    private static (int[] Anchors, double Score)[] SolveUpTo(double[][] weighted, int maxAnchors)
+    {
+        int n = weighted.Length;
         // prefix[l][i] = Σ_{j=l}^{i-1} W[l][j]: the score of anchor l covering l..i−1.
         var prefix = new double[n][];
         for (int l = 0; l < n; l++)
@@ -27,9 +36,9 @@ public static class AnchorSelection
                 prefix[l][i] = prefix[l][i - 1] + weighted[l][i - 1];
             }
         }
-        var value = new double[anchors + 1, n + 1];
-        var from = new int[anchors + 1, n + 1];
-        for (int k = 0; k <= anchors; k++)
+        var value = new double[maxAnchors + 1, n + 1];
+        var from = new int[maxAnchors + 1, n + 1];
+        for (int k = 0; k <= maxAnchors; k++)
         {
             for (int i = 0; i <= n; i++)
             {
@@ -40,7 +49,7 @@ public static class AnchorSelection
         {
             value[1, i] = prefix[0][i];
         }
-        for (int k = 2; k <= anchors; k++)
+        for (int k = 2; k <= maxAnchors; k++)
         {
             for (int i = k; i <= n; i++)
             {
@@ -55,14 +64,19 @@ public static class AnchorSelection
                 }
             }
         }
-        var result = new int[anchors];
-        for (int k = anchors, i = n; k >= 1; k--)
+        var solutions = new (int[] Anchors, double Score)[maxAnchors];
+        for (int anchors = 1; anchors <= maxAnchors; anchors++)
         {
-            int l = k == 1 ? 0 : from[k, i];
-            result[k - 1] = l;
-            i = l;
+            var result = new int[anchors];
+            for (int k = anchors, i = n; k >= 1; k--)
+            {
+                int l = k == 1 ? 0 : from[k, i];
+                result[k - 1] = l;
+                i = l;
+            }
+            solutions[anchors - 1] = (result, value[anchors, n]);
         }
-        return (result, value[anchors, n]);
+        return solutions;
     }
 
     /// <summary>
@@ -70,11 +84,9 @@ public static class AnchorSelection
     /// similarity of its weakest covered layer (<see cref="WeakestCovered"/>): the whole score curve.
     /// </summary>
     public static AnchorChoice[] SolveAll(double[][] weighted, double[][] similarity) =>
-        Enumerable.Range(1, weighted.Length).Select(k =>
-        {
-            var (anchors, score) = Solve(weighted, k);
-            return new AnchorChoice(k, anchors, score, WeakestCovered(similarity, anchors));
-        }).ToArray();
+        SolveUpTo(weighted, weighted.Length)
+            .Select((solution, i) => new AnchorChoice(i + 1, solution.Anchors, solution.Score, WeakestCovered(similarity, solution.Anchors)))
+            .ToArray();
 
     /// <summary>
     /// <c>min over reuse layers j of S[anchor(j)][j]</c>, anchor(j) the nearest anchor at or before j: how well the

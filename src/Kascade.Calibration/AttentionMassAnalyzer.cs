@@ -54,7 +54,7 @@ public sealed class AttentionMassAnalyzer : ILayerObserver
     /// <c>TensorPrimitives.Sum</c> adds in an order set by the vector width, so its last bits differ between AVX2 and
     /// AVX-512 machines).
     /// </summary>
-    private static double SumInDouble(ReadOnlySpan<float> values)
+    internal static double SumInDouble(ReadOnlySpan<float> values)
     {
         double sum = 0;
         foreach (float v in values)

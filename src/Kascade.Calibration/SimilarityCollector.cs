@@ -85,10 +85,7 @@ public sealed class SimilarityCollector : ILayerObserver
             {
                 var row = scores.AsSpan((ti * _kvHeads + g) * visible, visible);
                 pooled[g] = row[..tile.CandidateEnd].ToArray();
-                foreach (float p in row[tile.DiagonalStart..tile.QueryEnd])
-                {
-                    diagonal[g] += p;
-                }
+                diagonal[g] = AttentionMassAnalyzer.SumInDouble(row[tile.DiagonalStart..tile.QueryEnd]);
                 selected[g] = Ranking.TopK(pooled[g], TopK);
             }
             rows[ti] = new Row(tile.QueryStart, pooled, selected, diagonal);

@@ -142,10 +142,10 @@ public sealed class InferenceSession : IDisposable
             throw new KascadeException($"the sequence would reach {Position + 1} positions; this session holds {Capacity}");
         }
         _tokens.Add(_lastToken);
-        if (_observer is not null || _policy.Info.SelectsOnHost)
+        if (_observer is not null || _baseline is not null)
         {
-            // The observer, or a baseline's key selection, reads intermediates on the host as each layer runs: a step
-            // that waits for the host cannot be recorded.
+            // The observer, or a baseline's key selection (AttentionMethodInfo.SelectsOnHost), reads intermediates on
+            // the host as each layer runs: a step that waits for the host cannot be recorded.
             DecodeStep(sampling);
         }
         else if (_recorded is null || _recordedSampling != sampling || !_recorded.TryReplay(Position))

@@ -28,14 +28,16 @@ public static class MethodParity
         int room = reference.Config.MaxPositions - Tokens;
         ids = ids.Length > room ? ids[^room..] : ids;
         string schedulePath = Path.Combine(candidate.Path, "kascade-schedule.json");
+        // Read once, and only if a method the candidate runs needs it.
+        var schedule = new Lazy<KascadeSchedule?>(() => File.Exists(schedulePath) ? ScheduleFile.Load(schedulePath, candidate.Config) : null);
         var results = new List<ParityResult>();
         foreach (var method in AttentionMethods.All.Where(m => candidate.Model.Backend.Runs(m.Method)))
         {
-            if (method.NeedsSchedule && !File.Exists(schedulePath))
+            if (method.NeedsSchedule && schedule.Value is null)
             {
                 continue;
             }
-            var policy = new AttentionPolicy(method.Method, method.NeedsSchedule ? ScheduleFile.Load(schedulePath, candidate.Config) : null);
+            var policy = new AttentionPolicy(method.Method, method.NeedsSchedule ? schedule.Value : null);
             var expected = Greedy(reference, ids, policy);
             var actual = Greedy(candidate, ids, policy);
             results.Add(new ParityResult("method greedy", $"{method.Name}, {ids.Length} tokens", expected.Zip(actual).Count(p => p.First != p.Second), 0));
