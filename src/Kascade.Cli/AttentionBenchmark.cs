@@ -41,7 +41,7 @@ public static class AttentionBenchmark
     }
 
     /// <summary>Every sequence's cache holds the same random keys and values (the kernel reads each sequence's own copy).</summary>
-    private static void Fill(CudaBackend backend, KvCache cache, int sequences, int context, AttentionBenchmarkOptions o, Random rng)
+    internal static void Fill(CudaBackend backend, KvCache cache, int sequences, int context, AttentionBenchmarkOptions o, Random rng)
     {
         const int chunk = 4096;
         using var k = backend.Upload(RandomValues(rng, chunk * o.KvHeads * o.HeadDim), chunk, o.KvHeads * o.HeadDim);
@@ -56,7 +56,7 @@ public static class AttentionBenchmark
         }
     }
 
-    private static float[] RandomValues(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+    internal static float[] RandomValues(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
 
     /// <param name="copyGBps">The GPU's measured copy bandwidth (<see cref="CudaBackend.CopyBandwidthGBps"/>): decode rows show their fraction of it.</param>
     public static string ToMarkdown(CudaBackend backend, AttentionBenchmarkOptions o, IReadOnlyList<AttentionBenchmarkRow> rows, double copyGBps)

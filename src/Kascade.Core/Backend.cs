@@ -216,6 +216,13 @@ public interface IBackend : IDisposable
     /// </summary>
     void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output);
 
+    /// <summary>
+    /// Copies a plan to host memory (waits for queued work): <c>counts[row]</c> positions in
+    /// <c>indices[row · Capacity …]</c>, rows <c>[0, counts.Length)</c>; int32 <c>counts [rows]</c>, <c>indices [rows, Capacity]</c>
+    /// (entries past a row's count are unspecified). For parity checks and analysis.
+    /// </summary>
+    void ReadPlan(KeyPlan plan, Span<int> counts, Span<int> indices);
+
     /// <summary>Every query head of every query attends over its own exact post-softmax Top-k of the visible keys.</summary>
     void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output);
 

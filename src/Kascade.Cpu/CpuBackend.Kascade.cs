@@ -38,6 +38,17 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
+    public void ReadPlan(KeyPlan plan, Span<int> counts, Span<int> indices)
+    {
+        var p = (CpuKeyPlan)plan;
+        for (int row = 0; row < counts.Length; row++)
+        {
+            var positions = p.Row(row);
+            counts[row] = positions.Length;
+            positions.CopyTo(indices.Slice(row * p.Capacity, p.Capacity));
+        }
+    }
+
     public void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
         var p = (CpuKeyPlan)plan;

@@ -189,7 +189,7 @@ internal readonly struct KernelArg
 /// The CUDA backend: fp32 activations, bf16 weights and KV cache, GEMMs through cuBLASLt (bf16 in, fp32 accumulate
 /// and out), our kernels for the rest, compiled by NVRTC for the device on first use.
 /// </summary>
-public sealed unsafe class CudaBackend : IBackend
+public sealed unsafe partial class CudaBackend : IBackend
 {
     private const int Threads = 256;
 
@@ -229,10 +229,10 @@ public sealed unsafe class CudaBackend : IBackend
     public CudaDevice Device => _device;
 
     /// <summary>
-    /// Dense, and the baselines (host-side selection over <c>attention_gathered</c>); the Kascade variants and the
-    /// oracle have no kernels yet (issue 15).
+    /// Every registered method: dense, the Kascade variants and the oracle on the device's select/attend ops
+    /// (<c>selection.cu</c>), the baselines by host-side selection over <c>attention_gathered</c>.
     /// </summary>
-    public static bool RunsMethod(AttentionMethod method) => method == AttentionMethod.Dense || AttentionMethods.Of(method).SelectsOnHost;
+    public static bool RunsMethod(AttentionMethod method) => AttentionMethods.All.Any(m => m.Method == method);
 
     public bool Runs(AttentionMethod method) => RunsMethod(method);
 
@@ -464,18 +464,6 @@ public sealed unsafe class CudaBackend : IBackend
     /// <summary>Overrides of the attention kernels' specialisation and split count, for benchmark sweeps; empty by default.</summary>
     public AttentionTuning Tuning { get; set; } = new();
 
-    public KeyPlan AllocatePlan(int units, int selectors, int capacity) => throw NotYet("Kascade plans");
-
-    public void AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output) => throw NotYet("Kascade anchors");
-
-    public void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("Kascade reuse");
-
-    public void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output) => throw NotYet("oracle-topk");
-
-    public void PooledTileScores(AttentionArgs args, ScorePooling pooling, int pools, DeviceTensor q, KvCache cache, DeviceTensor scores) => throw NotYet("pooled tile scores");
-
-    public void AttentionProbabilities(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor probabilities) => throw NotYet("attention probabilities");
-
     /// <summary>
     /// The baselines' gathered attention (<c>attention_gathered</c>): the key sets are flattened on the host into
     /// per-(token, head) offsets and positions and uploaded each call. For accuracy work; not a fast path.
@@ -700,9 +688,6 @@ public sealed unsafe class CudaBackend : IBackend
         }
     }
 
-    private static KascadeException NotYet(string what) =>
-        new($"{what} is not implemented on the CUDA backend yet; use --device cpu for sparse attention");
-
     private DeviceMemory Upload(float[] values)
     {
         var memory = DeviceMemory.Allocate((long)values.Length * sizeof(float));
@@ -876,6 +861,7 @@ public sealed unsafe class CudaBackend : IBackend
         _partialMl?.Dispose();
         _selectionOffsets?.Dispose();
         _selectionPositions?.Dispose();
+        DisposeSelectionBuffers();
         _gemm.Dispose();
         _stream.Dispose();
         _device.Dispose();

@@ -14,6 +14,19 @@ __device__ __forceinline__ bf16_t float_to_bf16(float f)
     return (bf16_t)(u >> 16);
 }
 
+// Eight consecutive bf16 values (16 bytes, 16-byte aligned) widened to fp32 with one vector load.
+__device__ __forceinline__ void load_bf16x8(const bf16_t* p, float (&out)[8])
+{
+    uint4 packed = *reinterpret_cast<const uint4*>(p);
+    const unsigned words[4] = {packed.x, packed.y, packed.z, packed.w};
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+    {
+        out[2 * e] = __uint_as_float(words[e] << 16);
+        out[2 * e + 1] = __uint_as_float(words[e] & 0xffff0000u);
+    }
+}
+
 struct SumOp
 {
     __device__ float operator()(float a, float b) const { return a + b; }

@@ -14,7 +14,7 @@ public sealed record ParityResult(string Op, string Case, double MaxError, doubl
 /// inputs, KV cache) are rounded to bf16 first, so the comparison measures the kernels, not the storage format.
 /// Used by the GPU tests and by <c>kascade test-backend</c> on machines without the .NET SDK.
 /// </summary>
-public static unsafe class BackendParity
+public static unsafe partial class BackendParity
 {
     /// <summary>fp32 kernels against fp32 kernels: different summation order and exp implementations.</summary>
     private const double Absolute = 1e-3;
@@ -135,6 +135,7 @@ public static unsafe class BackendParity
                 Record(AttentionCase(reference, candidate, rng, headDim, 4, start, tokens));
             }
         }
+        SelectionCases(reference, candidate, rng, Record);
         var samplingGrid = new[]
         {
             new SamplingOptions(),
@@ -293,9 +294,12 @@ public static unsafe class BackendParity
                 handles.ForEach(h => h.Free());
             }
         }
-        var expected = Run(reference);
-        var actual = Run(candidate);
-        // Report the element closest to (or furthest past) its bound.
+        return CompareValues(name, shape, Run(reference), Run(candidate), absolute);
+    }
+
+    /// <summary>The element closest to (or furthest past) its bound: absolute plus a proportional share of the expected value.</summary>
+    private static ParityResult CompareValues(string name, string shape, float[] expected, float[] actual, double absolute)
+    {
         double relative = absolute / Absolute * Relative;
         double worstExcess = double.NegativeInfinity, error = 0, allowed = absolute;
         for (int i = 0; i < expected.Length; i++)
@@ -309,7 +313,6 @@ public static unsafe class BackendParity
         }
         return new ParityResult(name, shape, error, allowed);
     }
-
 
     private static float[] Random(Random rng, int n, float scale) =>
         Enumerable.Range(0, n).Select(_ => scale * (float)(rng.NextDouble() * 2 - 1)).ToArray();

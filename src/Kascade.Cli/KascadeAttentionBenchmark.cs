@@ -1,0 +1,78 @@
+using System.Globalization;
+using System.Text;
+using Kascade.Core;
+using Kascade.Cuda;
+using Kascade.Cuda.Runtime;
+
+namespace Kascade.Cli;
+
+/// <summary>
+/// One context of <c>bench attention --kascade</c>: median milliseconds of our dense decode kernel and of each Kascade
+/// decode kernel (layer 0 = dense output + selection, anchor = selection + sparse output, reuse = sparse attention over
+/// the plan), and the per-layer average of a 32-layer schedule.
+/// </summary>
+public sealed record KascadeBenchmarkRow(int Context, int TopK, double Dense, double LayerZero, double Anchor, double Reuse)
+{
+    /// <summary>The paper's mix (DESIGN §3): layer 0, four more anchors and 27 reuse layers of 32.</summary>
+    public const int Layers = 32, Anchors = 4;
+
+    public double Average => (LayerZero + Anchors * Anchor + (Layers - 1 - Anchors) * Reuse) / Layers;
+}
+
+/// <summary>
+/// Kascade's decode kernels on the GPU against our dense decode kernel, in the same run, on one sequence of random
+/// keys, values and queries (the paper's shapes by default). Timed as <see cref="AttentionBenchmark"/>: CUDA events,
+/// L2 flushed before each run, median.
+/// </summary>
+public static class KascadeAttentionBenchmark
+{
+    public static IReadOnlyList<KascadeBenchmarkRow> Run(CudaBackend backend, AttentionBenchmarkOptions o, double topKPercent, Action<int>? onContext = null)
+    {
+        if (o.Phase != "decode" || o.Batch != 1)
+        {
+            throw new KascadeException("bench attention --kascade times decode at batch 1 for now: Kascade's prefill kernels are exact but not yet fast, and batched Kascade decode is not built (issue 15)");
+        }
+        var rows = new List<KascadeBenchmarkRow>();
+        using var timer = backend.CreateTimer(o.Flush);
+        var rng = new Random(3);
+        foreach (int context in o.Contexts)
+        {
+            using var cache = backend.AllocateKvCache(new KvCacheShape(1, o.KvHeads, o.HeadDim, context));
+            AttentionBenchmark.Fill(backend, cache, 1, context, o, rng);
+            using var q = backend.Upload(AttentionBenchmark.RandomValues(rng, o.Heads * o.HeadDim), 1, o.Heads * o.HeadDim);
+            using var output = backend.Allocate(1, o.Heads * o.HeadDim);
+            var args = new AttentionArgs(0, 1, context - 1, o.Heads, o.KvHeads, o.HeadDim, 1f / MathF.Sqrt(o.HeadDim));
+            int topK = TopKBudget.For(context, topKPercent);
+            using var plan = backend.AllocatePlan(1, o.KvHeads, topK);
+            var anchor = new SelectionArgs(topKPercent, ScorePooling.PostSoftmax, PoolAllHeads: false, DenseOutput: false);
+            var identity = Enumerable.Range(0, o.KvHeads).ToArray();
+            double Time(Action run) => timer.MedianMilliseconds(run, o.Runs, 5);
+            double dense = Time(() => backend.Attention(args, q, cache, output));
+            double layerZero = Time(() => backend.AnchorAttention(args, anchor with { DenseOutput = true }, q, cache, plan, output));
+            double anchorMs = Time(() => backend.AnchorAttention(args, anchor, q, cache, plan, output));
+            double reuse = Time(() => backend.SparseAttention(args, plan, identity, q, cache, output));
+            rows.Add(new KascadeBenchmarkRow(context, topK, dense, layerZero, anchorMs, reuse));
+            onContext?.Invoke(context);
+        }
+        return rows;
+    }
+
+    /// <param name="copyGBps">The GPU's measured copy bandwidth: the reuse kernel's gathered bytes are shown as a fraction of it.</param>
+    public static string ToMarkdown(CudaBackend backend, AttentionBenchmarkOptions o, double topKPercent, IReadOnlyList<KascadeBenchmarkRow> rows, double copyGBps)
+    {
+        var sb = new StringBuilder();
+        string flush = o.Flush == L2Flush.Read ? "reading" : "writing";
+        sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; decode, batch 1, {o.Heads} query heads, {o.KvHeads} KV heads, head dim {o.HeadDim}, bf16 KV cache, Top-k {topKPercent}%; CUDA events, L2 flushed by {flush} {GpuTimer.FlushBytes >> 20} MiB, median of {o.Runs}");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"device copy bandwidth: {copyGBps:F0} GB/s; per-layer average = (layer 0 + {KascadeBenchmarkRow.Anchors} anchors + {KascadeBenchmarkRow.Layers - 1 - KascadeBenchmarkRow.Anchors} reuse) / {KascadeBenchmarkRow.Layers}");
+        sb.AppendLine();
+        sb.AppendLine("| context | Top-k keys | dense ms | layer 0 ms | anchor ms | reuse ms | reuse gathered GB/s (of copy) | per-layer average ms | speedup over dense |");
+        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var r in rows)
+        {
+            double gathered = 2.0 * r.TopK * o.KvHeads * o.HeadDim * 2 / (r.Reuse * 1e-3) / 1e9;
+            sb.AppendLine(CultureInfo.InvariantCulture,
+                $"| {r.Context} | {r.TopK} | {r.Dense:F4} | {r.LayerZero:F4} | {r.Anchor:F4} | {r.Reuse:F4} | {gathered:F0} ({gathered / copyGBps:P0}) | {r.Average:F4} | {r.Dense / r.Average:F2}× |");
+        }
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,375 @@
+using System.Runtime.InteropServices;
+using Kascade.Core;
+using Kascade.Cuda.Interop;
+using Kascade.Cuda.Runtime;
+
+namespace Kascade.Cuda;
+
+/// <summary>A <see cref="KeyPlan"/> in device memory: int32 <c>indices [Rows, Capacity]</c> and <c>counts [Rows]</c>.</summary>
+public sealed class CudaKeyPlan : KeyPlan
+{
+    internal CudaKeyPlan(int units, int selectors, int capacity)
+        : base(units, selectors, capacity)
+    {
+        Indices = DeviceMemory.Allocate(Math.Max(1L, (long)Rows * capacity) * sizeof(int));
+        try
+        {
+            Counts = DeviceMemory.Allocate((long)Rows * sizeof(int));
+        }
+        catch
+        {
+            Indices.Dispose();
+            throw;
+        }
+    }
+
+    internal DeviceMemory Indices { get; }
+
+    internal DeviceMemory Counts { get; }
+
+    /// <summary>The chunk the plan was last written for, as issued (a reuse layer must read its own chunk's plan).</summary>
+    internal (int Start, int Tokens) Chunk { get; set; } = (-1, 0);
+
+    public override void Dispose()
+    {
+        Indices.Dispose();
+        Counts.Dispose();
+    }
+}
+
+/// <summary>The arguments of <c>pooled_tile_scores</c> (its <c>PoolParams</c>, field for field).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct PoolParams
+{
+    public nint Q;          // fp32 [tokens, heads, head dim]
+    public nint KCache;     // bf16 [kv heads, capacity, head dim], one layer
+    public nint Lse;        // fp32 [tokens, heads], or 0: pre-softmax
+    public nint Scores;     // fp32 [units · pools, stride]
+    public nint StartAt;
+    public long Stride;
+    public int Tokens, Heads, KvHeads, Capacity, Start, Pools;
+    public float Scale;
+}
+
+/// <summary>The arguments of <c>select_topk</c> (its <c>SelectParams</c>).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct SelectParams
+{
+    public nint Scores;     // fp32 [rows, stride]
+    public nint Indices;    // int32 [rows, capacity]
+    public nint Counts;     // int32 [rows]
+    public nint StartAt;
+    public long Stride;
+    public double Percent;
+    public int RowsPerUnit, Capacity, Tokens, Start, Mode, Rule;
+}
+
+/// <summary>The arguments of <c>sparse_attention</c> (its <c>SparseParams</c>).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct SparseParams
+{
+    public const int MaxHeads = 64;
+
+    public nint Q;          // fp32 [tokens, heads, head dim]
+    public nint KCache;     // bf16 [kv heads, capacity, head dim], one layer
+    public nint VCache;
+    public nint Out;        // fp32 [tokens, heads, head dim]
+    public nint Indices;    // int32 [plan rows, plan capacity]
+    public nint Counts;     // int32 [plan rows]
+    public nint StartAt;
+    public int Tokens, Heads, KvHeads, Capacity, Start, PlanCapacity, RowsPerUnit, TileUnits;
+    public float Scale;
+    public fixed int HeadMap[MaxHeads];
+}
+
+/// <summary>
+/// Kascade's select/attend ops on the device (<c>selection.cu</c>): pooled tile scores, per-row probabilities, a radix
+/// Top-k that writes a <see cref="CudaKeyPlan"/>, and sparse attention over a plan. No op reads anything back, so a
+/// decode step of any of these methods records as a CUDA graph: budgets and tiles are computed on the device from the
+/// step's position, and every buffer is sized for the session's capacity in decode.
+/// </summary>
+public sealed unsafe partial class CudaBackend
+{
+    /// <summary>Keys a thread block of <c>pooled_tile_scores</c> and <c>row_probabilities</c> covers (KEYS_PER_BLOCK).</summary>
+    private const int KeysPerBlock = 128;
+
+    /// <summary>Threads of a <c>select_topk</c> block (SELECT_THREADS).</summary>
+    private const uint SelectThreads = 1024;
+
+    /// <summary>
+    /// Most bytes of probability rows the oracle holds at once: its chunk's rows are scored and selected in groups of
+    /// queries that fit, so memory stays bounded at any context (the official code keeps tiles × keys, 8.6 GB at 128k).
+    /// </summary>
+    private const long OracleWorkspaceBytes = 256L << 20;
+
+    private readonly Dictionary<int, CudaModule> _selectionModules = [];
+    private DeviceMemory? _rowLse, _lsePartial, _tileScores, _oracleScores, _oracleIndices, _oracleCounts, _sparsePartialOut, _sparsePartialMl;
+
+    public KeyPlan AllocatePlan(int units, int selectors, int capacity) => new CudaKeyPlan(units, selectors, capacity);
+
+    public void ReadPlan(KeyPlan plan, Span<int> counts, Span<int> indices)
+    {
+        var p = (CudaKeyPlan)plan;
+        ThrowIfRecording("ReadPlan");
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(counts.Length, p.Rows);
+        ArgumentOutOfRangeException.ThrowIfLessThan(indices.Length, counts.Length * p.Capacity);
+        CudaCheck.ThrowIfFailed(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
+        fixed (int* c = counts, i = indices)
+        {
+            CudaCheck.ThrowIfFailed(Driver.cuMemcpyDtoH_v2((nint)c, p.Counts.Pointer, (nuint)(counts.Length * sizeof(int))), "cuMemcpyDtoH");
+            CudaCheck.ThrowIfFailed(Driver.cuMemcpyDtoH_v2((nint)i, p.Indices.Pointer, (nuint)((long)counts.Length * p.Capacity * sizeof(int))), "cuMemcpyDtoH");
+        }
+    }
+
+    public void PooledTileScores(AttentionArgs args, ScorePooling pooling, int pools, DeviceTensor q, KvCache cache, DeviceTensor scores)
+    {
+        int units = Units(args);
+        if (scores.Rows != units * pools || scores.Cols != args.StartPosition + args.Tokens)
+        {
+            throw new ArgumentException($"pooled tile scores need a [{units * pools}, {args.StartPosition + args.Tokens}] tensor, not [{scores.Rows}, {scores.Cols}]");
+        }
+        PoolTiles(args, pooling, pools, q, (CudaKvCache)cache, Out(scores), scores.Cols, scores.Cols);
+    }
+
+    public void AttentionProbabilities(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor probabilities)
+    {
+        int cols = args.StartPosition + args.Tokens;
+        if (probabilities.Rows != args.Tokens * args.Heads || probabilities.Cols != cols)
+        {
+            throw new ArgumentException($"attention probabilities need a [{args.Tokens * args.Heads}, {cols}] tensor, not [{probabilities.Rows}, {probabilities.Cols}]");
+        }
+        var c = (CudaKvCache)cache;
+        nint lse = RowLogSumExp(args, In(q), c, cols);
+        RowProbabilities(args, In(q), c, lse, Out(probabilities), cols, cols);
+    }
+
+    public void AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output)
+    {
+        var p = (CudaKeyPlan)plan;
+        var c = (CudaKvCache)cache;
+        int units = Units(args), selectors = selection.PoolAllHeads ? 1 : args.KvHeads;
+        if (p.Selectors != selectors || units > p.Units)
+        {
+            throw new ArgumentException($"a plan of {p.Units} tiles × {p.Selectors} selectors cannot hold {units} tiles × {selectors}");
+        }
+        // A decode step's rows span the cache's capacity, so the recorded step replays at every later position.
+        int extent = KeyExtent(args, c);
+        var scores = Scratch(ref _tileScores, (long)units * selectors * extent * sizeof(float));
+        PoolTiles(args, selection.Pooling, selectors, q, c, scores.Pointer, extent, extent);
+        var parameters = new SelectParams
+        {
+            Scores = scores.Pointer, Indices = p.Indices.Pointer, Counts = p.Counts.Pointer, StartAt = StartOnDevice(args.Step),
+            Stride = extent, Percent = selection.TopKPercent, RowsPerUnit = selectors, Capacity = p.Capacity,
+            Tokens = args.Tokens, Start = args.StartPosition, Mode = 0, Rule = selection.Rule == BudgetRule.Reference ? 1 : 0,
+        };
+        LaunchWith(SelectionModule(args.HeadDim).Function("select_topk"), "select_topk", new Dim3((uint)(units * selectors), 1, 1), SelectThreads, 0, parameters);
+        p.Chunk = (args.StartPosition, args.Tokens);
+        if (selection.DenseOutput)
+        {
+            Attention(args, q, cache, output);
+        }
+        else
+        {
+            SparseAttention(args, plan, Enumerable.Range(0, args.KvHeads).Select(g => selection.PoolAllHeads ? 0 : g).ToArray(), q, cache, output);
+        }
+    }
+
+    public void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output)
+    {
+        var p = (CudaKeyPlan)plan;
+        if (p.Chunk != (args.StartPosition, args.Tokens))
+        {
+            throw new InvalidOperationException($"the plan was written for [{p.Chunk.Start}, +{p.Chunk.Tokens}); layer {args.Layer} runs [{args.StartPosition}, +{args.Tokens})");
+        }
+        if (headMap.Count != args.KvHeads || headMap.Any(s => s < 0 || s >= p.Selectors))
+        {
+            throw new ArgumentException($"a head map gives each of the {args.KvHeads} KV heads one of the plan's {p.Selectors} selectors");
+        }
+        var parameters = SparseArgs(args, (CudaKvCache)cache, In(q), Out(output), p.Indices.Pointer, p.Counts.Pointer, p.Capacity, p.Selectors, tileUnits: true);
+        int group = args.Heads / args.KvHeads;
+        for (int h = 0; h < args.Heads; h++)
+        {
+            parameters.HeadMap[h] = headMap[h / group];
+        }
+        LaunchSparse(args, parameters);
+    }
+
+    /// <summary>
+    /// Each query head of each query over its own Top-k by post-softmax probability: the row's probabilities, a Top-k per
+    /// row (mode 1 of <c>select_topk</c>: ties to the lower position, as <see cref="Ranking.TopK"/>), and attention over
+    /// the row's own keys, which is the renormalised Top-k of the CPU reference. Groups of queries whose rows fit
+    /// <see cref="OracleWorkspaceBytes"/> run one after another.
+    /// </summary>
+    public void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output)
+    {
+        var c = (CudaKvCache)cache;
+        CheckHeads(args);
+        int extent = KeyExtent(args, c);
+        int budget = Math.Min(TopKBudget.For(extent, topKPercent), extent);
+        nint lse = RowLogSumExp(args, In(q), c, extent);
+        long rowBytes = (long)args.Heads * extent * sizeof(float);
+        int groupTokens = (int)Math.Clamp(OracleWorkspaceBytes / rowBytes, 1, args.Tokens);
+        var probabilities = Scratch(ref _oracleScores, groupTokens * rowBytes);
+        var indices = Scratch(ref _oracleIndices, (long)groupTokens * args.Heads * Math.Max(budget, 1) * sizeof(int));
+        var counts = Scratch(ref _oracleCounts, (long)groupTokens * args.Heads * sizeof(int));
+        var module = SelectionModule(args.HeadDim);
+        for (int first = 0; first < args.Tokens; first += groupTokens)
+        {
+            int tokens = Math.Min(groupTokens, args.Tokens - first);
+            // Later groups start inside the chunk: their start is a host value (prefill is never recorded).
+            var group = args with { Tokens = tokens, StartPosition = args.StartPosition + first, Step = first == 0 ? args.Step : null };
+            long rowOffset = (long)first * args.Heads;
+            nint queries = In(q) + (nint)(rowOffset * args.HeadDim * sizeof(float));
+            RowProbabilities(group, queries, c, lse + (nint)(rowOffset * sizeof(float)), probabilities.Pointer, extent, extent);
+            var select = new SelectParams
+            {
+                Scores = probabilities.Pointer, Indices = indices.Pointer, Counts = counts.Pointer, StartAt = StartOnDevice(group.Step),
+                Stride = extent, Percent = topKPercent, RowsPerUnit = args.Heads, Capacity = Math.Max(budget, 1),
+                Tokens = tokens, Start = group.StartPosition, Mode = 1,
+            };
+            LaunchWith(module.Function("select_topk"), "select_topk", new Dim3((uint)(tokens * args.Heads), 1, 1), SelectThreads, 0, select);
+            var attend = SparseArgs(group, c, queries, Out(output) + (nint)(rowOffset * args.HeadDim * sizeof(float)), indices.Pointer, counts.Pointer, Math.Max(budget, 1), args.Heads, tileUnits: false);
+            LaunchSparse(group, attend);
+        }
+    }
+
+    /// <summary>Units (32-query tiles, or the decode step) of a chunk: <see cref="QueryTile.Of"/>'s count.</summary>
+    private static int Units(AttentionArgs args) =>
+        args.Tokens == 1 ? 1 : (args.StartPosition + args.Tokens - 1) / TopKBudget.TileSize - args.StartPosition / TopKBudget.TileSize + 1;
+
+    /// <summary>Columns of a chunk's score rows: its keys, or the cache's capacity for a decode step (a recording replays at later positions).</summary>
+    private static int KeyExtent(AttentionArgs args, CudaKvCache cache) =>
+        args.Tokens == 1 ? cache.Shape.Capacity : args.StartPosition + args.Tokens;
+
+    private static void CheckHeads(AttentionArgs args)
+    {
+        if (args.Heads > SparseParams.MaxHeads)
+        {
+            throw new KascadeException($"sparse attention on the GPU supports up to {SparseParams.MaxHeads} query heads; this model has {args.Heads}");
+        }
+    }
+
+    private static nint LayerKeys(CudaKvCache c, int layer) => c.Keys.Pointer + (nint)(c.LayerBytes * layer);
+
+    private static nint LayerValues(CudaKvCache c, int layer) => c.Values.Pointer + (nint)(c.LayerBytes * layer);
+
+    /// <summary>
+    /// The rows' natural-log normalisers over their visible keys, fp32 <c>[Tokens, Heads]</c> in a reused buffer. Few rows
+    /// (a decode step) split the keys so that the GPU fills; the split is fixed by <paramref name="extent"/> (the
+    /// capacity in decode) so a recorded step replays at later positions.
+    /// </summary>
+    private nint RowLogSumExp(AttentionArgs args, nint q, CudaKvCache c, int extent)
+    {
+        int rows = args.Tokens * args.Heads;
+        int splits = rows >= 2 * _device.Multiprocessors ? 1 : Math.Clamp((extent + LseKeysPerSplit - 1) / LseKeysPerSplit, 1, 256);
+        int keysPerSplit = (extent + splits - 1) / splits;
+        var partial = Scratch(ref _lsePartial, (long)rows * splits * 2 * sizeof(float));
+        var lse = Scratch(ref _rowLse, (long)rows * sizeof(float));
+        var module = SelectionModule(args.HeadDim);
+        Launch(module, "row_log_sum_exp", new Dim3((uint)rows, (uint)splits, 1), 128, q, LayerKeys(c, args.Layer), partial.Pointer,
+            args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale, keysPerSplit);
+        Launch(module, "combine_log_sum_exp", (uint)((rows + 127) / 128), 128, partial.Pointer, lse.Pointer, rows, splits);
+        return lse.Pointer;
+    }
+
+    /// <summary>Keys a <c>row_log_sum_exp</c> block covers when a decode step's rows are split.</summary>
+    private const int LseKeysPerSplit = 2048;
+
+    /// <summary><c>row_probabilities</c> into fp32 <c>[Tokens · Heads, stride]</c>, the first <paramref name="cols"/> columns written.</summary>
+    private void RowProbabilities(AttentionArgs args, nint q, CudaKvCache c, nint lse, nint probabilities, long stride, int cols) =>
+        Launch(SelectionModule(args.HeadDim), "row_probabilities", new Dim3((uint)(args.Tokens * args.Heads), (uint)((cols + KeysPerBlock - 1) / KeysPerBlock), 1), KeysPerBlock,
+            q, LayerKeys(c, args.Layer), lse, probabilities, stride, cols, args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale);
+
+    /// <summary><c>pooled_tile_scores</c> (after <c>row_log_sum_exp</c> for post-softmax pooling) over the first <paramref name="extent"/> keys.</summary>
+    private void PoolTiles(AttentionArgs args, ScorePooling pooling, int pools, DeviceTensor q, CudaKvCache c, nint scores, long stride, int extent)
+    {
+        if (pools != 1 && pools != args.KvHeads)
+        {
+            throw new ArgumentException($"scores pool over one KV head's group ({args.KvHeads} pools) or every head (1), not {pools}");
+        }
+        var parameters = new PoolParams
+        {
+            Q = In(q), KCache = LayerKeys(c, args.Layer), Lse = pooling == ScorePooling.PostSoftmax ? RowLogSumExp(args, In(q), c, extent) : 0, Scores = scores,
+            StartAt = StartOnDevice(args.Step), Stride = stride, Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads,
+            Capacity = c.Shape.Capacity, Start = args.StartPosition, Pools = pools, Scale = args.Scale,
+        };
+        var grid = new Dim3((uint)(Units(args) * pools), (uint)((extent + KeysPerBlock - 1) / KeysPerBlock), 1);
+        LaunchWith(SelectionModule(args.HeadDim).Function("pooled_tile_scores"), "pooled_tile_scores", grid, KeysPerBlock, 0, parameters);
+    }
+
+    private SparseParams SparseArgs(AttentionArgs args, CudaKvCache c, nint q, nint output, nint indices, nint counts, int planCapacity, int rowsPerUnit, bool tileUnits)
+    {
+        CheckHeads(args);
+        return new SparseParams
+        {
+            Q = q, KCache = LayerKeys(c, args.Layer), VCache = LayerValues(c, args.Layer), Out = output, Indices = indices, Counts = counts,
+            StartAt = StartOnDevice(args.Step), Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads, Capacity = c.Shape.Capacity,
+            Start = args.StartPosition, PlanCapacity = planCapacity, RowsPerUnit = rowsPerUnit, TileUnits = tileUnits ? 1 : 0, Scale = args.Scale,
+        };
+    }
+
+    /// <summary>
+    /// Sparse attention over a plan: a decode step's rows through <c>sparse_decode</c> (split over the row's keys, merged by
+    /// <c>attention_combine</c>) where its head dim and head sets fit it; every other chunk through <c>sparse_attention</c>
+    /// (a warp per query row).
+    /// </summary>
+    private void LaunchSparse(AttentionArgs args, SparseParams parameters)
+    {
+        int group = args.Heads / args.KvHeads, setHeads = parameters.TileUnits == 1 ? group : 1;
+        if (args.Tokens == 1 && args.HeadDim <= DecodeThreads && setHeads <= MaxDecodeSet)
+        {
+            int sets = args.Heads / setHeads;
+            // Enough splits for two blocks per multiprocessor, each at least DecodeKeysPerSplit of the row's capacity.
+            int splits = Math.Clamp(Math.Min((parameters.PlanCapacity + DecodeKeysPerSplit - 1) / DecodeKeysPerSplit, 2 * _device.Multiprocessors / sets), 1, MaxCombineSplits);
+            long rows = args.Heads;
+            var partialOut = Scratch(ref _sparsePartialOut, rows * splits * args.HeadDim * sizeof(float));
+            var partialMl = Scratch(ref _sparsePartialMl, rows * splits * 2 * sizeof(float));
+            var module = SelectionModule(args.HeadDim);
+            var function = module.Function("sparse_decode");
+            var slots = stackalloc void*[3];
+            nint po = partialOut.Pointer, pm = partialMl.Pointer;
+            slots[0] = &parameters;
+            slots[1] = &po;
+            slots[2] = &pm;
+            Launch(function, "sparse_decode", new Dim3((uint)splits, (uint)sets, 1), DecodeThreads, 0, slots, dependent: false);
+            Launch(AttentionModule(args.HeadDim, group), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: false, po, pm, parameters.Out, splits);
+            return;
+        }
+        LaunchWith(SelectionModule(args.HeadDim).Function("sparse_attention"), "sparse_attention", new Dim3((uint)((args.Tokens * args.Heads + 3) / 4), 1, 1), 128, 0, parameters);
+    }
+
+    /// <summary><c>sparse_decode</c>'s block (DECODE_THREADS) and the most query heads it handles as one set (MAX_SET).</summary>
+    private const int DecodeThreads = 128, MaxDecodeSet = 8;
+
+    /// <summary>The fewest plan positions a <c>sparse_decode</c> split covers.</summary>
+    private const int DecodeKeysPerSplit = 256;
+
+    /// <summary><c>attention_combine</c>'s MAX_SPLITS.</summary>
+    private const int MaxCombineSplits = 1024;
+
+    private CudaModule SelectionModule(int headDim)
+    {
+        if (headDim % 32 != 0)
+        {
+            throw new KascadeException($"sparse attention on the GPU needs a head dim that is a multiple of 32, not {headDim}");
+        }
+        if (!_selectionModules.TryGetValue(headDim, out var module))
+        {
+            module = Module("selection.cu", new Dictionary<string, string> { ["HEAD_DIM"] = headDim.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            _selectionModules[headDim] = module;
+        }
+        return module;
+    }
+
+    private void DisposeSelectionBuffers()
+    {
+        _rowLse?.Dispose();
+        _lsePartial?.Dispose();
+        _sparsePartialOut?.Dispose();
+        _sparsePartialMl?.Dispose();
+        _tileScores?.Dispose();
+        _oracleScores?.Dispose();
+        _oracleIndices?.Dispose();
+        _oracleCounts?.Dispose();
+    }
+}

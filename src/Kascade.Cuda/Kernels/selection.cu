@@ -1,0 +1,509 @@
+// Kascade's select/attend ops on the device (DESIGN §3, docs/attention-plans.md): the rows' log-sum-exp, pooled tile
+// scores and per-row probabilities, a radix Top-k that writes a plan (int32 indices [rows, capacity] + counts [rows]),
+// and sparse attention over a plan. Every kernel takes the chunk's start position from the step on the device when it
+// has one and computes tiles, candidate ends and budgets from it (the TopKBudget formula), so a recorded decode step
+// replays at any position. Specialisation key: HEAD_DIM (a multiple of 32).
+//
+// These are the exact first kernels (CUDA cores, fp32 arithmetic on bf16 keys and values): each is checked against the
+// CPU reference by `kascade test-backend`. The fused tensor-core anchor and gathered reuse kernels are later work
+// (issue 15 §3, §5).
+#include "common.cuh"
+
+#ifndef HEAD_DIM
+#error "HEAD_DIM must be defined"
+#endif
+#include "warp_attention.cuh"
+#define TILE_SIZE 32        // TopKBudget.TileSize: queries per prefill tile
+#define KEYS_PER_BLOCK 128  // pooled_tile_scores and row_probabilities: one key per thread
+#define SELECT_THREADS 1024 // select_topk: one block per row
+
+// QueryTile.Of on the device: unit `unit` of a chunk of `tokens` queries from `start`. A decode step (one query) is one
+// tile whose candidates are every key including its own, with no diagonal.
+struct Tile
+{
+    int query_start, query_end, candidate_end, diagonal_start;
+};
+
+__device__ __forceinline__ Tile tile_of(int start, int tokens, int unit)
+{
+    if (tokens == 1) return Tile{start, start + 1, start + 1, start + 1};
+    int s = (start / TILE_SIZE + unit) * TILE_SIZE;
+    return Tile{max(s, start), min(s + TILE_SIZE, start + tokens), s, s};
+}
+
+// TopKBudget.For: min(n, roundUp128(max(128, floor(p/100 · n)))), in double as on the host.
+__device__ long long budget_for(long long n, double percent)
+{
+    if (n <= 0) return 0;
+    long long raw = max(128LL, (long long)floor(percent / 100.0 * (double)n));
+    return min(n, (raw + 127) / 128 * 128);
+}
+
+// TopKBudget.ForTile: rule 0 ours (rounded), rule 1 the official PyTorch reference's.
+__device__ int budget_for_tile(Tile tile, int visible, double percent, int rule)
+{
+    if (rule == 0) return (int)budget_for(tile.candidate_end, percent);
+    long long k = min(max(128LL, (long long)floor(percent / 100.0 * (double)visible)), (long long)visible) - TILE_SIZE;
+    if (k < 1) return tile.candidate_end;
+    bool decode = tile.query_end - tile.query_start == 1 && tile.candidate_end == visible;
+    long long count = decode ? k : min(k, max(128LL, (long long)floor(percent / 100.0 * (double)tile.candidate_end)));
+    return (int)max(0LL, min(count, (long long)tile.candidate_end));
+}
+
+// scale · q · K[j] for one key row, q in shared memory (fp32 [HEAD_DIM]), K bf16, read 8 dimensions (16 bytes) at a time.
+__device__ __forceinline__ float scaled_dot(const float* q_shared, const bf16_t* key, float scale)
+{
+    float s = 0.0f;
+#pragma unroll 4
+    for (int d = 0; d < HEAD_DIM; d += 8)
+    {
+        float k8[8];
+        load_bf16x8(key + d, k8);
+#pragma unroll
+        for (int e = 0; e < 8; e++) s += q_shared[d + e] * k8[e];
+    }
+    return s * scale;
+}
+
+// dots[i] = q_rows[i] · K for the first `rows` of ROWS query rows in shared memory (fp32 [ROWS][HEAD_DIM]) and one
+// bf16 key row: the key is read once, 16 bytes at a time, for all of them. Rows past `rows` stay 0.
+template <int ROWS>
+__device__ __forceinline__ void key_dots(const bf16_t* key, const float (*q_rows)[HEAD_DIM], int rows, float (&dots)[ROWS])
+{
+#pragma unroll
+    for (int i = 0; i < ROWS; i++) dots[i] = 0.0f;
+    for (int d = 0; d < HEAD_DIM; d += 8)
+    {
+        float k8[8];
+        load_bf16x8(key + d, k8);
+#pragma unroll
+        for (int i = 0; i < ROWS; i++)
+        {
+            if (i < rows)
+            {
+#pragma unroll
+                for (int e = 0; e < 8; e++) dots[i] += q_rows[i][d + e] * k8[e];
+            }
+        }
+    }
+}
+
+// The full-row normaliser the anchors' post-softmax scores divide by (exact, every visible key), in two kernels so that
+// a decode step's few rows still fill the GPU: row_log_sum_exp writes, per row (t, h) and split of the visible keys
+// [0, start + t], the running (max, sum) of exp(scale · q[t, h] · K[j]); combine_log_sum_exp merges the splits into
+// lse[row] = ln Σ. Splits cover `keys_per_split` keys each (fixed at launch from the capacity, so a recorded decode
+// step replays at later positions; splits past the row's keys write (−∞, 0)). q [tokens, heads, HEAD_DIM] fp32,
+// k_cache one layer bf16 [kv_heads, capacity, HEAD_DIM], partial fp32 [rows, splits, 2]. Grid: (rows, splits), 128
+// threads, a key per thread.
+extern "C" __global__ void row_log_sum_exp(const float* q, const bf16_t* k_cache, float* partial, int heads, int kv_heads,
+                                           int capacity, int start, const int* start_at, float scale, int keys_per_split)
+{
+    __shared__ float q_shared[HEAD_DIM];
+    __shared__ float scratch[32];
+    start = start_position(start_at, start);
+    int row = blockIdx.x, t = row / heads, h = row % heads, g = h / (heads / kv_heads);
+    for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) q_shared[d] = q[(long)row * HEAD_DIM + d];
+    __syncthreads();
+    const bf16_t* keys = k_cache + (long)g * capacity * HEAD_DIM;
+    int begin = blockIdx.y * keys_per_split, end = min(start + t + 1, begin + keys_per_split);
+    float m = __int_as_float(0xff800000), l = 0.0f;
+    for (int j = begin + threadIdx.x; j < end; j += blockDim.x)
+    {
+        float s = scaled_dot(q_shared, keys + (long)j * HEAD_DIM, scale);
+        float m_new = fmaxf(m, s);
+        l = l * expf(m - m_new) + expf(s - m_new);
+        m = m_new;
+    }
+    float m_all = block_max(m, scratch);
+    l = m == __int_as_float(0xff800000) ? 0.0f : l * expf(m - m_all);
+    l = block_sum(l, scratch);
+    if (threadIdx.x == 0)
+    {
+        partial[((long)row * gridDim.y + blockIdx.y) * 2] = m_all;
+        partial[((long)row * gridDim.y + blockIdx.y) * 2 + 1] = l;
+    }
+}
+
+// lse[row] = ln Σ over the splits of e^(m_s) · l_s. A thread per row.
+extern "C" __global__ void combine_log_sum_exp(const float* partial, float* lse, int rows, int splits)
+{
+    int row = blockIdx.x * blockDim.x + threadIdx.x;
+    if (row >= rows) return;
+    const float* ml = partial + (long)row * splits * 2;
+    float m = __int_as_float(0xff800000), l = 0.0f;
+    for (int s = 0; s < splits; s++) if (ml[2 * s + 1] > 0.0f) m = fmaxf(m, ml[2 * s]);
+    for (int s = 0; s < splits; s++) if (ml[2 * s + 1] > 0.0f) l += ml[2 * s + 1] * expf(ml[2 * s] - m);
+    lse[row] = m + logf(l);
+}
+
+// The arguments of pooled_tile_scores.
+struct PoolParams
+{
+    const float* q;         // fp32 [tokens, heads, HEAD_DIM]
+    const bf16_t* k_cache;  // bf16 [kv_heads, capacity, HEAD_DIM], one layer
+    const float* lse;       // fp32 [tokens, heads] (combine_log_sum_exp), or null: raw scaled scores (pre-softmax pooling)
+    float* scores;          // fp32 [units · pools, stride]
+    const int* start_at;    // the start position on the device (a step's), or null: start
+    long long stride;       // elements per scores row (≥ start + tokens)
+    int tokens, heads, kv_heads, capacity, start;
+    int pools;              // KvHeads (pool = a GQA group) or 1 (every head)
+    float scale;
+};
+
+// IBackend.PooledTileScores: scores[unit · pools + pool, j] = Σ over the tile's queries i and the pool's heads of
+// exp(scale · q_i · K[j] − lse_i) (or the raw scaled score), 0 where j lies after i, for j < start + tokens.
+// Grid: (units · pools, key blocks of KEYS_PER_BLOCK); a thread per key, the tile's queries of one head at a time in
+// shared memory. Blocks past the visible keys return at once (a recorded decode step's grid covers the capacity).
+extern "C" __global__ void pooled_tile_scores(PoolParams p)
+{
+    __shared__ float q_shared[TILE_SIZE][HEAD_DIM];
+    __shared__ float lse_shared[TILE_SIZE];
+    int start = start_position(p.start_at, p.start);
+    int visible = start + p.tokens;
+    int key_base = blockIdx.y * KEYS_PER_BLOCK;
+    if (key_base >= visible) return;
+    int unit = blockIdx.x / p.pools, pool = blockIdx.x % p.pools;
+    Tile tile = tile_of(start, p.tokens, unit);
+    int queries = tile.query_end - tile.query_start;
+    int group = p.heads / p.kv_heads;
+    int first_head = p.pools == 1 ? 0 : pool * group, pool_heads = p.pools == 1 ? p.heads : group;
+    int j = key_base + threadIdx.x;
+    float total = 0.0f;
+    for (int h = first_head; h < first_head + pool_heads; h++)
+    {
+        __syncthreads();
+        for (int e = threadIdx.x; e < queries * HEAD_DIM; e += blockDim.x)
+        {
+            int i = e / HEAD_DIM;
+            q_shared[i][e % HEAD_DIM] = p.q[((long)(tile.query_start - start + i) * p.heads + h) * HEAD_DIM + e % HEAD_DIM];
+        }
+        if (threadIdx.x < queries) lse_shared[threadIdx.x] = p.lse != nullptr ? p.lse[(long)(tile.query_start - start + threadIdx.x) * p.heads + h] : 0.0f;
+        __syncthreads();
+        if (j >= visible) continue;
+        const bf16_t* key = p.k_cache + ((long)(h / group) * p.capacity + j) * HEAD_DIM;
+        float dots[TILE_SIZE];
+        key_dots(key, q_shared, queries, dots);
+#pragma unroll
+        for (int i = 0; i < TILE_SIZE; i++)
+        {
+            if (i < queries && j <= tile.query_start + i)
+            {
+                float s = dots[i] * p.scale;
+                total += p.lse != nullptr ? expf(s - lse_shared[i]) : s;
+            }
+        }
+    }
+    if (j < visible) p.scores[(long)blockIdx.x * p.stride + j] = total;
+}
+
+// IBackend.AttentionProbabilities (and the oracle's rows): probabilities[row, j] = exp(scale · q · K[j] − lse[row]) for
+// the keys row (t, h) sees, j ≤ start + t, and 0 for the rest of the first `cols` columns. Grid: (tokens · heads,
+// key blocks of KEYS_PER_BLOCK).
+extern "C" __global__ void row_probabilities(const float* q, const bf16_t* k_cache, const float* lse, float* probabilities, long long stride,
+                                             int cols, int tokens, int heads, int kv_heads, int capacity, int start, const int* start_at, float scale)
+{
+    __shared__ float q_shared[HEAD_DIM];
+    start = start_position(start_at, start);
+    int row = blockIdx.x, t = row / heads, h = row % heads;
+    int j = blockIdx.y * KEYS_PER_BLOCK + threadIdx.x;
+    for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) q_shared[d] = q[(long)row * HEAD_DIM + d];
+    __syncthreads();
+    if (j >= cols) return;
+    float value = 0.0f;
+    if (j <= start + t)
+    {
+        const bf16_t* key = k_cache + ((long)(h / (heads / kv_heads)) * capacity + j) * HEAD_DIM;
+        value = expf(scaled_dot(q_shared, key, scale) - lse[row]);
+    }
+    probabilities[(long)row * stride + j] = value;
+}
+
+// The arguments of select_topk.
+struct SelectParams
+{
+    const float* scores;  // fp32 [rows, stride]
+    int* indices;         // int32 [rows, capacity]: the plan's positions
+    int* counts;          // int32 [rows]
+    const int* start_at;  // the start position on the device (a step's), or null: start
+    long long stride;
+    double percent;       // Top-k percent
+    int rows_per_unit;    // mode 0: the plan's selectors; mode 1: heads
+    int capacity;         // positions a plan row holds
+    int tokens, start;
+    int mode;             // 0: a plan's tiles, each row's candidates the keys before its tile, budget TopKBudget.ForTile;
+                          // 1: a row per (query, head), candidates its visible keys, budget TopKBudget.For (the oracle)
+    int rule;             // mode 0: BudgetRule (0 rounded, 1 reference)
+};
+
+// Larger float, larger key: the sign bit flipped for positives, every bit for negatives.
+__device__ __forceinline__ unsigned order_key(float f)
+{
+    unsigned u = __float_as_uint(f);
+    return u ^ ((u & 0x80000000u) ? 0xffffffffu : 0x80000000u);
+}
+
+// Exclusive prefix count of `flag` over the block in thread order, and the block's total. `warp_counts` holds one int
+// per warp.
+__device__ __forceinline__ int block_exclusive_count(bool flag, int* warp_counts, int* total)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    unsigned ballot = __ballot_sync(0xffffffffu, flag);
+    if (lane == 0) warp_counts[warp] = __popc(ballot);
+    __syncthreads();
+    if (warp == 0)
+    {
+        int v = lane < warps ? warp_counts[lane] : 0, inclusive = v;
+        for (int offset = 1; offset < 32; offset <<= 1)
+        {
+            int n = __shfl_up_sync(0xffffffffu, inclusive, offset);
+            if (lane >= offset) inclusive += n;
+        }
+        if (lane < warps) warp_counts[lane] = inclusive - v;
+        if (lane == 31) *total = inclusive;
+    }
+    __syncthreads();
+    int before = warp_counts[warp] + __popc(ballot & ((1u << lane) - 1u));
+    __syncthreads();
+    return before;
+}
+
+// Top-k of each row's candidates by radix selection (four 8-bit passes over the order keys find the k-th largest
+// score exactly, as FlashInfer's and vLLM's samplers do), then one ordered pass writes every position above it and, in
+// ascending position, as many equal to it as fill k: the set Ranking.TopK chooses (ties to the lower position).
+// Positions above the threshold come first, in ascending position. One block of SELECT_THREADS per row.
+extern "C" __global__ void select_topk(SelectParams p)
+{
+    __shared__ int histogram[256];
+    __shared__ int warp_counts[32];
+    __shared__ int shared_bin, shared_remaining, shared_total;
+    int row = blockIdx.x;
+    int start = start_position(p.start_at, p.start);
+    int n, k;
+    if (p.mode == 0)
+    {
+        Tile tile = tile_of(start, p.tokens, row / p.rows_per_unit);
+        n = tile.candidate_end;
+        k = budget_for_tile(tile, start + p.tokens, p.percent, p.rule);
+    }
+    else
+    {
+        n = start + row / p.rows_per_unit + 1;
+        k = (int)min(budget_for(n, p.percent), (long long)n);
+    }
+    k = min(k, min(n, p.capacity));
+    const float* scores = p.scores + (long)row * p.stride;
+    int* out = p.indices + (long)row * p.capacity;
+    if (threadIdx.x == 0) p.counts[row] = k;
+    if (k <= 0) return;
+    if (k == n)
+    {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = i;
+        return;
+    }
+    unsigned prefix = 0, prefix_mask = 0;
+    int remaining = k;
+    for (int shift = 24; shift >= 0; shift -= 8)
+    {
+        for (int b = threadIdx.x; b < 256; b += blockDim.x) histogram[b] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < n; i += blockDim.x)
+        {
+            unsigned key = order_key(scores[i]);
+            if ((key & prefix_mask) == prefix) atomicAdd(&histogram[(key >> shift) & 0xff], 1);
+        }
+        __syncthreads();
+        if (threadIdx.x == 0)
+        {
+            int above = 0, b = 255;
+            while (above + histogram[b] < remaining) above += histogram[b--];
+            shared_bin = b;
+            shared_remaining = remaining - above;
+        }
+        __syncthreads();
+        prefix |= (unsigned)shared_bin << shift;
+        prefix_mask |= 0xffu << shift;
+        remaining = shared_remaining;
+        __syncthreads();
+    }
+    // prefix is the k-th largest key; `remaining` of the keys equal to it complete the set.
+    int above_written = 0, ties_seen = 0, above_total = k - remaining;
+    for (int base = 0; base < n; base += blockDim.x)
+    {
+        int i = base + threadIdx.x;
+        unsigned key = i < n ? order_key(scores[i]) : 0u;
+        bool above = i < n && key > prefix, tie = i < n && key == prefix;
+        int above_before = block_exclusive_count(above, warp_counts, &shared_total);
+        int above_here = shared_total;
+        int tie_before = block_exclusive_count(tie, warp_counts, &shared_total);
+        int ties_here = shared_total;
+        if (above) out[above_written + above_before] = i;
+        if (tie && ties_seen + tie_before < remaining) out[above_total + ties_seen + tie_before] = i;
+        above_written += above_here;
+        ties_seen += ties_here;
+    }
+}
+
+// The arguments of sparse_attention.
+struct SparseParams
+{
+    const float* q;          // fp32 [tokens, heads, HEAD_DIM]
+    const bf16_t* k_cache;   // bf16 [kv_heads, capacity, HEAD_DIM], one layer
+    const bf16_t* v_cache;   // bf16, as k_cache
+    float* out;              // fp32 [tokens, heads, HEAD_DIM]
+    const int* indices;      // int32 [plan rows, plan_capacity]
+    const int* counts;       // int32 [plan rows]
+    const int* start_at;     // the start position on the device (a step's), or null: start
+    int tokens, heads, kv_heads, capacity, start;
+    int plan_capacity;
+    int rows_per_unit;       // plan rows per unit (its selectors)
+    int tile_units;          // 1: units are the chunk's 32-query tiles and a query also attends its tile's diagonal keys up
+                             //    to itself (Kascade); 0: a unit per query token, no diagonal (the oracle's own rows)
+    float scale;
+    int head_map[64];        // tile_units: query head → the plan row (selector) of its unit it reads; else head h reads row h
+};
+
+// A query's keys: the plan row's positions, then its diagonal keys [diagonal_start, diagonal_start + diagonal).
+struct PlanKeys
+{
+    const int* listed;
+    int count, diagonal_start;
+    __device__ int operator()(int i) const { return i < count ? listed[i] : diagonal_start + (i - count); }
+};
+
+// IBackend.SparseAttention (and the oracle's attend): warp (token t, query head h) attends over plan row
+// unit(t) · rows_per_unit + head_map[h], plus its tile's diagonal keys up to itself when tile_units. Block: 128 threads.
+extern "C" __global__ void sparse_attention(SparseParams p)
+{
+    int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (warp >= p.tokens * p.heads) return;
+    int start = start_position(p.start_at, p.start);
+    int t = warp / p.heads, h = warp % p.heads, g = h / (p.heads / p.kv_heads);
+    int unit = t, diagonal_start = 0, diagonal = 0;
+    if (p.tile_units)
+    {
+        unit = p.tokens == 1 ? 0 : (start + t) / TILE_SIZE - start / TILE_SIZE;
+        Tile tile = tile_of(start, p.tokens, unit);
+        diagonal_start = tile.diagonal_start;
+        diagonal = max(0, start + t - tile.diagonal_start + 1);
+    }
+    int row = unit * p.rows_per_unit + (p.tile_units ? p.head_map[h] : h);
+    int count = p.counts[row];
+    long head_offset = (long)g * p.capacity * HEAD_DIM;
+    warp_attention(p.q + (long)warp * HEAD_DIM, p.k_cache + head_offset, p.v_cache + head_offset, p.scale, count + diagonal,
+                   PlanKeys{p.indices + (long)row * p.plan_capacity, count, diagonal_start}, p.out + (long)warp * HEAD_DIM, lane);
+}
+
+// A decode step's sparse attention, split over the plan row's keys (flash-decoding; the keys are few, the query rows
+// fewer, so the work is spread by keys): block (split, set) takes a set of query heads that read one plan row — a KV
+// head's GROUP heads for Kascade, one head for the oracle's own rows — and walks its share of the row DECODE_KEYS keys
+// at a time: a thread per key gathers the K row once for the whole set and scores it, a warp per head updates the
+// running max and sum, and a thread per dimension accumulates the weighted V rows (coalesced along the dimension).
+// Writes (max, sum, unnormalised output) per (head, split) for attention.cu's attention_combine. Splits share the row
+// by the plan's capacity (fixed, so a recorded step replays at later positions); an empty split writes sum 0.
+// Grid: (splits, kv_heads when tile_units, else heads). Block: DECODE_THREADS.
+#define DECODE_KEYS 128
+#define DECODE_THREADS 128
+#define MAX_SET 8
+extern "C" __global__ void __launch_bounds__(DECODE_THREADS) sparse_decode(SparseParams p, float* partial_out, float* partial_ml)
+{
+    __shared__ float q_shared[MAX_SET][HEAD_DIM];
+    __shared__ float weights[MAX_SET][DECODE_KEYS];
+    __shared__ int positions[DECODE_KEYS];
+    __shared__ float running_max[MAX_SET], running_sum[MAX_SET], correction[MAX_SET];
+    const int splits = gridDim.x, split = blockIdx.x;
+    const int group = p.heads / p.kv_heads, set_heads = p.tile_units ? group : 1;
+    const int first_head = blockIdx.y * set_heads, g = first_head / group;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int row = p.tile_units ? p.head_map[first_head] : first_head;
+    const int count = p.counts[row];
+    const int* listed = p.indices + (long)row * p.plan_capacity;
+    const int per_split = (p.plan_capacity + splits - 1) / splits;
+    const int begin = split * per_split, end = min(count, begin + per_split);
+    const bf16_t* keys = p.k_cache + (long)g * p.capacity * HEAD_DIM;
+    const bf16_t* values = p.v_cache + (long)g * p.capacity * HEAD_DIM;
+    for (int e = threadIdx.x; e < set_heads * HEAD_DIM; e += DECODE_THREADS)
+        q_shared[e / HEAD_DIM][e % HEAD_DIM] = p.q[(long)first_head * HEAD_DIM + e] * p.scale;
+    if (threadIdx.x < MAX_SET)
+    {
+        running_max[threadIdx.x] = __int_as_float(0xff800000);
+        running_sum[threadIdx.x] = 0.0f;
+    }
+    // Thread t accumulates dimension t % HEAD_DIM of heads t / HEAD_DIM, + DECODE_THREADS / HEAD_DIM, ...
+    const int d = threadIdx.x % HEAD_DIM, head_step = DECODE_THREADS / HEAD_DIM > 0 ? DECODE_THREADS / HEAD_DIM : 1;
+    float acc[MAX_SET];
+#pragma unroll
+    for (int i = 0; i < MAX_SET; i++) acc[i] = 0.0f;
+    __syncthreads();
+    for (int base = begin; base < end; base += DECODE_KEYS)
+    {
+        const int n = min(DECODE_KEYS, end - base);
+        if (threadIdx.x < n)
+        {
+            int pos = listed[base + threadIdx.x];
+            positions[threadIdx.x] = pos;
+            const bf16_t* key = keys + (long)pos * HEAD_DIM;
+            float dots[MAX_SET];
+            key_dots(key, q_shared, set_heads, dots);
+#pragma unroll
+            for (int hh = 0; hh < MAX_SET; hh++) if (hh < set_heads) weights[hh][threadIdx.x] = dots[hh];
+        }
+        __syncthreads();
+        for (int hh = warp; hh < set_heads; hh += DECODE_THREADS / 32)
+        {
+            float m = __int_as_float(0xff800000);
+            for (int i = lane; i < n; i += 32) m = fmaxf(m, weights[hh][i]);
+            m = warp_reduce(m, MaxOp{});
+            float m_new = fmaxf(running_max[hh], m), sum = 0.0f;
+            for (int i = lane; i < n; i += 32)
+            {
+                float w = expf(weights[hh][i] - m_new);
+                weights[hh][i] = w;
+                sum += w;
+            }
+            sum = warp_sum(sum);
+            if (lane == 0)
+            {
+                float c = expf(running_max[hh] - m_new);
+                correction[hh] = c;
+                running_sum[hh] = running_sum[hh] * c + sum;
+                running_max[hh] = m_new;
+            }
+        }
+        __syncthreads();
+        if (threadIdx.x < HEAD_DIM * head_step)
+        {
+#pragma unroll
+            for (int u = 0; u < MAX_SET; u++)
+            {
+                int hh = threadIdx.x / HEAD_DIM + u * head_step;
+                if (hh < set_heads) acc[u] *= correction[hh];
+            }
+            for (int i = 0; i < n; i++)
+            {
+                float v = bf16_to_float(values[(long)positions[i] * HEAD_DIM + d]);
+#pragma unroll
+                for (int u = 0; u < MAX_SET; u++)
+                {
+                    int hh = threadIdx.x / HEAD_DIM + u * head_step;
+                    if (hh < set_heads) acc[u] += weights[hh][i] * v;
+                }
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x < HEAD_DIM * head_step)
+    {
+#pragma unroll
+        for (int u = 0; u < MAX_SET; u++)
+        {
+            int hh = threadIdx.x / HEAD_DIM + u * head_step;
+            if (hh < set_heads) partial_out[((long)(first_head + hh) * splits + split) * HEAD_DIM + d] = acc[u];
+        }
+    }
+    if (threadIdx.x < set_heads)
+    {
+        long at = ((long)(first_head + threadIdx.x) * splits + split) * 2;
+        partial_ml[at] = running_max[threadIdx.x];
+        partial_ml[at + 1] = running_sum[threadIdx.x];
+    }
+}

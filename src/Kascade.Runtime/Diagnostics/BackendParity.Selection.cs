@@ -1,0 +1,166 @@
+using Kascade.Core;
+
+namespace Kascade.Runtime.Diagnostics;
+
+/// <summary>
+/// The select/attend ops (DESIGN §3) against the reference: pooled tile scores, per-row probabilities, the anchors'
+/// plans (index sets equal up to score ties), sparse attention over a plan through a head map, and the oracle, over
+/// head dims 64 and 128, GQA groups 1–8, prefill chunks that start and end inside tiles, and decode steps. The GPU's
+/// select/attend kernels compute in fp32 (bf16 keys and values, as stored), so outputs are held to the fp32 bound, not
+/// the tensor-core one (H200, 2026-12-05: largest error 4e-8).
+/// </summary>
+public static partial class BackendParity
+{
+    /// <summary>Chunks (start, tokens): one query, ragged tiles, several tiles from inside one, and decode at 1k and 20k keys.</summary>
+    private static readonly (int Start, int Tokens)[] SelectionChunks = [(0, 1), (45, 20), (0, 300), (500, 300), (1000, 1), (3000, 3), (4000, 64), (20000, 1)];
+
+    private static void SelectionCases(IBackend reference, IBackend candidate, Random rng, Action<ParityResult> record)
+    {
+        foreach (int headDim in new[] { 64, 128 })
+        {
+            foreach (int group in new[] { 1, 2, 4, 8 })
+            {
+                foreach (var (start, tokens) in SelectionChunks)
+                {
+                    var inputs = AttentionInputs(rng, headDim, group, start, tokens);
+                    string shape = $"d {headDim} group {group} keys {start + tokens} queries {tokens}";
+                    record(ScoresCase("pooled tile scores", shape, reference, candidate, inputs, headDim, start, tokens, ScorePooling.PostSoftmax, inputs.KvHeads));
+                    // The other variants on every other chunk, to keep the grid's time down.
+                    bool variants = (start + tokens) % 2 == 1 || tokens == 300;
+                    var kascade = new SelectionArgs(10, ScorePooling.PostSoftmax, PoolAllHeads: false, DenseOutput: false);
+                    foreach (var r in AnchorCases(shape, reference, candidate, inputs, headDim, start, tokens, kascade))
+                    {
+                        record(r);
+                    }
+                    if (variants)
+                    {
+                        record(ScoresCase("pooled tile scores (pre-softmax, all heads)", shape, reference, candidate, inputs, headDim, start, tokens, ScorePooling.PreSoftmax, 1));
+                        foreach (var r in AnchorCases(shape + ", all heads, reference budget", reference, candidate, inputs, headDim, start, tokens, kascade with { PoolAllHeads = true, Rule = BudgetRule.Reference, TopKPercent = 20 }))
+                        {
+                            record(r);
+                        }
+                    }
+                    if (start + tokens <= 5000)
+                    {
+                        record(ProbabilitiesCase(shape, reference, candidate, inputs, headDim, start, tokens));
+                    }
+                    record(OracleCase(shape, reference, candidate, inputs, headDim, start, tokens, variants ? 20 : 10));
+                }
+            }
+        }
+    }
+
+    private static AttentionArgs Args(int headDim, int start, int tokens, (float[] K, float[] V, float[] Q, int KvHeads, int Heads, int Total) inputs) =>
+        new(0, tokens, start, inputs.Heads, inputs.KvHeads, headDim, 1f / MathF.Sqrt(headDim));
+
+    /// <summary>A one-layer cache holding the inputs' keys and values, and their queries.</summary>
+    private static (KvCache Cache, DeviceTensor Q) Load(IBackend b, int headDim, (float[] K, float[] V, float[] Q, int KvHeads, int Heads, int Total) inputs, int tokens)
+    {
+        var cache = b.AllocateKvCache(new KvCacheShape(1, inputs.KvHeads, headDim, inputs.Total));
+        b.AppendKv(cache, 0, 0, b.Upload(inputs.K, inputs.Total, inputs.KvHeads * headDim), b.Upload(inputs.V, inputs.Total, inputs.KvHeads * headDim));
+        return (cache, b.Upload(inputs.Q, tokens, inputs.Heads * headDim));
+    }
+
+    private static ParityResult ScoresCase(string op, string shape, IBackend reference, IBackend candidate, (float[] K, float[] V, float[] Q, int KvHeads, int Heads, int Total) inputs,
+        int headDim, int start, int tokens, ScorePooling pooling, int pools) =>
+        Compare(op, shape, reference, candidate, (b, _) => Scores(b, inputs, headDim, start, tokens, pooling, pools), []);
+
+    private static DeviceTensor Scores(IBackend b, (float[] K, float[] V, float[] Q, int KvHeads, int Heads, int Total) inputs, int headDim, int start, int tokens, ScorePooling pooling, int pools)
+    {
+        var (cache, q) = Load(b, headDim, inputs, tokens);
+        var scores = b.Allocate(QueryTile.Of(start, tokens).Length * pools, start + tokens);
+        b.PooledTileScores(Args(headDim, start, tokens, inputs), pooling, pools, q, cache, scores);
+        return scores;
+    }
+
+    private static ParityResult ProbabilitiesCase(string shape, IBackend reference, IBackend candidate, (float[] K, float[] V, float[] Q, int KvHeads, int Heads, int Total) inputs, int headDim, int start, int tokens) =>
+        Compare("attention probabilities", shape, reference, candidate, (b, _) =>
+        {
+            var (cache, q) = Load(b, headDim, inputs, tokens);
+            var p = b.Allocate(tokens * inputs.Heads, start + tokens);
+            b.AttentionProbabilities(Args(headDim, start, tokens, inputs), q, cache, p);
+            return p;
+        }, []);
+
+    private static ParityResult OracleCase(string shape, IBackend reference, IBackend candidate, (float[] K, float[] V, float[] Q, int KvHeads, int Heads, int Total) inputs, int headDim, int start, int tokens, double percent) =>
+        Compare("oracle-topk attention", $"{shape}, top {percent}%", reference, candidate, (b, _) =>
+        {
+            var (cache, q) = Load(b, headDim, inputs, tokens);
+            var o = b.Allocate(tokens, inputs.Heads * headDim);
+            b.OracleTopKAttention(Args(headDim, start, tokens, inputs), percent, q, cache, o);
+            return o;
+        }, []);
+
+    /// <summary>
+    /// An anchor's plan (sets compared up to ties, judged on the reference's scores), its sparse output, and a reuse
+    /// layer reading the plan through a head map that swaps the selectors.
+    /// </summary>
+    private static IEnumerable<ParityResult> AnchorCases(string shape, IBackend reference, IBackend candidate, (float[] K, float[] V, float[] Q, int KvHeads, int Heads, int Total) inputs,
+        int headDim, int start, int tokens, SelectionArgs selection)
+    {
+        int selectors = selection.PoolAllHeads ? 1 : inputs.KvHeads;
+        var map = Enumerable.Range(0, inputs.KvHeads).Select(g => selection.PoolAllHeads ? 0 : inputs.KvHeads - 1 - g).ToArray();
+        (int[] Counts, int[] Indices, float[] Anchor, float[] Reuse, int Capacity) Run(IBackend b)
+        {
+            var (cache, q) = Load(b, headDim, inputs, tokens);
+            var args = Args(headDim, start, tokens, inputs);
+            using var plan = b.AllocatePlan(KeyPlan.UnitsFor(tokens), selectors, TopKBudget.For(inputs.Total, selection.TopKPercent));
+            using var anchor = b.Allocate(tokens, inputs.Heads * headDim);
+            using var reuse = b.Allocate(tokens, inputs.Heads * headDim);
+            b.AnchorAttention(args, selection, q, cache, plan, anchor);
+            b.SparseAttention(args, plan, map, q, cache, reuse);
+            int rows = QueryTile.Of(start, tokens).Length * selectors;
+            var counts = new int[rows];
+            var indices = new int[rows * plan.Capacity];
+            b.ReadPlan(plan, counts, indices);
+            var a = new float[anchor.Rows * anchor.Cols];
+            var r = new float[reuse.Rows * reuse.Cols];
+            b.Read(anchor, a);
+            b.Read(reuse, r);
+            return (counts, indices, a, r, plan.Capacity);
+        }
+        var expected = Run(reference);
+        var actual = Run(candidate);
+        using var scoreTensor = Scores(reference, inputs, headDim, start, tokens, selection.Pooling, selectors);
+        var scores = new float[scoreTensor.Rows * scoreTensor.Cols];
+        reference.Read(scoreTensor, scores);
+        yield return new ParityResult("anchor plan", shape, PlanMismatches(expected.Counts, expected.Indices, actual.Counts, actual.Indices, expected.Capacity, scores, scoreTensor.Cols), 0);
+        yield return CompareValues("anchor attention", shape, expected.Anchor, actual.Anchor, Absolute);
+        yield return CompareValues("sparse attention (head map)", shape, expected.Reuse, actual.Reuse, Absolute);
+    }
+
+    /// <summary>
+    /// Positions in one plan's row and not the other's, or rows of different counts, that score ties cannot explain: a
+    /// differing position must score within fp32 summation error of the row's k-th largest score (the reference's).
+    /// </summary>
+    private static int PlanMismatches(int[] expectedCounts, int[] expectedIndices, int[] actualCounts, int[] actualIndices, int capacity, float[] scores, int cols)
+    {
+        int mismatches = 0;
+        for (int row = 0; row < expectedCounts.Length; row++)
+        {
+            if (expectedCounts[row] != actualCounts[row])
+            {
+                mismatches++;
+                continue;
+            }
+            var a = new HashSet<int>(expectedIndices.AsSpan(row * capacity, expectedCounts[row]).ToArray());
+            var b = new HashSet<int>(actualIndices.AsSpan(row * capacity, actualCounts[row]).ToArray());
+            if (a.SetEquals(b))
+            {
+                continue;
+            }
+            var rowScores = scores.AsSpan(row * cols, cols);
+            float kth = float.PositiveInfinity;
+            foreach (int i in a)
+            {
+                kth = Math.Min(kth, rowScores[i]);
+            }
+            foreach (int i in a.Except(b).Concat(b.Except(a)))
+            {
+                bool tie = i >= 0 && i < cols && Math.Abs(rowScores[i] - kth) <= 1e-5 * Math.Abs(kth) + 1e-7;
+                mismatches += tie ? 0 : 1;
+            }
+        }
+        return mismatches;
+    }
+}
