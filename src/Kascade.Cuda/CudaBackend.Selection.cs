@@ -205,12 +205,13 @@ public sealed unsafe partial class CudaBackend
         var c = (CudaKvCache)cache;
         CheckHeads(args);
         int extent = KeyExtent(args, c);
-        int budget = Math.Min(TopKBudget.For(extent, topKPercent), extent);
+        // Positions a row's plan holds (at least one slot, so that buffers and strides are never empty).
+        int budget = Math.Max(Math.Min(TopKBudget.For(extent, topKPercent), extent), 1);
         nint lse = RowLogSumExp(args, In(q), c, extent);
         long rowBytes = (long)args.Heads * extent * sizeof(float);
         int groupTokens = (int)Math.Clamp(OracleWorkspaceBytes / rowBytes, 1, args.Tokens);
         var probabilities = Scratch(ref _oracleScores, groupTokens * rowBytes);
-        var indices = Scratch(ref _oracleIndices, (long)groupTokens * args.Heads * Math.Max(budget, 1) * sizeof(int));
+        var indices = Scratch(ref _oracleIndices, (long)groupTokens * args.Heads * budget * sizeof(int));
         var counts = Scratch(ref _oracleCounts, (long)groupTokens * args.Heads * sizeof(int));
         var module = SelectionModule(args.HeadDim);
         for (int first = 0; first < args.Tokens; first += groupTokens)
@@ -224,11 +225,11 @@ public sealed unsafe partial class CudaBackend
             var select = new SelectParams
             {
                 Scores = probabilities.Pointer, Indices = indices.Pointer, Counts = counts.Pointer, StartAt = StartOnDevice(group.Step),
-                Stride = extent, Percent = topKPercent, RowsPerUnit = args.Heads, Capacity = Math.Max(budget, 1),
+                Stride = extent, Percent = topKPercent, RowsPerUnit = args.Heads, Capacity = budget,
                 Tokens = tokens, Start = group.StartPosition, Mode = 1,
             };
             LaunchWith(module.Function("select_topk"), "select_topk", new Dim3((uint)(tokens * args.Heads), 1, 1), SelectThreads, 0, select);
-            var attend = SparseArgs(group, c, queries, Out(output) + (nint)(rowOffset * args.HeadDim * sizeof(float)), indices.Pointer, counts.Pointer, Math.Max(budget, 1), args.Heads, tileUnits: false);
+            var attend = SparseArgs(group, c, queries, Out(output) + (nint)(rowOffset * args.HeadDim * sizeof(float)), indices.Pointer, counts.Pointer, budget, args.Heads, tileUnits: false);
             LaunchSparse(group, attend);
         }
     }
@@ -249,10 +250,6 @@ public sealed unsafe partial class CudaBackend
         }
     }
 
-    private static nint LayerKeys(CudaKvCache c, int layer) => c.Keys.Pointer + (nint)(c.LayerBytes * layer);
-
-    private static nint LayerValues(CudaKvCache c, int layer) => c.Values.Pointer + (nint)(c.LayerBytes * layer);
-
     /// <summary>
     /// The rows' natural-log normalisers over their visible keys, fp32 <c>[Tokens, Heads]</c> in a reused buffer. Few rows
     /// (a decode step) split the keys so that the GPU fills; the split is fixed by <paramref name="extent"/> (the
@@ -266,7 +263,7 @@ public sealed unsafe partial class CudaBackend
         var partial = Scratch(ref _lsePartial, (long)rows * splits * 2 * sizeof(float));
         var lse = Scratch(ref _rowLse, (long)rows * sizeof(float));
         var module = SelectionModule(args.HeadDim);
-        Launch(module, "row_log_sum_exp", new Dim3((uint)rows, (uint)splits, 1), 128, q, LayerKeys(c, args.Layer), partial.Pointer,
+        Launch(module, "row_log_sum_exp", new Dim3((uint)rows, (uint)splits, 1), 128, q, c.LayerKeys(args.Layer), partial.Pointer,
             args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale, keysPerSplit);
         Launch(module, "combine_log_sum_exp", (uint)((rows + 127) / 128), 128, partial.Pointer, lse.Pointer, rows, splits);
         return lse.Pointer;
@@ -278,7 +275,7 @@ public sealed unsafe partial class CudaBackend
     /// <summary><c>row_probabilities</c> into fp32 <c>[Tokens · Heads, stride]</c>, the first <paramref name="cols"/> columns written.</summary>
     private void RowProbabilities(AttentionArgs args, nint q, CudaKvCache c, nint lse, nint probabilities, long stride, int cols) =>
         Launch(SelectionModule(args.HeadDim), "row_probabilities", new Dim3((uint)(args.Tokens * args.Heads), (uint)((cols + KeysPerBlock - 1) / KeysPerBlock), 1), KeysPerBlock,
-            q, LayerKeys(c, args.Layer), lse, probabilities, stride, cols, args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale);
+            q, c.LayerKeys(args.Layer), lse, probabilities, stride, cols, args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale);
 
     /// <summary><c>pooled_tile_scores</c> (after <c>row_log_sum_exp</c> for post-softmax pooling) over the first <paramref name="extent"/> keys.</summary>
     private void PoolTiles(AttentionArgs args, ScorePooling pooling, int pools, DeviceTensor q, CudaKvCache c, nint scores, long stride, int extent)
@@ -289,7 +286,7 @@ public sealed unsafe partial class CudaBackend
         }
         var parameters = new PoolParams
         {
-            Q = In(q), KCache = LayerKeys(c, args.Layer), Lse = pooling == ScorePooling.PostSoftmax ? RowLogSumExp(args, In(q), c, extent) : 0, Scores = scores,
+            Q = In(q), KCache = c.LayerKeys(args.Layer), Lse = pooling == ScorePooling.PostSoftmax ? RowLogSumExp(args, In(q), c, extent) : 0, Scores = scores,
             StartAt = StartOnDevice(args.Step), Stride = stride, Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads,
             Capacity = c.Shape.Capacity, Start = args.StartPosition, Pools = pools, Scale = args.Scale,
         };
@@ -302,7 +299,7 @@ public sealed unsafe partial class CudaBackend
         CheckHeads(args);
         return new SparseParams
         {
-            Q = q, KCache = LayerKeys(c, args.Layer), VCache = LayerValues(c, args.Layer), Out = output, Indices = indices, Counts = counts,
+            Q = q, KCache = c.LayerKeys(args.Layer), VCache = c.LayerValues(args.Layer), Out = output, Indices = indices, Counts = counts,
             StartAt = StartOnDevice(args.Step), Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads, Capacity = c.Shape.Capacity,
             Start = args.StartPosition, PlanCapacity = planCapacity, RowsPerUnit = rowsPerUnit, TileUnits = tileUnits ? 1 : 0, Scale = args.Scale,
         };

@@ -84,6 +84,12 @@ public sealed class CudaKvCache : KvCache
 
     internal DeviceMemory Values { get; }
 
+    /// <summary>Layer <paramref name="layer"/>'s keys, bf16 <c>[KvHeads, Capacity, HeadDim]</c>.</summary>
+    internal nint LayerKeys(int layer) => Keys.Pointer + (nint)(LayerBytes * layer);
+
+    /// <summary>Layer <paramref name="layer"/>'s values, as <see cref="LayerKeys"/>.</summary>
+    internal nint LayerValues(int layer) => Values.Pointer + (nint)(LayerBytes * layer);
+
     public override void Dispose()
     {
         Keys.Dispose();
@@ -377,14 +383,13 @@ public sealed unsafe partial class CudaBackend : IBackend
         {
             throw new InvalidOperationException($"KV cache holds {c.Shape.Capacity} positions; asked to write up to {startPosition + k.Rows}");
         }
-        nint offset = (nint)(c.LayerBytes * layer);
-        Launch(Ops, "kv_append", (uint)k.Rows, Threads, In(k), In(v), c.Keys.Pointer + offset, c.Values.Pointer + offset, c.Shape.KvHeads, c.Shape.HeadDim, c.Shape.Capacity, startPosition, StartOnDevice(step));
+        Launch(Ops, "kv_append", (uint)k.Rows, Threads, In(k), In(v), c.LayerKeys(layer), c.LayerValues(layer), c.Shape.KvHeads, c.Shape.HeadDim, c.Shape.Capacity, startPosition, StartOnDevice(step));
     }
 
     public void Attention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
         var c = (CudaKvCache)cache;
-        nint keys = c.Keys.Pointer + (nint)(c.LayerBytes * args.Layer), values = c.Values.Pointer + (nint)(c.LayerBytes * args.Layer);
+        nint keys = c.LayerKeys(args.Layer), values = c.LayerValues(args.Layer);
         if (!TensorCoreHeadDim(args.HeadDim))
         {
             int warps = args.Tokens * args.Heads;
@@ -490,7 +495,7 @@ public sealed unsafe partial class CudaBackend : IBackend
             Copy(offsetBuffer.Pointer, (nint)o, offsets.Length * sizeof(int));
             Copy(positionBuffer.Pointer, (nint)p, positions.Length * sizeof(int));
         }
-        nint keys = c.Keys.Pointer + (nint)(c.LayerBytes * args.Layer), values = c.Values.Pointer + (nint)(c.LayerBytes * args.Layer);
+        nint keys = c.LayerKeys(args.Layer), values = c.LayerValues(args.Layer);
         Launch(AttentionModule(args.HeadDim, args.Heads / args.KvHeads), "attention_gathered", (uint)((items + 3) / 4), 128,
             In(q), keys, values, Out(output), offsetBuffer.Pointer, positionBuffer.Pointer, args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.Scale);
     }
@@ -644,7 +649,7 @@ public sealed unsafe partial class CudaBackend : IBackend
         {
             fixed (ushort* p = bits)
             {
-                nint source = c.Keys.Pointer + (nint)(c.LayerBytes * layer + (long)h * c.Shape.Capacity * d * sizeof(ushort));
+                nint source = c.LayerKeys(layer) + (nint)((long)h * c.Shape.Capacity * d * sizeof(ushort));
                 CudaCheck.ThrowIfFailed(Driver.cuMemcpyDtoH_v2((nint)p, source, (nuint)(bits.Length * sizeof(ushort))), "cuMemcpyDtoH");
             }
             DTypes.Bf16ToSingle(bits, destination.Slice(h * count * d, count * d));
