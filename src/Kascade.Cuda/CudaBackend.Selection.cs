@@ -329,7 +329,7 @@ public sealed unsafe partial class CudaBackend
             slots[1] = &po;
             slots[2] = &pm;
             Launch(function, "sparse_decode", new Dim3((uint)splits, (uint)sets, 1), DecodeThreads, 0, slots, dependent: false);
-            Launch(AttentionModule(args.HeadDim, group), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: false, po, pm, parameters.Out, splits);
+            Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: false, po, pm, parameters.Out, splits);
             return;
         }
         LaunchWith(SelectionModule(args.HeadDim).Function("sparse_attention"), "sparse_attention", new Dim3((uint)((args.Tokens * args.Heads + 3) / 4), 1, 1), 128, 0, parameters);

@@ -2,7 +2,7 @@ using System.Globalization;
 
 namespace Kascade.Cuda.Heuristics;
 
-/// <summary>Which tensor-core attention kernel a specialisation compiles (attention.cu).</summary>
+/// <summary>Which tensor-core attention kernel a specialisation compiles (<see cref="AttentionKernel.Source"/>).</summary>
 public enum AttentionKernelKind
 {
     /// <summary><c>attention_mma</c>: FlashAttention-2 on mma.sync (sm_80+), warps of 16-row tiles; prefill before Hopper.</summary>
@@ -49,13 +49,16 @@ public readonly record struct AttentionKernel(int Warps, int MTiles, int Keys, i
 
     public int Threads => 32 * Warps;
 
-    /// <summary>The kernel's entry point in attention.cu.</summary>
+    /// <summary>The kernel's entry point in <see cref="Source"/>.</summary>
     public string Function => Kind switch
     {
         AttentionKernelKind.Wgmma => "attention_wgmma",
         AttentionKernelKind.Decode => "attention_decode",
         _ => "attention_mma",
     };
+
+    /// <summary>The kernel's source under Kernels/, named after its entry point (each includes attention_common.cuh).</summary>
+    public string Source => Function + ".cu";
 
     /// <summary>
     /// Dynamic shared memory of a block: attention_mma's queries and K/V ring (rows padded by 8 bf16); attention_wgmma's

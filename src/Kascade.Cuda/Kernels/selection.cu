@@ -398,7 +398,7 @@ extern "C" __global__ void sparse_attention(SparseParams p)
 // head's GROUP heads for Kascade, one head for the oracle's own rows — and walks its share of the row DECODE_KEYS keys
 // at a time: a thread per key gathers the K row once for the whole set and scores it, a warp per head updates the
 // running max and sum, and a thread per dimension accumulates the weighted V rows (coalesced along the dimension).
-// Writes (max, sum, unnormalised output) per (head, split) for attention.cu's attention_combine. Splits share the row
+// Writes (max, sum, unnormalised output) per (head, split) for attention_combine.cu. Splits share the row
 // by the plan's capacity (fixed, so a recorded step replays at later positions); an empty split writes sum 0.
 // Grid: (splits, kv_heads when tile_units, else heads). Block: DECODE_THREADS.
 #define DECODE_KEYS 128

@@ -1,5 +1,6 @@
-// One warp's online-softmax attention for one (token, query head), shared by the reference kernels of attention.cu
-// and the sparse kernels of selection.cu. Needs HEAD_DIM (a multiple of 32); each lane holds HEAD_DIM/32 dimensions.
+// One warp's online-softmax attention for one (token, query head), shared by the reference kernels of
+// attention_simple.cu and the sparse kernels of selection.cu. Needs HEAD_DIM (a multiple of 32); each lane holds
+// HEAD_DIM/32 dimensions.
 #pragma once
 #include "common.cuh"
 

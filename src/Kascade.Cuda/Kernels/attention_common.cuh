@@ -1,0 +1,283 @@
+// What the tensor-core attention kernels share (attention_mma.cu, attention_wgmma.cu, attention_decode.cu): their
+// parameter struct, the mma.sync, ldmatrix and cp.async wrappers, K/V tile staging (TileCopy), a block's rows and keys
+// (BlockWork), and the online softmax and output rows of the mma C layout. Specialisation key: HEAD_DIM (a multiple
+// of 32 up to 128), GROUP (query heads per KV head), ATT_WARPS, ATT_M_TILES, ATT_KEYS, ATT_STAGES and ATT_WGMMA or
+// ATT_DECODE (Heuristics/AttentionLaunch.cs, AttentionKernel).
+#pragma once
+#include "common.cuh"
+
+#if !defined(HEAD_DIM) || !defined(GROUP) || !defined(ATT_WARPS) || !defined(ATT_M_TILES) || !defined(ATT_KEYS) || !defined(ATT_STAGES)
+#error "HEAD_DIM, GROUP, ATT_WARPS, ATT_M_TILES, ATT_KEYS and ATT_STAGES must be defined"
+#endif
+#if HEAD_DIM % 32 != 0 || HEAD_DIM > 128
+#error "the tensor-core kernels take a HEAD_DIM that is a multiple of 32 up to 128"
+#endif
+
+// Tensor-core attention (mma.sync.m16n8k16, bf16 in, fp32 accumulate; sm_80+): the FlashAttention-2 scheme with the
+// GQA group packed into the rows, as FlashInfer does. Row r of a KV head is query token r / GROUP of query head KV head
+// × GROUP + r % GROUP, so one K/V tile in shared memory serves every query head that reads it. attention_mma
+// (attention_mma.cu) runs prefill before Hopper (attention_wgmma.cu on Hopper); attention_decode (attention_decode.cu)
+// runs the few rows of a decode step. The defines (chosen by Heuristics/AttentionLaunch.cs):
+//   ATT_WARPS    warps per block;
+//   ATT_M_TILES  16-row tiles per warp: a K/V fragment read from shared memory feeds ATT_M_TILES mma's, which is what
+//                keeps prefill off the shared-memory bandwidth limit (2 in prefill, as FlashAttention-2 does); in
+//                attention_decode, 8-row tiles of the block's rows;
+//   ATT_KEYS     keys per K/V tile;
+//   ATT_STAGES   K/V tiles in a cp.async ring (the block's; in attention_decode each warp's): prefill is bound by the
+//                tensor cores and wants two (tile j + 1 loads while tile j is computed), wgmma three.
+// attention_mma stages its queries once (bf16, scaled into log2 units) and walks the keys of its split (the visible keys
+// cut into gridDim.x ranges of whole tiles, computed here from the start position so that a recorded decode step
+// replays at later positions). With one split it writes the normalised output; with several it writes (max, sum, unnormalised output)
+// per row for attention_combine (flash-decoding).
+// Fragment layouts (PTX ISA, mma.m16n8k16): g = lane / 4, c = lane % 4; A holds rows g and g+8, columns 2c, 2c+1
+// and 2c+8, 2c+9; B holds rows 2c, 2c+1 and 2c+8, 2c+9 of column g; C holds rows g and g+8, columns 2c, 2c+1.
+// Grid: (splits, row tiles, sequences × KV heads). Sequence s reads its cache sequence_stride elements after
+// sequence s − 1's and its queries after sequence s − 1's `tokens` rows (batched decode: tokens = 1).
+#define TILE_STRIDE (HEAD_DIM + 8)   // bf16 per shared row: the 16-byte pad puts the 8 rows of an ldmatrix on distinct banks
+#if defined(ATT_DECODE)
+#define BLOCK_ROWS (ATT_M_TILES * 8)                 // attention_decode: every warp of a block reads the same rows
+#else
+#define BLOCK_ROWS (ATT_WARPS * ATT_M_TILES * 16)
+#endif
+
+// The kernel's arguments (mirrored by AttentionParams in CudaBackend.Attention.cs).
+struct AttentionParams
+{
+    const float* q;          // fp32 [sequences × tokens, heads, HEAD_DIM]
+    const bf16_t* k_cache;   // bf16 [sequences][kv_heads, capacity, HEAD_DIM], sequences sequence_stride elements apart
+    const bf16_t* v_cache;   // bf16, as k_cache
+    float* out;              // fp32 [sequences × tokens, heads, HEAD_DIM]
+    float* partial_out;      // fp32 [sequences × tokens × heads, splits, HEAD_DIM] (splits > 1 only)
+    float* partial_ml;       // fp32 [sequences × tokens × heads, splits, 2]: max (natural-log units), sum
+    const int* start_at;     // the start position on the device (a step's), or null: `start`
+    long long sequence_stride;
+    int tokens;              // query tokens per sequence
+    int heads, kv_heads, capacity;
+    int start;               // position of the first query token: token t sees keys [0, start + t]
+    float scale;
+};
+
+// Two floats as a bf16 pair (lo in the low half), rounded to nearest even in one instruction (sm_80+).
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi)
+{
+    unsigned packed;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(hi), "f"(lo));
+    return packed;
+}
+
+// 2^x in one instruction (ex2.approx: 2 ulp, −inf → +0); the softmax is computed in log2 units for it.
+__device__ __forceinline__ float fast_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+__device__ __forceinline__ unsigned shared_address(const void* p)
+{
+    unsigned a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+// 16 bytes global → shared without passing through registers; zero-filled when !valid (the source is not read).
+// .ca, not .cg: with 16 bytes a thread, the L1-bypassing .cg sent the L2 1.5 times the sectors the tiles hold (a third
+// of them repeats), and decode took 5–7% longer (ncu on the H100, bench/results/attention-h100.md).
+__device__ __forceinline__ void copy_async16(void* destination, const void* source, bool valid)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(destination)), "l"(source), "r"(valid ? 16 : 0));
+}
+
+// The same for a chunk known to be in bounds (no source-size operand), its destination a shared-memory address.
+__device__ __forceinline__ void copy_async16(unsigned destination, const void* source)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(destination), "l"(source));
+}
+
+__device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+// Waits until at most `pending` of this thread's committed groups are still in flight.
+template <int pending>
+__device__ __forceinline__ void copy_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(pending) : "memory"); }
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned* r, const bf16_t* p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(p)));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned* r, const bf16_t* p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(p)));
+}
+
+__device__ __forceinline__ void mma_bf16(float* d, const unsigned* a, const unsigned* b)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+
+// Staging a K/V tile: the STAGE_THREADS threads that share a ring (a block's; in attention_decode a warp's) copy the
+// tile's 16-byte chunks, chunk i of thread t being chunk t + i · STAGE_THREADS. A row has CHUNKS_PER_ROW chunks, so
+// thread t always copies column (t % CHUNKS_PER_ROW) · 8 of rows t / CHUNKS_PER_ROW + i · ROW_STEP: its addresses are
+// worked out once (TileCopy) and a tile costs one add per chunk. Threads past the last whole row of a pass (when
+// CHUNKS_PER_ROW does not divide STAGE_THREADS) copy nothing.
+#define CHUNKS_PER_ROW (HEAD_DIM / 8)
+#if defined(ATT_DECODE)
+#define STAGE_THREADS 32
+#else
+#define STAGE_THREADS (ATT_WARPS * 32)
+#endif
+#define ROW_STEP (STAGE_THREADS / CHUNKS_PER_ROW)
+#define ROWS_PER_THREAD ((ATT_KEYS + ROW_STEP - 1) / ROW_STEP)
+
+struct TileCopy
+{
+    int row;           // the thread's first row of a tile
+    long source;       // element offset of its chunk in row `row` of a KV head's cache
+    int destination;   // element offset of its chunk in row `row` of a ring slot (layout-specific)
+
+    // Starts copying keys and values [first, first + ATT_KEYS) of one KV head into the slot at k_tile (K) and v_tile (V);
+    // rows at or past `end` are zero-filled (masked keys then multiply zeros, never stale values that could be NaN).
+    // A tile wholly before `end` (all but a split's last) copies without bounds checks: one instruction per chunk.
+    // `row_step_elements` is the distance between a thread's rows in the slot (ROW_STEP rows).
+    __device__ __forceinline__ void stage(bf16_t* k_tile, bf16_t* v_tile, const bf16_t* k_cache, const bf16_t* v_cache, int first, int end, int row_step_elements) const
+    {
+        if (STAGE_THREADS % CHUNKS_PER_ROW != 0 && row >= ROW_STEP) return;   // e.g. HEAD_DIM 96
+        const long at = (long)first * HEAD_DIM + source;
+        if (first + ATT_KEYS <= end)
+        {
+            const unsigned k_slot = shared_address(k_tile + destination), v_slot = shared_address(v_tile + destination);
+#pragma unroll
+            for (int i = 0; i < ROWS_PER_THREAD; i++)
+            {
+                if (ATT_KEYS % ROW_STEP != 0 && row + i * ROW_STEP >= ATT_KEYS) break;
+                copy_async16(k_slot + i * row_step_elements * 2, k_cache + at + i * ROW_STEP * HEAD_DIM);
+                copy_async16(v_slot + i * row_step_elements * 2, v_cache + at + i * ROW_STEP * HEAD_DIM);
+            }
+            return;
+        }
+#pragma unroll
+        for (int i = 0; i < ROWS_PER_THREAD; i++)
+        {
+            if (ATT_KEYS % ROW_STEP != 0 && row + i * ROW_STEP >= ATT_KEYS) break;
+            bool valid = first + row + i * ROW_STEP < end;
+            long offset = valid ? at + (long)i * ROW_STEP * HEAD_DIM : 0;
+            copy_async16(k_tile + destination + i * row_step_elements, k_cache + offset, valid);
+            copy_async16(v_tile + destination + i * row_step_elements, v_cache + offset, valid);
+        }
+    }
+};
+
+// attention_mma's and attention_decode's rings: slot s holds K then V [ATT_KEYS][TILE_STRIDE] (padded rows); `thread`
+// is the thread's index among the STAGE_THREADS that share the ring.
+__device__ __forceinline__ TileCopy padded_tile_copy(int thread)
+{
+    int row = thread / CHUNKS_PER_ROW, column = (thread % CHUNKS_PER_ROW) * 8;
+    return TileCopy{row, (long)row * HEAD_DIM + column, row * TILE_STRIDE + column};
+}
+
+// What a block of the tensor-core kernels works on. Grid: (splits, row tiles, sequences × KV heads); row r
+// of a KV head is query token r / GROUP of query head KV head × GROUP + r % GROUP. Query token t sees keys
+// [0, start + t]; the block's split walks keys [begin, end).
+struct BlockWork
+{
+    int start;                    // position of the first query token
+    int split, splits;
+    int rows, block_row;          // the KV head's rows (tokens × GROUP); the block's first row
+    int begin, end;
+    const bf16_t* k_cache;        // the KV head's keys and values in this sequence's cache
+    const bf16_t* v_cache;
+    long q_base;                  // row r is q row q_base + (r / GROUP) · heads + r % GROUP
+
+    __device__ long q_row(int row, int heads) const { return row < rows ? q_base + (long)(row / GROUP) * heads + row % GROUP : -1; }
+};
+
+__device__ __forceinline__ BlockWork block_work(const AttentionParams& p)
+{
+    BlockWork w;
+    w.split = blockIdx.x;
+    w.splits = gridDim.x;
+    int row_tile = gridDim.y - 1 - blockIdx.y;                   // causal: the longest row tiles start first
+    int g_kv = blockIdx.z % p.kv_heads, sequence = blockIdx.z / p.kv_heads;
+    w.rows = p.tokens * GROUP;
+    w.block_row = row_tile * BLOCK_ROWS;
+    int last_row = min(w.block_row + BLOCK_ROWS, w.rows) - 1;
+    w.start = start_position(p.start_at, p.start);
+    const int visible = w.start + p.tokens;
+    const int keys_per_split = ((visible + w.splits - 1) / w.splits + ATT_KEYS - 1) / ATT_KEYS * ATT_KEYS;
+    w.begin = w.split * keys_per_split;
+    w.end = min(w.start + last_row / GROUP + 1, w.begin + keys_per_split);
+    long head = sequence * p.sequence_stride + (long)g_kv * p.capacity * HEAD_DIM;
+    w.k_cache = p.k_cache + head;
+    w.v_cache = p.v_cache + head;
+    w.q_base = (long)sequence * p.tokens * p.heads + g_kv * GROUP;
+    return w;
+}
+
+// Writes row h (0: g, 1: g + 8) of this thread's output fragment o (the mma C layout: columns 8n + 2c, 8n + 2c + 1) as
+// query row q_row (−1: a padding row): normalised with one split; with several, unnormalised with (max in natural-log
+// units, sum) for attention_combine. m is in log2 units, l this thread's share of the row's sum: the quad's shares are
+// added here, so every lane calls it.
+__device__ __forceinline__ void write_row(const AttentionParams& p, const BlockWork& w, long q_row, const float (*o)[4], int h, float m, float l, int gc)
+{
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    if (q_row < 0) return;
+    long out_row = w.splits == 1 ? q_row : q_row * w.splits + w.split;
+    float* target = (w.splits == 1 ? p.out : p.partial_out) + out_row * HEAD_DIM;
+    float factor = w.splits == 1 ? 1.0f / l : 1.0f;
+#pragma unroll
+    for (int n = 0; n < HEAD_DIM / 8; n++)
+        *reinterpret_cast<float2*>(target + n * 8 + 2 * gc) = make_float2(o[n][2 * h] * factor, o[n][2 * h + 1] * factor);
+    if (w.splits > 1 && gc == 0)
+    {
+        p.partial_ml[out_row * 2] = m * 0.6931471805599453f;
+        p.partial_ml[out_row * 2 + 1] = l;
+    }
+}
+
+// The online softmax of one tile of scores (log2 units, the mma C layout; this thread's rows g and g + 8 of its warp):
+// masks keys at or past each row's limit, turns s into P = 2^(s − max), updates the running max m and sum l (per
+// thread; the quad's sums are added at the end) and gives the factor the row's output must be rescaled by.
+__device__ __forceinline__ void softmax_tile(float (*s)[4], int k0, int warp_first_limit, const int* limit, int gc, float* m, float* l, float* correction)
+{
+    const float neg_inf = __int_as_float(0xff800000);
+    if (k0 + ATT_KEYS > warp_first_limit)                        // the tile crosses some row's last visible key
+    {
+#pragma unroll
+        for (int n = 0; n < ATT_KEYS / 8; n++)
+        {
+            int key = k0 + n * 8 + 2 * gc;
+            if (key >= limit[0]) s[n][0] = neg_inf;
+            if (key + 1 >= limit[0]) s[n][1] = neg_inf;
+            if (key >= limit[1]) s[n][2] = neg_inf;
+            if (key + 1 >= limit[1]) s[n][3] = neg_inf;
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+    {
+        float t = neg_inf;
+#pragma unroll
+        for (int n = 0; n < ATT_KEYS / 8; n++) t = fmaxf(t, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
+        t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, 1));
+        t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, 2));
+        float m_new = fmaxf(m[h], t);
+        // A row with no visible key yet keeps max −inf; 0 as the exponent base makes exp2 give 0, not NaN.
+        float base = m_new == neg_inf ? 0.0f : m_new, sum = 0.0f;
+        correction[h] = fast_exp2(m[h] - base);
+#pragma unroll
+        for (int n = 0; n < ATT_KEYS / 8; n++)
+        {
+            s[n][2 * h] = fast_exp2(s[n][2 * h] - base);
+            s[n][2 * h + 1] = fast_exp2(s[n][2 * h + 1] - base);
+            sum += s[n][2 * h] + s[n][2 * h + 1];
+        }
+        l[h] = l[h] * correction[h] + sum;
+        m[h] = m_new;
+    }
+}

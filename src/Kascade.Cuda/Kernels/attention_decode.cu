@@ -1,0 +1,253 @@
+// Decode: a block's rows are a decode step's few query rows of one KV head (a token's GQA group; BLOCK_ROWS =
+// ATT_M_TILES × 8), and the kernel is bound by how fast it streams K and V, so every instruction per K/V byte counts:
+// - The operands are swapped (as TensorRT-LLM's XQA and FlashInfer do for decode): Sᵀ = K·Qᵀ puts 16 keys in the M of
+//   mma.m16n8k16 and the query rows in its N of 8, so a group of 4 wastes half of each MMA rather than the three
+//   quarters of a 16-row A tile, and Oᵀ = Vᵀ·Pᵀ takes V's A fragments with ldmatrix.trans. S's C fragment (keys g,
+//   g + 8 × query rows 2c, 2c + 1) becomes P's B fragment (keys 2c, 2c + 1 and 2c + 8, 2c + 9 × query row g) by one
+//   8 × 8 transpose across the warp (movmatrix) per 8 keys.
+// - Q's B fragments are loaded once into registers (scaled into log2 units) and stay there.
+// - Each of the block's ATT_WARPS warps owns a cp.async ring of ATT_STAGES tiles and walks tiles warp, warp +
+//   ATT_WARPS, … of the block's split on its own (a warp barrier per tile, no block barrier); the warps' (max, sum,
+//   output) are merged in shared memory at the end, so a block writes one partial result per row, not ATT_WARPS.
+// Needs ATT_KEYS a multiple of 16.
+#include "attention_common.cuh"
+
+#if !defined(ATT_DECODE)
+#error "attention_decode.cu needs ATT_DECODE"
+#endif
+
+static_assert(ATT_KEYS % 16 == 0, "attention_decode takes 16-key MMA tiles");
+#define MERGE_STRIDE (HEAD_DIM + 4)                              // floats per row of a warp's output in the merge
+
+// An 8 × 8 matrix of b16 (a warp's fragment: lane 4g + c holds row g, columns 2c, 2c + 1) transposed (PTX ISA,
+// movmatrix, sm_75+).
+__device__ __forceinline__ unsigned transpose8x8(unsigned fragment)
+{
+    unsigned t;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(t) : "r"(fragment));
+    return t;
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode(const AttentionParams p)
+{
+    extern __shared__ __align__(16) unsigned char decode_shared[];
+    const float neg_inf = __int_as_float(0xff800000);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, gc = lane & 3;
+    const BlockWork w = block_work(p);
+    bf16_t* ring = reinterpret_cast<bf16_t*>(decode_shared) + warp * ATT_STAGES * 2 * ATT_KEYS * TILE_STRIDE;
+
+    // The warp's tiles: warp, warp + ATT_WARPS, … of the split's.
+    const int tiles = w.end > w.begin ? (w.end - w.begin + ATT_KEYS - 1) / ATT_KEYS : 0;
+    const int warp_tiles = tiles > warp ? (tiles - warp + ATT_WARPS - 1) / ATT_WARPS : 0;
+    const TileCopy copy = padded_tile_copy(lane);
+    auto first_key = [&](int i) { return w.begin + (warp + i * ATT_WARPS) * ATT_KEYS; };
+    auto stage = [&](int i) {
+        bf16_t* k_tile = ring + (i % ATT_STAGES) * 2 * ATT_KEYS * TILE_STRIDE;
+        copy.stage(k_tile, k_tile + ATT_KEYS * TILE_STRIDE, w.k_cache, w.v_cache, first_key(i), w.end, ROW_STEP * TILE_STRIDE);
+    };
+#pragma unroll
+    for (int s = 0; s < ATT_STAGES - 1; s++)
+    {
+        if (s < warp_tiles) stage(s);
+        copy_async_commit();
+    }
+
+    // Qᵀ as B fragments (k-step kc: dims 16 kc + 2c, + 1 and + 8, + 9 of query row 8 nt + g), in log2 units; padding
+    // rows are zeros. limit: the visible-key bound of this thread's columns of Sᵀ (query rows 8 nt + 2c, + 1).
+    const float log2e_scale = p.scale * 1.4426950408889634f;
+    unsigned qb[ATT_M_TILES][HEAD_DIM / 16][2];
+    int limit[ATT_M_TILES][2];
+#pragma unroll
+    for (int nt = 0; nt < ATT_M_TILES; nt++)
+    {
+        long q_row = w.q_row(w.block_row + nt * 8 + gr, p.heads);
+#pragma unroll
+        for (int kc = 0; kc < HEAD_DIM / 16; kc++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+            {
+                float2 v = q_row >= 0 ? *reinterpret_cast<const float2*>(p.q + q_row * HEAD_DIM + kc * 16 + 2 * gc + 8 * h) : make_float2(0.0f, 0.0f);
+                qb[nt][kc][h] = pack_bf16(v.x * log2e_scale, v.y * log2e_scale);
+            }
+#pragma unroll
+        for (int j = 0; j < 2; j++) limit[nt][j] = min(w.start + (w.block_row + nt * 8 + 2 * gc + j) / GROUP + 1, w.end);
+    }
+    const int first_limit = min(w.start + w.block_row / GROUP + 1, w.end);   // the block's smallest bound
+
+    float o[HEAD_DIM / 16][ATT_M_TILES][4], m[ATT_M_TILES][2], l[ATT_M_TILES][2];
+#pragma unroll
+    for (int nt = 0; nt < ATT_M_TILES; nt++)
+    {
+        m[nt][0] = m[nt][1] = neg_inf;
+        l[nt][0] = l[nt][1] = 0.0f;
+#pragma unroll
+        for (int dt = 0; dt < HEAD_DIM / 16; dt++) o[dt][nt][0] = o[dt][nt][1] = o[dt][nt][2] = o[dt][nt][3] = 0.0f;
+    }
+
+    for (int i = 0; i < warp_tiles; i++)
+    {
+        copy_async_wait<ATT_STAGES - 2>();                       // this lane's copies of tile i are in
+        __syncwarp();                                            // … and every lane's; all are done reading tile i − 1
+        if (i + ATT_STAGES - 1 < warp_tiles) stage(i + ATT_STAGES - 1);
+        copy_async_commit();
+        const int k0 = first_key(i);
+        const bf16_t* k_tile = ring + (i % ATT_STAGES) * 2 * ATT_KEYS * TILE_STRIDE;
+        const bf16_t* v_tile = k_tile + ATT_KEYS * TILE_STRIDE;
+
+        // Sᵀ = K·Qᵀ: s[kt][nt] holds keys k0 + 16 kt + g (+ 8) × query rows 8 nt + 2c (+ 1).
+        float s[ATT_KEYS / 16][ATT_M_TILES][4];
+#pragma unroll
+        for (int kt = 0; kt < ATT_KEYS / 16; kt++)
+        {
+#pragma unroll
+            for (int nt = 0; nt < ATT_M_TILES; nt++) s[kt][nt][0] = s[kt][nt][1] = s[kt][nt][2] = s[kt][nt][3] = 0.0f;
+#pragma unroll
+            for (int kc = 0; kc < HEAD_DIM / 16; kc++)
+            {
+                unsigned a[4];
+                ldmatrix_x4(a, k_tile + (kt * 16 + (lane & 15)) * TILE_STRIDE + kc * 16 + (lane >> 4) * 8);
+#pragma unroll
+                for (int nt = 0; nt < ATT_M_TILES; nt++) mma_bf16(s[kt][nt], a, qb[nt][kc]);
+            }
+        }
+
+        // Online softmax down each column (a query row): the column's keys are spread over the 8 lanes of one c.
+        bool moved = false;
+        float correction[ATT_M_TILES][2];
+#pragma unroll
+        for (int nt = 0; nt < ATT_M_TILES; nt++)
+        {
+            if (k0 + ATT_KEYS > first_limit)                     // the tile crosses some row's last visible key
+            {
+#pragma unroll
+                for (int kt = 0; kt < ATT_KEYS / 16; kt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (k0 + 16 * kt + gr + 8 * (e >> 1) >= limit[nt][e & 1]) s[kt][nt][e] = neg_inf;
+            }
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+            {
+                float t = neg_inf;
+#pragma unroll
+                for (int kt = 0; kt < ATT_KEYS / 16; kt++) t = fmaxf(t, fmaxf(s[kt][nt][j], s[kt][nt][j + 2]));
+                t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, 4));
+                t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, 8));
+                t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, 16));
+                float m_new = fmaxf(m[nt][j], t);
+                float base = m_new == neg_inf ? 0.0f : m_new, sum = 0.0f;   // no visible key yet: exp2 gives 0, not NaN
+                correction[nt][j] = fast_exp2(m[nt][j] - base);
+                moved |= correction[nt][j] != 1.0f;
+#pragma unroll
+                for (int kt = 0; kt < ATT_KEYS / 16; kt++)
+                {
+                    s[kt][nt][j] = fast_exp2(s[kt][nt][j] - base);
+                    s[kt][nt][j + 2] = fast_exp2(s[kt][nt][j + 2] - base);
+                    sum += s[kt][nt][j] + s[kt][nt][j + 2];
+                }
+                l[nt][j] = l[nt][j] * correction[nt][j] + sum;
+                m[nt][j] = m_new;
+            }
+        }
+        if (__any_sync(0xffffffffu, moved))                      // some column's running max moved
+        {
+#pragma unroll
+            for (int dt = 0; dt < HEAD_DIM / 16; dt++)
+#pragma unroll
+                for (int nt = 0; nt < ATT_M_TILES; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) o[dt][nt][e] *= correction[nt][e & 1];
+        }
+
+        // Oᵀ += Vᵀ·Pᵀ, k-step kt being keys 16 kt … of the tile: Vᵀ's A fragments come transposed out of the
+        // row-major V tile (matrix i: keys 8 (i / 2) …, dims 8 (i % 2) …), Pᵀ's B fragments from S's C fragments.
+#pragma unroll
+        for (int kt = 0; kt < ATT_KEYS / 16; kt++)
+        {
+            unsigned pb[ATT_M_TILES][2];
+#pragma unroll
+            for (int nt = 0; nt < ATT_M_TILES; nt++)
+            {
+                pb[nt][0] = transpose8x8(pack_bf16(s[kt][nt][0], s[kt][nt][1]));
+                pb[nt][1] = transpose8x8(pack_bf16(s[kt][nt][2], s[kt][nt][3]));
+            }
+#pragma unroll
+            for (int dt = 0; dt < HEAD_DIM / 16; dt++)
+            {
+                unsigned a[4];
+                ldmatrix_x4_trans(a, v_tile + (kt * 16 + (lane & 7) + ((lane >> 4) << 3)) * TILE_STRIDE + dt * 16 + ((lane >> 3) & 1) * 8);
+#pragma unroll
+                for (int nt = 0; nt < ATT_M_TILES; nt++) mma_bf16(o[dt][nt], a, pb[nt]);
+            }
+        }
+    }
+
+    // Merge the warps: each writes its rows' (max, sum) and unnormalised output into shared memory (over its ring).
+    copy_async_wait<0>();
+    __syncthreads();
+    float* merge_o = reinterpret_cast<float*>(decode_shared);             // [ATT_WARPS][BLOCK_ROWS][MERGE_STRIDE]
+    float* merge_ml = merge_o + ATT_WARPS * BLOCK_ROWS * MERGE_STRIDE;    // [ATT_WARPS][BLOCK_ROWS][2], max in log2 units
+#pragma unroll
+    for (int nt = 0; nt < ATT_M_TILES; nt++)
+    {
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+        {
+            float sum = l[nt][j];                                // this lane's share of the column: add the 8 lanes of c
+            sum += __shfl_xor_sync(0xffffffffu, sum, 4);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 8);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 16);
+            float* row = merge_o + (warp * BLOCK_ROWS + nt * 8 + 2 * gc + j) * MERGE_STRIDE;
+#pragma unroll
+            for (int dt = 0; dt < HEAD_DIM / 16; dt++)
+            {
+                row[dt * 16 + gr] = o[dt][nt][j];
+                row[dt * 16 + gr + 8] = o[dt][nt][j + 2];
+            }
+            if (gr == 0)
+            {
+                merge_ml[(warp * BLOCK_ROWS + nt * 8 + 2 * gc + j) * 2] = m[nt][j];
+                merge_ml[(warp * BLOCK_ROWS + nt * 8 + 2 * gc + j) * 2 + 1] = sum;
+            }
+        }
+    }
+    __syncthreads();
+    allow_dependent_launch();                                    // attention_combine may start launching
+
+    // Thread i writes 4 dims of a row: normalised with one split; with several, unnormalised with (max in natural-log
+    // units, sum) for attention_combine.
+    for (int i = threadIdx.x; i < BLOCK_ROWS * HEAD_DIM / 4; i += blockDim.x)
+    {
+        int row = i / (HEAD_DIM / 4), d = (i % (HEAD_DIM / 4)) * 4;
+        long q_row = w.q_row(w.block_row + row, p.heads);
+        if (q_row < 0) continue;
+        float big = neg_inf;
+#pragma unroll
+        for (int v = 0; v < ATT_WARPS; v++) big = fmaxf(big, merge_ml[(v * BLOCK_ROWS + row) * 2]);
+        float base = big == neg_inf ? 0.0f : big, sum = 0.0f;
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int v = 0; v < ATT_WARPS; v++)
+        {
+            float f = fast_exp2(merge_ml[(v * BLOCK_ROWS + row) * 2] - base);
+            float4 x = *reinterpret_cast<const float4*>(merge_o + (v * BLOCK_ROWS + row) * MERGE_STRIDE + d);
+            sum += f * merge_ml[(v * BLOCK_ROWS + row) * 2 + 1];
+            acc.x += f * x.x; acc.y += f * x.y; acc.z += f * x.z; acc.w += f * x.w;
+        }
+        if (w.splits == 1)
+        {
+            float factor = sum > 0.0f ? 1.0f / sum : 0.0f;
+            *reinterpret_cast<float4*>(p.out + q_row * HEAD_DIM + d) = make_float4(acc.x * factor, acc.y * factor, acc.z * factor, acc.w * factor);
+        }
+        else
+        {
+            long out_row = q_row * w.splits + w.split;
+            *reinterpret_cast<float4*>(p.partial_out + out_row * HEAD_DIM + d) = acc;
+            if (d == 0)
+            {
+                p.partial_ml[out_row * 2] = big * 0.6931471805599453f;
+                p.partial_ml[out_row * 2 + 1] = sum;
+            }
+        }
+    }
+}
