@@ -44,7 +44,7 @@ public sealed unsafe partial class CudaBackend
     {
         var c = (CudaKvCache)cache;
         nint keys = c.LayerKeys(args.Layer), values = c.LayerValues(args.Layer);
-        if (!TensorCoreHeadDim(args.HeadDim))
+        if (AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
         {
             int warps = args.Tokens * args.Heads;
             Launch(SimpleModule(args.HeadDim, args.Heads / args.KvHeads), "attention_dense", (uint)((warps + 3) / 4), 128, In(q), keys, values, Out(output), args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, args.Scale, StartOnDevice(args.Step));
@@ -64,15 +64,12 @@ public sealed unsafe partial class CudaBackend
         {
             throw new ArgumentException($"a batch of {args.Tokens} needs a cache of at least {args.Tokens} sequences (layers)");
         }
-        if (!TensorCoreHeadDim(args.HeadDim))
+        if (AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
         {
-            throw new KascadeException($"batched decode needs a head dim that is a multiple of 32 up to 128, not {args.HeadDim}");
+            throw new KascadeException($"batched decode needs a head dim that is a multiple of 32 up to {AttentionHeadDims.MaxTensorCores}, not {args.HeadDim}");
         }
         TensorCoreAttention(args with { Tokens = 1 }, args.Tokens, q, c.Keys.Pointer, c.Values.Pointer, c.Shape.Capacity, c.LayerBytes / 2, output);
     }
-
-    /// <summary>Head dims the tensor-core kernels are compiled for; others run the reference <c>attention_dense</c>.</summary>
-    private static bool TensorCoreHeadDim(int headDim) => headDim % 32 == 0 && headDim <= 128;
 
     /// <summary>
     /// Tensor-core attention (<c>attention_decode</c> for a decode step's rows; for prefill <c>attention_wgmma</c> on Hopper, else <c>attention_mma</c>) over
@@ -193,7 +190,7 @@ public sealed unsafe partial class CudaBackend
     {
         if (!_tensorCoreFunctions.TryGetValue((headDim, group, kernel), out var entry))
         {
-            if (kernel.Kind == AttentionKernelKind.Wgmma && (!Hopper || headDim % 64 != 0))
+            if (kernel.Kind == AttentionKernelKind.Wgmma && !AttentionHeadDims.RunsWgmma(headDim, Hopper))
             {
                 throw new KascadeException($"attention kernel {kernel} needs a Hopper GPU (sm_90a) and a head dim of 64 or 128; this is {_device.Architecture}, head dim {headDim}");
             }

@@ -1,4 +1,5 @@
 using Kascade.Core;
+using Kascade.Cuda.Heuristics;
 using Kascade.Cuda.Interop;
 using Kascade.Cuda.Runtime;
 
@@ -50,9 +51,9 @@ public sealed unsafe partial class CudaBackend : IBackend
     public IReadOnlyList<string> Supports(ModelConfig config)
     {
         var reasons = new List<string>();
-        if (config.HeadDim % 32 != 0 || config.HeadDim > 256)
+        if (AttentionHeadDims.Family(config.HeadDim) == AttentionFamily.Unsupported)
         {
-            reasons.Add($"head_dim {config.HeadDim} is not supported by the attention kernels (a multiple of 32 up to 256; tensor cores up to 128)");
+            reasons.Add($"head_dim {config.HeadDim} is not supported by the attention kernels (a multiple of 32 up to {AttentionHeadDims.Max}; tensor cores up to {AttentionHeadDims.MaxTensorCores})");
         }
         return reasons;
     }

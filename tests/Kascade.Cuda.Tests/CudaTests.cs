@@ -148,6 +148,17 @@ public class AttentionLaunchTests
     public void Prefill_uses_wgmma_on_hopper_for_head_dims_it_is_built_for(int headDim, bool hopper, bool wgmma) =>
         Assert.Equal(wgmma ? AttentionKernel.PrefillWgmma : AttentionKernel.Prefill, AttentionKernel.For(200, headDim, hopper));
 
+    [Theory]
+    [InlineData(64, AttentionFamily.TensorCores)]
+    [InlineData(96, AttentionFamily.TensorCores)]
+    [InlineData(128, AttentionFamily.TensorCores)]
+    [InlineData(160, AttentionFamily.CudaCores)]
+    [InlineData(256, AttentionFamily.CudaCores)]
+    [InlineData(80, AttentionFamily.Unsupported)]
+    [InlineData(288, AttentionFamily.Unsupported)]
+    public void A_head_dim_runs_on_one_kernel_family(int headDim, AttentionFamily family) =>
+        Assert.Equal(family, AttentionHeadDims.Family(headDim));
+
     [Fact]
     public void A_forced_split_count_is_kept_within_the_key_tiles()
     {

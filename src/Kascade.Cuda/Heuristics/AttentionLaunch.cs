@@ -82,7 +82,7 @@ public readonly record struct AttentionKernel(int Warps, int MTiles, int Keys, i
     {
         if (rows > DecodeRows)
         {
-            return hopper && headDim % 64 == 0 ? PrefillWgmma : Prefill;
+            return AttentionHeadDims.RunsWgmma(headDim, hopper) ? PrefillWgmma : Prefill;
         }
         var kernel = Decode with { MTiles = rows > 8 ? 2 : 1 };
         while (kernel.Warps > 1 && kernel.SharedBytes(headDim) > maxSharedBytes)
