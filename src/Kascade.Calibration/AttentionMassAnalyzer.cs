@@ -33,7 +33,7 @@ public sealed class AttentionMassAnalyzer : ILayerObserver
     }
 
     /// <summary>
-    /// The baselines pick their key sets inside the session (<c>BaselineAttention</c>), where this observer cannot see
+    /// The baselines pick their key sets inside the session (<c>BaselineLayers</c>), where this observer cannot see
     /// them: their mass columns are not measured (NaN), only the oracle's.
     /// </summary>
     private bool Unseen => _policy.IsBaseline;

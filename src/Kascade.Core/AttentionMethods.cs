@@ -9,11 +9,8 @@ namespace Kascade.Core;
 /// <param name="Description">One line: what the method attends to.</param>
 /// <param name="Settings">The options it reads besides the model: <c>--topk-percent</c>, <c>--schedule</c>, <c>--pooling</c>, <c>--baseline NAME=VALUE</c>.</param>
 /// <param name="NeedsSchedule">It reads a Kascade schedule (anchors and head maps).</param>
-/// <param name="SelectsOnHost">
-/// Its key sets are picked on the host from queries and keys read back from the device, so a decode step waits for
-/// the host and cannot be recorded as a CUDA graph (the baselines, until their selection runs on the device).
-/// </param>
-public sealed record AttentionMethodInfo(string Name, AttentionMethod Method, string Description, IReadOnlyList<string> Settings, bool NeedsSchedule, bool SelectsOnHost);
+/// <param name="Baseline">A baseline of DESIGN §4: it reads <c>--baseline NAME=VALUE</c> settings and selects keys with a <see cref="KeySelector"/>.</param>
+public sealed record AttentionMethodInfo(string Name, AttentionMethod Method, string Description, IReadOnlyList<string> Settings, bool NeedsSchedule, bool Baseline);
 
 /// <summary>Every attention method, in the order reports list them.</summary>
 public static class AttentionMethods

@@ -102,7 +102,17 @@ public interface IRecordedStep : IDisposable
 /// Query head <c>h</c> reads KV head <c>h / (Heads / KvHeads)</c>. With a <paramref name="Step"/>, kernels read the
 /// start position from it (StartPosition is its value when the op is issued: shapes, plans and checks use that).
 /// </summary>
-public readonly record struct AttentionArgs(int Layer, int Tokens, int StartPosition, int Heads, int KvHeads, int HeadDim, float Scale, StepInputs? Step = null);
+public readonly record struct AttentionArgs(int Layer, int Tokens, int StartPosition, int Heads, int KvHeads, int HeadDim, float Scale, StepInputs? Step = null)
+{
+    /// <summary>Refuses a count of score pools (<see cref="IBackend.PooledTileScores"/>) that does not split the query heads evenly.</summary>
+    public void CheckPools(int pools)
+    {
+        if (pools < 1 || Heads % pools != 0)
+        {
+            throw new ArgumentException($"scores pool over equal runs of the {Heads} query heads (1, {KvHeads} GQA groups, or {Heads} single heads), not {pools} pools");
+        }
+    }
+}
 
 /// <summary>
 /// Rotary embedding of <paramref name="Heads"/> heads of <paramref name="HeadDim"/> per row, for rows at positions
@@ -184,8 +194,9 @@ public interface IBackend : IDisposable
 
     /// <summary>
     /// The anchors' ranking (DESIGN §3), written once for every user (anchors, calibration, analysis): for each 32-query
-    /// tile of the call (<see cref="QueryTile.Of"/>) and each pool of query heads — the GQA group of KV head g, or every
-    /// head when <paramref name="pools"/> is 1 — <c>scores[tile · pools + g, j]</c> sums, over the tile's queries i
+    /// tile of the call (<see cref="QueryTile.Of"/>) and each pool g of query heads — <c>Heads / pools</c> consecutive heads:
+    /// the GQA group of KV head g when <paramref name="pools"/> is KvHeads, one head when it is Heads, every head when
+    /// it is 1 — <c>scores[tile · pools + g, j]</c> sums, over the tile's queries i
     /// and the pool's heads, the exact post-softmax probability of key j (full-row softmax over the keys i sees) or
     /// the raw scaled score q·k (<see cref="ScorePooling.PreSoftmax"/>), with 0 where j lies after i. scores: fp32
     /// <c>[tiles · pools, StartPosition + Tokens]</c>; keys before a tile's <c>CandidateEnd</c> are its candidates, the
@@ -200,7 +211,7 @@ public interface IBackend : IDisposable
     void AttentionProbabilities(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor probabilities);
 
     /// <summary>A plan of <paramref name="units"/> × <paramref name="selectors"/> rows of up to <paramref name="capacity"/> positions.</summary>
-    KeyPlan AllocatePlan(int units, int selectors, int capacity);
+    KeyPlan AllocatePlan(int units, int selectors, int capacity, PlanUnit unit = PlanUnit.Tile);
 
     /// <summary>
     /// Kascade anchor: ranks the keys before each query tile by pooled score (DESIGN §3), writes each tile's Top-k
@@ -210,9 +221,11 @@ public interface IBackend : IDisposable
     void AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output);
 
     /// <summary>
-    /// Sparse attention over a plan (Kascade's reuse layers, and the anchors' own output): the query heads of KV head g
-    /// attend, per tile, over the positions of selector <c>headMap[g]</c> plus the tile's diagonal keys; q and output
-    /// <c>[Tokens, Heads·HeadDim]</c>. The plan must have been written for this chunk.
+    /// Sparse attention over a plan (Kascade's reuse layers and anchors, the baselines): each query attends over the
+    /// positions of its unit's row <c>headMap[…]</c> — plus, in a <see cref="PlanUnit.Tile"/> plan, its tile's diagonal keys
+    /// up to itself — with a softmax over exactly those keys. <paramref name="headMap"/> gives each KV head's query heads
+    /// one selector (<c>KvHeads</c> entries, Kascade's head maps) or each query head its own (<c>Heads</c> entries). q and
+    /// output fp32 <c>[Tokens, Heads·HeadDim]</c>. The plan must have been written for this chunk; an empty row gives zeros.
     /// </summary>
     void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output);
 
@@ -226,11 +239,23 @@ public interface IBackend : IDisposable
     /// <summary>Every query head of every query attends over its own exact post-softmax Top-k of the visible keys.</summary>
     void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output);
 
+    /// <summary>The state <paramref name="selector"/> keeps per layer for a session of this cache shape and head count.</summary>
+    SelectorState AllocateSelectorState(KeySelector selector, KvCacheShape shape, int heads);
+
     /// <summary>
-    /// Query head h of query token t attends over exactly the key positions <c>selection[t, h]</c> (all visible to
-    /// it): softmax over those keys only. The gathered form every baseline policy runs on (DESIGN §4).
+    /// Brings <paramref name="state"/>'s summary of <paramref name="args"/>' layer up to date with the keys the chunk
+    /// appended (quest's page bounds, over the pages the chunk touches); a no-op for selectors that keep none. Call it
+    /// after <see cref="AppendKv"/> in every call of every layer that will select, prefill included.
     /// </summary>
-    void SelectedAttention(AttentionArgs args, KeySelection selection, DeviceTensor q, KvCache cache, DeviceTensor output);
+    void UpdateSelectorState(AttentionArgs args, KvCache cache, SelectorState state);
+
+    /// <summary>
+    /// Writes the keys <paramref name="state"/>'s selector picks for the chunk into <paramref name="plan"/>: one row per
+    /// selector (<see cref="KeySelector.Selectors"/>) for a decode step, or per query token and selector for a
+    /// selector that <see cref="KeySelector.Prefills"/> (a <see cref="PlanUnit.Token"/> plan); <see cref="SparseAttention"/>
+    /// attends over it. q fp32 <c>[Tokens, Heads·HeadDim]</c>. Sparcas's dimension sets age by one step per call.
+    /// </summary>
+    void SelectKeys(AttentionArgs args, DeviceTensor q, KvCache cache, SelectorState state, KeyPlan plan);
 
     /// <summary>
     /// Chooses a token from each row r of <paramref name="logits"/> (<c>[rows, vocab]</c>) by the <see cref="Sampling"/>

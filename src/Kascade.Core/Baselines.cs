@@ -1,59 +1,6 @@
 namespace Kascade.Core;
 
 /// <summary>
-/// The key positions each (query token, query head) of one attention call reads. Heads may share one array (the
-/// baselines that pick one set for all heads do). Positions must be visible to the query: below start + t + 1.
-/// </summary>
-public sealed class KeySelection
-{
-    private readonly int[][] _sets;
-
-    public KeySelection(int tokens, int heads)
-    {
-        Tokens = tokens;
-        Heads = heads;
-        _sets = new int[tokens * heads][];
-    }
-
-    public int Tokens { get; }
-
-    public int Heads { get; }
-
-    public int[] this[int token, int head]
-    {
-        get => _sets[token * Heads + head] ?? throw new InvalidOperationException($"no key set for token {token}, head {head}");
-        set => _sets[token * Heads + head] = value;
-    }
-
-    /// <summary>Refuses a position a query cannot see: token t of a call starting at <paramref name="startPosition"/> sees keys below start + t + 1.</summary>
-    public void CheckVisible(int startPosition)
-    {
-        for (int t = 0; t < Tokens; t++)
-        {
-            for (int h = 0; h < Heads; h++)
-            {
-                foreach (int j in this[t, h])
-                {
-                    if ((uint)j >= (uint)(startPosition + t + 1))
-                    {
-                        throw new ArgumentException($"token {t} (position {startPosition + t}) cannot attend to key {j}");
-                    }
-                }
-            }
-        }
-    }
-
-    /// <summary>Gives every head of <paramref name="token"/> the same set.</summary>
-    public void SetAllHeads(int token, int[] positions)
-    {
-        for (int h = 0; h < Heads; h++)
-        {
-            this[token, h] = positions;
-        }
-    }
-}
-
-/// <summary>
 /// Parameters of the baseline attention policies, defaults from DESIGN §4. Immutable. The budget of the Top-k
 /// baselines (quest, omnikv, lessismore, sparcas) is <see cref="TopKBudget.For"/> at the policy's percent, the same
 /// rule Kascade uses, so that methods are compared at equal key counts.

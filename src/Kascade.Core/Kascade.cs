@@ -140,8 +140,8 @@ public sealed record AttentionPolicy(AttentionMethod Method, KascadeSchedule? Sc
     /// <summary>The method's entry in the registry (name, settings, how it selects).</summary>
     public AttentionMethodInfo Info => AttentionMethods.Of(Method);
 
-    /// <summary>A baseline: its key sets are picked on the host (<c>BaselineAttention</c>).</summary>
-    public bool IsBaseline => Info.SelectsOnHost;
+    /// <summary>A baseline of DESIGN §4 (reads <see cref="Baselines"/>).</summary>
+    public bool IsBaseline => Info.Baseline;
 
     public static AttentionPolicy Dense { get; } = new(AttentionMethod.Dense);
 

@@ -1,15 +1,26 @@
 namespace Kascade.Core;
 
+/// <summary>What one unit of a <see cref="KeyPlan"/> is.</summary>
+public enum PlanUnit
+{
+    /// <summary>A 32-query tile of the chunk (<see cref="QueryTile.Of"/>): its queries also attend their tile's diagonal keys up to themselves (Kascade).</summary>
+    Tile,
+
+    /// <summary>One query token of the chunk: it attends exactly its rows' positions (streamingllm's windows).</summary>
+    Token,
+}
+
 /// <summary>
 /// Key positions chosen for sparse attention, in memory the backend owns (FlashInfer's plan/run split; DESIGN §2):
 /// row <c>unit · Selectors + selector</c> lists up to <see cref="Capacity"/> positions for one unit — a 32-query tile of
-/// a prefill chunk (<see cref="QueryTile.Of"/>, in order) or the decode step — and one selector: a KV head's GQA
-/// group, or all heads when <see cref="Selectors"/> is 1. An anchor writes a plan and the reuse layers after it read
-/// it through a head map; a session allocates one plan for its largest chunk, so no step allocates.
+/// a prefill chunk (<see cref="QueryTile.Of"/>, in order), a query token (<see cref="PlanUnit.Token"/>) or the decode
+/// step (one unit of either kind) — and one selector: a KV head's GQA group, one query head, or all heads when
+/// <see cref="Selectors"/> is 1. An anchor or a baseline's selector writes a plan and the layers after it read it
+/// through a head map; a session allocates its plans once, so no step allocates.
 /// </summary>
 public abstract class KeyPlan : IDisposable
 {
-    protected KeyPlan(int units, int selectors, int capacity)
+    protected KeyPlan(int units, int selectors, int capacity, PlanUnit unit)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(units, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(selectors, 1);
@@ -17,9 +28,12 @@ public abstract class KeyPlan : IDisposable
         Units = units;
         Selectors = selectors;
         Capacity = capacity;
+        Unit = unit;
     }
 
-    /// <summary>Tiles of the largest chunk the plan holds (1 for decode).</summary>
+    public PlanUnit Unit { get; }
+
+    /// <summary>Tiles or tokens of the largest chunk the plan holds (1 for decode).</summary>
     public int Units { get; }
 
     public int Selectors { get; }
@@ -28,6 +42,21 @@ public abstract class KeyPlan : IDisposable
     public int Capacity { get; }
 
     public int Rows => Units * Selectors;
+
+    /// <summary>
+    /// The selector each query head reads under <paramref name="headMap"/>: <c>KvHeads</c> entries give a KV head's query
+    /// heads one selector (Kascade's head maps), <c>Heads</c> entries give each query head its own. Refuses a map of
+    /// another length or naming a selector the plan does not have.
+    /// </summary>
+    public int[] SelectorOfHead(int heads, int kvHeads, IReadOnlyList<int> headMap)
+    {
+        if ((headMap.Count != kvHeads && headMap.Count != heads) || headMap.Any(s => s < 0 || s >= Selectors))
+        {
+            throw new ArgumentException($"a head map gives each of the {kvHeads} KV heads, or each of the {heads} query heads, one of the plan's {Selectors} selectors");
+        }
+        int perEntry = heads / headMap.Count;
+        return [.. Enumerable.Range(0, heads).Select(h => headMap[h / perEntry])];
+    }
 
     /// <summary>Units a chunk of <paramref name="tokens"/> tokens touches at most (it may start inside a tile).</summary>
     public static int UnitsFor(int tokens) => (tokens + TopKBudget.TileSize - 1) / TopKBudget.TileSize + 1;

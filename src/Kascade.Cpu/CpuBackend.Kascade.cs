@@ -7,7 +7,7 @@ namespace Kascade.Cpu;
 /// <summary>Kascade on the CPU: the reference every later kernel is checked against (DESIGN §3).</summary>
 public sealed unsafe partial class CpuBackend
 {
-    public KeyPlan AllocatePlan(int units, int selectors, int capacity) => new CpuKeyPlan(units, selectors, capacity);
+    public KeyPlan AllocatePlan(int units, int selectors, int capacity, PlanUnit unit = PlanUnit.Tile) => new CpuKeyPlan(units, selectors, capacity, unit);
 
     public void AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output)
     {
@@ -56,14 +56,27 @@ public sealed unsafe partial class CpuBackend
         {
             throw new InvalidOperationException($"the plan was written for [{p.Chunk.Start}, +{p.Chunk.Tokens}); layer {args.Layer} runs [{args.StartPosition}, +{args.Tokens})");
         }
+        var rowOf = p.SelectorOfHead(args.Heads, args.KvHeads, headMap);
         var c = (CpuKvCache)cache;
         var qs = (CpuTensor)q;
         var os = (CpuTensor)output;
-        var tiles = QueryTile.Of(args.StartPosition, args.Tokens);
-        Parallel.For(0, tiles.Length * args.KvHeads, Parallelism, item =>
+        int d = args.HeadDim, group = args.Heads / args.KvHeads;
+        if (p.Unit == PlanUnit.Token && args.Tokens > 1)
         {
-            int unit = item / args.KvHeads, kvHead = item % args.KvHeads;
-            SparseTile(args, c, qs, os, tiles[unit], kvHead, p.Row(unit * p.Selectors + headMap[kvHead]));
+            Parallel.For(0, args.Tokens * args.Heads, Parallelism, item =>
+            {
+                int t = item / args.Heads, head = item % args.Heads;
+                AttendOver(qs.Row(t).Slice(head * d, d), c, args.Layer, head / group, args.Scale, p.Row(t * p.Selectors + rowOf[head]), os.Row(t).Slice(head * d, d));
+            });
+            return;
+        }
+        // Heads that read one row attend as a block: a KV head's group under a per-KV-head map, else one head.
+        int headsPerBlock = headMap.Count == args.KvHeads ? group : 1, blocks = args.Heads / headsPerBlock;
+        var tiles = QueryTile.Of(args.StartPosition, args.Tokens);
+        Parallel.For(0, tiles.Length * blocks, Parallelism, item =>
+        {
+            int unit = item / blocks, firstHead = item % blocks * headsPerBlock;
+            SparseTile(args, c, qs, os, tiles[unit], firstHead, headsPerBlock, p.Row(unit * p.Selectors + rowOf[firstHead]));
         });
     }
 
@@ -97,25 +110,11 @@ public sealed unsafe partial class CpuBackend
             TensorPrimitives.Divide(probabilities, sum, probabilities);
         });
 
-    public void SelectedAttention(AttentionArgs args, KeySelection selection, DeviceTensor q, KvCache cache, DeviceTensor output)
-    {
-        var c = (CpuKvCache)cache;
-        var qs = (CpuTensor)q;
-        var os = (CpuTensor)output;
-        int d = args.HeadDim, group = args.Heads / args.KvHeads;
-        selection.CheckVisible(args.StartPosition);
-        Parallel.For(0, args.Tokens * args.Heads, Parallelism, item =>
-        {
-            int t = item / args.Heads, head = item % args.Heads;
-            AttendOver(qs.Row(t).Slice(head * d, d), c, args.Layer, head / group, args.Scale, selection[t, head], os.Row(t).Slice(head * d, d));
-        });
-    }
-
     /// <summary>
     /// output = softmax over <paramref name="positions"/> of scale · query · K[j], times V[j]: one query head over a
-    /// gathered key set (the baselines' mechanism). An empty set gives zeros.
+    /// gathered key set (a token plan's row). An empty set gives zeros.
     /// </summary>
-    private static void AttendOver(ReadOnlySpan<float> query, CpuKvCache c, int layer, int kvHead, float scale, int[] positions, Span<float> output)
+    private static void AttendOver(ReadOnlySpan<float> query, CpuKvCache c, int layer, int kvHead, float scale, ReadOnlySpan<int> positions, Span<float> output)
     {
         int d = query.Length, capacity = c.Shape.Capacity, m = positions.Length;
         output.Clear();
@@ -162,15 +161,15 @@ public sealed unsafe partial class CpuBackend
     }
 
     /// <summary>
-    /// One KV head's query heads over one tile, restricted to <paramref name="selected"/> plus the tile's diagonal
-    /// keys (causal within the tile): softmax over exactly those keys.
+    /// <paramref name="heads"/> query heads from <paramref name="firstHead"/> (of one KV head) over one tile, restricted to
+    /// <paramref name="selected"/> plus the tile's diagonal keys (causal within the tile): softmax over exactly those keys.
     /// </summary>
-    private void SparseTile(AttentionArgs args, CpuKvCache c, CpuTensor qs, CpuTensor os, QueryTile tile, int kvHead, ReadOnlySpan<int> selected)
+    private void SparseTile(AttentionArgs args, CpuKvCache c, CpuTensor qs, CpuTensor os, QueryTile tile, int firstHead, int heads, ReadOnlySpan<int> selected)
     {
-        int d = args.HeadDim, group = args.Heads / args.KvHeads, capacity = c.Shape.Capacity;
+        int d = args.HeadDim, kvHead = firstHead / (args.Heads / args.KvHeads), capacity = c.Shape.Capacity;
         int diagonal = tile.QueryEnd - tile.DiagonalStart;
         int m = selected.Length + Math.Max(0, diagonal);
-        int rows = tile.Queries * group;
+        int rows = tile.Queries * heads;
         float[] kSel = ArrayPool<float>.Shared.Rent(m * d);
         float[] vSelT = ArrayPool<float>.Shared.Rent(d * m);
         float[] qBlock = ArrayPool<float>.Shared.Rent(rows * d);
@@ -191,14 +190,14 @@ public sealed unsafe partial class CpuBackend
             }
             for (int t = 0; t < tile.Queries; t++)
             {
-                qs.Row(tile.QueryStart - args.StartPosition + t).Slice(kvHead * group * d, group * d).CopyTo(qBlock.AsSpan(t * group * d));
+                qs.Row(tile.QueryStart - args.StartPosition + t).Slice(firstHead * d, heads * d).CopyTo(qBlock.AsSpan(t * heads * d));
             }
             fixed (float* qp = qBlock, kp = kSel, vp = vSelT, sp = scores, op = oBlock)
             {
                 Gemm.MultiplyTransposed(rows, m, d, qp, d, kp, d, sp, m);
                 for (int r = 0; r < rows; r++)
                 {
-                    int query = tile.QueryStart + r / group;
+                    int query = tile.QueryStart + r / heads;
                     var row = new Span<float>(sp + (long)r * m, m);
                     TensorPrimitives.Multiply(row, args.Scale, row);
                     // Diagonal keys after the query are in the future: mask them out.
@@ -210,7 +209,7 @@ public sealed unsafe partial class CpuBackend
             }
             for (int t = 0; t < tile.Queries; t++)
             {
-                oBlock.AsSpan(t * group * d, group * d).CopyTo(os.Row(tile.QueryStart - args.StartPosition + t).Slice(kvHead * group * d, group * d));
+                oBlock.AsSpan(t * heads * d, heads * d).CopyTo(os.Row(tile.QueryStart - args.StartPosition + t).Slice(firstHead * d, heads * d));
             }
         }
         finally

@@ -13,6 +13,7 @@ public sealed unsafe partial class CpuBackend
         var qs = (CpuTensor)q;
         var output = (CpuTensor)scores;
         var tiles = QueryTile.Of(args.StartPosition, args.Tokens);
+        args.CheckPools(pools);
         CheckShape(output, tiles.Length * pools, args.StartPosition + args.Tokens, "pooled tile scores");
         Parallel.For(0, tiles.Length * pools, Parallelism, item =>
             PoolTile(args, pooling, c, qs, tiles[item / pools], item % pools, pools, output.Row(item)));
@@ -45,14 +46,14 @@ public sealed unsafe partial class CpuBackend
     }
 
     /// <summary>
-    /// One tile's scores pooled over one pool of query heads (the GQA group of <paramref name="pool"/>, or every head
-    /// when <paramref name="pools"/> is 1): <paramref name="pooled"/>[j] sums, over the tile's queries and the pool's
+    /// One tile's scores pooled over one pool of query heads (<c>Heads / pools</c> consecutive heads from
+    /// <c>pool · Heads / pools</c>): <paramref name="pooled"/>[j] sums, over the tile's queries and the pool's
     /// heads, each query's probability of key j (or its raw scaled score), 0 where j lies after the query.
     /// </summary>
     private void PoolTile(AttentionArgs args, ScorePooling pooling, CpuKvCache c, CpuTensor qs, QueryTile tile, int pool, int pools, Span<float> pooled)
     {
         int d = args.HeadDim, group = args.Heads / args.KvHeads, capacity = c.Shape.Capacity;
-        int firstHead = pools == 1 ? 0 : pool * group, heads = pools == 1 ? args.Heads : group;
+        int heads = args.Heads / pools, firstHead = pool * heads;
         pooled.Clear();
         float[] scratch = ArrayPool<float>.Shared.Rent(tile.QueryEnd);
         try

@@ -116,7 +116,7 @@ public sealed class CpuKvCache : KvCache
 }
 
 /// <summary>A plan in host memory: <c>Indices[row · Capacity + i]</c> for i below <c>Counts[row]</c>.</summary>
-public sealed class CpuKeyPlan(int units, int selectors, int capacity) : KeyPlan(units, selectors, capacity)
+public sealed class CpuKeyPlan(int units, int selectors, int capacity, PlanUnit unit) : KeyPlan(units, selectors, capacity, unit)
 {
     private readonly int[] _indices = new int[checked(units * selectors * capacity)];
     private readonly int[] _counts = new int[units * selectors];
@@ -124,7 +124,7 @@ public sealed class CpuKeyPlan(int units, int selectors, int capacity) : KeyPlan
     /// <summary>The chunk the plan was last written for (the CPU checks that a reuse layer reads its own chunk's plan).</summary>
     internal (int Start, int Tokens) Chunk { get; set; } = (-1, 0);
 
-    /// <summary>The positions of <paramref name="row"/>, in descending score.</summary>
+    /// <summary>The positions of <paramref name="row"/>, as the selector wrote them.</summary>
     public ReadOnlySpan<int> Row(int row) => _indices.AsSpan(row * Capacity, _counts[row]);
 
     internal void Write(int row, int[] positions)

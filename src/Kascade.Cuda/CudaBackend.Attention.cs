@@ -38,7 +38,6 @@ public sealed unsafe partial class CudaBackend
     private readonly Dictionary<int, CudaModule> _combineModules = [];
     private readonly Dictionary<(int HeadDim, int Group, AttentionKernel Kernel), TensorCoreFunction> _tensorCoreFunctions = [];
     private DeviceMemory? _partialOut, _partialMl;
-    private DeviceMemory? _selectionOffsets, _selectionPositions;
 
     public void Attention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
@@ -118,38 +117,7 @@ public sealed unsafe partial class CudaBackend
     /// <summary>Overrides of the attention kernels' specialisation and split count, for benchmark sweeps; empty by default.</summary>
     public AttentionTuning Tuning { get; set; } = new();
 
-    /// <summary>
-    /// The baselines' gathered attention (<c>attention_gathered</c>): the key sets are flattened on the host into
-    /// per-(token, head) offsets and positions and uploaded each call. For accuracy work; not a fast path.
-    /// </summary>
-    public void SelectedAttention(AttentionArgs args, KeySelection selection, DeviceTensor q, KvCache cache, DeviceTensor output)
-    {
-        selection.CheckVisible(args.StartPosition);
-        var c = (CudaKvCache)cache;
-        int items = args.Tokens * args.Heads;
-        var offsets = new int[items + 1];
-        for (int i = 0; i < items; i++)
-        {
-            offsets[i + 1] = offsets[i] + selection[i / args.Heads, i % args.Heads].Length;
-        }
-        var positions = new int[Math.Max(offsets[items], 1)];
-        for (int i = 0; i < items; i++)
-        {
-            selection[i / args.Heads, i % args.Heads].CopyTo(positions, offsets[i]);
-        }
-        var offsetBuffer = Scratch(ref _selectionOffsets, offsets.Length * sizeof(int));
-        var positionBuffer = Scratch(ref _selectionPositions, positions.Length * sizeof(int));
-        fixed (int* o = offsets, p = positions)
-        {
-            Copy(offsetBuffer.Pointer, (nint)o, offsets.Length * sizeof(int));
-            Copy(positionBuffer.Pointer, (nint)p, positions.Length * sizeof(int));
-        }
-        nint keys = c.LayerKeys(args.Layer), values = c.LayerValues(args.Layer);
-        Launch(SimpleModule(args.HeadDim, args.Heads / args.KvHeads), "attention_gathered", (uint)((items + 3) / 4), 128,
-            In(q), keys, values, Out(output), offsetBuffer.Pointer, positionBuffer.Pointer, args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.Scale);
-    }
-
-    /// <summary>attention_simple.cu (<c>attention_dense</c>, <c>attention_gathered</c>) for (head dim, group).</summary>
+    /// <summary>attention_simple.cu (<c>attention_dense</c>) for (head dim, group).</summary>
     private CudaModule SimpleModule(int headDim, int group)
     {
         if (!_simpleModules.TryGetValue((headDim, group), out var module))
@@ -217,7 +185,5 @@ public sealed unsafe partial class CudaBackend
     {
         _partialOut?.Dispose();
         _partialMl?.Dispose();
-        _selectionOffsets?.Dispose();
-        _selectionPositions?.Dispose();
     }
 }

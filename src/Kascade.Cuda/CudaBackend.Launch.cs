@@ -21,6 +21,8 @@ internal readonly struct KernelArg
     public static implicit operator KernelArg(long value) => new(value);
 
     public static implicit operator KernelArg(float value) => new(BitConverter.SingleToInt32Bits(value));
+
+    public static implicit operator KernelArg(double value) => new(BitConverter.DoubleToInt64Bits(value));
 }
 
 /// <summary>Kernel modules (compiled once per source and define set), launches and the scratch buffers they use.</summary>

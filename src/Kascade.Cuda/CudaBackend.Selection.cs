@@ -8,8 +8,8 @@ namespace Kascade.Cuda;
 /// <summary>A <see cref="KeyPlan"/> in device memory: int32 <c>indices [Rows, Capacity]</c> and <c>counts [Rows]</c>.</summary>
 public sealed class CudaKeyPlan : KeyPlan
 {
-    internal CudaKeyPlan(int units, int selectors, int capacity)
-        : base(units, selectors, capacity)
+    internal CudaKeyPlan(int units, int selectors, int capacity, PlanUnit unit)
+        : base(units, selectors, capacity, unit)
     {
         Indices = DeviceMemory.Allocate(Math.Max(1L, (long)Rows * capacity) * sizeof(int));
         try
@@ -47,7 +47,7 @@ internal struct PoolParams
     public nint Scores;     // fp32 [units · pools, stride]
     public nint StartAt;
     public long Stride;
-    public int Tokens, Heads, KvHeads, Capacity, Start, Pools;
+    public int Tokens, Heads, KvHeads, Capacity, Start, Pools, MaxPool;
     public float Scale;
 }
 
@@ -62,6 +62,8 @@ internal struct SelectParams
     public long Stride;
     public double Percent;
     public int RowsPerUnit, Capacity, Tokens, Start, Mode, Rule;
+    public int PageSize;            // mode 1: keys per candidate page (1: keys)
+    public double RecentFraction;   // mode 1: share of the budget taken off each row (lessismore's recent keys)
 }
 
 /// <summary>The arguments of <c>sparse_attention</c> (its <c>SparseParams</c>).</summary>
@@ -77,7 +79,7 @@ internal unsafe struct SparseParams
     public nint Indices;    // int32 [plan rows, plan capacity]
     public nint Counts;     // int32 [plan rows]
     public nint StartAt;
-    public int Tokens, Heads, KvHeads, Capacity, Start, PlanCapacity, RowsPerUnit, TileUnits;
+    public int Tokens, Heads, KvHeads, Capacity, Start, PlanCapacity, RowsPerUnit, TileUnits, GroupRows;
     public float Scale;
     public fixed int HeadMap[MaxHeads];
 }
@@ -105,7 +107,7 @@ public sealed unsafe partial class CudaBackend
     private readonly Dictionary<int, CudaModule> _selectionModules = [];
     private DeviceMemory? _rowLse, _lsePartial, _tileScores, _oracleScores, _oracleIndices, _oracleCounts, _sparsePartialOut, _sparsePartialMl;
 
-    public KeyPlan AllocatePlan(int units, int selectors, int capacity) => new CudaKeyPlan(units, selectors, capacity);
+    public KeyPlan AllocatePlan(int units, int selectors, int capacity, PlanUnit unit = PlanUnit.Tile) => new CudaKeyPlan(units, selectors, capacity, unit);
 
     public void ReadPlan(KeyPlan plan, Span<int> counts, Span<int> indices)
     {
@@ -128,7 +130,7 @@ public sealed unsafe partial class CudaBackend
         {
             throw new ArgumentException($"pooled tile scores need a [{units * pools}, {args.StartPosition + args.Tokens}] tensor, not [{scores.Rows}, {scores.Cols}]");
         }
-        PoolTiles(args, pooling, pools, q, (CudaKvCache)cache, Out(scores), scores.Cols, scores.Cols);
+        PoolTiles(args, pooling, pools, maxPool: false, q, (CudaKvCache)cache, Out(scores), scores.Cols, scores.Cols);
     }
 
     public void AttentionProbabilities(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor probabilities)
@@ -155,12 +157,12 @@ public sealed unsafe partial class CudaBackend
         // A decode step's rows span the cache's capacity, so the recorded step replays at every later position.
         int extent = KeyExtent(args, c);
         var scores = Scratch(ref _tileScores, (long)units * selectors * extent * sizeof(float));
-        PoolTiles(args, selection.Pooling, selectors, q, c, scores.Pointer, extent, extent);
+        PoolTiles(args, selection.Pooling, selectors, maxPool: false, q, c, scores.Pointer, extent, extent);
         var parameters = new SelectParams
         {
             Scores = scores.Pointer, Indices = p.Indices.Pointer, Counts = p.Counts.Pointer, StartAt = StartOnDevice(args.Step),
             Stride = extent, Percent = selection.TopKPercent, RowsPerUnit = selectors, Capacity = p.Capacity,
-            Tokens = args.Tokens, Start = args.StartPosition, Mode = 0, Rule = selection.Rule == BudgetRule.Reference ? 1 : 0,
+            Tokens = args.Tokens, Start = args.StartPosition, Mode = 0, Rule = selection.Rule == BudgetRule.Reference ? 1 : 0, PageSize = 1,
         };
         LaunchWith(SelectionModule(args.HeadDim).Function("select_topk"), "select_topk", new Dim3((uint)(units * selectors), 1, 1), SelectThreads, 0, parameters);
         p.Chunk = (args.StartPosition, args.Tokens);
@@ -181,15 +183,12 @@ public sealed unsafe partial class CudaBackend
         {
             throw new InvalidOperationException($"the plan was written for [{p.Chunk.Start}, +{p.Chunk.Tokens}); layer {args.Layer} runs [{args.StartPosition}, +{args.Tokens})");
         }
-        if (headMap.Count != args.KvHeads || headMap.Any(s => s < 0 || s >= p.Selectors))
-        {
-            throw new ArgumentException($"a head map gives each of the {args.KvHeads} KV heads one of the plan's {p.Selectors} selectors");
-        }
-        var parameters = SparseArgs(args, (CudaKvCache)cache, In(q), Out(output), p.Indices.Pointer, p.Counts.Pointer, p.Capacity, p.Selectors, tileUnits: true);
-        int group = args.Heads / args.KvHeads;
+        var rowOf = p.SelectorOfHead(args.Heads, args.KvHeads, headMap);
+        var parameters = SparseArgs(args, (CudaKvCache)cache, In(q), Out(output), p.Indices.Pointer, p.Counts.Pointer, p.Capacity, p.Selectors,
+            tileUnits: p.Unit == PlanUnit.Tile, groupRows: headMap.Count == args.KvHeads);
         for (int h = 0; h < args.Heads; h++)
         {
-            parameters.HeadMap[h] = headMap[h / group];
+            parameters.HeadMap[h] = rowOf[h];
         }
         LaunchSparse(args, parameters);
     }
@@ -226,10 +225,14 @@ public sealed unsafe partial class CudaBackend
             {
                 Scores = probabilities.Pointer, Indices = indices.Pointer, Counts = counts.Pointer, StartAt = StartOnDevice(group.Step),
                 Stride = extent, Percent = topKPercent, RowsPerUnit = args.Heads, Capacity = budget,
-                Tokens = tokens, Start = group.StartPosition, Mode = 1,
+                Tokens = tokens, Start = group.StartPosition, Mode = 1, PageSize = 1,
             };
             LaunchWith(module.Function("select_topk"), "select_topk", new Dim3((uint)(tokens * args.Heads), 1, 1), SelectThreads, 0, select);
-            var attend = SparseArgs(group, c, queries, Out(output) + (nint)(rowOffset * args.HeadDim * sizeof(float)), indices.Pointer, counts.Pointer, budget, args.Heads, tileUnits: false);
+            var attend = SparseArgs(group, c, queries, Out(output) + (nint)(rowOffset * args.HeadDim * sizeof(float)), indices.Pointer, counts.Pointer, budget, args.Heads, tileUnits: false, groupRows: false);
+            for (int h = 0; h < args.Heads; h++)
+            {
+                attend.HeadMap[h] = h;
+            }
             LaunchSparse(group, attend);
         }
     }
@@ -277,31 +280,31 @@ public sealed unsafe partial class CudaBackend
         Launch(SelectionModule(args.HeadDim), "row_probabilities", new Dim3((uint)(args.Tokens * args.Heads), (uint)((cols + KeysPerBlock - 1) / KeysPerBlock), 1), KeysPerBlock,
             q, c.LayerKeys(args.Layer), lse, probabilities, stride, cols, args.Tokens, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale);
 
-    /// <summary><c>pooled_tile_scores</c> (after <c>row_log_sum_exp</c> for post-softmax pooling) over the first <paramref name="extent"/> keys.</summary>
-    private void PoolTiles(AttentionArgs args, ScorePooling pooling, int pools, DeviceTensor q, CudaKvCache c, nint scores, long stride, int extent)
+    /// <summary>
+    /// <c>pooled_tile_scores</c> (after <c>row_log_sum_exp</c> for post-softmax pooling) over the first <paramref name="extent"/>
+    /// keys: each pool's sum, or its largest value when <paramref name="maxPool"/>.
+    /// </summary>
+    private void PoolTiles(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, DeviceTensor q, CudaKvCache c, nint scores, long stride, int extent)
     {
-        if (pools != 1 && pools != args.KvHeads)
-        {
-            throw new ArgumentException($"scores pool over one KV head's group ({args.KvHeads} pools) or every head (1), not {pools}");
-        }
+        args.CheckPools(pools);
         var parameters = new PoolParams
         {
             Q = In(q), KCache = c.LayerKeys(args.Layer), Lse = pooling == ScorePooling.PostSoftmax ? RowLogSumExp(args, In(q), c, extent) : 0, Scores = scores,
             StartAt = StartOnDevice(args.Step), Stride = stride, Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads,
-            Capacity = c.Shape.Capacity, Start = args.StartPosition, Pools = pools, Scale = args.Scale,
+            Capacity = c.Shape.Capacity, Start = args.StartPosition, Pools = pools, MaxPool = maxPool ? 1 : 0, Scale = args.Scale,
         };
         var grid = new Dim3((uint)(Units(args) * pools), (uint)((extent + KeysPerBlock - 1) / KeysPerBlock), 1);
         LaunchWith(SelectionModule(args.HeadDim).Function("pooled_tile_scores"), "pooled_tile_scores", grid, KeysPerBlock, 0, parameters);
     }
 
-    private SparseParams SparseArgs(AttentionArgs args, CudaKvCache c, nint q, nint output, nint indices, nint counts, int planCapacity, int rowsPerUnit, bool tileUnits)
+    private SparseParams SparseArgs(AttentionArgs args, CudaKvCache c, nint q, nint output, nint indices, nint counts, int planCapacity, int rowsPerUnit, bool tileUnits, bool groupRows)
     {
         CheckHeads(args);
         return new SparseParams
         {
             Q = q, KCache = c.LayerKeys(args.Layer), VCache = c.LayerValues(args.Layer), Out = output, Indices = indices, Counts = counts,
             StartAt = StartOnDevice(args.Step), Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads, Capacity = c.Shape.Capacity,
-            Start = args.StartPosition, PlanCapacity = planCapacity, RowsPerUnit = rowsPerUnit, TileUnits = tileUnits ? 1 : 0, Scale = args.Scale,
+            Start = args.StartPosition, PlanCapacity = planCapacity, RowsPerUnit = rowsPerUnit, TileUnits = tileUnits ? 1 : 0, GroupRows = groupRows ? 1 : 0, Scale = args.Scale,
         };
     }
 
@@ -312,7 +315,7 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     private void LaunchSparse(AttentionArgs args, SparseParams parameters)
     {
-        int group = args.Heads / args.KvHeads, setHeads = parameters.TileUnits == 1 ? group : 1;
+        int group = args.Heads / args.KvHeads, setHeads = parameters.GroupRows == 1 ? group : 1;
         if (args.Tokens == 1 && args.HeadDim <= DecodeThreads && setHeads <= MaxDecodeSet)
         {
             int sets = args.Heads / setHeads;
@@ -344,16 +347,19 @@ public sealed unsafe partial class CudaBackend
     /// <summary><c>attention_combine</c>'s MAX_SPLITS.</summary>
     private const int MaxCombineSplits = 1024;
 
-    private CudaModule SelectionModule(int headDim)
+    private CudaModule SelectionModule(int headDim) => PlanModule(_selectionModules, "selection.cu", headDim);
+
+    /// <summary>A source of plan kernels (<c>selection.cu</c>, <c>selectors.cu</c>) specialised by HEAD_DIM, compiled once per head dim.</summary>
+    private CudaModule PlanModule(Dictionary<int, CudaModule> modules, string source, int headDim)
     {
         if (headDim % 32 != 0)
         {
             throw new KascadeException($"sparse attention on the GPU needs a head dim that is a multiple of 32, not {headDim}");
         }
-        if (!_selectionModules.TryGetValue(headDim, out var module))
+        if (!modules.TryGetValue(headDim, out var module))
         {
-            module = Module("selection.cu", new Dictionary<string, string> { ["HEAD_DIM"] = headDim.ToString(System.Globalization.CultureInfo.InvariantCulture) });
-            _selectionModules[headDim] = module;
+            module = Module(source, new Dictionary<string, string> { ["HEAD_DIM"] = headDim.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            modules[headDim] = module;
         }
         return module;
     }

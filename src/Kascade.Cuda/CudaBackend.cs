@@ -41,8 +41,8 @@ public sealed unsafe partial class CudaBackend : IBackend
     private bool Hopper => _device.Hopper;
 
     /// <summary>
-    /// Every registered method: dense, the Kascade variants and the oracle on the device's select/attend ops
-    /// (<c>selection.cu</c>), the baselines by host-side selection over <c>attention_gathered</c>.
+    /// Every registered method, on the device's select/attend ops: the Kascade variants and the oracle
+    /// (<c>selection.cu</c>), the baselines' key selectors (<c>selectors.cu</c>).
     /// </summary>
     public static bool RunsMethod(AttentionMethod method) => AttentionMethods.All.Any(m => m.Method == method);
 
@@ -223,6 +223,7 @@ public sealed unsafe partial class CudaBackend : IBackend
         _bf16Scratch?.Dispose();
         DisposeAttentionBuffers();
         DisposeSelectionBuffers();
+        DisposeSelectorBuffers();
         _gemm.Dispose();
         _stream.Dispose();
         _device.Dispose();

@@ -15,13 +15,9 @@ public sealed class InferenceSession : IDisposable
     private readonly DeviceTensor _x, _h, _q, _k, _v, _attn, _gate, _up, _lastHidden, _lastLogits;
     private readonly AttentionPolicy _policy;
     private readonly ILayerObserver? _observer;
-    private readonly Baselines.BaselineAttention? _baseline;
 
-    /// <summary>The latest anchor's key selection (Kascade policies), in the backend's memory.</summary>
-    private readonly KeyPlan? _plan;
-
-    /// <summary>The layer that last wrote <see cref="_plan"/>: host bookkeeping, so a reuse layer's check never waits for the device.</summary>
-    private int _planLayer = -1;
+    /// <summary>What each layer runs under the policy, with the plans and selector state it keeps on the backend.</summary>
+    private readonly Attention.LayerAttention _attention;
     private readonly StepInputs _step;
     private DeviceTensor? _allLogits;
     private IRecordedStep? _recorded;
@@ -39,16 +35,11 @@ public sealed class InferenceSession : IDisposable
         _policy = policy;
         _observer = observer;
         var c = model.Config;
-        _baseline = policy.IsBaseline ? new Baselines.BaselineAttention(policy, c) : null;
-        // One plan for the largest chunk, holding the budget at full capacity (TopKBudget.For grows with the keys and
-        // bounds the reference rule's count).
-        _plan = policy.NeedsSchedule
-            ? _b.AllocatePlan(KeyPlan.UnitsFor(maxChunk), policy.Method == AttentionMethod.KascadePooled ? 1 : c.KvHeads, TopKBudget.For(capacity, policy.TopKPercent))
-            : null;
         Capacity = capacity;
         MaxChunk = maxChunk;
         _b.SetRope(c.Rope, c.HeadDim, capacity);
         _cache = _b.AllocateKvCache(new KvCacheShape(c.Layers, c.KvHeads, c.HeadDim, capacity));
+        _attention = Attention.LayerAttention.Open(policy, _b, c, capacity, maxChunk);
         _x = _b.Allocate(maxChunk, c.HiddenSize);
         _h = _b.Allocate(maxChunk, c.HiddenSize);
         _q = _b.Allocate(maxChunk, c.QDim);
@@ -142,10 +133,9 @@ public sealed class InferenceSession : IDisposable
             throw new KascadeException($"the sequence would reach {Position + 1} positions; this session holds {Capacity}");
         }
         _tokens.Add(_lastToken);
-        if (_observer is not null || _baseline is not null)
+        if (_observer is not null)
         {
-            // The observer, or a baseline's key selection (AttentionMethodInfo.SelectsOnHost), reads intermediates on
-            // the host as each layer runs: a step that waits for the host cannot be recorded.
+            // The observer reads intermediates on the host as each layer runs: a step that waits for the host cannot be recorded.
             DecodeStep(sampling);
         }
         else if (_recorded is null || _recordedSampling != sampling || !_recorded.TryReplay(Position))
@@ -284,7 +274,6 @@ public sealed class InferenceSession : IDisposable
         DeviceTensor attn = _attn.Take(n), gate = _gate.Take(n), up = _up.Take(n);
         _b.Embed(_step, _model.Embedding, x);
         var attention = new AttentionArgs(0, n, Position, c.Heads, c.KvHeads, c.HeadDim, c.AttentionScale, _step);
-        _planLayer = -1; // a plan serves the chunk its anchor wrote it for
         for (int l = 0; l < c.Layers; l++)
         {
             var w = _model.Layers[l];
@@ -301,7 +290,7 @@ public sealed class InferenceSession : IDisposable
             _b.ApplyRope(q, new RopeArgs(c.Heads, c.HeadDim, Position, _step));
             _b.ApplyRope(k, new RopeArgs(c.KvHeads, c.HeadDim, Position, _step));
             _b.AppendKv(_cache, l, Position, k, v, _step);
-            Attend(attention with { Layer = l }, q, attn);
+            _attention.Attend(attention with { Layer = l }, q, _cache, attn);
             _b.MatMul(attn, w.O, w.OBias, h);
             _observer?.OnAttention(new LayerObservation(l, Position, n, _b, x, q, _cache, h));
             _b.Add(x, h);
@@ -315,46 +304,6 @@ public sealed class InferenceSession : IDisposable
         return x;
     }
 
-    /// <summary>
-    /// One layer's attention under the session's policy. An anchor writes the session's plan and the reuse layers
-    /// after it read it. Layer 0 is always dense and always the first anchor (DESIGN §3).
-    /// </summary>
-    private void Attend(AttentionArgs args, DeviceTensor q, DeviceTensor output)
-    {
-        switch (_policy.Method)
-        {
-            case AttentionMethod.Dense:
-                _b.Attention(args, q, _cache, output);
-                return;
-            case AttentionMethod.OracleTopK:
-                _b.OracleTopKAttention(args, _policy.TopKPercent, q, _cache, output);
-                return;
-        }
-        if (_baseline is not null)
-        {
-            _baseline.Attend(_b, args, q, _cache, output);
-            return;
-        }
-        switch (_policy.RoleOf(args.Layer))
-        {
-            case LayerRole.Anchor:
-                var selection = new SelectionArgs(_policy.TopKPercent, _policy.Pooling, _policy.Method == AttentionMethod.KascadePooled, DenseOutput: args.Layer == 0, _policy.BudgetRule);
-                _b.AnchorAttention(args, selection, q, _cache, _plan!, output);
-                _planLayer = args.Layer;
-                return;
-            case LayerRole.Reuse reuse:
-                if (_planLayer != reuse.AnchorLayer)
-                {
-                    throw new InvalidOperationException($"layer {args.Layer} reuses anchor {reuse.AnchorLayer}, but the plan is from layer {_planLayer}");
-                }
-                _b.SparseAttention(args, _plan!, reuse.HeadMap, q, _cache, output);
-                return;
-            default:
-                _b.Attention(args, q, _cache, output);
-                return;
-        }
-    }
-
     public void Dispose()
     {
         foreach (var t in new[] { _x, _h, _q, _k, _v, _attn, _gate, _up, _lastHidden, _lastLogits, _allLogits })
@@ -362,7 +311,7 @@ public sealed class InferenceSession : IDisposable
             t?.Dispose();
         }
         _cache.Dispose();
-        _plan?.Dispose();
+        _attention.Dispose();
         _recorded?.Dispose();
         _step.Dispose();
     }

@@ -308,7 +308,7 @@ internal sealed record RandomAttention(int HeadDim, int Heads, int KvHeads, int 
     public (CpuKeyPlan Plan, IReadOnlyList<int[]> Rows, float[] Output) RunAnchor(SelectionArgs selection)
     {
         int selectors = selection.PoolAllHeads ? 1 : KvHeads;
-        var plan = new CpuKeyPlan(KeyPlan.UnitsFor(Tokens), selectors, TopKBudget.For(Start + Tokens, selection.TopKPercent));
+        var plan = new CpuKeyPlan(KeyPlan.UnitsFor(Tokens), selectors, TopKBudget.For(Start + Tokens, selection.TopKPercent), PlanUnit.Tile);
         var output = Run((b, args, q, cache, o) => b.AnchorAttention(args, selection, q, cache, plan, o));
         var rows = Enumerable.Range(0, QueryTile.Of(Start, Tokens).Length * selectors).Select(r => plan.Row(r).ToArray()).ToArray();
         return (plan, rows, output);

@@ -25,7 +25,7 @@ public class AttentionMethodsTests
         Assert.False(new AttentionPolicy(AttentionMethod.OracleTopK).NeedsSchedule);
         Assert.True(new AttentionPolicy(AttentionMethod.SparCas).IsBaseline);
         Assert.False(new AttentionPolicy(AttentionMethod.Kascade).IsBaseline);
-        Assert.Equal(["streamingllm", "quest", "omnikv", "lessismore", "sparcas"], AttentionMethods.All.Where(m => m.SelectsOnHost).Select(m => m.Name));
+        Assert.Equal(["streamingllm", "quest", "omnikv", "lessismore", "sparcas"], AttentionMethods.All.Where(m => m.Baseline).Select(m => m.Name));
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 using Kascade.Core;
-using Kascade.Runtime.Baselines;
+using Kascade.Cpu;
+using Kascade.Runtime.Attention;
 using Kascade.Testing;
 using Xunit;
 
@@ -10,6 +11,10 @@ public class BaselineTests
 {
     private static readonly BaselineOptions O = BaselineOptions.Default;
 
+    private static readonly KeySelector.Window Window = (KeySelector.Window)BaselinePolicy.SelectorOf(new AttentionPolicy(AttentionMethod.StreamingLlm));
+
+    private static readonly KeySelector.UnionTopK Union = (KeySelector.UnionTopK)BaselinePolicy.SelectorOf(new AttentionPolicy(AttentionMethod.LessIsMore));
+
     private static float[] RandomRows(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
 
     /// <summary>Brute-force Top-k: descending value, ties by ascending position, returned ascending.</summary>
@@ -19,11 +24,11 @@ public class BaselineTests
     [Fact]
     public void Streaming_window_is_sinks_plus_recent_tokens()
     {
-        Assert.Equal(Enumerable.Range(0, 100), BaselineSelection.StreamingWindow(100, O));
+        Assert.Equal(Enumerable.Range(0, 100), BaselineSelection.StreamingWindow(100, Window));
         // 30% of 1000 = 300: 4 sinks + the 296 most recent.
-        Assert.Equal(Enumerable.Range(0, 4).Concat(Enumerable.Range(704, 296)), BaselineSelection.StreamingWindow(1000, O));
+        Assert.Equal(Enumerable.Range(0, 4).Concat(Enumerable.Range(704, 296)), BaselineSelection.StreamingWindow(1000, Window));
         // Below 427 keys the 128-token floor applies.
-        Assert.Equal(Enumerable.Range(0, 4).Concat(Enumerable.Range(300 - 124, 124)), BaselineSelection.StreamingWindow(300, O));
+        Assert.Equal(Enumerable.Range(0, 4).Concat(Enumerable.Range(300 - 124, 124)), BaselineSelection.StreamingWindow(300, Window));
     }
 
     [Fact]
@@ -75,7 +80,7 @@ public class BaselineTests
         {
             expected.UnionWith(NaiveTopK(row.Select(x => (double)x).ToArray(), 96));
         }
-        Assert.Equal(expected, BaselineSelection.LessIsMoreSet(scores, n, budget, O));
+        Assert.Equal(expected, BaselineSelection.LessIsMoreSet(scores, n, budget, Union));
     }
 
     [Fact]
@@ -94,7 +99,7 @@ public class BaselineTests
     [Fact]
     public void Layer_roles_follow_the_defaults()
     {
-        BaselineLayerMode Mode(AttentionMethod m, int layer) => BaselineSelection.ModeOf(m, O, layer);
+        BaselineLayerMode Mode(AttentionMethod m, int layer) => BaselinePolicy.ModeOf(m, O, layer);
         var omni = Enumerable.Range(0, 24).Select(l => Mode(AttentionMethod.OmniKv, l)).ToArray();
         Assert.Equal([0, 1, 3, 9, 19], omni.Select((m, l) => (m, l)).Where(x => x.m == BaselineLayerMode.Dense).Select(x => x.l));
         Assert.Equal([2, 8, 18], omni.Select((m, l) => (m, l)).Where(x => x.m == BaselineLayerMode.DenseAndSelect).Select(x => x.l));
@@ -102,10 +107,12 @@ public class BaselineTests
         Assert.Equal([0, 1], less.Select((m, l) => (m, l)).Where(x => x.m == BaselineLayerMode.Dense).Select(x => x.l));
         Assert.Equal([2, 13], less.Select((m, l) => (m, l)).Where(x => x.m == BaselineLayerMode.DenseAndSelect).Select(x => x.l));
         Assert.Equal(BaselineLayerMode.Dense, Mode(AttentionMethod.Quest, 1));
-        Assert.Equal(BaselineLayerMode.Selected, Mode(AttentionMethod.Quest, 2));
+        Assert.Equal(BaselineLayerMode.Select, Mode(AttentionMethod.Quest, 2));
         Assert.Equal(BaselineLayerMode.Dense, Mode(AttentionMethod.SparCas, 2));
-        Assert.Equal(BaselineLayerMode.Selected, Mode(AttentionMethod.SparCas, 3));
-        Assert.Equal(BaselineLayerMode.Selected, Mode(AttentionMethod.StreamingLlm, 0));
+        Assert.Equal(BaselineLayerMode.Select, Mode(AttentionMethod.SparCas, 3));
+        Assert.Equal(BaselineLayerMode.Select, Mode(AttentionMethod.StreamingLlm, 0));
+        Assert.Equal(BaselineLayerMode.Reuse, Mode(AttentionMethod.OmniKv, 4));
+        Assert.Equal(BaselineLayerMode.Reuse, Mode(AttentionMethod.LessIsMore, 3));
     }
 
     private static readonly InstrumentRuns Runs = new();

@@ -1,7 +1,6 @@
-// The CUDA-core attention kernels, one warp per (token, query head) through warp_attention: attention_dense (causal,
-// every visible key; the head dims the tensor-core kernels are not compiled for) and attention_gathered (the key sets
-// the baselines choose on the host). Specialisation key: HEAD_DIM (a multiple of 32) and GROUP (query heads per KV
-// head).
+// The CUDA-core attention kernel, one warp per (token, query head) through warp_attention: attention_dense (causal,
+// every visible key; the head dims the tensor-core kernels are not compiled for). Sparse attention over a plan is
+// selection.cu's. Specialisation key: HEAD_DIM (a multiple of 32) and GROUP (query heads per KV head).
 #include "common.cuh"
 
 #ifndef HEAD_DIM
@@ -12,16 +11,10 @@
 #endif
 #include "warp_attention.cuh"
 
-// The key orders warp_attention walks: every visible key, or a listed set.
+// The key order attention_dense walks: every visible key.
 struct AllKeys
 {
     __device__ int operator()(int i) const { return i; }
-};
-
-struct ListedKeys
-{
-    const int* positions;
-    __device__ int operator()(int i) const { return positions[i]; }
 };
 
 // Dense causal attention, one warp per (token, query head) over its visible keys. Runs the head dims
@@ -35,19 +28,4 @@ extern "C" __global__ void attention_dense(const float* q, const bf16_t* k_cache
     int t = warp / heads, h = warp % heads, g = h / (heads / kv_heads);
     long head_offset = (long)g * capacity * HEAD_DIM, row = (long)t * heads + h;
     warp_attention(q + row * HEAD_DIM, k_cache + head_offset, v_cache + head_offset, scale, start + t + 1, AllKeys{}, out + row * HEAD_DIM, lane);
-}
-
-// Gathered attention: warp (token t, query head h) attends over positions[offsets[t·heads + h] …
-// offsets[t·heads + h + 1]), the key sets the baselines choose on the host (DESIGN §4; exact, not fast).
-// Block: 128 threads (4 warps).
-extern "C" __global__ void attention_gathered(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, float* out,
-                                              const int* offsets, const int* positions, int tokens, int heads, int kv_heads, int capacity, float scale)
-{
-    int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-    if (warp >= tokens * heads) return;
-    int h = warp % heads, g = h / (heads / kv_heads);
-    long head_offset = (long)g * capacity * HEAD_DIM;
-    int begin = offsets[warp];
-    warp_attention(q + (long)warp * HEAD_DIM, k_cache + head_offset, v_cache + head_offset, scale, offsets[warp + 1] - begin,
-                   ListedKeys{positions + begin}, out + (long)warp * HEAD_DIM, lane);
 }

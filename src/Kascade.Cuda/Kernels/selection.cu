@@ -13,42 +13,9 @@
 #error "HEAD_DIM must be defined"
 #endif
 #include "warp_attention.cuh"
-#define TILE_SIZE 32        // TopKBudget.TileSize: queries per prefill tile
+#include "plan_common.cuh"
 #define KEYS_PER_BLOCK 128  // pooled_tile_scores and row_probabilities: one key per thread
 #define SELECT_THREADS 1024 // select_topk: one block per row
-
-// QueryTile.Of on the device: unit `unit` of a chunk of `tokens` queries from `start`. A decode step (one query) is one
-// tile whose candidates are every key including its own, with no diagonal.
-struct Tile
-{
-    int query_start, query_end, candidate_end, diagonal_start;
-};
-
-__device__ __forceinline__ Tile tile_of(int start, int tokens, int unit)
-{
-    if (tokens == 1) return Tile{start, start + 1, start + 1, start + 1};
-    int s = (start / TILE_SIZE + unit) * TILE_SIZE;
-    return Tile{max(s, start), min(s + TILE_SIZE, start + tokens), s, s};
-}
-
-// TopKBudget.For: min(n, roundUp128(max(128, floor(p/100 · n)))), in double as on the host.
-__device__ long long budget_for(long long n, double percent)
-{
-    if (n <= 0) return 0;
-    long long raw = max(128LL, (long long)floor(percent / 100.0 * (double)n));
-    return min(n, (raw + 127) / 128 * 128);
-}
-
-// TopKBudget.ForTile: rule 0 ours (rounded), rule 1 the official PyTorch reference's.
-__device__ int budget_for_tile(Tile tile, int visible, double percent, int rule)
-{
-    if (rule == 0) return (int)budget_for(tile.candidate_end, percent);
-    long long k = min(max(128LL, (long long)floor(percent / 100.0 * (double)visible)), (long long)visible) - TILE_SIZE;
-    if (k < 1) return tile.candidate_end;
-    bool decode = tile.query_end - tile.query_start == 1 && tile.candidate_end == visible;
-    long long count = decode ? k : min(k, max(128LL, (long long)floor(percent / 100.0 * (double)tile.candidate_end)));
-    return (int)max(0LL, min(count, (long long)tile.candidate_end));
-}
 
 // scale · q · K[j] for one key row, q in shared memory (fp32 [HEAD_DIM]), K bf16, read 8 dimensions (16 bytes) at a time.
 __device__ __forceinline__ float scaled_dot(const float* q_shared, const bf16_t* key, float scale)
@@ -146,7 +113,8 @@ struct PoolParams
     const int* start_at;    // the start position on the device (a step's), or null: start
     long long stride;       // elements per scores row (≥ start + tokens)
     int tokens, heads, kv_heads, capacity, start;
-    int pools;              // KvHeads (pool = a GQA group) or 1 (every head)
+    int pools;              // pools of heads / pools consecutive heads: KvHeads (a GQA group each), heads (one each) or 1
+    int max_pool;           // 1: the largest of the pool's values (omnikv) instead of their sum
     float scale;
 };
 
@@ -166,7 +134,7 @@ extern "C" __global__ void pooled_tile_scores(PoolParams p)
     Tile tile = tile_of(start, p.tokens, unit);
     int queries = tile.query_end - tile.query_start;
     int group = p.heads / p.kv_heads;
-    int first_head = p.pools == 1 ? 0 : pool * group, pool_heads = p.pools == 1 ? p.heads : group;
+    int pool_heads = p.heads / p.pools, first_head = pool * pool_heads;
     int j = key_base + threadIdx.x;
     float total = 0.0f;
     for (int h = first_head; h < first_head + pool_heads; h++)
@@ -189,7 +157,8 @@ extern "C" __global__ void pooled_tile_scores(PoolParams p)
             if (i < queries && j <= tile.query_start + i)
             {
                 float s = dots[i] * p.scale;
-                total += p.lse != nullptr ? expf(s - lse_shared[i]) : s;
+                float v = p.lse != nullptr ? expf(s - lse_shared[i]) : s;
+                total = p.max_pool ? fmaxf(total, v) : total + v;
             }
         }
     }
@@ -231,41 +200,12 @@ struct SelectParams
     int capacity;         // positions a plan row holds
     int tokens, start;
     int mode;             // 0: a plan's tiles, each row's candidates the keys before its tile, budget TopKBudget.ForTile;
-                          // 1: a row per (query, head), candidates its visible keys, budget TopKBudget.For (the oracle)
+                          // 1: rows_per_unit rows per query, candidates its visible keys, budget TopKBudget.For (the
+                          //    oracle, the baselines' decode selectors)
     int rule;             // mode 0: BudgetRule (0 rounded, 1 reference)
+    int page_size;        // mode 1: candidates are pages of this many keys (quest), ⌈budget / page_size⌉ of them; 1: keys
+    double recent_fraction; // mode 1: the budget less ⌊recent_fraction · budget⌋ (lessismore's per-head share)
 };
-
-// Larger float, larger key: the sign bit flipped for positives, every bit for negatives.
-__device__ __forceinline__ unsigned order_key(float f)
-{
-    unsigned u = __float_as_uint(f);
-    return u ^ ((u & 0x80000000u) ? 0xffffffffu : 0x80000000u);
-}
-
-// Exclusive prefix count of `flag` over the block in thread order, and the block's total. `warp_counts` holds one int
-// per warp.
-__device__ __forceinline__ int block_exclusive_count(bool flag, int* warp_counts, int* total)
-{
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    unsigned ballot = __ballot_sync(0xffffffffu, flag);
-    if (lane == 0) warp_counts[warp] = __popc(ballot);
-    __syncthreads();
-    if (warp == 0)
-    {
-        int v = lane < warps ? warp_counts[lane] : 0, inclusive = v;
-        for (int offset = 1; offset < 32; offset <<= 1)
-        {
-            int n = __shfl_up_sync(0xffffffffu, inclusive, offset);
-            if (lane >= offset) inclusive += n;
-        }
-        if (lane < warps) warp_counts[lane] = inclusive - v;
-        if (lane == 31) *total = inclusive;
-    }
-    __syncthreads();
-    int before = warp_counts[warp] + __popc(ballot & ((1u << lane) - 1u));
-    __syncthreads();
-    return before;
-}
 
 // Top-k of each row's candidates by radix selection (four 8-bit passes over the order keys find the k-th largest
 // score exactly, as FlashInfer's and vLLM's samplers do), then one ordered pass writes every position above it and, in
@@ -287,8 +227,11 @@ extern "C" __global__ void select_topk(SelectParams p)
     }
     else
     {
-        n = start + row / p.rows_per_unit + 1;
-        k = (int)min(budget_for(n, p.percent), (long long)n);
+        int visible = start + row / p.rows_per_unit + 1;
+        long long budget = budget_for(visible, p.percent);
+        budget -= (long long)(p.recent_fraction * (double)budget);
+        n = (visible + p.page_size - 1) / p.page_size;
+        k = (int)min((budget + p.page_size - 1) / p.page_size, (long long)n);
     }
     k = min(k, min(n, p.capacity));
     const float* scores = p.scores + (long)row * p.stride;
@@ -357,9 +300,10 @@ struct SparseParams
     int plan_capacity;
     int rows_per_unit;       // plan rows per unit (its selectors)
     int tile_units;          // 1: units are the chunk's 32-query tiles and a query also attends its tile's diagonal keys up
-                             //    to itself (Kascade); 0: a unit per query token, no diagonal (the oracle's own rows)
+                             //    to itself (Kascade); 0: a unit per query token, no diagonal (the oracle, streamingllm)
+    int group_rows;          // 1: a KV head's query heads read one row (a per-KV-head map): sparse_decode serves them together
     float scale;
-    int head_map[64];        // tile_units: query head → the plan row (selector) of its unit it reads; else head h reads row h
+    int head_map[64];        // query head → the plan row (selector) of its unit it reads
 };
 
 // A query's keys: the plan row's positions, then its diagonal keys [diagonal_start, diagonal_start + diagonal).
@@ -386,7 +330,7 @@ extern "C" __global__ void sparse_attention(SparseParams p)
         diagonal_start = tile.diagonal_start;
         diagonal = max(0, start + t - tile.diagonal_start + 1);
     }
-    int row = unit * p.rows_per_unit + (p.tile_units ? p.head_map[h] : h);
+    int row = unit * p.rows_per_unit + p.head_map[h];
     int count = p.counts[row];
     long head_offset = (long)g * p.capacity * HEAD_DIM;
     warp_attention(p.q + (long)warp * HEAD_DIM, p.k_cache + head_offset, p.v_cache + head_offset, p.scale, count + diagonal,
@@ -395,12 +339,13 @@ extern "C" __global__ void sparse_attention(SparseParams p)
 
 // A decode step's sparse attention, split over the plan row's keys (flash-decoding; the keys are few, the query rows
 // fewer, so the work is spread by keys): block (split, set) takes a set of query heads that read one plan row — a KV
-// head's GROUP heads for Kascade, one head for the oracle's own rows — and walks its share of the row DECODE_KEYS keys
-// at a time: a thread per key gathers the K row once for the whole set and scores it, a warp per head updates the
-// running max and sum, and a thread per dimension accumulates the weighted V rows (coalesced along the dimension).
-// Writes (max, sum, unnormalised output) per (head, split) for attention_combine.cu. Splits share the row
+// head's GROUP heads under a per-KV-head map (Kascade, the shared baselines' sets), one head otherwise — and walks
+// its share of the row DECODE_KEYS keys at a time: a thread per key gathers the K row once for the whole set and
+// scores it, a warp per head updates the running max and sum, and a thread per dimension accumulates the weighted V
+// rows (coalesced along the dimension). Writes (max, sum, unnormalised output) per (head, split) for
+// attention_combine.cu. Splits share the row
 // by the plan's capacity (fixed, so a recorded step replays at later positions); an empty split writes sum 0.
-// Grid: (splits, kv_heads when tile_units, else heads). Block: DECODE_THREADS.
+// Grid: (splits, kv_heads when group_rows, else heads). Block: DECODE_THREADS.
 #define DECODE_KEYS 128
 #define DECODE_THREADS 128
 #define MAX_SET 8
@@ -411,10 +356,10 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS) sparse_decode(Spars
     __shared__ int positions[DECODE_KEYS];
     __shared__ float running_max[MAX_SET], running_sum[MAX_SET], correction[MAX_SET];
     const int splits = gridDim.x, split = blockIdx.x;
-    const int group = p.heads / p.kv_heads, set_heads = p.tile_units ? group : 1;
+    const int group = p.heads / p.kv_heads, set_heads = p.group_rows ? group : 1;
     const int first_head = blockIdx.y * set_heads, g = first_head / group;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int row = p.tile_units ? p.head_map[first_head] : first_head;
+    const int row = p.head_map[first_head];
     const int count = p.counts[row];
     const int* listed = p.indices + (long)row * p.plan_capacity;
     const int per_split = (p.plan_capacity + splits - 1) / splits;

@@ -25,7 +25,7 @@ public sealed class KernelCompiler
     }
 
     /// <summary>Headers every source may include, by name.</summary>
-    private static readonly string[] Headers = ["common.cuh", "warp_attention.cuh", "attention_common.cuh"];
+    private static readonly string[] Headers = ["common.cuh", "warp_attention.cuh", "attention_common.cuh", "plan_common.cuh"];
 
     public static string DefaultCacheDirectory() =>
         Path.Combine(Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } x ? x : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache"), "kascade", "kernels");

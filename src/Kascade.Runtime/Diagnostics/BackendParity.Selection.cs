@@ -124,16 +124,17 @@ public static partial class BackendParity
         using var scoreTensor = Scores(reference, inputs, headDim, start, tokens, selection.Pooling, selectors);
         var scores = new float[scoreTensor.Rows * scoreTensor.Cols];
         reference.Read(scoreTensor, scores);
-        yield return new ParityResult("anchor plan", shape, PlanMismatches(expected.Counts, expected.Indices, actual.Counts, actual.Indices, expected.Capacity, scores, scoreTensor.Cols), 0);
+        var ties = ScoreTies(expected.Counts, expected.Indices, expected.Capacity, scores, scoreTensor.Cols);
+        yield return new ParityResult("anchor plan", shape, PlanMismatches(expected.Counts, expected.Indices, actual.Counts, actual.Indices, expected.Capacity, ties), 0);
         yield return CompareValues("anchor attention", shape, expected.Anchor, actual.Anchor, Absolute);
         yield return CompareValues("sparse attention (head map)", shape, expected.Reuse, actual.Reuse, Absolute);
     }
 
     /// <summary>
-    /// Positions in one plan's row and not the other's, or rows of different counts, that score ties cannot explain: a
-    /// differing position must score within fp32 summation error of the row's k-th largest score (the reference's).
+    /// Positions in one plan's row and not the other's, or rows of different counts, that score ties cannot explain:
+    /// <paramref name="isTie"/> (row, position) says whether a differing position may be in or out by a tie.
     /// </summary>
-    private static int PlanMismatches(int[] expectedCounts, int[] expectedIndices, int[] actualCounts, int[] actualIndices, int capacity, float[] scores, int cols)
+    private static int PlanMismatches(int[] expectedCounts, int[] expectedIndices, int[] actualCounts, int[] actualIndices, int capacity, Func<int, int, bool> isTie)
     {
         int mismatches = 0;
         for (int row = 0; row < expectedCounts.Length; row++)
@@ -145,22 +146,29 @@ public static partial class BackendParity
             }
             var a = new HashSet<int>(expectedIndices.AsSpan(row * capacity, expectedCounts[row]).ToArray());
             var b = new HashSet<int>(actualIndices.AsSpan(row * capacity, actualCounts[row]).ToArray());
-            if (a.SetEquals(b))
-            {
-                continue;
-            }
-            var rowScores = scores.AsSpan(row * cols, cols);
-            float kth = float.PositiveInfinity;
-            foreach (int i in a)
-            {
-                kth = Math.Min(kth, rowScores[i]);
-            }
             foreach (int i in a.Except(b).Concat(b.Except(a)))
             {
-                bool tie = i >= 0 && i < cols && Math.Abs(rowScores[i] - kth) <= 1e-5 * Math.Abs(kth) + 1e-7;
-                mismatches += tie ? 0 : 1;
+                mismatches += isTie(row, i) ? 0 : 1;
             }
         }
         return mismatches;
     }
+
+    /// <summary>
+    /// A tie by scores: the position scores within fp32 summation error of the row's k-th largest score, the least
+    /// score of the expected set (scores fp32 <c>[rows, cols]</c>, the reference's).
+    /// </summary>
+    private static Func<int, int, bool> ScoreTies(int[] expectedCounts, int[] expectedIndices, int capacity, float[] scores, int cols) => (row, i) =>
+    {
+        var rowScores = scores.AsSpan(row * cols, cols);
+        float kth = float.PositiveInfinity;
+        foreach (int j in expectedIndices.AsSpan(row * capacity, expectedCounts[row]))
+        {
+            kth = Math.Min(kth, rowScores[j]);
+        }
+        return i >= 0 && i < cols && Near(rowScores[i], kth);
+    };
+
+    /// <summary>Within fp32 summation error of each other (scores summed in different orders).</summary>
+    private static bool Near(float a, float b) => Math.Abs(a - b) <= 1e-5 * Math.Abs(b) + 1e-7;
 }

@@ -120,10 +120,6 @@ public static unsafe partial class BackendParity
                 {
                     Record(AttentionCase(reference, candidate, rng, headDim, group, start, tokens));
                 }
-                foreach (var (start, tokens) in new[] { (0, 40), (700, 1), (300, 5) })
-                {
-                    Record(SelectedAttentionCase(reference, candidate, rng, headDim, group, start, tokens));
-                }
             }
         }
         // Head dims the kernels handle through other paths: 32 and 96 (tensor cores, rows not a power of two chunks
@@ -136,6 +132,11 @@ public static unsafe partial class BackendParity
             }
         }
         SelectionCases(reference, candidate, rng, Record);
+        BaselineCases(reference, candidate, rng, Record);
+        foreach (int headDim in new[] { 64, 128 })
+        {
+            Record(ReadKeysCase(reference, candidate, rng, headDim));
+        }
         var samplingGrid = new[]
         {
             new SamplingOptions(),
@@ -207,38 +208,21 @@ public static unsafe partial class BackendParity
         return new ParityResult("sample", $"vocab {vocab} {options.Label}{label}", expected.Zip(actual).Count(p => p.First != p.Second), 0);
     }
 
-    /// <summary>Gathered attention over random visible subsets (some empty, some everything) per token and head, then the keys read back.</summary>
-    private static ParityResult SelectedAttentionCase(IBackend reference, IBackend candidate, Random rng, int headDim, int group, int start, int tokens)
+    /// <summary>Keys appended in two chunks, read back to the host.</summary>
+    private static ParityResult ReadKeysCase(IBackend reference, IBackend candidate, Random rng, int headDim)
     {
-        var (k, v, q, kvHeads, heads, total) = AttentionInputs(rng, headDim, group, start, tokens);
-        var selection = new KeySelection(tokens, heads);
-        for (int t = 0; t < tokens; t++)
+        const int kvHeads = 2, first = 300, total = 1000;
+        var k = Bf16(Random(rng, total * kvHeads * headDim, 1));
+        return Compare("append + read keys", $"d {headDim} keys {total}", reference, candidate, (b, _) =>
         {
-            for (int h = 0; h < heads; h++)
-            {
-                int visible = start + t + 1;
-                selection[t, h] = ((t + h) % 5) switch
-                {
-                    0 => Array.Empty<int>(),
-                    1 => Enumerable.Range(0, visible).ToArray(),
-                    _ => Enumerable.Range(0, visible).Where(_ => rng.Next(4) == 0).ToArray(),
-                };
-            }
-        }
-        float scale = 1f / MathF.Sqrt(headDim);
-        return Compare("selected attention + read keys", $"d {headDim} group {group} keys {total} queries {tokens}", reference, candidate, TensorCoreBound, (b, _) =>
-        {
-            var cache = b.AllocateKvCache(new KvCacheShape(1, kvHeads, headDim, total));
-            b.AppendKv(cache, 0, 0, b.Upload(k, total, kvHeads * headDim), b.Upload(v, total, kvHeads * headDim));
-            var o = b.Allocate(tokens, heads * headDim);
-            b.SelectedAttention(new AttentionArgs(0, tokens, start, heads, kvHeads, headDim, scale), selection, b.Upload(q, tokens, heads * headDim), cache, o);
-            var keys = new float[kvHeads * total * headDim];
-            b.ReadKeys(cache, 0, total, keys);
-            var result = new float[tokens * heads * headDim + keys.Length];
-            b.Read(o, result);
-            keys.CopyTo(result, tokens * heads * headDim);
-            return b.Upload(result, 1, result.Length);
-        }, Array.Empty<(string, float[], int, int)>());
+            var cache = b.AllocateKvCache(new KvCacheShape(2, kvHeads, headDim, total));
+            var keys = b.Upload(k, total, kvHeads * headDim);
+            b.AppendKv(cache, 1, 0, keys.Take(first), keys.Take(first));
+            b.AppendKv(cache, 1, first, keys.Slice(first, total - first), keys.Slice(first, total - first));
+            var read = new float[kvHeads * total * headDim];
+            b.ReadKeys(cache, 1, total, read);
+            return b.Upload(read, 1, read.Length);
+        }, []);
     }
 
     /// <summary>Random bf16-exact keys and values of 2 KV heads for <c>start + tokens</c> positions, and fp32 queries.</summary>

@@ -1,50 +1,22 @@
 using System.Numerics.Tensors;
 using Kascade.Core;
 
-namespace Kascade.Runtime.Baselines;
-
-/// <summary>What a baseline does in one layer of a decode step.</summary>
-public enum BaselineLayerMode
-{
-    /// <summary>Dense attention.</summary>
-    Dense,
-
-    /// <summary>Dense attention that also picks the key set the following layers share (omnikv, lessismore).</summary>
-    DenseAndSelect,
-
-    /// <summary>Attention over a selected key set.</summary>
-    Selected,
-}
+namespace Kascade.Cpu;
 
 /// <summary>
-/// The key selections of the baselines of DESIGN §4 as pure functions of host data. Keys are one KV head's rows
+/// The key selections of the baselines of DESIGN §4 as pure functions of host data: the reference the CPU backend's
+/// <see cref="IBackend.SelectKeys"/> runs and the GPU's selectors are checked against. Keys are one KV head's rows
 /// <c>[n, HeadDim]</c> fp32; queries one head's <c>[HeadDim]</c>, already scaled or not as each function says.
 /// Every returned set is ascending and holds distinct positions below n.
 /// </summary>
 public static class BaselineSelection
 {
-    /// <summary>The role of <paramref name="layer"/> for a decode step under <paramref name="method"/>.</summary>
-    public static BaselineLayerMode ModeOf(AttentionMethod method, BaselineOptions o, int layer) => method switch
+    /// <summary>streamingllm: the first sink tokens and the most recent ones, <see cref="KeySelector.Window.Size"/> in all.</summary>
+    public static int[] StreamingWindow(int visible, KeySelector.Window window)
     {
-        AttentionMethod.StreamingLlm => BaselineLayerMode.Selected,
-        AttentionMethod.Quest => layer < o.QuestDenseLayers ? BaselineLayerMode.Dense : BaselineLayerMode.Selected,
-        AttentionMethod.SparCas => layer < o.SparCasDenseLayers ? BaselineLayerMode.Dense : BaselineLayerMode.Selected,
-        // Dense in layers 0 and 1 (before the first filter) and in the layer after each filter layer.
-        AttentionMethod.OmniKv => o.OmniKvFilterLayers.Contains(layer) ? BaselineLayerMode.DenseAndSelect
-            : layer < o.OmniKvFilterLayers.Min() || o.OmniKvFilterLayers.Contains(layer - 1) ? BaselineLayerMode.Dense
-            : BaselineLayerMode.Selected,
-        AttentionMethod.LessIsMore => o.LessIsMoreSelectionLayers.Contains(layer) ? BaselineLayerMode.DenseAndSelect
-            : layer < o.LessIsMoreSelectionLayers.Min() ? BaselineLayerMode.Dense
-            : BaselineLayerMode.Selected,
-        _ => throw new ArgumentOutOfRangeException(nameof(method), $"{method} is not a baseline"),
-    };
-
-    /// <summary>streamingllm: the first sink tokens and the most recent ones, <c>max(MinWindow, p% · visible)</c> in all.</summary>
-    public static int[] StreamingWindow(int visible, BaselineOptions o)
-    {
-        int window = Math.Min(visible, Math.Max(o.MinWindow, (int)Math.Floor(o.StreamingWindowPercent / 100.0 * visible)));
-        int sinks = Math.Min(o.SinkTokens, window), recent = window - sinks;
-        var set = new int[window];
+        int size = window.Size(visible);
+        int sinks = Math.Min(window.Sinks, size), recent = size - sinks;
+        var set = new int[size];
         for (int i = 0; i < sinks; i++)
         {
             set[i] = i;
@@ -62,10 +34,20 @@ public static class BaselineSelection
         int pages = (n + pageSize - 1) / pageSize;
         var min = new float[pages * d];
         var max = new float[pages * d];
-        for (int p = 0; p < pages; p++)
+        WritePageBounds(keys, n, d, pageSize, 0, min, max);
+        return (min, max);
+    }
+
+    /// <summary>
+    /// quest: the bounds of pages <c>[firstPage, ⌈n / pageSize⌉)</c> of <paramref name="keys"/> (<c>[≥ n, d]</c>) into
+    /// <paramref name="min"/> and <paramref name="max"/> (<c>[pages, d]</c>), the pages before left as they are.
+    /// </summary>
+    public static void WritePageBounds(ReadOnlySpan<float> keys, int n, int d, int pageSize, int firstPage, Span<float> min, Span<float> max)
+    {
+        for (int p = firstPage; p < (n + pageSize - 1) / pageSize; p++)
         {
-            var lo = min.AsSpan(p * d, d);
-            var hi = max.AsSpan(p * d, d);
+            var lo = min.Slice(p * d, d);
+            var hi = max.Slice(p * d, d);
             keys.Slice(p * pageSize * d, d).CopyTo(lo);
             keys.Slice(p * pageSize * d, d).CopyTo(hi);
             for (int j = p * pageSize + 1; j < Math.Min(n, (p + 1) * pageSize); j++)
@@ -74,7 +56,6 @@ public static class BaselineSelection
                 TensorPrimitives.Max(hi, keys.Slice(j * d, d), hi);
             }
         }
-        return (min, max);
     }
 
     /// <summary>
@@ -120,23 +101,23 @@ public static class BaselineSelection
     }
 
     /// <summary>
-    /// lessismore: the union over heads of each head's Top-k of pre-softmax scores (1 − recent fraction of the
-    /// budget each), plus the sink tokens and the most recent <c>recent fraction · budget</c> tokens. A budget that
+    /// lessismore: the union over heads of each head's Top-k of pre-softmax scores (the budget less its recent share
+    /// each), plus the sink tokens and the most recent <see cref="KeySelector.UnionTopK.Recent"/> tokens. A budget that
     /// covers every key keeps every key, as for the other Top-k methods.
     /// </summary>
-    public static int[] LessIsMoreSet(IReadOnlyList<float[]> scores, int n, int budget, BaselineOptions o)
+    public static int[] LessIsMoreSet(IReadOnlyList<float[]> scores, int n, int budget, KeySelector.UnionTopK union)
     {
         if (budget >= n)
         {
             return [.. Enumerable.Range(0, n)];
         }
-        int recent = (int)(o.LessIsMoreRecentFraction * budget), perHead = budget - recent;
+        int recent = union.Recent(budget), perHead = budget - recent;
         var set = new HashSet<int>();
         foreach (var row in scores)
         {
             set.UnionWith(Ranking.TopK(row.AsSpan(0, n), perHead));
         }
-        for (int j = 0; j < Math.Min(o.SinkTokens, n); j++)
+        for (int j = 0; j < Math.Min(union.Sinks, n); j++)
         {
             set.Add(j);
         }

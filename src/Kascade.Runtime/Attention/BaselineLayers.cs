@@ -1,0 +1,99 @@
+using Kascade.Core;
+
+namespace Kascade.Runtime.Attention;
+
+/// <summary>
+/// Every baseline as one policy over the same ops: a <see cref="KeySelector"/> (<see cref="IBackend.SelectKeys"/>) writes
+/// a plan in the backend's memory and <see cref="IBackend.SparseAttention"/> attends over it; layers run in the method's
+/// modes (<see cref="BaselinePolicy.ModeOf"/>). Selectors that run in decode only attend densely in prefill, keeping their state current.
+/// </summary>
+internal sealed class BaselineLayers : LayerAttention
+{
+    /// <summary>
+    /// Most bytes of a prefill plan of per-token windows (streamingllm): a chunk is selected and attended in groups of
+    /// queries whose windows fit, so memory stays bounded at any context.
+    /// </summary>
+    private const long PlanBytes = 256L << 20;
+
+    private readonly AttentionPolicy _policy;
+    private readonly KeySelector _selector;
+    private readonly SelectorState _state;
+    private readonly KeyPlan _plan;
+
+    /// <summary>The plan's head map: every head on the one shared set, or each query head on its own row.</summary>
+    private readonly int[] _headMap;
+
+    /// <summary>The <see cref="BaselineLayerMode.DenseAndSelect"/> layer that wrote the plan in this chunk, or −1.</summary>
+    private int _selectedAt = -1;
+
+    public BaselineLayers(IBackend backend, AttentionPolicy policy, ModelConfig config, int capacity, int maxChunk)
+        : base(backend)
+    {
+        _policy = policy;
+        _selector = BaselinePolicy.SelectorOf(policy);
+        int units = _selector.Prefills ? (int)Math.Clamp(PlanBytes / ((long)_selector.Capacity(capacity, config.Heads) * sizeof(int)), 1, maxChunk) : 1;
+        _state = backend.AllocateSelectorState(_selector, new KvCacheShape(config.Layers, config.KvHeads, config.HeadDim, capacity), config.Heads);
+        try
+        {
+            _plan = _selector.AllocatePlan(backend, config.Heads, capacity, units);
+        }
+        catch
+        {
+            _state.Dispose();
+            throw;
+        }
+        _headMap = _selector.Selectors(config.Heads) == 1 ? new int[config.KvHeads] : [.. Enumerable.Range(0, config.Heads)];
+    }
+
+    public override void Attend(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
+    {
+        if (args.Layer == 0)
+        {
+            _selectedAt = -1;
+        }
+        var mode = BaselinePolicy.ModeOf(_policy.Method, _policy.Baselines, args.Layer);
+        if (mode is BaselineLayerMode.Select or BaselineLayerMode.DenseAndSelect)
+        {
+            Backend.UpdateSelectorState(args, cache, _state);
+        }
+        if (mode == BaselineLayerMode.Dense || (args.Tokens > 1 && !_selector.Prefills))
+        {
+            Backend.Attention(args, q, cache, output);
+            return;
+        }
+        switch (mode)
+        {
+            case BaselineLayerMode.DenseAndSelect:
+                Backend.Attention(args, q, cache, output);
+                Backend.SelectKeys(args, q, cache, _state, _plan);
+                _selectedAt = args.Layer;
+                return;
+            case BaselineLayerMode.Reuse:
+                if (_selectedAt < 0)
+                {
+                    throw new InvalidOperationException($"layer {args.Layer} reuses a selection, but no selection layer ran before it in this step");
+                }
+                Backend.SparseAttention(args, _plan, _headMap, q, cache, output);
+                return;
+            default:
+                // Groups of queries whose plans fit (streamingllm prefill); later groups start inside the chunk, at a
+                // host position (prefill is never recorded).
+                for (int first = 0; first < args.Tokens; first += _plan.Units)
+                {
+                    int tokens = Math.Min(_plan.Units, args.Tokens - first);
+                    var part = args with { Tokens = tokens, StartPosition = args.StartPosition + first, Step = first == 0 ? args.Step : null };
+                    var partQ = tokens == args.Tokens ? q : q.Slice(first, tokens);
+                    var partOutput = tokens == args.Tokens ? output : output.Slice(first, tokens);
+                    Backend.SelectKeys(part, partQ, cache, _state, _plan);
+                    Backend.SparseAttention(part, _plan, _headMap, partQ, cache, partOutput);
+                }
+                return;
+        }
+    }
+
+    public override void Dispose()
+    {
+        _plan.Dispose();
+        _state.Dispose();
+    }
+}

@@ -1,0 +1,46 @@
+using Kascade.Core;
+
+namespace Kascade.Runtime.Attention;
+
+/// <summary>
+/// What each layer of one session runs under its <see cref="AttentionPolicy"/>: a policy over the backend's
+/// select/attend ops (DESIGN §2) that keeps its plans and selector state in the backend's memory between layers and
+/// steps. No policy reads the device, so every method's decode step records as a CUDA graph.
+/// </summary>
+internal abstract class LayerAttention : IDisposable
+{
+    protected LayerAttention(IBackend backend) => Backend = backend;
+
+    protected IBackend Backend { get; }
+
+    /// <summary>The layers of a session of <paramref name="capacity"/> positions and chunks of up to <paramref name="maxChunk"/> tokens under <paramref name="policy"/>.</summary>
+    public static LayerAttention Open(AttentionPolicy policy, IBackend backend, ModelConfig config, int capacity, int maxChunk) => policy.Method switch
+    {
+        AttentionMethod.Dense => new DenseLayers(backend),
+        AttentionMethod.OracleTopK => new OracleLayers(backend, policy.TopKPercent),
+        _ when policy.NeedsSchedule => new KascadeLayers(backend, policy, config, capacity, maxChunk),
+        _ when policy.IsBaseline => new BaselineLayers(backend, policy, config, capacity, maxChunk),
+        _ => throw new ArgumentOutOfRangeException(nameof(policy), policy.Method, "no layer attention for this method"),
+    };
+
+    /// <summary>
+    /// One layer's attention over the chunk <paramref name="args"/> describes, after its keys and values are in
+    /// <paramref name="cache"/>; q and output fp32 <c>[Tokens, Heads·HeadDim]</c>. Layers run in order, from 0, for every chunk.
+    /// </summary>
+    public abstract void Attend(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output);
+
+    public virtual void Dispose()
+    {
+    }
+
+    private sealed class DenseLayers(IBackend backend) : LayerAttention(backend)
+    {
+        public override void Attend(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output) => Backend.Attention(args, q, cache, output);
+    }
+
+    private sealed class OracleLayers(IBackend backend, double topKPercent) : LayerAttention(backend)
+    {
+        public override void Attend(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output) =>
+            Backend.OracleTopKAttention(args, topKPercent, q, cache, output);
+    }
+}
