@@ -15,25 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-
-def time_ms(fn, runs, warmup, flush_mode):
-    flush = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")
-    for _ in range(warmup):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for i in range(runs):
-        if flush_mode == "read":
-            flush.view(torch.int32).sum()
-        else:
-            flush.fill_(i & 0xFF)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2]
+from gpu_timing import time_ms
 
 
 def main():

@@ -164,7 +164,7 @@ public sealed unsafe partial class CudaBackend
             Stride = extent, Percent = selection.TopKPercent, RowsPerUnit = selectors, Capacity = p.Capacity,
             Tokens = args.Tokens, Start = args.StartPosition, Mode = 0, Rule = selection.Rule == BudgetRule.Reference ? 1 : 0, PageSize = 1,
         };
-        LaunchWith(SelectionModule(args.HeadDim).Function("select_topk"), "select_topk", new Dim3((uint)(units * selectors), 1, 1), SelectThreads, 0, parameters);
+        LaunchTopK(args.HeadDim, parameters, units * selectors, extent);
         p.Chunk = (args.StartPosition, args.Tokens);
         if (selection.DenseOutput)
         {
@@ -227,7 +227,7 @@ public sealed unsafe partial class CudaBackend
                 Stride = extent, Percent = topKPercent, RowsPerUnit = args.Heads, Capacity = budget,
                 Tokens = tokens, Start = group.StartPosition, Mode = 1, PageSize = 1,
             };
-            LaunchWith(module.Function("select_topk"), "select_topk", new Dim3((uint)(tokens * args.Heads), 1, 1), SelectThreads, 0, select);
+            LaunchTopK(args.HeadDim, select, tokens * args.Heads, extent);
             var attend = SparseArgs(group, c, queries, Out(output) + (nint)(rowOffset * args.HeadDim * sizeof(float)), indices.Pointer, counts.Pointer, budget, args.Heads, tileUnits: false, groupRows: false);
             for (int h = 0; h < args.Heads; h++)
             {
@@ -287,6 +287,10 @@ public sealed unsafe partial class CudaBackend
     private void PoolTiles(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, DeviceTensor q, CudaKvCache c, nint scores, long stride, int extent)
     {
         args.CheckPools(pools);
+        if (TryPoolDecode(args, pooling, pools, maxPool, In(q), c, scores, stride, extent))
+        {
+            return;
+        }
         var parameters = new PoolParams
         {
             Q = In(q), KCache = c.LayerKeys(args.Layer), Lse = pooling == ScorePooling.PostSoftmax ? RowLogSumExp(args, In(q), c, extent) : 0, Scores = scores,

@@ -149,7 +149,7 @@ public sealed unsafe partial class CudaBackend
             Scores = scores, Indices = indices, Counts = counts, StartAt = StartOnDevice(args.Step), Stride = stride, Percent = percent,
             RowsPerUnit = rows, Capacity = capacity, Tokens = 1, Start = args.StartPosition, Mode = 1, PageSize = pageSize, RecentFraction = recentFraction,
         };
-        LaunchWith(SelectionModule(args.HeadDim).Function("select_topk"), "select_topk", new Dim3((uint)rows, 1, 1), SelectThreads, 0, parameters);
+        LaunchTopK(args.HeadDim, parameters, rows, (int)stride);
     }
 
     /// <summary>Scratch per-head rows int32 <c>[heads, capacity]</c> and counts <c>[heads]</c> for a selector's intermediate Top-k.</summary>

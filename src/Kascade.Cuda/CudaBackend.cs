@@ -224,6 +224,7 @@ public sealed unsafe partial class CudaBackend : IBackend
         DisposeAttentionBuffers();
         DisposeSelectionBuffers();
         DisposeSelectorBuffers();
+        DisposeDecodeSelectionBuffers();
         _gemm.Dispose();
         _stream.Dispose();
         _device.Dispose();

@@ -32,29 +32,6 @@ __device__ __forceinline__ float scaled_dot(const float* q_shared, const bf16_t*
     return s * scale;
 }
 
-// dots[i] = q_rows[i] · K for the first `rows` of ROWS query rows in shared memory (fp32 [ROWS][HEAD_DIM]) and one
-// bf16 key row: the key is read once, 16 bytes at a time, for all of them. Rows past `rows` stay 0.
-template <int ROWS>
-__device__ __forceinline__ void key_dots(const bf16_t* key, const float (*q_rows)[HEAD_DIM], int rows, float (&dots)[ROWS])
-{
-#pragma unroll
-    for (int i = 0; i < ROWS; i++) dots[i] = 0.0f;
-    for (int d = 0; d < HEAD_DIM; d += 8)
-    {
-        float k8[8];
-        load_bf16x8(key + d, k8);
-#pragma unroll
-        for (int i = 0; i < ROWS; i++)
-        {
-            if (i < rows)
-            {
-#pragma unroll
-                for (int e = 0; e < 8; e++) dots[i] += q_rows[i][d + e] * k8[e];
-            }
-        }
-    }
-}
-
 // The full-row normaliser the anchors' post-softmax scores divide by (exact, every visible key), in two kernels so that
 // a decode step's few rows still fill the GPU: row_log_sum_exp writes, per row (t, h) and split of the visible keys
 // [0, start + t], the running (max, sum) of exp(scale · q[t, h] · K[j]); combine_log_sum_exp merges the splits into
@@ -187,25 +164,6 @@ extern "C" __global__ void row_probabilities(const float* q, const bf16_t* k_cac
     probabilities[(long)row * stride + j] = value;
 }
 
-// The arguments of select_topk.
-struct SelectParams
-{
-    const float* scores;  // fp32 [rows, stride]
-    int* indices;         // int32 [rows, capacity]: the plan's positions
-    int* counts;          // int32 [rows]
-    const int* start_at;  // the start position on the device (a step's), or null: start
-    long long stride;
-    double percent;       // Top-k percent
-    int rows_per_unit;    // mode 0: the plan's selectors; mode 1: heads
-    int capacity;         // positions a plan row holds
-    int tokens, start;
-    int mode;             // 0: a plan's tiles, each row's candidates the keys before its tile, budget TopKBudget.ForTile;
-                          // 1: rows_per_unit rows per query, candidates its visible keys, budget TopKBudget.For (the
-                          //    oracle, the baselines' decode selectors)
-    int rule;             // mode 0: BudgetRule (0 rounded, 1 reference)
-    int page_size;        // mode 1: candidates are pages of this many keys (quest), ⌈budget / page_size⌉ of them; 1: keys
-    double recent_fraction; // mode 1: the budget less ⌊recent_fraction · budget⌋ (lessismore's per-head share)
-};
 
 // Top-k of each row's candidates by radix selection (four 8-bit passes over the order keys find the k-th largest
 // score exactly, as FlashInfer's and vLLM's samplers do), then one ordered pass writes every position above it and, in
@@ -217,23 +175,8 @@ extern "C" __global__ void select_topk(SelectParams p)
     __shared__ int warp_counts[32];
     __shared__ int shared_bin, shared_remaining, shared_total;
     int row = blockIdx.x;
-    int start = start_position(p.start_at, p.start);
-    int n, k;
-    if (p.mode == 0)
-    {
-        Tile tile = tile_of(start, p.tokens, row / p.rows_per_unit);
-        n = tile.candidate_end;
-        k = budget_for_tile(tile, start + p.tokens, p.percent, p.rule);
-    }
-    else
-    {
-        int visible = start + row / p.rows_per_unit + 1;
-        long long budget = budget_for(visible, p.percent);
-        budget -= (long long)(p.recent_fraction * (double)budget);
-        n = (visible + p.page_size - 1) / p.page_size;
-        k = (int)min((budget + p.page_size - 1) / p.page_size, (long long)n);
-    }
-    k = min(k, min(n, p.capacity));
+    int start = start_position(p.start_at, p.start), n, k;
+    select_row_budget(p, row, start, n, k);
     const float* scores = p.scores + (long)row * p.stride;
     int* out = p.indices + (long)row * p.capacity;
     if (threadIdx.x == 0) p.counts[row] = k;
@@ -269,21 +212,7 @@ extern "C" __global__ void select_topk(SelectParams p)
         __syncthreads();
     }
     // prefix is the k-th largest key; `remaining` of the keys equal to it complete the set.
-    int above_written = 0, ties_seen = 0, above_total = k - remaining;
-    for (int base = 0; base < n; base += blockDim.x)
-    {
-        int i = base + threadIdx.x;
-        unsigned key = i < n ? order_key(scores[i]) : 0u;
-        bool above = i < n && key > prefix, tie = i < n && key == prefix;
-        int above_before = block_exclusive_count(above, warp_counts, &shared_total);
-        int above_here = shared_total;
-        int tie_before = block_exclusive_count(tie, warp_counts, &shared_total);
-        int ties_here = shared_total;
-        if (above) out[above_written + above_before] = i;
-        if (tie && ties_seen + tie_before < remaining) out[above_total + ties_seen + tie_before] = i;
-        above_written += above_here;
-        ties_seen += ties_here;
-    }
+    write_top_keys(scores, 0, n, prefix, remaining, k - remaining, 0, 0, out, warp_counts, &shared_total);
 }
 
 // The arguments of sparse_attention.
