@@ -22,6 +22,9 @@ public sealed record KascadeBenchmarkRow(int Context, int TopK, double Dense, do
     public const int Layers = 32, Anchors = 4;
 
     public double Average => (LayerZero + Anchors * Anchor + (Layers - 1 - Anchors) * Reuse) / Layers;
+
+    /// <summary>How a table's per-layer average is made, for its header.</summary>
+    public static string AverageRule => $"per-layer average = (layer 0 + {Anchors} anchors + {Layers - 1 - Anchors} reuse) / {Layers}";
 }
 
 /// <summary>
@@ -35,7 +38,7 @@ public static class KascadeAttentionBenchmark
     {
         if (o.Phase != "decode" || o.Batch != 1)
         {
-            throw new KascadeException("bench attention --kascade times decode at batch 1 for now: Kascade's prefill kernels are exact but not yet fast, and batched Kascade decode is not built (issue 15)");
+            throw new KascadeException("KascadeAttentionBenchmark times decode at batch 1 (prefill: KascadePrefillBenchmark; batched Kascade decode is not built, issue 15)");
         }
         var rows = new List<KascadeBenchmarkRow>();
         using var timer = backend.CreateTimer(o.Flush);
@@ -74,7 +77,7 @@ public static class KascadeAttentionBenchmark
         var sb = new StringBuilder();
         string flush = o.Flush == L2Flush.Read ? "reading" : "writing";
         sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; decode, batch 1, {o.Heads} query heads, {o.KvHeads} KV heads, head dim {o.HeadDim}, bf16 KV cache, Top-k {topKPercent}%; CUDA events, L2 flushed by {flush} {GpuTimer.FlushBytes >> 20} MiB, median of {o.Runs}");
-        sb.AppendLine(CultureInfo.InvariantCulture, $"device copy bandwidth: {copyGBps:F0} GB/s; per-layer average = (layer 0 + {KascadeBenchmarkRow.Anchors} anchors + {KascadeBenchmarkRow.Layers - 1 - KascadeBenchmarkRow.Anchors} reuse) / {KascadeBenchmarkRow.Layers}");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"device copy bandwidth: {copyGBps:F0} GB/s; {KascadeBenchmarkRow.AverageRule}");
         sb.AppendLine();
         sb.AppendLine("| context | Top-k keys | dense ms | layer 0 ms | anchor ms | reuse ms | reuse gathered GB/s (of copy) | per-layer average ms | speedup over dense | Top-k alone, KV-head rows ms | Top-k alone, 512 rows ms |");
         sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");

@@ -287,7 +287,7 @@ public sealed unsafe partial class CudaBackend
     private void PoolTiles(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, DeviceTensor q, CudaKvCache c, nint scores, long stride, int extent)
     {
         args.CheckPools(pools);
-        if (TryPoolDecode(args, pooling, pools, maxPool, In(q), c, scores, stride, extent))
+        if (TryPoolDecode(args, pooling, pools, maxPool, In(q), c, scores, stride, extent) || TryPoolPrefill(args, pooling, pools, maxPool, In(q), c, scores, stride))
         {
             return;
         }
@@ -314,8 +314,9 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>
     /// Sparse attention over a plan: a decode step's rows through <c>sparse_decode</c> (split over the row's keys, merged by
-    /// <c>attention_combine</c>) where its head dim and head sets fit it; every other chunk through <c>sparse_attention</c>
-    /// (a warp per query row).
+    /// <c>attention_combine</c>) where its head dim and head sets fit it; a prefill chunk of a tile plan through
+    /// <c>sparse_prefill_mma</c> (tensor cores, a block per tile and KV head) where it fits; every other chunk through
+    /// <c>sparse_attention</c> (a warp per query row).
     /// </summary>
     private void LaunchSparse(AttentionArgs args, SparseParams parameters)
     {
@@ -337,6 +338,10 @@ public sealed unsafe partial class CudaBackend
             slots[2] = &pm;
             Launch(function, "sparse_decode", new Dim3((uint)splits, (uint)sets, 1), DecodeThreads, 0, slots, dependent: false);
             Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: false, po, pm, parameters.Out, splits);
+            return;
+        }
+        if (TrySparsePrefill(args, parameters))
+        {
             return;
         }
         LaunchWith(SelectionModule(args.HeadDim).Function("sparse_attention"), "sparse_attention", new Dim3((uint)((args.Tokens * args.Heads + 3) / 4), 1, 1), 128, 0, parameters);

@@ -281,3 +281,94 @@ __device__ __forceinline__ void softmax_tile(float (*s)[4], int k0, int warp_fir
         m[h] = m_new;
     }
 }
+
+// s += Q·Kᵀ for one K tile ([ATT_KEYS][TILE_STRIDE] bf16 in shared memory) and the warp's ATT_M_TILES 16-row tiles of
+// q_tile (rows q_row0 + 16 mt + …, [rows][TILE_STRIDE] bf16): each K fragment serves all of them. mma C layout.
+__device__ __forceinline__ void qk_tile(const bf16_t* q_tile, int q_row0, const bf16_t* k_tile, int lane, float (*s)[ATT_KEYS / 8][4])
+{
+#pragma unroll
+    for (int kc = 0; kc < HEAD_DIM / 32; kc++)
+    {
+        unsigned qa[ATT_M_TILES][2][4];
+#pragma unroll
+        for (int mt = 0; mt < ATT_M_TILES; mt++)
+        {
+            const bf16_t* qp = q_tile + (q_row0 + 16 * mt + (lane & 15)) * TILE_STRIDE + kc * 32 + (lane >> 4) * 8;
+            ldmatrix_x4(qa[mt][0], qp);
+            ldmatrix_x4(qa[mt][1], qp + 16);
+        }
+#pragma unroll
+        for (int n = 0; n < ATT_KEYS / 8; n++)
+        {
+            unsigned b[4];
+            ldmatrix_x4(b, k_tile + (n * 8 + (lane & 7)) * TILE_STRIDE + kc * 32 + (lane >> 3) * 8);
+#pragma unroll
+            for (int mt = 0; mt < ATT_M_TILES; mt++)
+            {
+                mma_bf16(s[mt][n], qa[mt][0], b);
+                mma_bf16(s[mt][n], qa[mt][1], b + 2);
+            }
+        }
+    }
+}
+
+__device__ __forceinline__ void zero_scores(float (*s)[ATT_KEYS / 8][4])
+{
+#pragma unroll
+    for (int mt = 0; mt < ATT_M_TILES; mt++)
+#pragma unroll
+        for (int n = 0; n < ATT_KEYS / 8; n++) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
+}
+
+// For each of the warp's row tiles: the online softmax of its scores (softmax_tile) and, where a running max moved, the
+// output rows rescaled. s becomes P.
+__device__ __forceinline__ void softmax_rescale(float (*s)[ATT_KEYS / 8][4], int k0, int warp_first_limit, const int (*limit)[2], int gc,
+                                                float (*m)[2], float (*l)[2], float (*o)[HEAD_DIM / 8][4])
+{
+#pragma unroll
+    for (int mt = 0; mt < ATT_M_TILES; mt++)
+    {
+        float correction[2];
+        softmax_tile(s[mt], k0, warp_first_limit, limit[mt], gc, m[mt], l[mt], correction);
+        if (__any_sync(0xffffffffu, correction[0] != 1.0f || correction[1] != 1.0f))   // the running max moved
+        {
+#pragma unroll
+            for (int n = 0; n < HEAD_DIM / 8; n++)
+            {
+                o[mt][n][0] *= correction[0]; o[mt][n][1] *= correction[0];
+                o[mt][n][2] *= correction[1]; o[mt][n][3] *= correction[1];
+            }
+        }
+    }
+}
+
+// O += P·V for one V tile ([ATT_KEYS][TILE_STRIDE] bf16, row-major): P's C fragments of key n-tiles 2kk and 2kk+1 are
+// the A fragment of k-step kk; V's B fragments come transposed out of the tile, each serving the warp's row tiles.
+__device__ __forceinline__ void pv_tile(const float (*s)[ATT_KEYS / 8][4], const bf16_t* v_tile, int lane, float (*o)[HEAD_DIM / 8][4])
+{
+#pragma unroll
+    for (int kk = 0; kk < ATT_KEYS / 16; kk++)
+    {
+        unsigned a[ATT_M_TILES][4];
+#pragma unroll
+        for (int mt = 0; mt < ATT_M_TILES; mt++)
+        {
+            a[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+            a[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+            a[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+            a[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int n2 = 0; n2 < HEAD_DIM / 16; n2++)
+        {
+            unsigned b[4];
+            ldmatrix_x4_trans(b, v_tile + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * TILE_STRIDE + n2 * 16 + (lane >> 4) * 8);
+#pragma unroll
+            for (int mt = 0; mt < ATT_M_TILES; mt++)
+            {
+                mma_bf16(o[mt][2 * n2], a[mt], b);
+                mma_bf16(o[mt][2 * n2 + 1], a[mt], b + 2);
+            }
+        }
+    }
+}

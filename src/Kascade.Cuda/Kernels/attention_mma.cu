@@ -70,79 +70,12 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_mma(const
         const bf16_t* k_tile = ring + (j % ATT_STAGES) * 2 * ATT_KEYS * TILE_STRIDE;
         const bf16_t* v_tile = k_tile + ATT_KEYS * TILE_STRIDE;
 
-        // S = Q·K(j)ᵀ: each K fragment serves the warp's ATT_M_TILES row tiles.
+        // S = Q·K(j)ᵀ, the online softmax, O += P·V(j) (attention_common.cuh).
         float s[ATT_M_TILES][ATT_KEYS / 8][4];
-#pragma unroll
-        for (int mt = 0; mt < ATT_M_TILES; mt++)
-#pragma unroll
-            for (int n = 0; n < ATT_KEYS / 8; n++) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
-#pragma unroll
-        for (int kc = 0; kc < HEAD_DIM / 32; kc++)
-        {
-            unsigned qa[ATT_M_TILES][2][4];
-#pragma unroll
-            for (int mt = 0; mt < ATT_M_TILES; mt++)
-            {
-                const bf16_t* qp = q_tile + (warp_row - w.block_row + 16 * mt + (lane & 15)) * TILE_STRIDE + kc * 32 + (lane >> 4) * 8;
-                ldmatrix_x4(qa[mt][0], qp);
-                ldmatrix_x4(qa[mt][1], qp + 16);
-            }
-#pragma unroll
-            for (int n = 0; n < ATT_KEYS / 8; n++)
-            {
-                unsigned b[4];
-                ldmatrix_x4(b, k_tile + (n * 8 + (lane & 7)) * TILE_STRIDE + kc * 32 + (lane >> 3) * 8);
-#pragma unroll
-                for (int mt = 0; mt < ATT_M_TILES; mt++)
-                {
-                    mma_bf16(s[mt][n], qa[mt][0], b);
-                    mma_bf16(s[mt][n], qa[mt][1], b + 2);
-                }
-            }
-        }
-#pragma unroll
-        for (int mt = 0; mt < ATT_M_TILES; mt++)
-        {
-            float correction[2];
-            softmax_tile(s[mt], k0, warp_first_limit, limit[mt], gc, m[mt], l[mt], correction);
-            if (__any_sync(0xffffffffu, correction[0] != 1.0f || correction[1] != 1.0f))   // the running max moved
-            {
-#pragma unroll
-                for (int n = 0; n < HEAD_DIM / 8; n++)
-                {
-                    o[mt][n][0] *= correction[0]; o[mt][n][1] *= correction[0];
-                    o[mt][n][2] *= correction[1]; o[mt][n][3] *= correction[1];
-                }
-            }
-        }
-
-        // O += P·V(j): P's C fragments of key n-tiles 2kk and 2kk+1 are the A fragment of k-step kk; V's B fragments
-        // come transposed out of the row-major tile, each serving the warp's ATT_M_TILES row tiles.
-#pragma unroll
-        for (int kk = 0; kk < ATT_KEYS / 16; kk++)
-        {
-            unsigned a[ATT_M_TILES][4];
-#pragma unroll
-            for (int mt = 0; mt < ATT_M_TILES; mt++)
-            {
-                a[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                a[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                a[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                a[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-            }
-#pragma unroll
-            for (int n2 = 0; n2 < HEAD_DIM / 16; n2++)
-            {
-                unsigned b[4];
-                ldmatrix_x4_trans(b, v_tile + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * TILE_STRIDE + n2 * 16 + (lane >> 4) * 8);
-#pragma unroll
-                for (int mt = 0; mt < ATT_M_TILES; mt++)
-                {
-                    mma_bf16(o[mt][2 * n2], a[mt], b);
-                    mma_bf16(o[mt][2 * n2 + 1], a[mt], b + 2);
-                }
-            }
-        }
+        zero_scores(s);
+        qk_tile(q_tile, warp_row - w.block_row, k_tile, lane, s);
+        softmax_rescale(s, k0, warp_first_limit, limit, gc, m, l, o);
+        pv_tile(s, v_tile, lane, o);
     }
 
     allow_dependent_launch();                                    // attention_combine may start launching

@@ -5,9 +5,9 @@ namespace Kascade.Runtime.Diagnostics;
 /// <summary>
 /// The select/attend ops (DESIGN §3) against the reference: pooled tile scores, per-row probabilities, the anchors'
 /// plans (index sets equal up to score ties), sparse attention over a plan through a head map, and the oracle, over
-/// head dims 64 and 128, GQA groups 1–8, prefill chunks that start and end inside tiles, and decode steps. The GPU's
-/// select/attend kernels compute in fp32 (bf16 keys and values, as stored), so outputs are held to the fp32 bound, not
-/// the tensor-core one (H200, 2026-12-05: largest error 4e-8).
+/// head dims 64 and 128, GQA groups 1–8, prefill chunks that start and end inside tiles, and decode steps. Scores are
+/// fp32-exact on every path (the prefill anchor kernel splits its queries into two bf16 halves), so plans match up to
+/// ties; sparse attention over a prefill chunk runs on tensor cores and is held to the dense kernels' bound.
 /// </summary>
 public static partial class BackendParity
 {
@@ -126,8 +126,9 @@ public static partial class BackendParity
         reference.Read(scoreTensor, scores);
         var ties = ScoreTies(expected.Counts, expected.Indices, expected.Capacity, scores, scoreTensor.Cols);
         yield return new ParityResult("anchor plan", shape, PlanMismatches(expected.Counts, expected.Indices, actual.Counts, actual.Indices, expected.Capacity, ties), 0);
-        yield return CompareValues("anchor attention", shape, expected.Anchor, actual.Anchor, Absolute);
-        yield return CompareValues("sparse attention (head map)", shape, expected.Reuse, actual.Reuse, Absolute);
+        // Prefill chunks attend on tensor cores (bf16 queries and probabilities, as the dense kernels); decode steps in fp32.
+        yield return CompareValues("anchor attention", shape, expected.Anchor, actual.Anchor, TensorCoreBound);
+        yield return CompareValues("sparse attention (head map)", shape, expected.Reuse, actual.Reuse, TensorCoreBound);
     }
 
     /// <summary>

@@ -1,0 +1,87 @@
+using System.Globalization;
+using System.Text;
+using Kascade.Core;
+using Kascade.Cuda;
+using Kascade.Cuda.Runtime;
+
+namespace Kascade.Cli;
+
+/// <summary>
+/// One context of <c>bench attention --phase prefill --kascade</c>: milliseconds to prefill one layer of a prompt of
+/// <paramref name="Context"/> tokens — our dense kernel over the whole prompt in one call, and, in chunks of
+/// <see cref="KascadePrefillBenchmark.Chunk"/> as a Kascade session prefills (its plans and scores bounded by the
+/// chunk), dense, layer 0 (dense output + selection), an anchor (selection + sparse output) and a reuse layer.
+/// </summary>
+public sealed record KascadePrefillRow(int Context, double Dense, double DenseChunked, double LayerZero, double Anchor, double Reuse)
+{
+    public double Average => new KascadeBenchmarkRow(Context, 0, Dense, LayerZero, Anchor, Reuse, 0, 0).Average;
+}
+
+/// <summary>
+/// Kascade's prefill kernels on the GPU beside our dense kernel, on one prompt of random keys, values and queries (the
+/// paper's shapes by default). Each case runs every chunk of the prompt once per timed run (CUDA events, L2 flushed
+/// before each run, median); a reuse layer needs its anchor's plan for the same chunk, so it is timed as anchor + reuse
+/// less the anchor.
+/// </summary>
+public static class KascadePrefillBenchmark
+{
+    /// <summary>Tokens per prefill chunk: a chunk's pooled scores take tiles · KV heads · context fp32 (540 MB at 128k).</summary>
+    public const int Chunk = 4096;
+
+    public static IReadOnlyList<KascadePrefillRow> Run(CudaBackend backend, AttentionBenchmarkOptions o, double topKPercent, Action<int>? onContext = null)
+    {
+        var rows = new List<KascadePrefillRow>();
+        using var timer = backend.CreateTimer(o.Flush);
+        var rng = new Random(3);
+        int runs = Math.Max(3, o.Runs / 5);
+        foreach (int context in o.Contexts)
+        {
+            using var cache = backend.AllocateKvCache(new KvCacheShape(1, o.KvHeads, o.HeadDim, context));
+            AttentionBenchmark.Fill(backend, cache, 1, context, o, rng);
+            using var q = backend.Upload(AttentionBenchmark.RandomValues(rng, context * o.Heads * o.HeadDim), context, o.Heads * o.HeadDim);
+            using var output = backend.Allocate(context, o.Heads * o.HeadDim);
+            using var plan = backend.AllocatePlan(KeyPlan.UnitsFor(Chunk), o.KvHeads, TopKBudget.For(context, topKPercent));
+            var whole = new AttentionArgs(0, context, 0, o.Heads, o.KvHeads, o.HeadDim, 1f / MathF.Sqrt(o.HeadDim));
+            var anchor = new SelectionArgs(topKPercent, ScorePooling.PostSoftmax, PoolAllHeads: false, DenseOutput: false);
+            var identity = Enumerable.Range(0, o.KvHeads).ToArray();
+            void Chunks(Action<AttentionArgs, DeviceTensor, DeviceTensor> op)
+            {
+                for (int start = 0; start < context; start += Chunk)
+                {
+                    int tokens = Math.Min(Chunk, context - start);
+                    op(whole with { StartPosition = start, Tokens = tokens }, q.Slice(start, tokens), output.Slice(start, tokens));
+                }
+            }
+            double Time(Action run) => timer.MedianMilliseconds(run, runs, 1);
+            double dense = Time(() => backend.Attention(whole, q, cache, output));
+            double denseChunked = Time(() => Chunks((a, qs, os) => backend.Attention(a, qs, cache, os)));
+            double layerZero = Time(() => Chunks((a, qs, os) => backend.AnchorAttention(a, anchor with { DenseOutput = true }, qs, cache, plan, os)));
+            double anchorMs = Time(() => Chunks((a, qs, os) => backend.AnchorAttention(a, anchor, qs, cache, plan, os)));
+            double both = Time(() => Chunks((a, qs, os) =>
+            {
+                backend.AnchorAttention(a, anchor, qs, cache, plan, os);
+                backend.SparseAttention(a, plan, identity, qs, cache, os);
+            }));
+            rows.Add(new KascadePrefillRow(context, dense, denseChunked, layerZero, anchorMs, Math.Max(0, both - anchorMs)));
+            onContext?.Invoke(context);
+        }
+        return rows;
+    }
+
+    public static string ToMarkdown(CudaBackend backend, AttentionBenchmarkOptions o, double topKPercent, IReadOnlyList<KascadePrefillRow> rows)
+    {
+        var sb = new StringBuilder();
+        string flush = o.Flush == L2Flush.Read ? "reading" : "writing";
+        sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; prefill of one layer, batch 1, {o.Heads} query heads, {o.KvHeads} KV heads, head dim {o.HeadDim}, bf16 KV cache, Top-k {topKPercent}%, Kascade in chunks of {Chunk}; CUDA events, L2 flushed by {flush} {GpuTimer.FlushBytes >> 20} MiB, median of {Math.Max(3, o.Runs / 5)}");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"{KascadeBenchmarkRow.AverageRule}; reuse = (anchor + reuse) − anchor");
+        sb.AppendLine();
+        sb.AppendLine("| context | dense ms (one call) | dense ms (chunks) | layer 0 ms | anchor ms | reuse ms | anchor / dense | per-layer average ms | speedup over dense |");
+        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var r in rows)
+        {
+            sb.AppendLine(CultureInfo.InvariantCulture,
+                $"| {r.Context} | {r.Dense:F3} | {r.DenseChunked:F3} | {r.LayerZero:F3} | {r.Anchor:F3} | {r.Reuse:F3} | {r.Anchor / r.Dense:F2} | {r.Average:F3} | {r.Dense / r.Average:F2}× |");
+        }
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,145 @@
+// Sparse attention of a prefill chunk over a Kascade plan on tensor cores (issue 15 §3: the reuse layers' and the
+// anchors' own output): a block takes one 32-query tile of one KV head — its GROUP query heads share the tile's plan
+// row, so 32 · GROUP rows share every gathered K/V tile, as attention_mma's rows share a dense one — and runs
+// attention_mma's FlashAttention-2 loop over the row's positions followed by the tile's diagonal keys. K and V rows are
+// gathered by position into the cp.async ring. The keys are numbered 0 … count − 1 (the plan's positions, all before
+// the tile, seen by every query) then count … (the diagonal keys diagonal_start, diagonal_start + 1, …, each seen by
+// the queries at or after it), so row r sees keys below count + query(r) − diagonal_start + 1: one limit per row, as in
+// attention_common.cuh's softmax_tile. Specialisation key: HEAD_DIM (a multiple of 32 up to 128), GROUP (1 to 8).
+#include "common.cuh"
+
+#if !defined(HEAD_DIM) || !defined(GROUP)
+#error "HEAD_DIM and GROUP must be defined"
+#endif
+#define ATT_WARPS GROUP
+#define ATT_M_TILES 2
+#define ATT_KEYS 64
+#define ATT_STAGES 2
+#include "attention_common.cuh"
+#include "plan_common.cuh"
+
+// The arguments of sparse_prefill_mma (SparsePrefillParams in CudaBackend.SparsePrefill.cs).
+struct SparsePrefillParams
+{
+    const float* q;          // fp32 [tokens, heads, HEAD_DIM]
+    const bf16_t* k_cache;   // bf16 [kv_heads, capacity, HEAD_DIM], one layer
+    const bf16_t* v_cache;
+    float* out;              // fp32 [tokens, heads, HEAD_DIM]
+    const int* indices;      // int32 [plan rows, plan_capacity]
+    const int* counts;       // int32 [plan rows]
+    int tokens, heads, kv_heads, capacity, start, plan_capacity, rows_per_unit;
+    float scale;
+    int head_map[64];        // query head → its selector; the block reads head_map[g · GROUP] (a KV head's heads share it)
+};
+
+// Starts gathering keys and values [first, first + ATT_KEYS) of the block's key order into a ring slot (K then V,
+// [ATT_KEYS][TILE_STRIDE] each); keys at or past `total` are zero-filled.
+__device__ __forceinline__ void gather_tile(bf16_t* k_slot, bf16_t* v_slot, const bf16_t* k_cache, const bf16_t* v_cache, const int* listed, int count,
+                                            int diagonal_start, int first, int total)
+{
+    for (int chunk = threadIdx.x; chunk < ATT_KEYS * CHUNKS_PER_ROW; chunk += blockDim.x)
+    {
+        int row = chunk / CHUNKS_PER_ROW, column = (chunk % CHUNKS_PER_ROW) * 8, key = first + row;
+        bool valid = key < total;
+        long at = valid ? (long)(key < count ? listed[key] : diagonal_start + key - count) * HEAD_DIM + column : 0;
+        copy_async16(k_slot + row * TILE_STRIDE + column, k_cache + at, valid);
+        copy_async16(v_slot + row * TILE_STRIDE + column, v_cache + at, valid);
+    }
+}
+
+// Grid: (units, kv_heads), ATT_WARPS · 32 threads; dynamic shared memory: the queries [BLOCK_ROWS][TILE_STRIDE] and
+// ATT_STAGES (K, V) tiles [ATT_KEYS][TILE_STRIDE], bf16.
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_mma(const SparsePrefillParams p)
+{
+    extern __shared__ __align__(16) bf16_t shared[];
+    bf16_t* q_tile = shared;
+    bf16_t* ring = shared + BLOCK_ROWS * TILE_STRIDE;
+    const float neg_inf = __int_as_float(0xff800000);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, gc = lane & 3;
+    const int unit = blockIdx.x, g = blockIdx.y;
+    const Tile tile = tile_of(p.start, p.tokens, unit);
+    const int rows = (tile.query_end - tile.query_start) * GROUP;
+    const int plan_row = unit * p.rows_per_unit + p.head_map[g * GROUP];
+    const int count = p.counts[plan_row];
+    const int* listed = p.indices + (long)plan_row * p.plan_capacity;
+    const int total = count + (tile.query_end - tile.diagonal_start);
+    const long head = (long)g * p.capacity * HEAD_DIM;
+    const bf16_t* k_cache = p.k_cache + head;
+    const bf16_t* v_cache = p.v_cache + head;
+    const int warp_row = warp * ATT_M_TILES * 16;
+    // Row r (query tile.query_start + r / GROUP) sees keys below count + query − diagonal_start + 1.
+    auto row_limit = [&](int r) { return r < rows ? count + tile.query_start + r / GROUP - tile.diagonal_start + 1 : 0; };
+    const int warp_first_limit = row_limit(warp_row);
+    const int warp_last_key = warp_row < rows ? row_limit(min(warp_row + ATT_M_TILES * 16, rows) - 1) - 1 : -1;
+    const int tiles = (total + ATT_KEYS - 1) / ATT_KEYS;
+
+    auto stage = [&](int t) {
+        bf16_t* k_slot = ring + (t % ATT_STAGES) * 2 * ATT_KEYS * TILE_STRIDE;
+        gather_tile(k_slot, k_slot + ATT_KEYS * TILE_STRIDE, k_cache, v_cache, listed, count, tile.diagonal_start, t * ATT_KEYS, total);
+    };
+    if (tiles > 0) stage(0);
+    copy_async_commit();
+
+    // The tile's queries as bf16 in log2 units (scale · log2 e folded in); padding rows are zeros.
+    const float log2e_scale = p.scale * 1.4426950408889634f;
+    for (int i = threadIdx.x; i < BLOCK_ROWS * HEAD_DIM / 2; i += blockDim.x)
+    {
+        int r = i / (HEAD_DIM / 2), c = (i % (HEAD_DIM / 2)) * 2;
+        float2 v = make_float2(0.0f, 0.0f);
+        if (r < rows)
+            v = *reinterpret_cast<const float2*>(p.q + ((long)(tile.query_start - p.start + r / GROUP) * p.heads + g * GROUP + r % GROUP) * HEAD_DIM + c);
+        *reinterpret_cast<unsigned*>(q_tile + r * TILE_STRIDE + c) = pack_bf16(v.x * log2e_scale, v.y * log2e_scale);
+    }
+
+    int limit[ATT_M_TILES][2];
+    float o[ATT_M_TILES][HEAD_DIM / 8][4], m[ATT_M_TILES][2], l[ATT_M_TILES][2];
+#pragma unroll
+    for (int mt = 0; mt < ATT_M_TILES; mt++)
+    {
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+        {
+            limit[mt][h] = row_limit(warp_row + 16 * mt + gr + 8 * h);
+            m[mt][h] = neg_inf;
+            l[mt][h] = 0.0f;
+        }
+#pragma unroll
+        for (int n = 0; n < HEAD_DIM / 8; n++) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.0f;
+    }
+
+    for (int j = 0; j < tiles; j++)
+    {
+        copy_async_wait<0>();
+        __syncthreads();                                         // tile j (and the queries) are in; every warp is done with tile j − 1
+        if (j + 1 < tiles) stage(j + 1);
+        copy_async_commit();
+        const int k0 = j * ATT_KEYS;
+        if (k0 > warp_last_key) continue;                        // none of the warp's rows sees this tile
+        const bf16_t* k_tile = ring + (j % ATT_STAGES) * 2 * ATT_KEYS * TILE_STRIDE;
+        const bf16_t* v_tile = k_tile + ATT_KEYS * TILE_STRIDE;
+
+        float s[ATT_M_TILES][ATT_KEYS / 8][4];
+        zero_scores(s);
+        qk_tile(q_tile, warp_row, k_tile, lane, s);
+        softmax_rescale(s, k0, warp_first_limit, limit, gc, m, l, o);
+        pv_tile(s, v_tile, lane, o);
+    }
+
+    // Normalised output rows; a row that saw no key (an empty plan row and no diagonal) is zeros, as the CPU's.
+#pragma unroll
+    for (int mt = 0; mt < ATT_M_TILES; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+        {
+            float sum = l[mt][h];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            int r = warp_row + 16 * mt + gr + 8 * h;
+            if (r >= rows) continue;
+            float factor = sum > 0.0f ? 1.0f / sum : 0.0f;
+            float* target = p.out + ((long)(tile.query_start - p.start + r / GROUP) * p.heads + g * GROUP + r % GROUP) * HEAD_DIM;
+#pragma unroll
+            for (int n = 0; n < HEAD_DIM / 8; n++)
+                *reinterpret_cast<float2*>(target + n * 8 + 2 * gc) = make_float2(o[mt][n][2 * h] * factor, o[mt][n][2 * h + 1] * factor);
+        }
+}
