@@ -16,6 +16,7 @@ internal sealed class AttentionOptions
     private readonly Option<double?> _percent = new Option<double?>("--topk-percent") { Description = "Top-k budget p in percent of the visible keys (default: the schedule's, else 10)" }.Percent();
     private readonly Option<string> _pooling = new("--pooling") { Description = "Anchor score pooling: post (post-softmax, the paper) or pre (raw scores)", DefaultValueFactory = _ => "post" };
     private readonly Option<string> _budgetRule = new("--budget-rule") { Description = "How anchors size their Top-k: rounded (ours: k rounded up to 128) or reference (the official PyTorch code's k − 32 and rolling per-tile count; docs/kascade.md)", DefaultValueFactory = _ => "rounded" };
+    private readonly Option<int> _refresh = new Option<int>("--anchor-refresh") { Description = "Kascade decode: anchors select on every R-th step and keep their selection (plus the keys appended since) in between; 1 selects every step (the paper)", DefaultValueFactory = _ => 1 }.AtLeast(1);
     private readonly Option<string[]> _baseline = new("--baseline") { Description = $"A baseline setting NAME=VALUE, repeatable ({string.Join(", ", BaselineOptions.SettingNames)}); defaults from DESIGN §4" };
 
     private AttentionOptions()
@@ -77,6 +78,7 @@ internal sealed class AttentionOptions
         command.Add(_percent);
         command.Add(_pooling);
         command.Add(_budgetRule);
+        command.Add(_refresh);
         command.Add(_baseline);
     }
 
@@ -98,7 +100,13 @@ internal sealed class AttentionOptions
         }
         var pooling = parse.GetValue(_pooling) == "pre" ? ScorePooling.PreSoftmax : ScorePooling.PostSoftmax;
         var rule = parse.GetValue(_budgetRule) == "reference" ? BudgetRule.Reference : BudgetRule.Rounded;
-        return Build(name, parse.GetValue(_schedule), parse.GetValue(_percent), pooling, dir) with { Baselines = baselines, BudgetRule = rule };
+        var policy = Build(name, parse.GetValue(_schedule), parse.GetValue(_percent), pooling, dir) with { Baselines = baselines, BudgetRule = rule };
+        int refresh = parse.GetValue(_refresh);
+        if (refresh > 1 && !policy.NeedsSchedule)
+        {
+            throw new KascadeException($"--anchor-refresh applies to the Kascade methods, not '{name}'");
+        }
+        return policy with { AnchorRefresh = refresh };
     }
 
     /// <summary>The policy named <paramref name="name"/>, loading and checking its schedule where it needs one.</summary>

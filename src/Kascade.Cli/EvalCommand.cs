@@ -153,6 +153,7 @@ public static partial class CliApp
         string baselines = policy.IsBaseline ? $" {policy.Baselines.Describe()}" : "";
         // Named only when not the default, so stores written before the option existed keep their identity.
         string rule = policy.NeedsSchedule && policy.BudgetRule != BudgetRule.Rounded ? $" budget {policy.BudgetRule}" : "";
-        return string.Create(CultureInfo.InvariantCulture, $"{policy.Method} top-k {policy.TopKPercent}% {policy.Pooling}{schedule}{baselines}{rule}");
+        string refresh = policy.AnchorRefresh > 1 ? $" refresh {policy.AnchorRefresh}" : "";
+        return string.Create(CultureInfo.InvariantCulture, $"{policy.Method} top-k {policy.TopKPercent}% {policy.Pooling}{schedule}{baselines}{rule}{refresh}");
     }
 }

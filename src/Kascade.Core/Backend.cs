@@ -230,6 +230,13 @@ public interface IBackend : IDisposable
     void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output);
 
     /// <summary>
+    /// Adds the step's own position to every row of a decode plan (<paramref name="args"/> one token), which then serves
+    /// this step: an anchor that keeps its selection between refreshes (<see cref="AttentionPolicy.AnchorRefresh"/>) still
+    /// attends every key appended since it selected. The plan's capacity must hold the additions.
+    /// </summary>
+    void ExtendPlan(AttentionArgs args, KeyPlan plan);
+
+    /// <summary>
     /// Copies a plan to host memory (waits for queued work): <c>counts[row]</c> positions in
     /// <c>indices[row · Capacity …]</c>, rows <c>[0, counts.Length)</c>; int32 <c>counts [rows]</c>, <c>indices [rows, Capacity]</c>
     /// (entries past a row's count are unspecified). For parity checks and analysis.

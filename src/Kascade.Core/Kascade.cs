@@ -137,6 +137,13 @@ public sealed record AttentionPolicy(AttentionMethod Method, KascadeSchedule? Sc
     /// <summary>How the Kascade variants size their anchors' Top-k (the oracle and the baselines use <see cref="TopKBudget.For"/>).</summary>
     public BudgetRule BudgetRule { get; init; } = BudgetRule.Rounded;
 
+    /// <summary>
+    /// Kascade decode (issue 16 §4): an anchor selects on every R-th decode step after a prefill and, in between, keeps its
+    /// selection and adds each step's own key to it, so its layers attend over the selection plus every key appended
+    /// since. 1 (the paper): every step selects.
+    /// </summary>
+    public int AnchorRefresh { get; init; } = 1;
+
     /// <summary>The method's entry in the registry (name, settings, how it selects).</summary>
     public AttentionMethodInfo Info => AttentionMethods.Of(Method);
 

@@ -58,6 +58,18 @@ public abstract class KeyPlan : IDisposable
         return [.. Enumerable.Range(0, heads).Select(h => headMap[h / perEntry])];
     }
 
+    /// <summary>
+    /// Refuses to extend a plan (<see cref="IBackend.ExtendPlan"/>) for anything but the decode step after the one it
+    /// serves (<paramref name="chunk"/>: the plan's chunk, as issued).
+    /// </summary>
+    public static void CheckExtend(AttentionArgs args, (int Start, int Tokens) chunk)
+    {
+        if (args.Tokens != 1 || chunk.Tokens != 1 || chunk.Start != args.StartPosition - 1)
+        {
+            throw new InvalidOperationException($"a plan serving [{chunk.Start}, +{chunk.Tokens}) extends to the next decode step only, not [{args.StartPosition}, +{args.Tokens})");
+        }
+    }
+
     /// <summary>Units a chunk of <paramref name="tokens"/> tokens touches at most (it may start inside a tile).</summary>
     public static int UnitsFor(int tokens) => (tokens + TopKBudget.TileSize - 1) / TopKBudget.TileSize + 1;
 

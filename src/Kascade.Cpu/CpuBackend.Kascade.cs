@@ -38,6 +38,18 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
+    public void ExtendPlan(AttentionArgs args, KeyPlan plan)
+    {
+        var p = (CpuKeyPlan)plan;
+        int position = CpuStepInputs.Start(args.Step, args.StartPosition);
+        KeyPlan.CheckExtend(args, p.Chunk);
+        for (int row = 0; row < p.Selectors; row++)
+        {
+            p.Append(row, position);
+        }
+        p.Chunk = (args.StartPosition, 1);
+    }
+
     public void ReadPlan(KeyPlan plan, Span<int> counts, Span<int> indices)
     {
         var p = (CpuKeyPlan)plan;

@@ -127,6 +127,16 @@ public sealed class CpuKeyPlan(int units, int selectors, int capacity, PlanUnit 
     /// <summary>The positions of <paramref name="row"/>, as the selector wrote them.</summary>
     public ReadOnlySpan<int> Row(int row) => _indices.AsSpan(row * Capacity, _counts[row]);
 
+    /// <summary>Appends <paramref name="position"/> to <paramref name="row"/> (<see cref="IBackend.ExtendPlan"/>).</summary>
+    internal void Append(int row, int position)
+    {
+        if (_counts[row] >= Capacity)
+        {
+            throw new InvalidOperationException($"row {row} of the plan is full ({Capacity} positions)");
+        }
+        _indices[row * Capacity + _counts[row]++] = position;
+    }
+
     internal void Write(int row, int[] positions)
     {
         if (positions.Length > Capacity)

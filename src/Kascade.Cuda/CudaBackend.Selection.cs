@@ -123,6 +123,15 @@ public sealed unsafe partial class CudaBackend
         }
     }
 
+    public void ExtendPlan(AttentionArgs args, KeyPlan plan)
+    {
+        var p = (CudaKeyPlan)plan;
+        KeyPlan.CheckExtend(args, p.Chunk);
+        Launch(SelectionModule(args.HeadDim), "extend_plan", (uint)((p.Selectors + 127) / 128), 128, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, p.Selectors,
+            args.StartPosition, StartOnDevice(args.Step));
+        p.Chunk = (args.StartPosition, 1);
+    }
+
     public void PooledTileScores(AttentionArgs args, ScorePooling pooling, int pools, DeviceTensor q, KvCache cache, DeviceTensor scores)
     {
         int units = Units(args);

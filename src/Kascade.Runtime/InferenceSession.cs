@@ -20,8 +20,8 @@ public sealed class InferenceSession : IDisposable
     private readonly Attention.LayerAttention _attention;
     private readonly StepInputs _step;
     private DeviceTensor? _allLogits;
-    private IRecordedStep? _recorded;
-    private SamplingOptions? _recordedSampling;
+    /// <summary>The recorded decode step of each of the policy's step variants (<see cref="Attention.LayerAttention.BeginStep"/>), with the sampling it was recorded for.</summary>
+    private readonly Dictionary<int, (IRecordedStep? Step, SamplingOptions Sampling)> _recorded = [];
     private bool _sampled;
 
     /// <summary>Every token run so far (prompt, then each decoded one), for <see cref="NonFiniteProbe"/>.</summary>
@@ -133,22 +133,23 @@ public sealed class InferenceSession : IDisposable
             throw new KascadeException($"the sequence would reach {Position + 1} positions; this session holds {Capacity}");
         }
         _tokens.Add(_lastToken);
+        int variant = _attention.BeginStep(1);
         if (_observer is not null)
         {
             // The observer reads intermediates on the host as each layer runs: a step that waits for the host cannot be recorded.
             DecodeStep(sampling);
         }
-        else if (_recorded is null || _recordedSampling != sampling || !_recorded.TryReplay(Position))
+        else if (!_recorded.TryGetValue(variant, out var recorded) || recorded.Sampling != sampling || recorded.Step is not { } step || !step.TryReplay(Position))
         {
             sampling.Check();
-            _recorded?.Dispose();
-            _recorded = _b.Record(() => DecodeStep(sampling));
-            _recordedSampling = sampling;
-            if (_recorded is null)
+            recorded.Step?.Dispose();
+            var fresh = _b.Record(() => DecodeStep(sampling));
+            _recorded[variant] = (fresh, sampling);
+            if (fresh is null)
             {
                 DecodeStep(sampling);
             }
-            else if (!_recorded.TryReplay(Position))
+            else if (!fresh.TryReplay(Position))
             {
                 throw new InvalidOperationException($"a decode step recorded at position {Position} does not replay there");
             }
@@ -262,6 +263,7 @@ public sealed class InferenceSession : IDisposable
         }
         _b.WriteStep(_step, ids, Position);
         _tokens.AddRange(ids);
+        _attention.BeginStep(n);
         return RunLayers(n);
     }
 
@@ -312,7 +314,10 @@ public sealed class InferenceSession : IDisposable
         }
         _cache.Dispose();
         _attention.Dispose();
-        _recorded?.Dispose();
+        foreach (var (step, _) in _recorded.Values)
+        {
+            step?.Dispose();
+        }
         _step.Dispose();
     }
 }

@@ -208,6 +208,8 @@ public sealed class CliErrorTests : IClassFixture<CliErrorTests.BadFiles>
         { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "d.jsonl", "--topk-percent", "NaN", "--out", "/tmp/s.json"], "--topk-percent must be a percentage in (0, 100], not NaN" },
         { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "d.jsonl", "--anchors", "many", "--out", "/tmp/s.json"], "--anchors must be a positive integer or auto, not 'many'" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "kascade", "--budget-rule", "exact"], "Argument 'exact' not recognized. Must be one of: 'rounded' 'reference'" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "kascade", "--anchor-refresh", "0"], "--anchor-refresh must be" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "quest", "--anchor-refresh", "4"], "--anchor-refresh applies to the Kascade methods, not 'quest'" },
         { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "d.jsonl", "--anchors", "auto", "--target-similarity", "1.5", "--out", "/tmp/s.json"], "--target-similarity must be in (0, 1], not 1.5" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--temperature", "Infinity"], "--temperature must be a finite number ≥ 0, not Infinity" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--top-p", "NaN"], "--top-p must be a finite number in (0, 1], not NaN" },

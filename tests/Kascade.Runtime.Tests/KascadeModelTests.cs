@@ -41,6 +41,39 @@ public class KascadeModelTests
     }
 
     [Fact]
+    public void Anchor_refresh_1_is_the_plain_policy()
+    {
+        var ids = Prompt(900);
+        var policy = new AttentionPolicy(AttentionMethod.Kascade, Schedule, 10);
+        Assert.Equal(Run(ids, policy, 256, 6), Run(ids, policy with { AnchorRefresh = 1 }, 256, 6));
+    }
+
+    [Fact]
+    public void A_kept_selection_still_attends_the_keys_appended_since()
+    {
+        // At 100% a selection holds every key: kept for 8 steps and extended by each step's key, it stays dense. Without
+        // the extension the steps after the first would miss their own keys and differ from dense.
+        var ids = Prompt(700);
+        Compare.Close(Run(ids, AttentionPolicy.Dense, 256, 6), Run(ids, new AttentionPolicy(AttentionMethod.Kascade, Schedule, 100) { AnchorRefresh = 8 }, 256, 6),
+            Tolerances.InstrumentFp32Logits, 0, "kascade p=100, refresh 8");
+        // At 10% keeping the selection changes the later steps and only those: the first decode step selects either way.
+        var plain = Run(ids, new AttentionPolicy(AttentionMethod.Kascade, Schedule, 10), 256, 6);
+        var kept = Run(ids, new AttentionPolicy(AttentionMethod.Kascade, Schedule, 10) { AnchorRefresh = 4 }, 256, 6);
+        int vocab = Instrument.Value.Config.VocabSize;
+        Assert.Equal(plain.AsSpan(0, 2 * vocab).ToArray(), kept.AsSpan(0, 2 * vocab).ToArray());
+        Assert.True(Compare.MaxAbsDiff(plain.AsSpan(2 * vocab, vocab), kept.AsSpan(2 * vocab, vocab)) > 0, "the second decode step reads the kept selection");
+    }
+
+    [Fact]
+    public void A_plan_extends_to_the_next_decode_step_only()
+    {
+        var b = new CpuBackend();
+        using var plan = b.AllocatePlan(1, 2, 8);
+        var args = new AttentionArgs(0, 1, 50, 4, 2, 16, 0.25f);
+        Assert.Throws<InvalidOperationException>(() => b.ExtendPlan(args, plan));
+    }
+
+    [Fact]
     public void A_schedule_for_another_model_is_refused()
     {
         var other = Schedule with { Model = Schedule.Model with { Layers = 32 } };

@@ -215,6 +215,19 @@ extern "C" __global__ void select_topk(SelectParams p)
     write_top_keys(scores, 0, n, prefix, remaining, k - remaining, 0, 0, out, warp_counts, &shared_total);
 }
 
+// IBackend.ExtendPlan: row r of a decode plan gets the step's own position (a kept selection then still covers every key
+// appended since it was made); a full row is left as it is (the host sizes the plan so that none fills). A thread per row.
+extern "C" __global__ void extend_plan(int* indices, int* counts, int capacity, int rows, int start, const int* start_at)
+{
+    int row = blockIdx.x * blockDim.x + threadIdx.x;
+    if (row >= rows) return;
+    start = start_position(start_at, start);
+    int count = counts[row];
+    if (count >= capacity) return;
+    indices[(long)row * capacity + count] = start;
+    counts[row] = count + 1;
+}
+
 // The arguments of sparse_attention.
 struct SparseParams
 {

@@ -4,7 +4,10 @@ namespace Kascade.Runtime.Attention;
 
 /// <summary>
 /// Kascade and its variants (DESIGN §3): anchor layers write the session's plan (layer 0 attends densely and is always
-/// the first anchor), reuse layers attend over their anchor's plan through a head map, the rest attend densely.
+/// the first anchor), reuse layers attend over their anchor's plan through a head map, the rest attend densely. With an
+/// anchor refresh R above 1 (<see cref="AttentionPolicy.AnchorRefresh"/>), each anchor keeps its own decode plan: it
+/// selects on every R-th decode step after a prefill and, on the steps between, adds the step's key to its plan
+/// (<see cref="IBackend.ExtendPlan"/>) instead of selecting; its reuse layers read that plan either way.
 /// </summary>
 internal sealed class KascadeLayers : LayerAttention
 {
@@ -16,12 +19,40 @@ internal sealed class KascadeLayers : LayerAttention
     /// <summary>The layer that last wrote <see cref="_plan"/> in this chunk: host bookkeeping, so a reuse layer's check never waits for the device.</summary>
     private int _planLayer = -1;
 
+    /// <summary>With a refresh above 1: each anchor's decode plan (its budget at full capacity plus room for R − 1 added keys).</summary>
+    private readonly Dictionary<int, KeyPlan> _decodePlans = [];
+
+    /// <summary>Decode steps since the last prefill chunk, and whether the current step selects.</summary>
+    private int _decodeSteps;
+    private bool _refresh = true;
+
     public KascadeLayers(IBackend backend, AttentionPolicy policy, ModelConfig config, int capacity, int maxChunk)
         : base(backend)
     {
         _policy = policy;
         // TopKBudget.For grows with the keys and bounds the reference rule's count.
-        _plan = backend.AllocatePlan(KeyPlan.UnitsFor(maxChunk), policy.Method == AttentionMethod.KascadePooled ? 1 : config.KvHeads, TopKBudget.For(capacity, policy.TopKPercent));
+        int selectors = policy.Method == AttentionMethod.KascadePooled ? 1 : config.KvHeads;
+        _plan = backend.AllocatePlan(KeyPlan.UnitsFor(maxChunk), selectors, TopKBudget.For(capacity, policy.TopKPercent));
+        if (policy.AnchorRefresh > 1)
+        {
+            foreach (int anchor in Enumerable.Range(0, config.Layers).Where(l => policy.RoleOf(l) is LayerRole.Anchor))
+            {
+                _decodePlans[anchor] = backend.AllocatePlan(1, selectors, TopKBudget.For(capacity, policy.TopKPercent) + policy.AnchorRefresh - 1);
+            }
+        }
+    }
+
+    /// <summary>Variant 0: a step whose anchors select (prefill, every R-th decode step); 1: a decode step that extends the kept plans.</summary>
+    public override int BeginStep(int tokens)
+    {
+        if (tokens > 1 || _decodePlans.Count == 0)
+        {
+            _decodeSteps = 0;
+            _refresh = true;
+            return 0;
+        }
+        _refresh = _decodeSteps++ % _policy.AnchorRefresh == 0;
+        return _refresh ? 0 : 1;
     }
 
     public override void Attend(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
@@ -30,11 +61,25 @@ internal sealed class KascadeLayers : LayerAttention
         {
             _planLayer = -1; // a plan serves the chunk its anchor wrote it for
         }
+        bool decode = args.Tokens == 1 && _decodePlans.Count > 0;
         switch (_policy.RoleOf(args.Layer))
         {
+            case LayerRole.Anchor when decode && !_refresh:
+                var kept = _decodePlans[args.Layer];
+                Backend.ExtendPlan(args, kept);
+                if (args.Layer == 0)
+                {
+                    Backend.Attention(args, q, cache, output);
+                }
+                else
+                {
+                    Backend.SparseAttention(args, kept, Enumerable.Range(0, args.KvHeads).Select(g => _policy.Method == AttentionMethod.KascadePooled ? 0 : g).ToArray(), q, cache, output);
+                }
+                _planLayer = args.Layer;
+                return;
             case LayerRole.Anchor:
                 var selection = new SelectionArgs(_policy.TopKPercent, _policy.Pooling, _policy.Method == AttentionMethod.KascadePooled, DenseOutput: args.Layer == 0, _policy.BudgetRule);
-                Backend.AnchorAttention(args, selection, q, cache, _plan, output);
+                Backend.AnchorAttention(args, selection, q, cache, decode ? _decodePlans[args.Layer] : _plan, output);
                 _planLayer = args.Layer;
                 return;
             case LayerRole.Reuse reuse:
@@ -42,7 +87,7 @@ internal sealed class KascadeLayers : LayerAttention
                 {
                     throw new InvalidOperationException($"layer {args.Layer} reuses anchor {reuse.AnchorLayer}, but the plan is from layer {_planLayer}");
                 }
-                Backend.SparseAttention(args, _plan, reuse.HeadMap, q, cache, output);
+                Backend.SparseAttention(args, decode ? _decodePlans[reuse.AnchorLayer] : _plan, reuse.HeadMap, q, cache, output);
                 return;
             default:
                 Backend.Attention(args, q, cache, output);
@@ -50,5 +95,12 @@ internal sealed class KascadeLayers : LayerAttention
         }
     }
 
-    public override void Dispose() => _plan.Dispose();
+    public override void Dispose()
+    {
+        _plan.Dispose();
+        foreach (var plan in _decodePlans.Values)
+        {
+            plan.Dispose();
+        }
+    }
 }

@@ -24,6 +24,13 @@ internal abstract class LayerAttention : IDisposable
     };
 
     /// <summary>
+    /// Called before each step's layers, recorded or not, with the step's tokens (1: a decode step). Returns which of the
+    /// policy's decode-step variants the step runs (their ops differ, so each is recorded once): 0 unless the policy's
+    /// decode steps alternate.
+    /// </summary>
+    public virtual int BeginStep(int tokens) => 0;
+
+    /// <summary>
     /// One layer's attention over the chunk <paramref name="args"/> describes, after its keys and values are in
     /// <paramref name="cache"/>; q and output fp32 <c>[Tokens, Heads·HeadDim]</c>. Layers run in order, from 0, for every chunk.
     /// </summary>

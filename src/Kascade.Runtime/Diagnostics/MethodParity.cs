@@ -38,11 +38,21 @@ public static class MethodParity
                 continue;
             }
             var policy = new AttentionPolicy(method.Method, method.NeedsSchedule ? schedule.Value : null);
-            var expected = Greedy(reference, ids, policy);
-            var actual = Greedy(candidate, ids, policy);
-            results.Add(new ParityResult("method greedy", $"{method.Name}, {ids.Length} tokens", expected.Zip(actual).Count(p => p.First != p.Second), 0));
+            results.Add(Compare(reference, candidate, ids, policy, method.Name));
+            if (method.Method == AttentionMethod.Kascade)
+            {
+                // Kept selections (issue 16 §4): decode steps alternate between two recorded variants.
+                results.Add(Compare(reference, candidate, ids, policy with { AnchorRefresh = 3 }, $"{method.Name} --anchor-refresh 3"));
+            }
         }
         return results;
+    }
+
+    private static ParityResult Compare(ModelDirectory reference, ModelDirectory candidate, int[] ids, AttentionPolicy policy, string name)
+    {
+        var expected = Greedy(reference, ids, policy);
+        var actual = Greedy(candidate, ids, policy);
+        return new ParityResult("method greedy", $"{name}, {ids.Length} tokens", expected.Zip(actual).Count(p => p.First != p.Second), 0);
     }
 
     private static int[] Greedy(ModelDirectory model, int[] ids, AttentionPolicy policy)
