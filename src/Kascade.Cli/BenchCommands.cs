@@ -12,6 +12,9 @@ public static partial class CliApp
     private static Command BenchCommand(TextWriter stdout, TextWriter stderr) =>
         new("bench", "Benchmarks.") { BenchGenerateCommand(stdout, stderr), BenchAttentionCommand(stdout, stderr) };
 
+    /// <summary>Anchors of the spread schedule a random-weight model's Kascade runs use: the paper's 5 of 32 layers.</summary>
+    private const int SpreadAnchors = 5;
+
     private static Command BenchGenerateCommand(TextWriter stdout, TextWriter stderr)
     {
         var model = ModelOption(required: false);
@@ -22,9 +25,11 @@ public static partial class CliApp
         var chunk = ChunkOption();
         var device = DeviceOption("cpu");
         var graphs = new Option<bool>("--cuda-graphs") { Description = "On CUDA, replay each decode step as a recorded graph (false: launch every kernel from the host, for comparison)", DefaultValueFactory = _ => true };
+        var methods = AttentionOptions.MethodList(new Option<string>("--attention") { Description = $"Attention methods timed one after another, comma-separated ({AttentionOptions.Names}); with --random-config the Kascade methods use {SpreadAnchors} anchors spread over the layers (random weights have nothing to calibrate)", DefaultValueFactory = _ => "dense" });
+        var percent = new Option<double>("--topk-percent") { Description = "Top-k budget of the sparse methods in percent of the keys (with --model, the Kascade methods take the schedule's unless given)", DefaultValueFactory = _ => 10 }.Must(p => p is > 0 and <= 100, "a percent in (0, 100]");
         var generate = new Command("generate", "Time prefill and decode of the whole model at several context lengths (random prompt tokens, greedy).")
         {
-            model, random, contexts, decode, threads, chunk, device, graphs,
+            model, random, contexts, decode, threads, chunk, device, graphs, methods, percent,
         };
         generate.Validators.Add(result =>
         {
@@ -51,7 +56,17 @@ public static partial class CliApp
                 + (backend is Kascade.Cuda.CudaBackend { RecordSteps: false } ? ", CUDA graphs off" : "");
             using var randomModel = dir is null ? LlamaModel.Random(ShapePresets.Load(parse.GetValue(random)!), backend) : null;
             var llama = dir?.Model ?? randomModel!;
-            var options = new GenerationBenchmarkOptions(lengths, parse.GetValue(decode), parse.GetValue(chunk));
+            var policies = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(name =>
+            {
+                double? p = parse.GetResult(percent) is { Implicit: false } ? parse.GetValue(percent) : null;
+                if (dir is not null)
+                {
+                    return AttentionOptions.Build(name, null, p, ScorePooling.PostSoftmax, dir);
+                }
+                var policy = new AttentionPolicy(AttentionMethods.Find(name).Method, null, p ?? 10);
+                return policy.NeedsSchedule ? policy with { Schedule = KascadeSchedule.Spread(llama.Config, SpreadAnchors, policy.TopKPercent) } : policy;
+            }).ToArray();
+            var options = new GenerationBenchmarkOptions(lengths, parse.GetValue(decode), parse.GetValue(chunk), policies);
             IReadOnlyList<GenerationBenchmarkRow> rows = [];
             WithProgress(stderr, progress =>
             {

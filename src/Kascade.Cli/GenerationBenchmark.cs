@@ -6,13 +6,17 @@ using Kascade.Runtime;
 
 namespace Kascade.Cli;
 
-public sealed record GenerationBenchmarkOptions(IReadOnlyList<int> Contexts, int DecodeTokens, int PrefillChunk);
+/// <param name="Policies">The attention methods timed, each over every context (dense by default).</param>
+public sealed record GenerationBenchmarkOptions(IReadOnlyList<int> Contexts, int DecodeTokens, int PrefillChunk, IReadOnlyList<AttentionPolicy>? Policies = null)
+{
+    public IReadOnlyList<AttentionPolicy> Methods => Policies ?? [AttentionPolicy.Dense];
+}
 
 /// <summary>
 /// One context length: prefill of a prompt of <c>Context − DecodeTokens</c> tokens, then greedy decode steps
 /// (sampled on the backend) that fill the context, so decode is measured at a depth close to <see cref="Context"/>.
 /// </summary>
-public sealed record GenerationBenchmarkRow(int Context, int PromptTokens, double PrefillSeconds, int DecodeTokens, double DecodeSeconds)
+public sealed record GenerationBenchmarkRow(int Context, int PromptTokens, double PrefillSeconds, int DecodeTokens, double DecodeSeconds, string Method = "dense")
 {
     public double PrefillTokensPerSecond => PromptTokens / PrefillSeconds;
 
@@ -22,14 +26,17 @@ public sealed record GenerationBenchmarkRow(int Context, int PromptTokens, doubl
 /// <summary>Whole-model prefill and decode speed; a benchmark, run from the CLI, never from tests.</summary>
 public static class GenerationBenchmark
 {
-    public static IReadOnlyList<GenerationBenchmarkRow> Run(LlamaModel model, GenerationBenchmarkOptions options, Action<int, int> onPrefill)
+    public static IReadOnlyList<GenerationBenchmarkRow> Run(LlamaModel model, GenerationBenchmarkOptions options, Action<int, int> onPrefill) =>
+        [.. options.Methods.SelectMany(policy => Run(model, options, policy, onPrefill))];
+
+    private static IReadOnlyList<GenerationBenchmarkRow> Run(LlamaModel model, GenerationBenchmarkOptions options, AttentionPolicy policy, Action<int, int> onPrefill)
     {
         var config = model.Config;
         var rows = new List<GenerationBenchmarkRow>();
         var rng = new Random(1234);
         var greedy = new SamplingOptions();
         // Warm-up: JIT of the prefill and decode paths, the thread pool and kernel compilation, outside the timings.
-        using (var warm = model.CreateSession(64))
+        using (var warm = model.CreateSession(64, policy: policy))
         {
             warm.Prefill([.. Enumerable.Range(1, 32)], greedy);
             for (int i = 0; i < 16; i++)
@@ -45,7 +52,7 @@ public static class GenerationBenchmark
                 throw new KascadeException($"context {context} must hold {options.DecodeTokens} decode tokens and fit the model's {config.MaxPositions} positions");
             }
             var ids = Enumerable.Range(0, prompt).Select(_ => rng.Next(config.VocabSize)).ToArray();
-            using var session = model.CreateSession(context, options.PrefillChunk);
+            using var session = model.CreateSession(context, options.PrefillChunk, policy);
             var clock = Stopwatch.StartNew();
             session.Prefill(ids, greedy, done => onPrefill(context, done));
             double prefill = clock.Elapsed.TotalSeconds;
@@ -56,7 +63,7 @@ public static class GenerationBenchmark
             {
                 session.Decode(greedy);
             }
-            rows.Add(new GenerationBenchmarkRow(context, prompt, prefill, options.DecodeTokens, clock.Elapsed.TotalSeconds));
+            rows.Add(new GenerationBenchmarkRow(context, prompt, prefill, options.DecodeTokens, clock.Elapsed.TotalSeconds, policy.Info.Name));
         }
         return rows;
     }
@@ -67,11 +74,11 @@ public static class GenerationBenchmark
         var sb = new StringBuilder();
         sb.AppendLine(CultureInfo.InvariantCulture, $"model: {label} ({c.ArchitectureName}, {c.Layers} layers, {c.Heads}/{c.KvHeads} heads, head dim {c.HeadDim}), backend: {model.Backend.Name}, {Environment.ProcessorCount} cores, prefill chunk {options.PrefillChunk}");
         sb.AppendLine();
-        sb.AppendLine("| context | prompt tokens | prefill s | prefill tokens/s | decode tokens | decode tokens/s | ms/token |");
-        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| attention | context | prompt tokens | prefill s | prefill tokens/s | decode tokens | decode tokens/s | ms/token |");
+        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in rows)
         {
-            sb.AppendLine(CultureInfo.InvariantCulture, $"| {r.Context} | {r.PromptTokens} | {r.PrefillSeconds:F2} | {r.PrefillTokensPerSecond:F1} | {r.DecodeTokens} | {r.DecodeTokensPerSecond:F1} | {1000 / r.DecodeTokensPerSecond:F1} |");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"| {r.Method} | {r.Context} | {r.PromptTokens} | {r.PrefillSeconds:F2} | {r.PrefillTokensPerSecond:F1} | {r.DecodeTokens} | {r.DecodeTokensPerSecond:F1} | {1000 / r.DecodeTokensPerSecond:F1} |");
         }
         return sb.ToString();
     }

@@ -28,6 +28,20 @@ public sealed record KascadeSchedule(
     IReadOnlyList<IReadOnlyList<double>>? Similarity = null,
     IReadOnlyList<double>? Importance = null)
 {
+    /// <summary>
+    /// A schedule for speed measurements on a model without attention structure to calibrate (random weights):
+    /// <paramref name="anchors"/> anchors, layer 0 and the rest spread evenly over the layers, identity head maps. The
+    /// paper's mix for 32 layers is 5 anchors. Its accuracy means nothing; its cost is a calibrated schedule's.
+    /// </summary>
+    public static KascadeSchedule Spread(ModelConfig config, int anchors, double topKPercent)
+    {
+        anchors = Math.Clamp(anchors, 1, config.Layers);
+        int[] layers = [.. Enumerable.Range(0, anchors).Select(i => (int)((long)i * config.Layers / anchors)).Distinct()];
+        var identity = Enumerable.Range(0, config.KvHeads).ToArray();
+        return new KascadeSchedule(new ModelIdentity(config.ArchitectureName, config.Layers, config.Heads, config.KvHeads, "spread"), layers,
+            [.. Enumerable.Range(0, config.Layers).Select(_ => (IReadOnlyList<int>)identity)], topKPercent);
+    }
+
     /// <summary>Anchor for anchors; reuse of the nearest earlier anchor otherwise.</summary>
     public LayerRole RoleOf(int layer)
     {
