@@ -339,13 +339,14 @@ public sealed unsafe partial class CudaBackend
             var partialOut = Scratch(ref _sparsePartialOut, rows * splits * args.HeadDim * sizeof(float));
             var partialMl = Scratch(ref _sparsePartialMl, rows * splits * 2 * sizeof(float));
             var module = SelectionModule(args.HeadDim);
-            var function = module.Function("sparse_decode");
+            string name = SparseDecodeWide ? "sparse_decode_wide" : "sparse_decode";
+            var function = module.Function(name);
             var slots = stackalloc void*[3];
             nint po = partialOut.Pointer, pm = partialMl.Pointer;
             slots[0] = &parameters;
             slots[1] = &po;
             slots[2] = &pm;
-            Launch(function, "sparse_decode", new Dim3((uint)splits, (uint)sets, 1), DecodeThreads, 0, slots, dependent: false);
+            Launch(function, name, new Dim3((uint)splits, (uint)sets, 1), DecodeThreads, 0, slots, dependent: false);
             Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: false, po, pm, parameters.Out, splits);
             return;
         }
@@ -355,6 +356,12 @@ public sealed unsafe partial class CudaBackend
         }
         LaunchWith(SelectionModule(args.HeadDim).Function("sparse_attention"), "sparse_attention", new Dim3((uint)((args.Tokens * args.Heads + 3) / 4), 1, 1), 128, 0, parameters);
     }
+
+    /// <summary>
+    /// Tuning: a decode step's sparse attention accumulates V with 16-byte loads over key lanes (<c>sparse_decode_wide</c>)
+    /// instead of a 2-byte load per dimension and key (<c>sparse_decode</c>). <c>bench attention --kascade</c> times both.
+    /// </summary>
+    public bool SparseDecodeWide { get; set; }
 
     /// <summary><c>sparse_decode</c>'s block (DECODE_THREADS) and the most query heads it handles as one set (MAX_SET).</summary>
     private const int DecodeThreads = 128, MaxDecodeSet = 8;

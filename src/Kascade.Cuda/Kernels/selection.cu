@@ -291,7 +291,14 @@ extern "C" __global__ void sparse_attention(SparseParams p)
 #define DECODE_KEYS 128
 #define DECODE_THREADS 128
 #define MAX_SET 8
-extern "C" __global__ void __launch_bounds__(DECODE_THREADS) sparse_decode(SparseParams p, float* partial_out, float* partial_ml)
+// The V phase comes in two forms: WIDE = false, thread t accumulates dimension t % HEAD_DIM over every key (2-byte
+// loads); WIDE = true, thread t accumulates 8 dimensions (one 16-byte load) over every KEY_LANES-th key, and the key
+// lanes are added at the end — an eighth of the load instructions for the same bytes. `bench attention --kascade` times
+// both; CudaBackend picks one (SparseDecodeWide).
+#define CHUNKS (HEAD_DIM / 8)
+#define KEY_LANES (DECODE_THREADS / CHUNKS)
+template <bool WIDE>
+__device__ __forceinline__ void sparse_decode_impl(const SparseParams& p, float* partial_out, float* partial_ml)
 {
     __shared__ float q_shared[MAX_SET][HEAD_DIM];
     __shared__ float weights[MAX_SET][DECODE_KEYS];
@@ -315,11 +322,19 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS) sparse_decode(Spars
         running_max[threadIdx.x] = __int_as_float(0xff800000);
         running_sum[threadIdx.x] = 0.0f;
     }
-    // Thread t accumulates dimension t % HEAD_DIM of heads t / HEAD_DIM, + DECODE_THREADS / HEAD_DIM, ...
+    // Narrow: thread t accumulates dimension t % HEAD_DIM of heads t / HEAD_DIM, + DECODE_THREADS / HEAD_DIM, ...
     const int d = threadIdx.x % HEAD_DIM, head_step = DECODE_THREADS / HEAD_DIM > 0 ? DECODE_THREADS / HEAD_DIM : 1;
+    // Wide: thread t accumulates dimensions [8 · chunk, +8) of every head of the set over keys key_lane, + KEY_LANES, ...
+    const int chunk = threadIdx.x % CHUNKS, key_lane = threadIdx.x / CHUNKS;
+    const bool wide_active = key_lane < KEY_LANES;
     float acc[MAX_SET];
+    float wide_acc[WIDE ? MAX_SET : 1][8];
 #pragma unroll
     for (int i = 0; i < MAX_SET; i++) acc[i] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < (WIDE ? MAX_SET : 1); i++)
+#pragma unroll
+        for (int e = 0; e < 8; e++) wide_acc[i][e] = 0.0f;
     __syncthreads();
     for (int base = begin; base < end; base += DECODE_KEYS)
     {
@@ -357,7 +372,34 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS) sparse_decode(Spars
             }
         }
         __syncthreads();
-        if (threadIdx.x < HEAD_DIM * head_step)
+        if (WIDE)
+        {
+            if (wide_active)
+            {
+#pragma unroll
+                for (int hh = 0; hh < (WIDE ? MAX_SET : 1); hh++)
+                    if (hh < set_heads)
+#pragma unroll
+                        for (int e = 0; e < 8; e++) wide_acc[hh][e] *= correction[hh];
+#pragma unroll 4
+                for (int i = key_lane; i < n; i += KEY_LANES)
+                {
+                    float v8[8];
+                    load_bf16x8(values + (long)positions[i] * HEAD_DIM + chunk * 8, v8);
+#pragma unroll
+                    for (int hh = 0; hh < (WIDE ? MAX_SET : 1); hh++)
+                    {
+                        if (hh < set_heads)
+                        {
+                            float w = weights[hh][i];
+#pragma unroll
+                            for (int e = 0; e < 8; e++) wide_acc[hh][e] += w * v8[e];
+                        }
+                    }
+                }
+            }
+        }
+        else if (threadIdx.x < HEAD_DIM * head_step)
         {
 #pragma unroll
             for (int u = 0; u < MAX_SET; u++)
@@ -378,7 +420,31 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS) sparse_decode(Spars
         }
         __syncthreads();
     }
-    if (threadIdx.x < HEAD_DIM * head_step)
+    if (WIDE)
+    {
+        // The key lanes' sums, added in lane order, one head of the set at a time.
+        __shared__ float lanes[KEY_LANES][HEAD_DIM];
+        for (int hh = 0; hh < set_heads; hh++)
+        {
+            if (wide_active)
+            {
+#pragma unroll
+                for (int hw = 0; hw < (WIDE ? MAX_SET : 1); hw++)
+                    if (hw == hh)
+#pragma unroll
+                        for (int e = 0; e < 8; e++) lanes[key_lane][chunk * 8 + e] = wide_acc[hw][e];
+            }
+            __syncthreads();
+            for (int dd = threadIdx.x; dd < HEAD_DIM; dd += DECODE_THREADS)
+            {
+                float total = 0.0f;
+                for (int k = 0; k < KEY_LANES; k++) total += lanes[k][dd];
+                partial_out[((long)(first_head + hh) * splits + split) * HEAD_DIM + dd] = total;
+            }
+            __syncthreads();
+        }
+    }
+    else if (threadIdx.x < HEAD_DIM * head_step)
     {
 #pragma unroll
         for (int u = 0; u < MAX_SET; u++)
@@ -393,4 +459,14 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS) sparse_decode(Spars
         partial_ml[at] = running_max[threadIdx.x];
         partial_ml[at + 1] = running_sum[threadIdx.x];
     }
+}
+
+extern "C" __global__ void __launch_bounds__(DECODE_THREADS) sparse_decode(SparseParams p, float* partial_out, float* partial_ml)
+{
+    sparse_decode_impl<false>(p, partial_out, partial_ml);
+}
+
+extern "C" __global__ void __launch_bounds__(DECODE_THREADS) sparse_decode_wide(SparseParams p, float* partial_out, float* partial_ml)
+{
+    sparse_decode_impl<true>(p, partial_out, partial_ml);
 }
