@@ -118,6 +118,8 @@ public static partial class CliApp
             double copyGBps = backend.CopyBandwidthGBps();   // before the caches take the memory
             if (parse.GetValue(kascade))
             {
+                // The fast selection kernels are what this times (CudaBackend.FastSelection).
+                backend.FastSelection = true;
                 double percent = parse.GetValue(topK);
                 if (options.Phase == "prefill")
                 {
@@ -172,6 +174,14 @@ public static partial class CliApp
             void Print(ParityResult r) =>
                 stdout.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"| {r.Op} | {r.Case} | {r.MaxError:G3} | {r.Allowed:G3} | {(r.Passed ? "ok" : "FAIL")} |"));
             var results = BackendParity.Run(reference, candidate, Print).ToList();
+            var fastCuda = candidate is Kascade.Cuda.CudaBackend { FastSelection: false } c ? c : null;
+            if (fastCuda is not null)
+            {
+                // The fast selection kernels (off by default until verified here): the select/attend grids again with them.
+                fastCuda.FastSelection = true;
+                results.AddRange(BackendParity.RunSelection(reference, candidate, r => Print(r with { Op = $"fast {r.Op}" })).Select(r => r with { Op = $"fast {r.Op}" }));
+                fastCuda.FastSelection = false;
+            }
             if (candidate is Kascade.Cuda.CudaBackend cuda)
             {
                 foreach (var (batch, keys, group) in new[] { (5, 700, 4), (64, 300, 8), (3, 2000, 1) })
@@ -189,6 +199,16 @@ public static partial class CliApp
                 {
                     Print(r);
                     results.Add(r);
+                }
+                if (fastCuda is not null)
+                {
+                    fastCuda.FastSelection = true;
+                    foreach (var r in MethodParity.Run(onReference, dir).Select(r => r with { Op = $"fast {r.Op}" }))
+                    {
+                        Print(r);
+                        results.Add(r);
+                    }
+                    fastCuda.FastSelection = false;
                 }
             }
             int failures = results.Count(r => !r.Passed);

@@ -37,7 +37,7 @@ public sealed unsafe partial class CudaBackend
     private bool TryPoolPrefill(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, nint q, CudaKvCache c, nint scores, long stride)
     {
         int group = args.Heads / args.KvHeads;
-        if (args.Tokens == 1 || pools != args.KvHeads || maxPool || group is not (1 or 2 or 4 or 8) || AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
+        if (!FastSelection || args.Tokens == 1 || pools != args.KvHeads || maxPool || group is not (1 or 2 or 4 or 8) || AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
         {
             return false;
         }

@@ -17,6 +17,14 @@ public sealed unsafe partial class CudaBackend
     private const int ClusterTopKMinCandidates = 8192;
 
     private readonly Dictionary<int, CudaModule> _decodeSelectionModules = [];
+
+    /// <summary>
+    /// Whether the fast selection kernels run where they apply (one-pass decode scores, <c>cluster_topk</c>, the tensor-core
+    /// prefill anchor scores and sparse attention); otherwise the exact first kernels run everywhere. Off by default until
+    /// the fast kernels have passed <c>kascade test-backend</c> on a GPU (it checks both); the environment variable
+    /// <c>KASCADE_FAST_SELECTION=1</c> turns it on for a process, and <c>bench attention --kascade</c> times it.
+    /// </summary>
+    public bool FastSelection { get; set; } = Environment.GetEnvironmentVariable("KASCADE_FAST_SELECTION") == "1";
     private DeviceMemory? _decodeRaw;
 
     /// <summary>
@@ -26,7 +34,7 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     private bool TryPoolDecode(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, nint q, CudaKvCache c, nint scores, long stride, int extent)
     {
-        if (args.Tokens != 1 || args.Heads / args.KvHeads > MaxDecodeGroup)
+        if (!FastSelection || args.Tokens != 1 || args.Heads / args.KvHeads > MaxDecodeGroup)
         {
             return false;
         }
@@ -56,7 +64,7 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     private void LaunchTopK(int headDim, SelectParams parameters, int rows, int candidates)
     {
-        if (Hopper && candidates >= ClusterTopKMinCandidates && rows * TopKCluster <= 2 * _device.Multiprocessors)
+        if (FastSelection && Hopper && candidates >= ClusterTopKMinCandidates && rows * TopKCluster <= 2 * _device.Multiprocessors)
         {
             LaunchWith(DecodeSelectionModule(headDim).Function("cluster_topk"), "cluster_topk", new Dim3((uint)(rows * TopKCluster), 1, 1), SelectThreads, 0, parameters);
             return;

@@ -37,7 +37,7 @@ public sealed unsafe partial class CudaBackend
     private bool TrySparsePrefill(AttentionArgs args, SparseParams parameters)
     {
         int group = args.Heads / args.KvHeads;
-        if (args.Tokens == 1 || parameters.TileUnits == 0 || parameters.GroupRows == 0 || group is not (1 or 2 or 4 or 8)
+        if (!FastSelection || args.Tokens == 1 || parameters.TileUnits == 0 || parameters.GroupRows == 0 || group is not (1 or 2 or 4 or 8)
             || AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
         {
             return false;
