@@ -174,13 +174,13 @@ public static partial class CliApp
             void Print(ParityResult r) =>
                 stdout.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"| {r.Op} | {r.Case} | {r.MaxError:G3} | {r.Allowed:G3} | {(r.Passed ? "ok" : "FAIL")} |"));
             var results = BackendParity.Run(reference, candidate, Print).ToList();
-            var fastCuda = candidate is Kascade.Cuda.CudaBackend { FastSelection: false } c ? c : null;
+            // The exact first kernels (the fast selection kernels are the default): the select/attend grids again with them.
+            var fastCuda = candidate is Kascade.Cuda.CudaBackend { FastSelection: true } c ? c : null;
             if (fastCuda is not null)
             {
-                // The fast selection kernels (off by default until verified here): the select/attend grids again with them.
-                fastCuda.FastSelection = true;
-                results.AddRange(BackendParity.RunSelection(reference, candidate, r => Print(r with { Op = $"fast {r.Op}" })).Select(r => r with { Op = $"fast {r.Op}" }));
                 fastCuda.FastSelection = false;
+                results.AddRange(BackendParity.RunSelection(reference, candidate, r => Print(r with { Op = $"exact {r.Op}" })).Select(r => r with { Op = $"exact {r.Op}" }));
+                fastCuda.FastSelection = true;
             }
             if (candidate is Kascade.Cuda.CudaBackend cuda)
             {
@@ -202,13 +202,13 @@ public static partial class CliApp
                 }
                 if (fastCuda is not null)
                 {
-                    fastCuda.FastSelection = true;
-                    foreach (var r in MethodParity.Run(onReference, dir).Select(r => r with { Op = $"fast {r.Op}" }))
+                    fastCuda.FastSelection = false;
+                    foreach (var r in MethodParity.Run(onReference, dir).Select(r => r with { Op = $"exact {r.Op}" }))
                     {
                         Print(r);
                         results.Add(r);
                     }
-                    fastCuda.FastSelection = false;
+                    fastCuda.FastSelection = true;
                 }
             }
             int failures = results.Count(r => !r.Passed);

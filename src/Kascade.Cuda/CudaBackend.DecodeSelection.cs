@@ -20,11 +20,11 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>
     /// Whether the fast selection kernels run where they apply (one-pass decode scores, <c>cluster_topk</c>, the tensor-core
-    /// prefill anchor scores and sparse attention); otherwise the exact first kernels run everywhere. Off by default until
-    /// the fast kernels have passed <c>kascade test-backend</c> on a GPU (it checks both); the environment variable
-    /// <c>KASCADE_FAST_SELECTION=1</c> turns it on for a process, and <c>bench attention --kascade</c> times it.
+    /// prefill anchor scores and sparse attention); otherwise the exact first kernels run everywhere. On by default since
+    /// <c>kascade test-backend</c> passed with both on an H100 (2026-12-05, 2659 of 2659, bench/results/kascade-h100.md);
+    /// <c>KASCADE_FAST_SELECTION=0</c> turns it off for a process.
     /// </summary>
-    public bool FastSelection { get; set; } = Environment.GetEnvironmentVariable("KASCADE_FAST_SELECTION") == "1";
+    public bool FastSelection { get; set; } = Environment.GetEnvironmentVariable("KASCADE_FAST_SELECTION") != "0";
     private DeviceMemory? _decodeRaw;
 
     /// <summary>
