@@ -22,7 +22,10 @@ public sealed record KascadeBenchmarkRow(int Context, int TopK, double Dense, do
     /// <summary>The paper's mix (DESIGN §3): layer 0, four more anchors and 27 reuse layers of 32.</summary>
     public const int Layers = 32, Anchors = 4;
 
-    public double Average => (LayerZero + Anchors * Anchor + (Layers - 1 - Anchors) * Reuse) / Layers;
+    public double Average => AverageOf(LayerZero, Anchor, Reuse);
+
+    /// <summary>The per-layer cost of the paper's mix: layer 0, <see cref="Anchors"/> more anchors, the rest reuse layers.</summary>
+    public static double AverageOf(double layerZero, double anchor, double reuse) => (layerZero + Anchors * anchor + (Layers - 1 - Anchors) * reuse) / Layers;
 
     /// <summary>How a table's per-layer average is made, for its header.</summary>
     public static string AverageRule => $"per-layer average = (layer 0 + {Anchors} anchors + {Layers - 1 - Anchors} reuse) / {Layers}";

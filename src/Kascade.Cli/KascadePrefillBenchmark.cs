@@ -14,7 +14,7 @@ namespace Kascade.Cli;
 /// </summary>
 public sealed record KascadePrefillRow(int Context, double Dense, double DenseChunked, double LayerZero, double Anchor, double Reuse)
 {
-    public double Average => new KascadeBenchmarkRow(Context, 0, Dense, LayerZero, Anchor, Reuse, 0, 0).Average;
+    public double Average => KascadeBenchmarkRow.AverageOf(LayerZero, Anchor, Reuse);
 }
 
 /// <summary>
