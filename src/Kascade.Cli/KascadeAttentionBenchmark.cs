@@ -13,8 +13,8 @@ namespace Kascade.Cli;
 /// </summary>
 /// <param name="TopKDecode">Our Top-k alone over a decode step's rows (one per KV head) of <paramref name="Context"/> scores.</param>
 /// <param name="TopKWide">Our Top-k alone over <see cref="WideRows"/> rows (a prefill chunk's tiles × KV heads) of the same length.</param>
-/// <param name="ReuseWide">The reuse layer with <see cref="CudaBackend.SparseDecodeWide"/>, and its largest difference from <paramref name="Reuse"/>'s output.</param>
-public sealed record KascadeBenchmarkRow(int Context, int TopK, double Dense, double LayerZero, double Anchor, double Reuse, double TopKDecode, double TopKWide, double ReuseWide = double.NaN, double WideDifference = double.NaN)
+/// <param name="ReuseExact">The reuse layer on the exact CUDA-core kernel (<see cref="CudaBackend.FastSelection"/> off), and its largest difference from <paramref name="Reuse"/>'s output.</param>
+public sealed record KascadeBenchmarkRow(int Context, int TopK, double Dense, double LayerZero, double Anchor, double Reuse, double TopKDecode, double TopKWide, double ReuseExact = double.NaN, double ExactDifference = double.NaN)
 {
     /// <summary>Rows of the wide Top-k timing: issue 15 §5's 512 rows (torch.topk's row in bench/peers/topk_peer.py).</summary>
     public const int WideRows = 512;
@@ -63,22 +63,23 @@ public static class KascadeAttentionBenchmark
             double layerZero = Time(() => backend.AnchorAttention(args, anchor with { DenseOutput = true }, q, cache, plan, output));
             double anchorMs = Time(() => backend.AnchorAttention(args, anchor, q, cache, plan, output));
             double reuse = Time(() => backend.SparseAttention(args, plan, identity, q, cache, output));
-            // The same reuse layer with the other V loop (CudaBackend.SparseDecodeWide), and how far its output is from this one's.
-            var narrowOut = new float[o.Heads * o.HeadDim];
-            backend.Read(output, narrowOut);
-            backend.SparseDecodeWide = true;
-            double reuseWide = Time(() => backend.SparseAttention(args, plan, identity, q, cache, output));
-            var wideOut = new float[o.Heads * o.HeadDim];
-            backend.Read(output, wideOut);
-            backend.SparseDecodeWide = false;
-            double difference = narrowOut.Zip(wideOut).Max(p => Math.Abs(p.First - p.Second));
+            // The same reuse layer on the exact CUDA-core kernel, and how far its output is from the fast one's.
+            var fastOut = new float[o.Heads * o.HeadDim];
+            backend.Read(output, fastOut);
+            bool fast = backend.FastSelection;
+            backend.FastSelection = false;
+            double reuseExact = Time(() => backend.SparseAttention(args, plan, identity, q, cache, output));
+            backend.FastSelection = fast;
+            var exactOut = new float[o.Heads * o.HeadDim];
+            backend.Read(output, exactOut);
+            double difference = fastOut.Zip(exactOut).Max(p => Math.Abs(p.First - p.Second));
             double TimeTopK(int scoreRows)
             {
                 using var scores = backend.Upload(AttentionBenchmark.RandomValues(rng, scoreRows * context), scoreRows, context);
                 using var rowsPlan = backend.AllocatePlan(scoreRows, 1, topK);
                 return Time(() => backend.TopKRows(scores, rowsPlan));
             }
-            rows.Add(new KascadeBenchmarkRow(context, topK, dense, layerZero, anchorMs, reuse, TimeTopK(o.KvHeads), TimeTopK(KascadeBenchmarkRow.WideRows), reuseWide, difference));
+            rows.Add(new KascadeBenchmarkRow(context, topK, dense, layerZero, anchorMs, reuse, TimeTopK(o.KvHeads), TimeTopK(KascadeBenchmarkRow.WideRows), reuseExact, difference));
             onContext?.Invoke(context);
         }
         return rows;
@@ -92,13 +93,13 @@ public static class KascadeAttentionBenchmark
         sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; decode, batch 1, {o.Heads} query heads, {o.KvHeads} KV heads, head dim {o.HeadDim}, bf16 KV cache, Top-k {topKPercent}%; CUDA events, L2 flushed by {flush} {GpuTimer.FlushBytes >> 20} MiB, median of {o.Runs}");
         sb.AppendLine(CultureInfo.InvariantCulture, $"device copy bandwidth: {copyGBps:F0} GB/s; {KascadeBenchmarkRow.AverageRule}");
         sb.AppendLine();
-        sb.AppendLine("| context | Top-k keys | dense ms | layer 0 ms | anchor ms | reuse ms | reuse gathered GB/s (of copy) | per-layer average ms | speedup over dense | Top-k alone, KV-head rows ms | Top-k alone, 512 rows ms | reuse, wide V loads ms (max diff) |");
+        sb.AppendLine("| context | Top-k keys | dense ms | layer 0 ms | anchor ms | reuse ms | reuse gathered GB/s (of copy) | per-layer average ms | speedup over dense | Top-k alone, KV-head rows ms | Top-k alone, 512 rows ms | reuse, exact kernel ms (max diff) |");
         sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in rows)
         {
             double gathered = 2.0 * r.TopK * o.KvHeads * o.HeadDim * 2 / (r.Reuse * 1e-3) / 1e9;
             sb.AppendLine(CultureInfo.InvariantCulture,
-                $"| {r.Context} | {r.TopK} | {r.Dense:F4} | {r.LayerZero:F4} | {r.Anchor:F4} | {r.Reuse:F4} | {gathered:F0} ({gathered / copyGBps:P0}) | {r.Average:F4} | {r.Dense / r.Average:F2}× | {r.TopKDecode:F4} | {r.TopKWide:F4} | {r.ReuseWide:F4} ({r.WideDifference:E1}) |");
+                $"| {r.Context} | {r.TopK} | {r.Dense:F4} | {r.LayerZero:F4} | {r.Anchor:F4} | {r.Reuse:F4} | {gathered:F0} ({gathered / copyGBps:P0}) | {r.Average:F4} | {r.Dense / r.Average:F2}× | {r.TopKDecode:F4} | {r.TopKWide:F4} | {r.ReuseExact:F4} ({r.ExactDifference:E1}) |");
         }
         return sb.ToString();
     }

@@ -36,7 +36,7 @@ public sealed unsafe partial class CudaBackend
 {
     private readonly Dictionary<(int HeadDim, int Group), CudaModule> _simpleModules = [];
     private readonly Dictionary<int, CudaModule> _combineModules = [];
-    private readonly Dictionary<(int HeadDim, int Group, AttentionKernel Kernel), TensorCoreFunction> _tensorCoreFunctions = [];
+    private readonly Dictionary<(int HeadDim, int Group, AttentionKernel Kernel, string Entry), TensorCoreFunction> _tensorCoreFunctions = [];
     private DeviceMemory? _partialOut, _partialMl;
 
     public void Attention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
@@ -151,32 +151,35 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
-    /// The tensor-core attention kernel specialised for (head dim, group, kernel): its dynamic shared memory opted in, and how many
-    /// of its blocks the driver can keep resident on a multiprocessor (the split heuristic's wave size).
+    /// The tensor-core attention kernel specialised for (head dim, group, kernel) — or <paramref name="other"/>, a kernel that
+    /// takes the same specialisation and shared memory (attention_decode.cu's <c>sparse_decode_mma</c>, decode_scores.cu's
+    /// <c>decode_scores_mma</c>): its dynamic shared memory opted in, and how many of its blocks the driver can keep resident
+    /// on a multiprocessor (the split heuristic's wave size).
     /// </summary>
-    private TensorCoreFunction TensorCoreFunction(int headDim, int group, AttentionKernel kernel)
+    private TensorCoreFunction TensorCoreFunction(int headDim, int group, AttentionKernel kernel, (string Source, string Function)? other = null)
     {
-        if (!_tensorCoreFunctions.TryGetValue((headDim, group, kernel), out var entry))
+        var (source, name) = other ?? (kernel.Source, kernel.Function);
+        if (!_tensorCoreFunctions.TryGetValue((headDim, group, kernel, name), out var entry))
         {
             if (kernel.Kind == AttentionKernelKind.Wgmma && !AttentionHeadDims.RunsWgmma(headDim, Hopper))
             {
                 throw new KascadeException($"attention kernel {kernel} needs a Hopper GPU (sm_90a) and a head dim of 64 or 128; this is {_device.Architecture}, head dim {headDim}");
             }
             var defines = AttentionDefines(headDim, group);
-            foreach (var (name, value) in kernel.Defines())
+            foreach (var (define, value) in kernel.Defines())
             {
-                defines[name] = value;
+                defines[define] = value;
             }
-            nint function = Module(kernel.Source, defines).Function(kernel.Function);
+            nint handle = Module(source, defines).Function(name);
             int shared = kernel.SharedBytes(headDim);
             if (shared > _device.MaxSharedMemoryOptin)
             {
                 throw new KascadeException($"attention kernel {kernel} needs {shared} bytes of shared memory; {_device.Name} allows {_device.MaxSharedMemoryOptin}");
             }
-            CudaCheck.ThrowIfFailed(Driver.cuFuncSetAttribute(function, CuFunctionAttribute.MaxDynamicSharedSizeBytes, shared), $"cuFuncSetAttribute({kernel.Function})");
-            CudaCheck.ThrowIfFailed(Driver.cuOccupancyMaxActiveBlocksPerMultiprocessor(out int resident, function, kernel.Threads, (nuint)shared), $"cuOccupancyMaxActiveBlocksPerMultiprocessor({kernel.Function})");
-            entry = new TensorCoreFunction(function, shared, resident);
-            _tensorCoreFunctions[(headDim, group, kernel)] = entry;
+            CudaCheck.ThrowIfFailed(Driver.cuFuncSetAttribute(handle, CuFunctionAttribute.MaxDynamicSharedSizeBytes, shared), $"cuFuncSetAttribute({name})");
+            CudaCheck.ThrowIfFailed(Driver.cuOccupancyMaxActiveBlocksPerMultiprocessor(out int resident, handle, kernel.Threads, (nuint)shared), $"cuOccupancyMaxActiveBlocksPerMultiprocessor({name})");
+            entry = new TensorCoreFunction(handle, shared, resident);
+            _tensorCoreFunctions[(headDim, group, kernel, name)] = entry;
         }
         return entry;
     }

@@ -1,4 +1,5 @@
 using Kascade.Core;
+using Kascade.Cuda.Heuristics;
 using Kascade.Cuda.Runtime;
 
 namespace Kascade.Cuda;
@@ -10,8 +11,8 @@ namespace Kascade.Cuda;
 /// </summary>
 public sealed unsafe partial class CudaBackend
 {
-    /// <summary>decode_selection.cu's MAX_GROUP, SCORE_THREADS and TOPK_CLUSTER.</summary>
-    private const int MaxDecodeGroup = 8, ScoreThreads = 128, TopKCluster = 8;
+    /// <summary>decode_selection.cu's TOPK_CLUSTER.</summary>
+    private const int TopKCluster = 8;
 
     /// <summary>Rows shorter than this are ranked by one block each: a cluster's barriers cost more than they save there.</summary>
     private const int ClusterTopKMinCandidates = 8192;
@@ -19,41 +20,45 @@ public sealed unsafe partial class CudaBackend
     private readonly Dictionary<int, CudaModule> _decodeSelectionModules = [];
 
     /// <summary>
-    /// Whether the fast selection kernels run where they apply (one-pass decode scores, <c>cluster_topk</c>, the tensor-core
-    /// prefill anchor scores and sparse attention); otherwise the exact first kernels run everywhere. On by default since
-    /// <c>kascade test-backend</c> passed with both on an H100 (2026-12-05, 2659 of 2659, bench/results/kascade-h100.md);
-    /// <c>KASCADE_FAST_SELECTION=0</c> turns it off for a process.
+    /// Whether the fast selection kernels run where they apply (tensor-core decode scores and sparse attention,
+    /// <c>cluster_topk</c>, the tensor-core prefill anchor scores and sparse attention); otherwise the exact first kernels
+    /// run everywhere. On by default since <c>kascade test-backend</c> passed with both on an H100 (2026-12-05, 2659 of
+    /// 2659, bench/results/kascade-h100.md); <c>KASCADE_FAST_SELECTION=0</c> turns it off for a process.
     /// </summary>
     public bool FastSelection { get; set; } = Environment.GetEnvironmentVariable("KASCADE_FAST_SELECTION") != "0";
     private DeviceMemory? _decodeRaw;
 
     /// <summary>
-    /// A decode step's pooled scores (<see cref="IBackend.PooledTileScores"/>'s one-query tile) in one pass over the keys
-    /// where the GQA group fits a <c>decode_key_scores</c> block; false where it does not (the exact kernels run instead).
-    /// Writes fp32 <c>[pools, stride]</c> at <paramref name="scores"/>, the first <c>StartPosition + 1</c> columns.
+    /// A decode step's pooled scores (<see cref="IBackend.PooledTileScores"/>'s one-query tile) from one tensor-core pass
+    /// over the keys (decode_scores.cu's <c>decode_scores_mma</c>: every query head of a GQA group scored per key, exact to
+    /// fp32 by the split queries) where the group and head dim fit attention_decode's specialisation; false where they do
+    /// not (the exact kernels run instead). Writes fp32 <c>[pools, stride]</c> at <paramref name="scores"/>, the first
+    /// <c>StartPosition + 1</c> columns.
     /// </summary>
     private bool TryPoolDecode(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, nint q, CudaKvCache c, nint scores, long stride, int extent)
     {
-        if (!FastSelection || args.Tokens != 1 || args.Heads / args.KvHeads > MaxDecodeGroup)
+        int group = args.Heads / args.KvHeads;
+        if (!FastSelection || args.Tokens != 1 || group > AttentionKernel.DecodeRows || AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
         {
             return false;
         }
-        var module = DecodeSelectionModule(args.HeadDim);
+        var kernel = AttentionKernel.For(group, args.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
+        var function = TensorCoreFunction(args.HeadDim, group, kernel, ("decode_scores.cu", "decode_scores_mma"));
+        // Splits fixed by the extent (the capacity in a recorded step), as attention_decode splits a context of that length.
+        var plan = AttentionLaunch.Choose(kernel, 1, group, args.KvHeads, 1, extent, _device.Multiprocessors, function.ResidentBlocks);
+        int partials = plan.Splits * kernel.Warps;
         var raw = Scratch(ref _decodeRaw, (long)args.Heads * extent * sizeof(float));
-        // Splits fixed by the extent (the capacity in a recorded step), enough to fill the GPU at long contexts.
-        int splits = Math.Clamp((extent + LseKeysPerSplit - 1) / LseKeysPerSplit, 1, 256);
-        int keysPerSplit = (extent + splits - 1) / splits;
-        var partial = Scratch(ref _lsePartial, (long)args.Heads * splits * 2 * sizeof(float));
+        var partial = Scratch(ref _lsePartial, (long)args.Heads * partials * 2 * sizeof(float));
         nint startAt = StartOnDevice(args.Step);
-        Launch(module, "decode_key_scores", new Dim3((uint)splits, (uint)args.KvHeads, 1), ScoreThreads, q, c.LayerKeys(args.Layer), raw.Pointer, (long)extent,
-            partial.Pointer, args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, startAt, args.Scale, keysPerSplit);
+        Launch(function.Function, "decode_scores_mma", new Dim3((uint)plan.Splits, 1, (uint)args.KvHeads), (uint)kernel.Threads, (uint)function.SharedBytes, dependent: false,
+            q, c.LayerKeys(args.Layer), raw.Pointer, (long)extent, partial.Pointer, c.Shape.Capacity, args.StartPosition, startAt, args.Scale);
         nint lse = 0;
         if (pooling == ScorePooling.PostSoftmax)
         {
             lse = Scratch(ref _rowLse, (long)args.Heads * sizeof(float)).Pointer;
-            Launch(SelectionModule(args.HeadDim), "combine_log_sum_exp", (uint)((args.Heads + 127) / 128), 128, partial.Pointer, lse, args.Heads, splits);
+            CombineLogSumExp(args.HeadDim, partial.Pointer, lse, args.Heads, partials);
         }
-        Launch(module, "pool_decode_scores", new Dim3((uint)((extent + 255) / 256), (uint)pools, 1), 256, raw.Pointer, lse, scores, stride, args.Heads, pools,
+        Launch(DecodeSelectionModule(args.HeadDim), "pool_decode_scores", new Dim3((uint)((extent + 255) / 256), (uint)pools, 1), 256, raw.Pointer, lse, scores, stride, args.Heads, pools,
             maxPool ? 1 : 0, args.StartPosition, startAt);
         return true;
     }

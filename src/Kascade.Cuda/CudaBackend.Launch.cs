@@ -59,7 +59,11 @@ public sealed unsafe partial class CudaBackend
     /// may start launching before the previous one in the stream ends (programmatic dependent launch, sm_90+); it
     /// waits for that one itself (<c>wait_for_previous_kernel</c>).
     /// </summary>
-    private void Launch(CudaModule module, string name, Dim3 grid, uint block, bool dependent, params ReadOnlySpan<KernelArg> arguments)
+    private void Launch(CudaModule module, string name, Dim3 grid, uint block, bool dependent, params ReadOnlySpan<KernelArg> arguments) =>
+        Launch(module.Function(name), name, grid, block, 0, dependent, arguments);
+
+    /// <summary>The same for a function with <paramref name="sharedBytes"/> of dynamic shared memory.</summary>
+    private void Launch(nint function, string name, Dim3 grid, uint block, uint sharedBytes, bool dependent, params ReadOnlySpan<KernelArg> arguments)
     {
         var slots = stackalloc long[arguments.Length];
         var pointers = stackalloc void*[arguments.Length];
@@ -68,7 +72,7 @@ public sealed unsafe partial class CudaBackend
             slots[i] = arguments[i].Bits;
             pointers[i] = &slots[i];
         }
-        Launch(module.Function(name), name, grid, block, 0, pointers, dependent);
+        Launch(function, name, grid, block, sharedBytes, pointers, dependent);
     }
 
     /// <summary>Launches a kernel whose one argument is the parameter struct <paramref name="parameters"/> (passed by address).</summary>

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Kascade.Core;
+using Kascade.Cuda.Heuristics;
 using Kascade.Cuda.Interop;
 using Kascade.Cuda.Runtime;
 
@@ -277,9 +278,13 @@ public sealed unsafe partial class CudaBackend
         var module = SelectionModule(args.HeadDim);
         Launch(module, "row_log_sum_exp", new Dim3((uint)rows, (uint)splits, 1), 128, q, c.LayerKeys(args.Layer), partial.Pointer,
             args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale, keysPerSplit);
-        Launch(module, "combine_log_sum_exp", (uint)((rows + 127) / 128), 128, partial.Pointer, lse.Pointer, rows, splits);
+        CombineLogSumExp(args.HeadDim, partial.Pointer, lse.Pointer, rows, splits);
         return lse.Pointer;
     }
+
+    /// <summary><c>combine_log_sum_exp</c>: fp32 <c>lse [rows]</c> from the (max, sum) pairs <c>partial [rows, splits, 2]</c>, a warp per row.</summary>
+    private void CombineLogSumExp(int headDim, nint partial, nint lse, int rows, int splits) =>
+        Launch(SelectionModule(headDim), "combine_log_sum_exp", (uint)((rows * 32L + 127) / 128), 128, partial, lse, rows, splits);
 
     /// <summary>Keys a <c>row_log_sum_exp</c> block covers when a decode step's rows are split.</summary>
     private const int LseKeysPerSplit = 2048;
@@ -322,32 +327,31 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
-    /// Sparse attention over a plan: a decode step's rows through <c>sparse_decode</c> (split over the row's keys, merged by
-    /// <c>attention_combine</c>) where its head dim and head sets fit it; a prefill chunk of a tile plan through
-    /// <c>sparse_prefill_mma</c> (tensor cores, a block per tile and KV head) where it fits; every other chunk through
-    /// <c>sparse_attention</c> (a warp per query row).
+    /// Sparse attention over a plan: a decode step's rows through <c>sparse_decode_mma</c> (tensor cores, attention_decode's
+    /// loop over gathered K/V tiles) where the fast kernels are on and a KV head's query heads share a plan row, else
+    /// <c>sparse_decode</c> (CUDA cores) where its head dim and head sets fit it, both split over the row's keys and merged
+    /// by <c>attention_combine</c>; a prefill chunk of a tile plan through <c>sparse_prefill_mma</c> (tensor cores, a block
+    /// per tile and KV head) where it fits; every other chunk through <c>sparse_attention</c> (a warp per query row).
     /// </summary>
     private void LaunchSparse(AttentionArgs args, SparseParams parameters)
     {
         int group = args.Heads / args.KvHeads, setHeads = parameters.GroupRows == 1 ? group : 1;
+        if (TrySparseDecodeMma(args, parameters))
+        {
+            return;
+        }
         if (args.Tokens == 1 && args.HeadDim <= DecodeThreads && setHeads <= MaxDecodeSet)
         {
             int sets = args.Heads / setHeads;
             // Enough splits for two blocks per multiprocessor, each at least DecodeKeysPerSplit of the row's capacity.
             int splits = Math.Clamp(Math.Min((parameters.PlanCapacity + DecodeKeysPerSplit - 1) / DecodeKeysPerSplit, 2 * _device.Multiprocessors / sets), 1, MaxCombineSplits);
-            long rows = args.Heads;
-            var partialOut = Scratch(ref _sparsePartialOut, rows * splits * args.HeadDim * sizeof(float));
-            var partialMl = Scratch(ref _sparsePartialMl, rows * splits * 2 * sizeof(float));
-            var module = SelectionModule(args.HeadDim);
-            string name = SparseDecodeWide ? "sparse_decode_wide" : "sparse_decode";
-            var function = module.Function(name);
+            var (po, pm) = SparsePartials(args.Heads, splits, args.HeadDim);
             var slots = stackalloc void*[3];
-            nint po = partialOut.Pointer, pm = partialMl.Pointer;
             slots[0] = &parameters;
             slots[1] = &po;
             slots[2] = &pm;
-            Launch(function, name, new Dim3((uint)splits, (uint)sets, 1), DecodeThreads, 0, slots, dependent: false);
-            Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: false, po, pm, parameters.Out, splits);
+            Launch(SelectionModule(args.HeadDim).Function("sparse_decode"), "sparse_decode", new Dim3((uint)splits, (uint)sets, 1), DecodeThreads, 0, slots, dependent: false);
+            Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)args.Heads, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: false, po, pm, parameters.Out, splits);
             return;
         }
         if (TrySparsePrefill(args, parameters))
@@ -358,10 +362,38 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
-    /// Tuning: a decode step's sparse attention accumulates V with 16-byte loads over key lanes (<c>sparse_decode_wide</c>)
-    /// instead of a 2-byte load per dimension and key (<c>sparse_decode</c>). <c>bench attention --kascade</c> times both.
+    /// A decode step's sparse attention on tensor cores (<c>sparse_decode_mma</c>): attention_decode's specialisation for
+    /// the group, split over the plan row's capacity as attention_decode splits a context (the capacity is fixed, so a
+    /// recorded step replays), the splits merged by <c>attention_combine</c>; false where it does not apply (fast kernels off, a per-query-head map, a prefill chunk, a
+    /// group past <see cref="AttentionKernel.DecodeRows"/> or a head dim off the tensor cores).
     /// </summary>
-    public bool SparseDecodeWide { get; set; }
+    private bool TrySparseDecodeMma(AttentionArgs args, SparseParams parameters)
+    {
+        int group = args.Heads / args.KvHeads;
+        if (!FastSelection || args.Tokens != 1 || parameters.GroupRows == 0 || group > AttentionKernel.DecodeRows
+            || AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
+        {
+            return false;
+        }
+        var kernel = AttentionKernel.For(group, args.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
+        var function = TensorCoreFunction(args.HeadDim, group, kernel, ("attention_decode.cu", "sparse_decode_mma"));
+        var plan = AttentionLaunch.Choose(kernel, 1, group, args.KvHeads, 1, parameters.PlanCapacity, _device.Multiprocessors, function.ResidentBlocks);
+        var (po, pm) = SparsePartials(args.Heads, plan.Splits, args.HeadDim);
+        var slots = stackalloc void*[3];
+        slots[0] = &parameters;
+        slots[1] = &po;
+        slots[2] = &pm;
+        Launch(function.Function, "sparse_decode_mma", new Dim3((uint)plan.Splits, 1, (uint)args.KvHeads), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
+        if (plan.Splits > 1)
+        {
+            Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)args.Heads, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, po, pm, parameters.Out, plan.Splits);
+        }
+        return true;
+    }
+
+    /// <summary>The split partials of a decode step's sparse attention: fp32 (output <c>[heads, splits, headDim]</c>, (max, sum) <c>[heads, splits, 2]</c>).</summary>
+    private (nint Out, nint Ml) SparsePartials(int heads, int splits, int headDim) =>
+        (Scratch(ref _sparsePartialOut, (long)heads * splits * headDim * sizeof(float)).Pointer, Scratch(ref _sparsePartialMl, (long)heads * splits * 2 * sizeof(float)).Pointer);
 
     /// <summary><c>sparse_decode</c>'s block (DECODE_THREADS) and the most query heads it handles as one set (MAX_SET).</summary>
     private const int DecodeThreads = 128, MaxDecodeSet = 8;

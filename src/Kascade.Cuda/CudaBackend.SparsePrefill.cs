@@ -1,25 +1,9 @@
-using System.Runtime.InteropServices;
 using Kascade.Core;
 using Kascade.Cuda.Heuristics;
 using Kascade.Cuda.Interop;
 using Kascade.Cuda.Runtime;
 
 namespace Kascade.Cuda;
-
-/// <summary>The arguments of <c>sparse_prefill_mma</c> (its <c>SparsePrefillParams</c>, field for field).</summary>
-[StructLayout(LayoutKind.Sequential)]
-internal unsafe struct SparsePrefillParams
-{
-    public nint Q;          // fp32 [tokens, heads, head dim]
-    public nint KCache;     // bf16 [kv heads, capacity, head dim], one layer
-    public nint VCache;
-    public nint Out;        // fp32 [tokens, heads, head dim]
-    public nint Indices;    // int32 [plan rows, plan capacity]
-    public nint Counts;     // int32 [plan rows]
-    public int Tokens, Heads, KvHeads, Capacity, Start, PlanCapacity, RowsPerUnit;
-    public float Scale;
-    public fixed int HeadMap[SparseParams.MaxHeads];
-}
 
 /// <summary>
 /// Sparse attention of a prefill chunk over a tile plan on tensor cores (<c>sparse_prefill_mma</c>): a block per (tile,
@@ -43,18 +27,7 @@ public sealed unsafe partial class CudaBackend
             return false;
         }
         var (function, shared) = SparsePrefillFunction(args.HeadDim, group);
-        // Prefill is never recorded: the host's start position is the step's.
-        var p = new SparsePrefillParams
-        {
-            Q = parameters.Q, KCache = parameters.KCache, VCache = parameters.VCache, Out = parameters.Out, Indices = parameters.Indices,
-            Counts = parameters.Counts, Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads, Capacity = parameters.Capacity,
-            Start = args.StartPosition, PlanCapacity = parameters.PlanCapacity, RowsPerUnit = parameters.RowsPerUnit, Scale = args.Scale,
-        };
-        for (int h = 0; h < args.Heads; h++)
-        {
-            p.HeadMap[h] = parameters.HeadMap[h];
-        }
-        LaunchWith(function, "sparse_prefill_mma", new Dim3((uint)Units(args), (uint)args.KvHeads, 1), (uint)(group * 32), (uint)shared, p);
+        LaunchWith(function, "sparse_prefill_mma", new Dim3((uint)Units(args), (uint)args.KvHeads, 1), (uint)(group * 32), (uint)shared, parameters);
         return true;
     }
 

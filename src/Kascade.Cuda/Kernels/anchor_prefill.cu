@@ -81,14 +81,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) anchor_scores_mma(c
     for (int i = threadIdx.x; i < ANCHOR_ROWS * HEAD_DIM / 2; i += blockDim.x)
     {
         int r = i / (HEAD_DIM / 2), c = (i % (HEAD_DIM / 2)) * 2;
-        float2 v = make_float2(0.0f, 0.0f);
-        if (r < rows)
-        {
-            long q_row = (long)(tile.query_start - start + r / GROUP) * p.heads + g * GROUP + r % GROUP;
-            v = *reinterpret_cast<const float2*>(p.q + q_row * HEAD_DIM + c);
-            v.x *= log2e_scale;
-            v.y *= log2e_scale;
-        }
+        float2 v = packed_query_pair(p.q, p.heads, g, tile.query_start - start, rows, r, c, log2e_scale);
         unsigned hi = pack_bf16(v.x, v.y);
         *reinterpret_cast<unsigned*>(q_hi + r * TILE_STRIDE + c) = hi;
         *reinterpret_cast<unsigned*>(q_lo + r * TILE_STRIDE + c) = pack_bf16(v.x - __uint_as_float(hi << 16), v.y - __uint_as_float(hi & 0xffff0000u));

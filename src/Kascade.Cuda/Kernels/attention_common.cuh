@@ -146,17 +146,29 @@ struct TileCopy
     // `row_step_elements` is the distance between a thread's rows in the slot (ROW_STEP rows).
     __device__ __forceinline__ void stage(bf16_t* k_tile, bf16_t* v_tile, const bf16_t* k_cache, const bf16_t* v_cache, int first, int end, int row_step_elements) const
     {
+        copy_rows<true>(k_tile, v_tile, k_cache, v_cache, first, end, row_step_elements);
+    }
+
+    // The same for the keys alone (attention_decode.cu's decode_scores_mma).
+    __device__ __forceinline__ void stage_keys(bf16_t* k_tile, const bf16_t* k_cache, int first, int end, int row_step_elements) const
+    {
+        copy_rows<false>(k_tile, nullptr, k_cache, nullptr, first, end, row_step_elements);
+    }
+
+    template <bool VALUES>
+    __device__ __forceinline__ void copy_rows(bf16_t* k_tile, bf16_t* v_tile, const bf16_t* k_cache, const bf16_t* v_cache, int first, int end, int row_step_elements) const
+    {
         if (STAGE_THREADS % CHUNKS_PER_ROW != 0 && row >= ROW_STEP) return;   // e.g. HEAD_DIM 96
         const long at = (long)first * HEAD_DIM + source;
         if (first + ATT_KEYS <= end)
         {
-            const unsigned k_slot = shared_address(k_tile + destination), v_slot = shared_address(v_tile + destination);
+            const unsigned k_slot = shared_address(k_tile + destination), v_slot = VALUES ? shared_address(v_tile + destination) : 0u;
 #pragma unroll
             for (int i = 0; i < ROWS_PER_THREAD; i++)
             {
                 if (ATT_KEYS % ROW_STEP != 0 && row + i * ROW_STEP >= ATT_KEYS) break;
                 copy_async16(k_slot + i * row_step_elements * 2, k_cache + at + i * ROW_STEP * HEAD_DIM);
-                copy_async16(v_slot + i * row_step_elements * 2, v_cache + at + i * ROW_STEP * HEAD_DIM);
+                if (VALUES) copy_async16(v_slot + i * row_step_elements * 2, v_cache + at + i * ROW_STEP * HEAD_DIM);
             }
             return;
         }
@@ -167,10 +179,38 @@ struct TileCopy
             bool valid = first + row + i * ROW_STEP < end;
             long offset = valid ? at + (long)i * ROW_STEP * HEAD_DIM : 0;
             copy_async16(k_tile + destination + i * row_step_elements, k_cache + offset, valid);
-            copy_async16(v_tile + destination + i * row_step_elements, v_cache + offset, valid);
+            if (VALUES) copy_async16(v_tile + destination + i * row_step_elements, v_cache + offset, valid);
         }
     }
 };
+
+#if defined(ATT_DECODE)
+// Sᵀ = K·Qᵀ for one K tile of a decode ring ([ATT_KEYS][TILE_STRIDE]): s[kt][nt] holds keys 16 kt + g (+ 8) × query
+// rows 8 nt + 2c (+ 1) (the C fragment), q[p][nt][kc] Qᵀ's B fragments (k-step kc: dims 16 kc + 2c, + 1 and + 8, + 9
+// of query row 8 nt + g); the PARTS query fragment sets are added (decode_scores.cu splits the queries into two bf16
+// halves, attention_decode takes one).
+template <int PARTS>
+__device__ __forceinline__ void transposed_scores(const bf16_t* k_tile, int lane, const unsigned (&q)[PARTS][ATT_M_TILES][HEAD_DIM / 16][2],
+                                                  float (&s)[ATT_KEYS / 16][ATT_M_TILES][4])
+{
+#pragma unroll
+    for (int kt = 0; kt < ATT_KEYS / 16; kt++)
+    {
+#pragma unroll
+        for (int nt = 0; nt < ATT_M_TILES; nt++) s[kt][nt][0] = s[kt][nt][1] = s[kt][nt][2] = s[kt][nt][3] = 0.0f;
+#pragma unroll
+        for (int kc = 0; kc < HEAD_DIM / 16; kc++)
+        {
+            unsigned a[4];
+            ldmatrix_x4(a, k_tile + (kt * 16 + (lane & 15)) * TILE_STRIDE + kc * 16 + (lane >> 4) * 8);
+#pragma unroll
+            for (int nt = 0; nt < ATT_M_TILES; nt++)
+#pragma unroll
+                for (int part = 0; part < PARTS; part++) mma_bf16(s[kt][nt], a, q[part][nt][kc]);
+        }
+    }
+}
+#endif
 
 // attention_mma's and attention_decode's rings: slot s holds K then V [ATT_KEYS][TILE_STRIDE] (padded rows); `thread`
 // is the thread's index among the STAGE_THREADS that share the ring.
@@ -216,6 +256,16 @@ __device__ __forceinline__ BlockWork block_work(const AttentionParams& p)
     w.v_cache = p.v_cache + head;
     w.q_base = (long)sequence * p.tokens * p.heads + g_kv * GROUP;
     return w;
+}
+
+// Columns c, c + 1 of row r of a KV head's GQA-packed query rows (query token first_token + r / GROUP of head
+// g · GROUP + r % GROUP; q fp32 [tokens, heads, HEAD_DIM]) times `scale`, or zeros for a padding row (r ≥ rows): how
+// the prefill tile kernels (anchor_prefill.cu, sparse_prefill.cu) stage a tile's queries.
+__device__ __forceinline__ float2 packed_query_pair(const float* q, int heads, int g, int first_token, int rows, int r, int c, float scale)
+{
+    if (r >= rows) return make_float2(0.0f, 0.0f);
+    float2 v = *reinterpret_cast<const float2*>(q + ((long)(first_token + r / GROUP) * heads + g * GROUP + r % GROUP) * HEAD_DIM + c);
+    return make_float2(v.x * scale, v.y * scale);
 }
 
 // Writes row h (0: g, 1: g + 8) of this thread's output fragment o (the mma C layout: columns 8n + 2c, 8n + 2c + 1) as

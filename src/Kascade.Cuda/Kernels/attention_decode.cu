@@ -9,8 +9,13 @@
 // - Each of the block's ATT_WARPS warps owns a cp.async ring of ATT_STAGES tiles and walks tiles warp, warp +
 //   ATT_WARPS, … of the block's split on its own (a warp barrier per tile, no block barrier); the warps' (max, sum,
 //   output) are merged in shared memory at the end, so a block writes one partial result per row, not ATT_WARPS.
-// Needs ATT_KEYS a multiple of 16.
+// Two kernels share that loop (decode_attend) and differ only in where a tile's K/V rows come from: attention_decode
+// streams keys [0, position] of the cache (CacheTiles); sparse_decode_mma gathers a Kascade plan row's positions
+// (GatheredTiles; issue 15 §3, the reuse layers' and the anchors' own decode output), so a gathered key costs what a
+// streamed one does (the CUDA-core sparse_decode of selection.cu ran at 13% of copy bandwidth, bench/results/
+// kascade-h100.md). Needs ATT_KEYS a multiple of 16.
 #include "attention_common.cuh"
+#include "plan_common.cuh"
 
 #if !defined(ATT_DECODE)
 #error "attention_decode.cu needs ATT_DECODE"
@@ -28,23 +33,86 @@ __device__ __forceinline__ unsigned transpose8x8(unsigned fragment)
     return t;
 }
 
-extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode(const AttentionParams p)
+// attention_decode's tiles: keys [first, first + ATT_KEYS) of the KV head in cache order; a row (query token t of
+// the step) sees keys up to start + t.
+struct CacheTiles
+{
+    TileCopy copy;
+    const bf16_t* k_cache;
+    const bf16_t* v_cache;
+
+    __device__ __forceinline__ void prefetch(int, int) {}
+    __device__ __forceinline__ void stage(bf16_t* k_tile, bf16_t* v_tile, int first, int end) const
+    {
+        copy.stage(k_tile, v_tile, k_cache, v_cache, first, end, ROW_STEP * TILE_STRIDE);
+    }
+    __device__ __forceinline__ int limit(const BlockWork& w, int row) const { return min(w.start + row / GROUP + 1, w.end); }
+};
+
+// sparse_decode_mma's tiles: keys [first, first + ATT_KEYS) of a plan row's order, each gathered from the cache row its
+// position names; every row of the block (one decode token's GQA group) sees all of them. A tile's positions are read
+// one tile ahead (prefetch, while the warp computes the tile before) and handed to the lanes that copy each row by a
+// shuffle, so the gather adds no dependent load in front of the copies. Lane l holds the position of key
+// first + 32 j + l in held[j].
+static_assert(ATT_KEYS % ROW_STEP == 0 && 32 % ROW_STEP == 0, "a gathered tile's rows are whole ROW_STEPs of one held word");
+#define HELD_WORDS ((ATT_KEYS + 31) / 32)
+struct GatheredTiles
+{
+    const int* listed;       // the plan row's positions
+    const bf16_t* k_cache;
+    const bf16_t* v_cache;
+    int row, column;         // this lane's first row of a tile and its chunk's first dimension (padded_tile_copy's)
+    int held[HELD_WORDS];
+
+    __device__ __forceinline__ void prefetch(int first, int end)
+    {
+        const int lane = threadIdx.x & 31;
+#pragma unroll
+        for (int j = 0; j < HELD_WORDS; j++)
+        {
+            int key = first + 32 * j + lane;
+            held[j] = 32 * j + lane < ATT_KEYS && key < end ? listed[key] : 0;
+        }
+    }
+    __device__ __forceinline__ void stage(bf16_t* k_tile, bf16_t* v_tile, int first, int end) const
+    {
+        const bool copies = STAGE_THREADS % CHUNKS_PER_ROW == 0 || row < ROW_STEP;   // e.g. HEAD_DIM 96: lanes past the last whole row copy nothing
+#pragma unroll
+        for (int i = 0; i < ROWS_PER_THREAD; i++)
+        {
+            const int r = row + i * ROW_STEP;
+            const int position = __shfl_sync(0xffffffffu, held[(i * ROW_STEP) / 32], r % 32);
+            if (!copies) continue;
+            const bool valid = first + r < end;
+            const long at = valid ? (long)position * HEAD_DIM + column : 0;
+            copy_async16(k_tile + r * TILE_STRIDE + column, k_cache + at, valid);
+            copy_async16(v_tile + r * TILE_STRIDE + column, v_cache + at, valid);
+        }
+    }
+    __device__ __forceinline__ int limit(const BlockWork& w, int) const { return w.end; }
+};
+
+// The loop both kernels run over their block's work w, its tiles read through `source`; p gives the queries, the
+// output rows and the scale.
+template <class Tiles>
+__device__ __forceinline__ void decode_attend(const AttentionParams& p, const BlockWork& w, Tiles& source)
 {
     extern __shared__ __align__(16) unsigned char decode_shared[];
     const float neg_inf = __int_as_float(0xff800000);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, gc = lane & 3;
-    const BlockWork w = block_work(p);
     bf16_t* ring = reinterpret_cast<bf16_t*>(decode_shared) + warp * ATT_STAGES * 2 * ATT_KEYS * TILE_STRIDE;
 
     // The warp's tiles: warp, warp + ATT_WARPS, … of the split's.
     const int tiles = w.end > w.begin ? (w.end - w.begin + ATT_KEYS - 1) / ATT_KEYS : 0;
     const int warp_tiles = tiles > warp ? (tiles - warp + ATT_WARPS - 1) / ATT_WARPS : 0;
-    const TileCopy copy = padded_tile_copy(lane);
     auto first_key = [&](int i) { return w.begin + (warp + i * ATT_WARPS) * ATT_KEYS; };
+    // Tiles are staged in order 0, 1, …: each stage reads ahead for the next.
     auto stage = [&](int i) {
         bf16_t* k_tile = ring + (i % ATT_STAGES) * 2 * ATT_KEYS * TILE_STRIDE;
-        copy.stage(k_tile, k_tile + ATT_KEYS * TILE_STRIDE, w.k_cache, w.v_cache, first_key(i), w.end, ROW_STEP * TILE_STRIDE);
+        source.stage(k_tile, k_tile + ATT_KEYS * TILE_STRIDE, first_key(i), w.end);
+        source.prefetch(first_key(i + 1), w.end);
     };
+    source.prefetch(first_key(0), w.end);
 #pragma unroll
     for (int s = 0; s < ATT_STAGES - 1; s++)
     {
@@ -55,7 +123,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode(co
     // Qᵀ as B fragments (k-step kc: dims 16 kc + 2c, + 1 and + 8, + 9 of query row 8 nt + g), in log2 units; padding
     // rows are zeros. limit: the visible-key bound of this thread's columns of Sᵀ (query rows 8 nt + 2c, + 1).
     const float log2e_scale = p.scale * 1.4426950408889634f;
-    unsigned qb[ATT_M_TILES][HEAD_DIM / 16][2];
+    unsigned qb[1][ATT_M_TILES][HEAD_DIM / 16][2];
     int limit[ATT_M_TILES][2];
 #pragma unroll
     for (int nt = 0; nt < ATT_M_TILES; nt++)
@@ -67,12 +135,12 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode(co
             for (int h = 0; h < 2; h++)
             {
                 float2 v = q_row >= 0 ? *reinterpret_cast<const float2*>(p.q + q_row * HEAD_DIM + kc * 16 + 2 * gc + 8 * h) : make_float2(0.0f, 0.0f);
-                qb[nt][kc][h] = pack_bf16(v.x * log2e_scale, v.y * log2e_scale);
+                qb[0][nt][kc][h] = pack_bf16(v.x * log2e_scale, v.y * log2e_scale);
             }
 #pragma unroll
-        for (int j = 0; j < 2; j++) limit[nt][j] = min(w.start + (w.block_row + nt * 8 + 2 * gc + j) / GROUP + 1, w.end);
+        for (int j = 0; j < 2; j++) limit[nt][j] = source.limit(w, w.block_row + nt * 8 + 2 * gc + j);
     }
-    const int first_limit = min(w.start + w.block_row / GROUP + 1, w.end);   // the block's smallest bound
+    const int first_limit = source.limit(w, w.block_row);                    // the block's smallest bound
 
     float o[HEAD_DIM / 16][ATT_M_TILES][4], m[ATT_M_TILES][2], l[ATT_M_TILES][2];
 #pragma unroll
@@ -96,20 +164,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode(co
 
         // Sᵀ = K·Qᵀ: s[kt][nt] holds keys k0 + 16 kt + g (+ 8) × query rows 8 nt + 2c (+ 1).
         float s[ATT_KEYS / 16][ATT_M_TILES][4];
-#pragma unroll
-        for (int kt = 0; kt < ATT_KEYS / 16; kt++)
-        {
-#pragma unroll
-            for (int nt = 0; nt < ATT_M_TILES; nt++) s[kt][nt][0] = s[kt][nt][1] = s[kt][nt][2] = s[kt][nt][3] = 0.0f;
-#pragma unroll
-            for (int kc = 0; kc < HEAD_DIM / 16; kc++)
-            {
-                unsigned a[4];
-                ldmatrix_x4(a, k_tile + (kt * 16 + (lane & 15)) * TILE_STRIDE + kc * 16 + (lane >> 4) * 8);
-#pragma unroll
-                for (int nt = 0; nt < ATT_M_TILES; nt++) mma_bf16(s[kt][nt], a, qb[nt][kc]);
-            }
-        }
+        transposed_scores(k_tile, lane, qb, s);
 
         // Online softmax down each column (a query row): the column's keys are spread over the 8 lanes of one c.
         bool moved = false;
@@ -250,4 +305,48 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode(co
             }
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode(const AttentionParams p)
+{
+    const BlockWork w = block_work(p);
+    CacheTiles tiles{padded_tile_copy(threadIdx.x & 31), w.k_cache, w.v_cache};
+    decode_attend(p, w, tiles);
+}
+
+// IBackend.SparseAttention for a decode step whose KV heads' GROUP query heads read one plan row (a per-KV-head map):
+// block (split, 0, g) attends KV head g's heads over its split of plan row head_map[g · GROUP] — the row's capacity
+// cut into gridDim.x ranges of whole tiles (fixed by the capacity, so a recorded step replays at any position and
+// count) — and writes (max, sum, unnormalised output) per head and split for attention_combine (normalised output
+// with one split). Needs GROUP ≤ BLOCK_ROWS. Grid: (splits, 1, kv_heads), ATT_WARPS · 32 threads, attention_decode's
+// shared memory.
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_mma(const SparseParams s, float* partial_out, float* partial_ml)
+{
+    AttentionParams p{};
+    p.q = s.q;
+    p.out = s.out;
+    p.partial_out = partial_out;
+    p.partial_ml = partial_ml;
+    p.tokens = 1;
+    p.heads = s.heads;
+    p.kv_heads = s.kv_heads;
+    p.capacity = s.capacity;
+    p.scale = s.scale;
+    const int g = blockIdx.z, plan_row = s.head_map[g * GROUP];
+    BlockWork w;
+    w.start = 0;
+    w.split = blockIdx.x;
+    w.splits = gridDim.x;
+    w.rows = GROUP;
+    w.block_row = 0;
+    const int keys_per_split = ((s.plan_capacity + w.splits - 1) / w.splits + ATT_KEYS - 1) / ATT_KEYS * ATT_KEYS;
+    w.begin = w.split * keys_per_split;
+    w.end = min(s.counts[plan_row], w.begin + keys_per_split);
+    const long head = (long)g * s.capacity * HEAD_DIM;
+    w.k_cache = s.k_cache + head;
+    w.v_cache = s.v_cache + head;
+    w.q_base = (long)g * GROUP;
+    const TileCopy copy = padded_tile_copy(threadIdx.x & 31);
+    GatheredTiles tiles{s.indices + (long)plan_row * s.plan_capacity, w.k_cache, w.v_cache, copy.row, (int)(copy.source % HEAD_DIM)};
+    decode_attend(p, w, tiles);
 }

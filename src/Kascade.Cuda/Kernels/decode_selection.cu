@@ -1,76 +1,17 @@
-// A decode step's selection, fast path (issue 15 §3): one pass over each KV head's keys scores every query head of its
-// GQA group (decode_key_scores; the exact first kernels read the keys once per head for the normaliser and again for
-// the pooled scores), selection.cu's combine_log_sum_exp merges the rows' normalisers, pool_decode_scores turns the
-// raw scores into each pool's summed (or max) probabilities, and cluster_topk finds a row's exact Top-k with a cluster
-// of blocks sharing their histograms through distributed shared memory (a decode step has few rows: one block per row
-// leaves most of the GPU idle). Every kernel takes the step's position from the device, so a recorded step replays at
-// any position; grids are sized from the capacity. Specialisation key: HEAD_DIM.
+// A decode step's selection, fast path (issue 15 §3): decode_scores.cu's decode_scores_mma scores every query head of a
+// GQA group in one tensor-core pass over the keys, selection.cu's combine_log_sum_exp merges the rows' normalisers,
+// pool_decode_scores turns the raw scores into each pool's summed (or max) probabilities, and cluster_topk finds a
+// row's exact Top-k with a cluster of blocks sharing their histograms through distributed shared memory (a decode step
+// has few rows: one block per row leaves most of the GPU idle). Every kernel takes the step's position from the
+// device, so a recorded step replays at any position; grids are sized from the capacity. Specialisation key: HEAD_DIM.
 #include "common.cuh"
 
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
 #endif
 #include "plan_common.cuh"
-#define MAX_GROUP 8         // query heads a decode_key_scores block scores per key
-#define SCORE_THREADS 128   // decode_key_scores: a key per thread
 #define TOPK_CLUSTER 8      // cluster_topk: blocks per row (the portable cluster size)
 #define TOPK_THREADS 1024
-
-// raw[h, j] = scale · q_h · K[j] for the visible keys j ≤ start of KV head g's query heads h, and per (h, split) the
-// running (max, sum) of exp over the split's keys (partial fp32 [heads, splits, 2], as row_log_sum_exp writes it;
-// splits past the keys write (−∞, 0)). raw fp32 [heads, stride]. Grid: (splits, kv_heads), SCORE_THREADS.
-extern "C" __global__ void __launch_bounds__(SCORE_THREADS) decode_key_scores(const float* q, const bf16_t* k_cache, float* raw, long long stride,
-                                                                            float* partial, int heads, int kv_heads, int capacity, int start,
-                                                                            const int* start_at, float scale, int keys_per_split)
-{
-    __shared__ float q_shared[MAX_GROUP][HEAD_DIM];
-    __shared__ float scratch[32];
-    start = start_position(start_at, start);
-    const int group = heads / kv_heads, g = blockIdx.y, split = blockIdx.x, splits = gridDim.x;
-    for (int e = threadIdx.x; e < group * HEAD_DIM; e += blockDim.x) q_shared[e / HEAD_DIM][e % HEAD_DIM] = q[(long)g * group * HEAD_DIM + e];
-    __syncthreads();
-    const bf16_t* keys = k_cache + (long)g * capacity * HEAD_DIM;
-    const int begin = split * keys_per_split, end = min(start + 1, begin + keys_per_split);
-    float m[MAX_GROUP], l[MAX_GROUP];
-#pragma unroll
-    for (int i = 0; i < MAX_GROUP; i++)
-    {
-        m[i] = __int_as_float(0xff800000);
-        l[i] = 0.0f;
-    }
-    for (int j = begin + threadIdx.x; j < end; j += blockDim.x)
-    {
-        float dots[MAX_GROUP];
-        key_dots(keys + (long)j * HEAD_DIM, q_shared, group, dots);
-#pragma unroll
-        for (int i = 0; i < MAX_GROUP; i++)
-        {
-            if (i < group)
-            {
-                float s = dots[i] * scale;
-                raw[(long)(g * group + i) * stride + j] = s;
-                float m_new = fmaxf(m[i], s);
-                l[i] = l[i] * expf(m[i] - m_new) + expf(s - m_new);
-                m[i] = m_new;
-            }
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < MAX_GROUP; i++)
-    {
-        if (i < group) // the same for every thread: the block reductions stay uniform
-        {
-            float m_all = block_max(m[i], scratch);
-            float l_all = block_sum(m[i] == __int_as_float(0xff800000) ? 0.0f : l[i] * expf(m[i] - m_all), scratch);
-            if (threadIdx.x == 0)
-            {
-                long at = ((long)(g * group + i) * splits + split) * 2;
-                partial[at] = m_all;
-                partial[at + 1] = l_all;
-            }
-        }
-    }
-}
 
 // scores[pool, j] = Σ (or, with max_pool, the largest) over the pool's heads — heads / pools consecutive heads — of
 // exp(raw[h, j] − lse[h]) (post-softmax; lse null: the raw scaled score), for the visible keys j ≤ start; the order of
@@ -147,40 +88,17 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
     {
         for (int b = threadIdx.x; b < 256; b += blockDim.x) histogram[b] = 0;
         __syncthreads();
-        for (int i = begin + threadIdx.x; i < end; i += blockDim.x)
-        {
-            unsigned key = order_key(scores[i]);
-            if ((key & prefix_mask) == prefix) atomicAdd(&histogram[(key >> shift) & 0xff], 1);
-        }
+        radix_histogram(scores, begin, end, prefix, prefix_mask, shift, histogram);
         cluster_sync();
         if (threadIdx.x < 32)
         {
             // Warp 0 sums the cluster's histograms and finds the bin holding the remaining-th largest key.
-            int above = 0, chosen = -1, left = remaining;
-            for (int base = 224; base >= 0 && chosen < 0; base -= 32)
-            {
-                int b = base + threadIdx.x, count = 0;
+            int chosen, left;
+            radix_find_bin([&](int b) {
+                int count = 0;
                 for (unsigned r = 0; r < TOPK_CLUSTER; r++) count += cluster_load(&histogram[b], r);
-                // Inclusive count from the top bin of this window down to b (lane 31 holds the window's highest bin).
-                int inclusive = count;
-                for (int offset = 1; offset < 32; offset <<= 1)
-                {
-                    int v = __shfl_down_sync(0xffffffffu, inclusive, offset);
-                    if (threadIdx.x + offset < 32) inclusive += v;
-                }
-                unsigned reached = __ballot_sync(0xffffffffu, above + inclusive >= left);
-                if (reached != 0)
-                {
-                    int lane = 31 - __clz(reached); // the highest bin at which the count reaches `left`
-                    int before = __shfl_sync(0xffffffffu, inclusive - count, lane);
-                    chosen = base + lane;
-                    left -= above + before;
-                }
-                else
-                {
-                    above += __shfl_sync(0xffffffffu, inclusive, 0);
-                }
-            }
+                return count;
+            }, remaining, chosen, left);
             if (threadIdx.x == 0)
             {
                 shared_bin = chosen;

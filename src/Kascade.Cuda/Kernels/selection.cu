@@ -4,9 +4,10 @@
 // has one and computes tiles, candidate ends and budgets from it (the TopKBudget formula), so a recorded decode step
 // replays at any position. Specialisation key: HEAD_DIM (a multiple of 32).
 //
-// These are the exact first kernels (CUDA cores, fp32 arithmetic on bf16 keys and values): each is checked against the
-// CPU reference by `kascade test-backend`. The fused tensor-core anchor and gathered reuse kernels are later work
-// (issue 15 §3, §5).
+// These are the exact kernels (CUDA cores, fp32 arithmetic on bf16 keys and values): each is checked against the CPU
+// reference by `kascade test-backend`. The fast paths (CudaBackend.FastSelection) replace them where they apply:
+// decode_selection.cu (a decode step's scores and Top-k), anchor_prefill.cu and sparse_prefill.cu (tensor-core prefill
+// scores and sparse attention) and attention_decode.cu's sparse_decode_mma (tensor-core decode sparse attention).
 #include "common.cuh"
 
 #ifndef HEAD_DIM
@@ -68,16 +69,20 @@ extern "C" __global__ void row_log_sum_exp(const float* q, const bf16_t* k_cache
     }
 }
 
-// lse[row] = ln Σ over the splits of e^(m_s) · l_s. A thread per row.
+// lse[row] = ln Σ over the splits of e^(m_s) · l_s (splits with l_s = 0 saw no key). A warp per row: a decode step's
+// rows have hundreds of splits (decode_scores.cu writes one per warp), which one thread read one after another.
+// Block: a multiple of 32 threads.
 extern "C" __global__ void combine_log_sum_exp(const float* partial, float* lse, int rows, int splits)
 {
-    int row = blockIdx.x * blockDim.x + threadIdx.x;
-    if (row >= rows) return;
+    const int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (row >= rows) return;                                     // the whole warp
     const float* ml = partial + (long)row * splits * 2;
     float m = __int_as_float(0xff800000), l = 0.0f;
-    for (int s = 0; s < splits; s++) if (ml[2 * s + 1] > 0.0f) m = fmaxf(m, ml[2 * s]);
-    for (int s = 0; s < splits; s++) if (ml[2 * s + 1] > 0.0f) l += ml[2 * s + 1] * expf(ml[2 * s] - m);
-    lse[row] = m + logf(l);
+    for (int s = lane; s < splits; s += 32) if (ml[2 * s + 1] > 0.0f) m = fmaxf(m, ml[2 * s]);
+    m = warp_reduce(m, MaxOp{});
+    for (int s = lane; s < splits; s += 32) if (ml[2 * s + 1] > 0.0f) l += ml[2 * s + 1] * expf(ml[2 * s] - m);
+    l = warp_sum(l);
+    if (lane == 0) lse[row] = m + logf(l);
 }
 
 // The arguments of pooled_tile_scores.
@@ -192,18 +197,17 @@ extern "C" __global__ void select_topk(SelectParams p)
     {
         for (int b = threadIdx.x; b < 256; b += blockDim.x) histogram[b] = 0;
         __syncthreads();
-        for (int i = threadIdx.x; i < n; i += blockDim.x)
-        {
-            unsigned key = order_key(scores[i]);
-            if ((key & prefix_mask) == prefix) atomicAdd(&histogram[(key >> shift) & 0xff], 1);
-        }
+        radix_histogram(scores, 0, n, prefix, prefix_mask, shift, histogram);
         __syncthreads();
-        if (threadIdx.x == 0)
+        if (threadIdx.x < 32)
         {
-            int above = 0, b = 255;
-            while (above + histogram[b] < remaining) above += histogram[b--];
-            shared_bin = b;
-            shared_remaining = remaining - above;
+            int chosen, left;
+            radix_find_bin([&](int b) { return histogram[b]; }, remaining, chosen, left);
+            if (threadIdx.x == 0)
+            {
+                shared_bin = chosen;
+                shared_remaining = left;
+            }
         }
         __syncthreads();
         prefix |= (unsigned)shared_bin << shift;
@@ -227,26 +231,6 @@ extern "C" __global__ void extend_plan(int* indices, int* counts, int capacity, 
     indices[(long)row * capacity + count] = start;
     counts[row] = count + 1;
 }
-
-// The arguments of sparse_attention.
-struct SparseParams
-{
-    const float* q;          // fp32 [tokens, heads, HEAD_DIM]
-    const bf16_t* k_cache;   // bf16 [kv_heads, capacity, HEAD_DIM], one layer
-    const bf16_t* v_cache;   // bf16, as k_cache
-    float* out;              // fp32 [tokens, heads, HEAD_DIM]
-    const int* indices;      // int32 [plan rows, plan_capacity]
-    const int* counts;       // int32 [plan rows]
-    const int* start_at;     // the start position on the device (a step's), or null: start
-    int tokens, heads, kv_heads, capacity, start;
-    int plan_capacity;
-    int rows_per_unit;       // plan rows per unit (its selectors)
-    int tile_units;          // 1: units are the chunk's 32-query tiles and a query also attends its tile's diagonal keys up
-                             //    to itself (Kascade); 0: a unit per query token, no diagonal (the oracle, streamingllm)
-    int group_rows;          // 1: a KV head's query heads read one row (a per-KV-head map): sparse_decode serves them together
-    float scale;
-    int head_map[64];        // query head → the plan row (selector) of its unit it reads
-};
 
 // A query's keys: the plan row's positions, then its diagonal keys [diagonal_start, diagonal_start + diagonal).
 struct PlanKeys
@@ -279,31 +263,29 @@ extern "C" __global__ void sparse_attention(SparseParams p)
                    PlanKeys{p.indices + (long)row * p.plan_capacity, count, diagonal_start}, p.out + (long)warp * HEAD_DIM, lane);
 }
 
-// A decode step's sparse attention, split over the plan row's keys (flash-decoding; the keys are few, the query rows
-// fewer, so the work is spread by keys): block (split, set) takes a set of query heads that read one plan row — a KV
-// head's GROUP heads under a per-KV-head map (Kascade, the shared baselines' sets), one head otherwise — and walks
-// its share of the row DECODE_KEYS keys at a time: a thread per key gathers the K row once for the whole set and
-// scores it, a warp per head updates the running max and sum, and a thread per dimension accumulates the weighted V
-// rows (coalesced along the dimension). Writes (max, sum, unnormalised output) per (head, split) for
-// attention_combine.cu. Splits share the row
-// by the plan's capacity (fixed, so a recorded step replays at later positions); an empty split writes sum 0.
+// A decode step's sparse attention on CUDA cores, split over the plan row's keys (flash-decoding; the keys are few,
+// the query rows fewer, so the work is spread by keys): block (split, set) takes a set of query heads that read one
+// plan row — a KV head's GROUP heads under a per-KV-head map (Kascade, the shared baselines' sets), one head otherwise
+// — and walks its share of the row DECODE_KEYS keys at a time: a thread per key gathers the K row once for the whole
+// set and scores it, a warp per head updates the running max and sum, and thread t accumulates 8 dimensions of V (one
+// 16-byte load) over every KEY_LANES-th key, the key lanes added at the end (2.2× faster than a 2-byte load per
+// dimension and key, bench/results/kascade-h100.md). Writes (max, sum, unnormalised output) per (head, split) for
+// attention_combine.cu. Splits share the row by the plan's capacity (fixed, so a recorded step replays at later
+// positions); an empty split writes sum 0. attention_decode.cu's sparse_decode_mma (tensor cores) serves the
+// per-KV-head maps when the fast kernels are on; this is the exact kernel and the one for per-query-head maps.
 // Grid: (splits, kv_heads when group_rows, else heads). Block: DECODE_THREADS.
 #define DECODE_KEYS 128
 #define DECODE_THREADS 128
 #define MAX_SET 8
-// The V phase comes in two forms: WIDE = false, thread t accumulates dimension t % HEAD_DIM over every key (2-byte
-// loads); WIDE = true, thread t accumulates 8 dimensions (one 16-byte load) over every KEY_LANES-th key, and the key
-// lanes are added at the end — an eighth of the load instructions for the same bytes. `bench attention --kascade` times
-// both; CudaBackend picks one (SparseDecodeWide).
 #define CHUNKS (HEAD_DIM / 8)
 #define KEY_LANES (DECODE_THREADS / CHUNKS)
-template <bool WIDE>
-__device__ __forceinline__ void sparse_decode_impl(const SparseParams& p, float* partial_out, float* partial_ml)
+extern "C" __global__ void __launch_bounds__(DECODE_THREADS) sparse_decode(SparseParams p, float* partial_out, float* partial_ml)
 {
     __shared__ float q_shared[MAX_SET][HEAD_DIM];
     __shared__ float weights[MAX_SET][DECODE_KEYS];
     __shared__ int positions[DECODE_KEYS];
     __shared__ float running_max[MAX_SET], running_sum[MAX_SET], correction[MAX_SET];
+    __shared__ float lanes[KEY_LANES][HEAD_DIM];
     const int splits = gridDim.x, split = blockIdx.x;
     const int group = p.heads / p.kv_heads, set_heads = p.group_rows ? group : 1;
     const int first_head = blockIdx.y * set_heads, g = first_head / group;
@@ -322,19 +304,14 @@ __device__ __forceinline__ void sparse_decode_impl(const SparseParams& p, float*
         running_max[threadIdx.x] = __int_as_float(0xff800000);
         running_sum[threadIdx.x] = 0.0f;
     }
-    // Narrow: thread t accumulates dimension t % HEAD_DIM of heads t / HEAD_DIM, + DECODE_THREADS / HEAD_DIM, ...
-    const int d = threadIdx.x % HEAD_DIM, head_step = DECODE_THREADS / HEAD_DIM > 0 ? DECODE_THREADS / HEAD_DIM : 1;
-    // Wide: thread t accumulates dimensions [8 · chunk, +8) of every head of the set over keys key_lane, + KEY_LANES, ...
+    // Thread t accumulates dimensions [8 · chunk, +8) of every head of the set over keys key_lane, + KEY_LANES, ...
     const int chunk = threadIdx.x % CHUNKS, key_lane = threadIdx.x / CHUNKS;
-    const bool wide_active = key_lane < KEY_LANES;
-    float acc[MAX_SET];
-    float wide_acc[WIDE ? MAX_SET : 1][8];
+    const bool active = key_lane < KEY_LANES;
+    float acc[MAX_SET][8];
 #pragma unroll
-    for (int i = 0; i < MAX_SET; i++) acc[i] = 0.0f;
+    for (int i = 0; i < MAX_SET; i++)
 #pragma unroll
-    for (int i = 0; i < (WIDE ? MAX_SET : 1); i++)
-#pragma unroll
-        for (int e = 0; e < 8; e++) wide_acc[i][e] = 0.0f;
+        for (int e = 0; e < 8; e++) acc[i][e] = 0.0f;
     __syncthreads();
     for (int base = begin; base < end; base += DECODE_KEYS)
     {
@@ -343,9 +320,8 @@ __device__ __forceinline__ void sparse_decode_impl(const SparseParams& p, float*
         {
             int pos = listed[base + threadIdx.x];
             positions[threadIdx.x] = pos;
-            const bf16_t* key = keys + (long)pos * HEAD_DIM;
             float dots[MAX_SET];
-            key_dots(key, q_shared, set_heads, dots);
+            key_dots(keys + (long)pos * HEAD_DIM, q_shared, set_heads, dots);
 #pragma unroll
             for (int hh = 0; hh < MAX_SET; hh++) if (hh < set_heads) weights[hh][threadIdx.x] = dots[hh];
         }
@@ -372,86 +348,51 @@ __device__ __forceinline__ void sparse_decode_impl(const SparseParams& p, float*
             }
         }
         __syncthreads();
-        if (WIDE)
+        if (active)
         {
-            if (wide_active)
-            {
 #pragma unroll
-                for (int hh = 0; hh < (WIDE ? MAX_SET : 1); hh++)
-                    if (hh < set_heads)
+            for (int hh = 0; hh < MAX_SET; hh++)
+                if (hh < set_heads)
 #pragma unroll
-                        for (int e = 0; e < 8; e++) wide_acc[hh][e] *= correction[hh];
+                    for (int e = 0; e < 8; e++) acc[hh][e] *= correction[hh];
 #pragma unroll 4
-                for (int i = key_lane; i < n; i += KEY_LANES)
-                {
-                    float v8[8];
-                    load_bf16x8(values + (long)positions[i] * HEAD_DIM + chunk * 8, v8);
+            for (int i = key_lane; i < n; i += KEY_LANES)
+            {
+                float v8[8];
+                load_bf16x8(values + (long)positions[i] * HEAD_DIM + chunk * 8, v8);
 #pragma unroll
-                    for (int hh = 0; hh < (WIDE ? MAX_SET : 1); hh++)
+                for (int hh = 0; hh < MAX_SET; hh++)
+                {
+                    if (hh < set_heads)
                     {
-                        if (hh < set_heads)
-                        {
-                            float w = weights[hh][i];
+                        float w = weights[hh][i];
 #pragma unroll
-                            for (int e = 0; e < 8; e++) wide_acc[hh][e] += w * v8[e];
-                        }
+                        for (int e = 0; e < 8; e++) acc[hh][e] += w * v8[e];
                     }
-                }
-            }
-        }
-        else if (threadIdx.x < HEAD_DIM * head_step)
-        {
-#pragma unroll
-            for (int u = 0; u < MAX_SET; u++)
-            {
-                int hh = threadIdx.x / HEAD_DIM + u * head_step;
-                if (hh < set_heads) acc[u] *= correction[hh];
-            }
-            for (int i = 0; i < n; i++)
-            {
-                float v = bf16_to_float(values[(long)positions[i] * HEAD_DIM + d]);
-#pragma unroll
-                for (int u = 0; u < MAX_SET; u++)
-                {
-                    int hh = threadIdx.x / HEAD_DIM + u * head_step;
-                    if (hh < set_heads) acc[u] += weights[hh][i] * v;
                 }
             }
         }
         __syncthreads();
     }
-    if (WIDE)
+    // The key lanes' sums, added in lane order, one head of the set at a time.
+    for (int hh = 0; hh < set_heads; hh++)
     {
-        // The key lanes' sums, added in lane order, one head of the set at a time.
-        __shared__ float lanes[KEY_LANES][HEAD_DIM];
-        for (int hh = 0; hh < set_heads; hh++)
+        if (active)
         {
-            if (wide_active)
-            {
 #pragma unroll
-                for (int hw = 0; hw < (WIDE ? MAX_SET : 1); hw++)
-                    if (hw == hh)
+            for (int hw = 0; hw < MAX_SET; hw++)
+                if (hw == hh)
 #pragma unroll
-                        for (int e = 0; e < 8; e++) lanes[key_lane][chunk * 8 + e] = wide_acc[hw][e];
-            }
-            __syncthreads();
-            for (int dd = threadIdx.x; dd < HEAD_DIM; dd += DECODE_THREADS)
-            {
-                float total = 0.0f;
-                for (int k = 0; k < KEY_LANES; k++) total += lanes[k][dd];
-                partial_out[((long)(first_head + hh) * splits + split) * HEAD_DIM + dd] = total;
-            }
-            __syncthreads();
+                    for (int e = 0; e < 8; e++) lanes[key_lane][chunk * 8 + e] = acc[hw][e];
         }
-    }
-    else if (threadIdx.x < HEAD_DIM * head_step)
-    {
-#pragma unroll
-        for (int u = 0; u < MAX_SET; u++)
+        __syncthreads();
+        for (int dd = threadIdx.x; dd < HEAD_DIM; dd += DECODE_THREADS)
         {
-            int hh = threadIdx.x / HEAD_DIM + u * head_step;
-            if (hh < set_heads) partial_out[((long)(first_head + hh) * splits + split) * HEAD_DIM + d] = acc[u];
+            float total = 0.0f;
+            for (int k = 0; k < KEY_LANES; k++) total += lanes[k][dd];
+            partial_out[((long)(first_head + hh) * splits + split) * HEAD_DIM + dd] = total;
         }
+        __syncthreads();
     }
     if (threadIdx.x < set_heads)
     {
@@ -459,14 +400,4 @@ __device__ __forceinline__ void sparse_decode_impl(const SparseParams& p, float*
         partial_ml[at] = running_max[threadIdx.x];
         partial_ml[at + 1] = running_sum[threadIdx.x];
     }
-}
-
-extern "C" __global__ void __launch_bounds__(DECODE_THREADS) sparse_decode(SparseParams p, float* partial_out, float* partial_ml)
-{
-    sparse_decode_impl<false>(p, partial_out, partial_ml);
-}
-
-extern "C" __global__ void __launch_bounds__(DECODE_THREADS) sparse_decode_wide(SparseParams p, float* partial_out, float* partial_ml)
-{
-    sparse_decode_impl<true>(p, partial_out, partial_ml);
 }

@@ -18,20 +18,6 @@
 #include "attention_common.cuh"
 #include "plan_common.cuh"
 
-// The arguments of sparse_prefill_mma (SparsePrefillParams in CudaBackend.SparsePrefill.cs).
-struct SparsePrefillParams
-{
-    const float* q;          // fp32 [tokens, heads, HEAD_DIM]
-    const bf16_t* k_cache;   // bf16 [kv_heads, capacity, HEAD_DIM], one layer
-    const bf16_t* v_cache;
-    float* out;              // fp32 [tokens, heads, HEAD_DIM]
-    const int* indices;      // int32 [plan rows, plan_capacity]
-    const int* counts;       // int32 [plan rows]
-    int tokens, heads, kv_heads, capacity, start, plan_capacity, rows_per_unit;
-    float scale;
-    int head_map[64];        // query head → its selector; the block reads head_map[g · GROUP] (a KV head's heads share it)
-};
-
 // Starts gathering keys and values [first, first + ATT_KEYS) of the block's key order into a ring slot (K then V,
 // [ATT_KEYS][TILE_STRIDE] each); keys at or past `total` are zero-filled.
 __device__ __forceinline__ void gather_tile(bf16_t* k_slot, bf16_t* v_slot, const bf16_t* k_cache, const bf16_t* v_cache, const int* listed, int count,
@@ -49,15 +35,15 @@ __device__ __forceinline__ void gather_tile(bf16_t* k_slot, bf16_t* v_slot, cons
 
 // Grid: (units, kv_heads), ATT_WARPS · 32 threads; dynamic shared memory: the queries [BLOCK_ROWS][TILE_STRIDE] and
 // ATT_STAGES (K, V) tiles [ATT_KEYS][TILE_STRIDE], bf16.
-extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_mma(const SparsePrefillParams p)
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_mma(const SparseParams p)
 {
     extern __shared__ __align__(16) bf16_t shared[];
     bf16_t* q_tile = shared;
     bf16_t* ring = shared + BLOCK_ROWS * TILE_STRIDE;
     const float neg_inf = __int_as_float(0xff800000);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, gc = lane & 3;
-    const int unit = blockIdx.x, g = blockIdx.y;
-    const Tile tile = tile_of(p.start, p.tokens, unit);
+    const int unit = blockIdx.x, g = blockIdx.y, start = start_position(p.start_at, p.start);
+    const Tile tile = tile_of(start, p.tokens, unit);
     const int rows = (tile.query_end - tile.query_start) * GROUP;
     const int plan_row = unit * p.rows_per_unit + p.head_map[g * GROUP];
     const int count = p.counts[plan_row];
@@ -85,10 +71,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_mma(
     for (int i = threadIdx.x; i < BLOCK_ROWS * HEAD_DIM / 2; i += blockDim.x)
     {
         int r = i / (HEAD_DIM / 2), c = (i % (HEAD_DIM / 2)) * 2;
-        float2 v = make_float2(0.0f, 0.0f);
-        if (r < rows)
-            v = *reinterpret_cast<const float2*>(p.q + ((long)(tile.query_start - p.start + r / GROUP) * p.heads + g * GROUP + r % GROUP) * HEAD_DIM + c);
-        *reinterpret_cast<unsigned*>(q_tile + r * TILE_STRIDE + c) = pack_bf16(v.x * log2e_scale, v.y * log2e_scale);
+        float2 v = packed_query_pair(p.q, p.heads, g, tile.query_start - start, rows, r, c, log2e_scale);
+        *reinterpret_cast<unsigned*>(q_tile + r * TILE_STRIDE + c) = pack_bf16(v.x, v.y);
     }
 
     int limit[ATT_M_TILES][2];
@@ -137,7 +121,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_mma(
             int r = warp_row + 16 * mt + gr + 8 * h;
             if (r >= rows) continue;
             float factor = sum > 0.0f ? 1.0f / sum : 0.0f;
-            float* target = p.out + ((long)(tile.query_start - p.start + r / GROUP) * p.heads + g * GROUP + r % GROUP) * HEAD_DIM;
+            float* target = p.out + ((long)(tile.query_start - start + r / GROUP) * p.heads + g * GROUP + r % GROUP) * HEAD_DIM;
 #pragma unroll
             for (int n = 0; n < HEAD_DIM / 8; n++)
                 *reinterpret_cast<float2*>(target + n * 8 + 2 * gc) = make_float2(o[mt][n][2 * h] * factor, o[mt][n][2 * h + 1] * factor);
