@@ -49,17 +49,73 @@ public sealed unsafe partial class CudaBackend
         int partials = plan.Splits * kernel.Warps;
         var raw = Scratch(ref _decodeRaw, (long)args.Heads * extent * sizeof(float));
         var partial = Scratch(ref _lsePartial, (long)args.Heads * partials * 2 * sizeof(float));
-        nint startAt = StartOnDevice(args.Step);
         Launch(function.Function, "decode_scores_mma", new Dim3((uint)plan.Splits, 1, (uint)args.KvHeads), (uint)kernel.Threads, (uint)function.SharedBytes, dependent: false,
-            q, c.LayerKeys(args.Layer), raw.Pointer, (long)extent, partial.Pointer, c.Shape.Capacity, args.StartPosition, startAt, args.Scale);
+            q, c.LayerKeys(args.Layer), raw.Pointer, (long)extent, partial.Pointer, c.Shape.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale);
+        PoolDecodeScores(args, pooling, pools, maxPool, raw.Pointer, partial.Pointer, partials, scores, stride, extent);
+        return true;
+    }
+
+    /// <summary>
+    /// <c>pool_decode_scores</c> over a decode step's raw scores (fp32 <c>[heads, extent]</c>), post-softmax after
+    /// <c>combine_log_sum_exp</c> merges the rows' (max, sum) pairs <paramref name="partial"/> (<c>[heads, partials, 2]</c>).
+    /// </summary>
+    private void PoolDecodeScores(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, nint raw, nint partial, int partials, nint scores, long stride, int extent)
+    {
         nint lse = 0;
         if (pooling == ScorePooling.PostSoftmax)
         {
             lse = Scratch(ref _rowLse, (long)args.Heads * sizeof(float)).Pointer;
-            CombineLogSumExp(args.HeadDim, partial.Pointer, lse, args.Heads, partials);
+            CombineLogSumExp(args.HeadDim, partial, lse, args.Heads, partials);
         }
-        Launch(DecodeSelectionModule(args.HeadDim), "pool_decode_scores", new Dim3((uint)((extent + 255) / 256), (uint)pools, 1), 256, raw.Pointer, lse, scores, stride, args.Heads, pools,
-            maxPool ? 1 : 0, args.StartPosition, startAt);
+        Launch(DecodeSelectionModule(args.HeadDim), "pool_decode_scores", new Dim3((uint)((extent + 255) / 256), (uint)pools, 1), 256, raw, lse, scores, stride, args.Heads, pools,
+            maxPool ? 1 : 0, args.StartPosition, StartOnDevice(args.Step));
+    }
+
+    /// <summary>
+    /// Layer 0 of a decode step (<see cref="SelectionArgs.DenseOutput"/>): the dense output and the pooled scores of its
+    /// selection from one pass over K and V (attention_decode.cu's <c>attention_decode_scores</c>: attention_decode with
+    /// the queries in bf16 halves, writing every score and each split's (max, sum), whose merge is the rows' normaliser),
+    /// where a separate dense pass and scores pass read the keys twice; false where the fast kernels do not apply (the
+    /// caller then runs both). Writes <paramref name="output"/> and fp32 <c>[pools, stride]</c> at <paramref name="scores"/>.
+    /// </summary>
+    private bool TryDenseDecodeWithScores(AttentionArgs args, ScorePooling pooling, int pools, DeviceTensor q, CudaKvCache c, nint scores, long stride, int extent, DeviceTensor output)
+    {
+        int group = args.Heads / args.KvHeads;
+        if (!FastSelection || args.Tokens != 1 || group > AttentionKernel.DecodeRows || AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
+        {
+            return false;
+        }
+        args.CheckPools(pools);
+        var shape = new AttentionShape(1, group, args.KvHeads, args.HeadDim, 1);
+        var (kernel, _, plan) = PlanAttention(shape, args.StartPosition);
+        if (kernel.Kind != AttentionKernelKind.Decode)
+        {
+            return false;                                        // a benchmark's tuning forced another kernel
+        }
+        var function = TensorCoreFunction(args.HeadDim, group, kernel, ("attention_decode.cu", "attention_decode_scores"));
+        _recording?.Attention.TryAdd(shape, (plan.Kernel, plan.Splits));
+        var parameters = new AttentionParams
+        {
+            Q = In(q), KCache = c.LayerKeys(args.Layer), VCache = c.LayerValues(args.Layer), Out = Out(output), StartAt = StartOnDevice(args.Step),
+            Tokens = 1, Heads = args.Heads, KvHeads = args.KvHeads, Capacity = c.Shape.Capacity, Start = args.StartPosition, Scale = args.Scale,
+            PartialMl = Scratch(ref _partialMl, (long)args.Heads * plan.Splits * 2 * sizeof(float)).Pointer,
+        };
+        if (plan.Splits > 1)
+        {
+            parameters.PartialOut = Scratch(ref _partialOut, (long)args.Heads * plan.Splits * args.HeadDim * sizeof(float)).Pointer;
+        }
+        nint raw = Scratch(ref _decodeRaw, (long)args.Heads * extent * sizeof(float)).Pointer;
+        long rawStride = extent;
+        var slots = stackalloc void*[3];
+        slots[0] = &parameters;
+        slots[1] = &raw;
+        slots[2] = &rawStride;
+        Launch(function.Function, "attention_decode_scores", new Dim3((uint)plan.Splits, (uint)plan.RowTiles, (uint)args.KvHeads), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
+        if (plan.Splits > 1)
+        {
+            Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)args.Heads, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, parameters.PartialOut, parameters.PartialMl, Out(output), plan.Splits);
+        }
+        PoolDecodeScores(args, pooling, pools, maxPool: false, raw, parameters.PartialMl, plan.Splits, scores, stride, extent);
         return true;
     }
 

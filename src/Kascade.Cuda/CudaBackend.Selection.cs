@@ -167,7 +167,12 @@ public sealed unsafe partial class CudaBackend
         // A decode step's rows span the cache's capacity, so the recorded step replays at every later position.
         int extent = KeyExtent(args, c);
         var scores = Scratch(ref _tileScores, (long)units * selectors * extent * sizeof(float));
-        PoolTiles(args, selection.Pooling, selectors, maxPool: false, q, c, scores.Pointer, extent, extent);
+        // Layer 0 of a decode step scores its keys in its dense pass where the fast kernels apply.
+        bool denseDone = selection.DenseOutput && TryDenseDecodeWithScores(args, selection.Pooling, selectors, q, c, scores.Pointer, extent, extent, output);
+        if (!denseDone)
+        {
+            PoolTiles(args, selection.Pooling, selectors, maxPool: false, q, c, scores.Pointer, extent, extent);
+        }
         var parameters = new SelectParams
         {
             Scores = scores.Pointer, Indices = p.Indices.Pointer, Counts = p.Counts.Pointer, StartAt = StartOnDevice(args.Step),
@@ -178,7 +183,10 @@ public sealed unsafe partial class CudaBackend
         p.Chunk = (args.StartPosition, args.Tokens);
         if (selection.DenseOutput)
         {
-            Attention(args, q, cache, output);
+            if (!denseDone)
+            {
+                Attention(args, q, cache, output);
+            }
         }
         else
         {

@@ -9,11 +9,12 @@
 // - Each of the block's ATT_WARPS warps owns a cp.async ring of ATT_STAGES tiles and walks tiles warp, warp +
 //   ATT_WARPS, … of the block's split on its own (a warp barrier per tile, no block barrier); the warps' (max, sum,
 //   output) are merged in shared memory at the end, so a block writes one partial result per row, not ATT_WARPS.
-// Two kernels share that loop (decode_attend) and differ only in where a tile's K/V rows come from: attention_decode
-// streams keys [0, position] of the cache (CacheTiles); sparse_decode_mma gathers a Kascade plan row's positions
-// (GatheredTiles; issue 15 §3, the reuse layers' and the anchors' own decode output), so a gathered key costs what a
-// streamed one does (the CUDA-core sparse_decode of selection.cu ran at 13% of copy bandwidth, bench/results/
-// kascade-h100.md). Needs ATT_KEYS a multiple of 16.
+// Three kernels share that loop (decode_attend) and differ only in where a tile's K/V rows come from and what else
+// they write: attention_decode streams keys [0, position] of the cache (CacheTiles); attention_decode_scores does the
+// same and also writes the scores Kascade's layer 0 selects by; sparse_decode_mma gathers a Kascade plan row's
+// positions (GatheredTiles; issue 15 §3, the reuse layers' and the anchors' own decode output), so a gathered key
+// costs what a streamed one does (the CUDA-core sparse_decode of selection.cu ran at 13% of copy bandwidth,
+// bench/results/kascade-h100.md). Needs ATT_KEYS a multiple of 16.
 #include "attention_common.cuh"
 #include "plan_common.cuh"
 
@@ -92,10 +93,13 @@ struct GatheredTiles
     __device__ __forceinline__ int limit(const BlockWork& w, int) const { return w.end; }
 };
 
-// The loop both kernels run over their block's work w, its tiles read through `source`; p gives the queries, the
-// output rows and the scale.
+// The loop every kernel here runs over its block's work w, its tiles read through `source`; p gives the queries, the
+// output rows and the scale. With raw (attention_decode_scores), the queries are split into two bf16 halves (q = hi +
+// lo, decode_scores.cu's argument: the scores keep fp32 accuracy), every visible score is also written to
+// raw[q_row, key] (scale · q · K[key], fp32, raw_stride floats a row), and each row's (max, sum) to partial_ml even
+// with one split, so the rows' log-sum-exp follows from the same pass.
 template <class Tiles>
-__device__ __forceinline__ void decode_attend(const AttentionParams& p, const BlockWork& w, Tiles& source)
+__device__ __forceinline__ void decode_attend(const AttentionParams& p, const BlockWork& w, Tiles& source, float* raw = nullptr, long long raw_stride = 0)
 {
     extern __shared__ __align__(16) unsigned char decode_shared[];
     const float neg_inf = __int_as_float(0xff800000);
@@ -123,7 +127,7 @@ __device__ __forceinline__ void decode_attend(const AttentionParams& p, const Bl
     // Qᵀ as B fragments (k-step kc: dims 16 kc + 2c, + 1 and + 8, + 9 of query row 8 nt + g), in log2 units; padding
     // rows are zeros. limit: the visible-key bound of this thread's columns of Sᵀ (query rows 8 nt + 2c, + 1).
     const float log2e_scale = p.scale * 1.4426950408889634f;
-    unsigned qb[1][ATT_M_TILES][HEAD_DIM / 16][2];
+    unsigned qb[2][ATT_M_TILES][HEAD_DIM / 16][2];
     int limit[ATT_M_TILES][2];
 #pragma unroll
     for (int nt = 0; nt < ATT_M_TILES; nt++)
@@ -135,7 +139,10 @@ __device__ __forceinline__ void decode_attend(const AttentionParams& p, const Bl
             for (int h = 0; h < 2; h++)
             {
                 float2 v = q_row >= 0 ? *reinterpret_cast<const float2*>(p.q + q_row * HEAD_DIM + kc * 16 + 2 * gc + 8 * h) : make_float2(0.0f, 0.0f);
-                qb[0][nt][kc][h] = pack_bf16(v.x * log2e_scale, v.y * log2e_scale);
+                v.x *= log2e_scale;
+                v.y *= log2e_scale;
+                qb[0][nt][kc][h] = pack_bf16(v.x, v.y);
+                qb[1][nt][kc][h] = pack_bf16(v.x - __uint_as_float(qb[0][nt][kc][h] << 16), v.y - __uint_as_float(qb[0][nt][kc][h] & 0xffff0000u));
             }
 #pragma unroll
         for (int j = 0; j < 2; j++) limit[nt][j] = source.limit(w, w.block_row + nt * 8 + 2 * gc + j);
@@ -164,7 +171,30 @@ __device__ __forceinline__ void decode_attend(const AttentionParams& p, const Bl
 
         // Sᵀ = K·Qᵀ: s[kt][nt] holds keys k0 + 16 kt + g (+ 8) × query rows 8 nt + 2c (+ 1).
         float s[ATT_KEYS / 16][ATT_M_TILES][4];
-        transposed_scores(k_tile, lane, qb, s);
+        if (raw == nullptr)
+        {
+            transposed_scores(k_tile, lane, reinterpret_cast<const unsigned(&)[1][ATT_M_TILES][HEAD_DIM / 16][2]>(qb), s);
+        }
+        else
+        {
+            transposed_scores(k_tile, lane, qb, s);
+#pragma unroll
+            for (int nt = 0; nt < ATT_M_TILES; nt++)
+#pragma unroll
+                for (int j = 0; j < 2; j++)
+                {
+                    const long q_row = w.q_row(w.block_row + nt * 8 + 2 * gc + j, p.heads);
+                    if (q_row < 0) continue;
+#pragma unroll
+                    for (int kt = 0; kt < ATT_KEYS / 16; kt++)
+#pragma unroll
+                        for (int h = 0; h < 2; h++)
+                        {
+                            const int key = k0 + 16 * kt + gr + 8 * h;
+                            if (key < limit[nt][j]) raw[q_row * raw_stride + key] = s[kt][nt][j + 2 * h] * 0.6931471805599453f;
+                        }
+                }
+        }
 
         // Online softmax down each column (a query row): the column's keys are spread over the 8 lanes of one c.
         bool moved = false;
@@ -293,6 +323,11 @@ __device__ __forceinline__ void decode_attend(const AttentionParams& p, const Bl
         {
             float factor = sum > 0.0f ? 1.0f / sum : 0.0f;
             *reinterpret_cast<float4*>(p.out + q_row * HEAD_DIM + d) = make_float4(acc.x * factor, acc.y * factor, acc.z * factor, acc.w * factor);
+            if (raw != nullptr && d == 0)
+            {
+                p.partial_ml[q_row * 2] = big * 0.6931471805599453f;
+                p.partial_ml[q_row * 2 + 1] = sum;
+            }
         }
         else
         {
@@ -312,6 +347,16 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode(co
     const BlockWork w = block_work(p);
     CacheTiles tiles{padded_tile_copy(threadIdx.x & 31), w.k_cache, w.v_cache};
     decode_attend(p, w, tiles);
+}
+
+// Layer 0 of a Kascade decode step (dense output and the scores its selection pools) in one pass over K and V:
+// attention_decode with the scores written to raw fp32 [heads, raw_stride] and every split's (max, sum) to
+// partial_ml, whose combine_log_sum_exp is the rows' normaliser. Grid and shared memory: attention_decode's.
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode_scores(const AttentionParams p, float* raw, long long raw_stride)
+{
+    const BlockWork w = block_work(p);
+    CacheTiles tiles{padded_tile_copy(threadIdx.x & 31), w.k_cache, w.v_cache};
+    decode_attend(p, w, tiles, raw, raw_stride);
 }
 
 // IBackend.SparseAttention for a decode step whose KV heads' GROUP query heads read one plan row (a per-KV-head map):

@@ -63,7 +63,7 @@ __device__ __forceinline__ int cluster_load(const int* local, unsigned rank)
 // page_size 1 and mode 0 tiles alike). Grid: rows · TOPK_CLUSTER, TOPK_THREADS.
 extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds__(TOPK_THREADS) cluster_topk(SelectParams p)
 {
-    __shared__ int histogram[256];
+    __shared__ int histogram[256], totals[256];
     __shared__ int warp_counts[32];
     __shared__ float scratch[32];
     __shared__ int shared_bin, shared_remaining, shared_total, slice_above, slice_ties;
@@ -90,15 +90,24 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
         __syncthreads();
         radix_histogram(scores, begin, end, prefix, prefix_mask, shift, histogram);
         cluster_sync();
+        // The cluster's histograms summed, a bin per thread with its TOPK_CLUSTER remote loads in flight together (warp
+        // 0 summing them window by window waited for one remote load after another), then warp 0 finds the bin holding
+        // the remaining-th largest key.
+        for (int b = threadIdx.x; b < 256; b += blockDim.x)
+        {
+            int counts[TOPK_CLUSTER];
+#pragma unroll
+            for (unsigned r = 0; r < TOPK_CLUSTER; r++) counts[r] = cluster_load(&histogram[b], r);
+            int total = 0;
+#pragma unroll
+            for (int r = 0; r < TOPK_CLUSTER; r++) total += counts[r];
+            totals[b] = total;
+        }
+        __syncthreads();
         if (threadIdx.x < 32)
         {
-            // Warp 0 sums the cluster's histograms and finds the bin holding the remaining-th largest key.
             int chosen, left;
-            radix_find_bin([&](int b) {
-                int count = 0;
-                for (unsigned r = 0; r < TOPK_CLUSTER; r++) count += cluster_load(&histogram[b], r);
-                return count;
-            }, remaining, chosen, left);
+            radix_find_bin([&](int b) { return totals[b]; }, remaining, chosen, left);
             if (threadIdx.x == 0)
             {
                 shared_bin = chosen;
@@ -128,11 +137,20 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
         slice_ties = tie_count;
     }
     cluster_sync();
-    int above_written = 0, ties_seen = 0;
-    for (unsigned r = 0; r < rank; r++)
+    // The slices before this one: their counts loaded together, then added.
+    int above_before[TOPK_CLUSTER], ties_before[TOPK_CLUSTER];
+#pragma unroll
+    for (unsigned r = 0; r < TOPK_CLUSTER; r++)
     {
-        above_written += cluster_load(&slice_above, r);
-        ties_seen += cluster_load(&slice_ties, r);
+        above_before[r] = r < rank ? cluster_load(&slice_above, r) : 0;
+        ties_before[r] = r < rank ? cluster_load(&slice_ties, r) : 0;
+    }
+    int above_written = 0, ties_seen = 0;
+#pragma unroll
+    for (int r = 0; r < TOPK_CLUSTER; r++)
+    {
+        above_written += above_before[r];
+        ties_seen += ties_before[r];
     }
     write_top_keys(scores, begin, end, prefix, remaining, k - remaining, above_written, ties_seen, out, warp_counts, &shared_total);
     // The others may still read this block's slice counts.

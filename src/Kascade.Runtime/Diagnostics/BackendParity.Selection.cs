@@ -39,6 +39,18 @@ public static partial class BackendParity
                         {
                             record(r);
                         }
+                        // Layer 0: dense output and a selection (on the GPU a decode step takes both from one pass).
+                        foreach (var r in AnchorCases(shape + ", layer 0", reference, candidate, inputs, headDim, start, tokens, kascade with { DenseOutput = true }))
+                        {
+                            record(r);
+                        }
+                        if (tokens == 1)
+                        {
+                            foreach (var r in AnchorCases(shape + ", layer 0, pre-softmax, all heads", reference, candidate, inputs, headDim, start, tokens, kascade with { DenseOutput = true, Pooling = ScorePooling.PreSoftmax, PoolAllHeads = true }))
+                            {
+                                record(r);
+                            }
+                        }
                     }
                     if (start + tokens <= 5000)
                     {
