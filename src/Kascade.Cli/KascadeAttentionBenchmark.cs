@@ -13,8 +13,9 @@ namespace Kascade.Cli;
 /// </summary>
 /// <param name="TopKDecode">Our Top-k alone over a decode step's rows (one per KV head) of <paramref name="Context"/> scores.</param>
 /// <param name="TopKWide">Our Top-k alone over <see cref="WideRows"/> rows (a prefill chunk's tiles × KV heads) of the same length.</param>
+/// <param name="AnchorBytes">Device memory an anchor layer takes beyond dense attention (its plan and selection workspace), as the driver counts it: measured at the run's first context only (the workspace grows and is kept, so later contexts would count only the growth).</param>
 /// <param name="ReuseExact">The reuse layer on the exact CUDA-core kernel (<see cref="CudaBackend.FastSelection"/> off), and its largest difference from <paramref name="Reuse"/>'s output.</param>
-public sealed record KascadeBenchmarkRow(int Context, int TopK, double Dense, double LayerZero, double Anchor, double Reuse, double TopKDecode, double TopKWide, double ReuseExact = double.NaN, double ExactDifference = double.NaN)
+public sealed record KascadeBenchmarkRow(int Context, int TopK, double Dense, double LayerZero, double Anchor, double Reuse, double TopKDecode, double TopKWide, long? AnchorBytes, double ReuseExact = double.NaN, double ExactDifference = double.NaN)
 {
     /// <summary>Rows of the wide Top-k timing: issue 15 §5's 512 rows (torch.topk's row in bench/peers/topk_peer.py).</summary>
     public const int WideRows = 512;
@@ -55,11 +56,17 @@ public static class KascadeAttentionBenchmark
             using var output = backend.Allocate(1, o.Heads * o.HeadDim);
             var args = new AttentionArgs(0, 1, context - 1, o.Heads, o.KvHeads, o.HeadDim, 1f / MathF.Sqrt(o.HeadDim));
             int topK = TopKBudget.For(context, topKPercent);
+            double Time(Action run) => timer.MedianMilliseconds(run, o.Runs, 5);
+            double dense = Time(() => backend.Attention(args, q, cache, output));
+            // What an anchor allocates beyond dense attention (cuMemAlloc is synchronous): the driver's free memory before its
+            // plan and after a layer 0 and an anchor have run once, at the first context (before any selection workspace exists).
+            long freeBefore = backend.Device.MemoryInfo().Free;
             using var plan = backend.AllocatePlan(1, o.KvHeads, topK);
             var anchor = new SelectionArgs(topKPercent, ScorePooling.PostSoftmax, PoolAllHeads: false, DenseOutput: false);
             var identity = Enumerable.Range(0, o.KvHeads).ToArray();
-            double Time(Action run) => timer.MedianMilliseconds(run, o.Runs, 5);
-            double dense = Time(() => backend.Attention(args, q, cache, output));
+            backend.AnchorAttention(args, anchor with { DenseOutput = true }, q, cache, plan, output);
+            backend.AnchorAttention(args, anchor, q, cache, plan, output);
+            long? anchorBytes = rows.Count == 0 ? freeBefore - backend.Device.MemoryInfo().Free : null;
             double layerZero = Time(() => backend.AnchorAttention(args, anchor with { DenseOutput = true }, q, cache, plan, output));
             double anchorMs = Time(() => backend.AnchorAttention(args, anchor, q, cache, plan, output));
             double reuse = Time(() => backend.SparseAttention(args, plan, identity, q, cache, output));
@@ -79,7 +86,7 @@ public static class KascadeAttentionBenchmark
                 using var rowsPlan = backend.AllocatePlan(scoreRows, 1, topK);
                 return Time(() => backend.TopKRows(scores, rowsPlan));
             }
-            rows.Add(new KascadeBenchmarkRow(context, topK, dense, layerZero, anchorMs, reuse, TimeTopK(o.KvHeads), TimeTopK(KascadeBenchmarkRow.WideRows), reuseExact, difference));
+            rows.Add(new KascadeBenchmarkRow(context, topK, dense, layerZero, anchorMs, reuse, TimeTopK(o.KvHeads), TimeTopK(KascadeBenchmarkRow.WideRows), anchorBytes, reuseExact, difference));
             onContext?.Invoke(context);
         }
         return rows;
@@ -93,13 +100,13 @@ public static class KascadeAttentionBenchmark
         sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; decode, batch 1, {o.Heads} query heads, {o.KvHeads} KV heads, head dim {o.HeadDim}, bf16 KV cache, Top-k {topKPercent}%; CUDA events, L2 flushed by {flush} {GpuTimer.FlushBytes >> 20} MiB, median of {o.Runs}");
         sb.AppendLine(CultureInfo.InvariantCulture, $"device copy bandwidth: {copyGBps:F0} GB/s; {KascadeBenchmarkRow.AverageRule}");
         sb.AppendLine();
-        sb.AppendLine("| context | Top-k keys | dense ms | layer 0 ms | anchor ms | reuse ms | reuse gathered GB/s (of copy) | per-layer average ms | speedup over dense | Top-k alone, KV-head rows ms | Top-k alone, 512 rows ms | reuse, exact kernel ms (max diff) |");
-        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| context | Top-k keys | dense ms | layer 0 ms | anchor ms | reuse ms | reuse gathered GB/s (of copy) | per-layer average ms | speedup over dense | Top-k alone, KV-head rows ms | Top-k alone, 512 rows ms | reuse, exact kernel ms (max diff) | anchor extra memory MiB (first context) |");
+        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in rows)
         {
             double gathered = 2.0 * r.TopK * o.KvHeads * o.HeadDim * 2 / (r.Reuse * 1e-3) / 1e9;
             sb.AppendLine(CultureInfo.InvariantCulture,
-                $"| {r.Context} | {r.TopK} | {r.Dense:F4} | {r.LayerZero:F4} | {r.Anchor:F4} | {r.Reuse:F4} | {gathered:F0} ({gathered / copyGBps:P0}) | {r.Average:F4} | {r.Dense / r.Average:F2}× | {r.TopKDecode:F4} | {r.TopKWide:F4} | {r.ReuseExact:F4} ({r.ExactDifference:E1}) |");
+                $"| {r.Context} | {r.TopK} | {r.Dense:F4} | {r.LayerZero:F4} | {r.Anchor:F4} | {r.Reuse:F4} | {gathered:F0} ({gathered / copyGBps:P0}) | {r.Average:F4} | {r.Dense / r.Average:F2}× | {r.TopKDecode:F4} | {r.TopKWide:F4} | {r.ReuseExact:F4} ({r.ExactDifference:E1}) | {(r.AnchorBytes is { } bytes ? (bytes / 1048576.0).ToString("F1", CultureInfo.InvariantCulture) : "—")} |");
         }
         return sb.ToString();
     }

@@ -11,8 +11,10 @@ namespace Kascade.Cli;
 /// <paramref name="Context"/> tokens — our dense kernel over the whole prompt in one call, and, in chunks of
 /// <see cref="KascadePrefillBenchmark.Chunk"/> as a Kascade session prefills (its plans and scores bounded by the
 /// chunk), dense, layer 0 (dense output + selection), an anchor (selection + sparse output) and a reuse layer.
+/// <paramref name="AnchorBytes"/>: device memory an anchor takes beyond dense attention (its plan and workspace), measured
+/// at the run's first context only (the workspace grows and is kept).
 /// </summary>
-public sealed record KascadePrefillRow(int Context, double Dense, double DenseChunked, double LayerZero, double Anchor, double Reuse)
+public sealed record KascadePrefillRow(int Context, double Dense, double DenseChunked, double LayerZero, double Anchor, double Reuse, long? AnchorBytes)
 {
     public double Average => KascadeBenchmarkRow.AverageOf(LayerZero, Anchor, Reuse);
 }
@@ -40,7 +42,7 @@ public static class KascadePrefillBenchmark
             AttentionBenchmark.Fill(backend, cache, 1, context, o, rng);
             using var q = backend.Upload(AttentionBenchmark.RandomValues(rng, context * o.Heads * o.HeadDim), context, o.Heads * o.HeadDim);
             using var output = backend.Allocate(context, o.Heads * o.HeadDim);
-            using var plan = backend.AllocatePlan(KeyPlan.UnitsFor(Chunk), o.KvHeads, TopKBudget.For(context, topKPercent));
+            double Time(Action run) => timer.MedianMilliseconds(run, runs, 1);
             var whole = new AttentionArgs(0, context, 0, o.Heads, o.KvHeads, o.HeadDim, 1f / MathF.Sqrt(o.HeadDim));
             var anchor = new SelectionArgs(topKPercent, ScorePooling.PostSoftmax, PoolAllHeads: false, DenseOutput: false);
             var identity = Enumerable.Range(0, o.KvHeads).ToArray();
@@ -52,9 +54,15 @@ public static class KascadePrefillBenchmark
                     op(whole with { StartPosition = start, Tokens = tokens }, q.Slice(start, tokens), output.Slice(start, tokens));
                 }
             }
-            double Time(Action run) => timer.MedianMilliseconds(run, runs, 1);
             double dense = Time(() => backend.Attention(whole, q, cache, output));
             double denseChunked = Time(() => Chunks((a, qs, os) => backend.Attention(a, qs, cache, os)));
+            // What an anchor allocates beyond dense attention (cuMemAlloc is synchronous): free memory before its plan and
+            // after a layer 0 and an anchor have prefilled the prompt once, at the first context.
+            long freeBefore = backend.Device.MemoryInfo().Free;
+            using var plan = backend.AllocatePlan(KeyPlan.UnitsFor(Chunk), o.KvHeads, TopKBudget.For(context, topKPercent));
+            Chunks((a, qs, os) => backend.AnchorAttention(a, anchor with { DenseOutput = true }, qs, cache, plan, os));
+            Chunks((a, qs, os) => backend.AnchorAttention(a, anchor, qs, cache, plan, os));
+            long? anchorBytes = rows.Count == 0 ? freeBefore - backend.Device.MemoryInfo().Free : null;
             double layerZero = Time(() => Chunks((a, qs, os) => backend.AnchorAttention(a, anchor with { DenseOutput = true }, qs, cache, plan, os)));
             double anchorMs = Time(() => Chunks((a, qs, os) => backend.AnchorAttention(a, anchor, qs, cache, plan, os)));
             double both = Time(() => Chunks((a, qs, os) =>
@@ -62,7 +70,7 @@ public static class KascadePrefillBenchmark
                 backend.AnchorAttention(a, anchor, qs, cache, plan, os);
                 backend.SparseAttention(a, plan, identity, qs, cache, os);
             }));
-            rows.Add(new KascadePrefillRow(context, dense, denseChunked, layerZero, anchorMs, Math.Max(0, both - anchorMs)));
+            rows.Add(new KascadePrefillRow(context, dense, denseChunked, layerZero, anchorMs, Math.Max(0, both - anchorMs), anchorBytes));
             onContext?.Invoke(context);
         }
         return rows;
@@ -75,12 +83,12 @@ public static class KascadePrefillBenchmark
         sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; prefill of one layer, batch 1, {o.Heads} query heads, {o.KvHeads} KV heads, head dim {o.HeadDim}, bf16 KV cache, Top-k {topKPercent}%, Kascade in chunks of {Chunk}; CUDA events, L2 flushed by {flush} {GpuTimer.FlushBytes >> 20} MiB, median of {Math.Max(3, o.Runs / 5)}");
         sb.AppendLine(CultureInfo.InvariantCulture, $"{KascadeBenchmarkRow.AverageRule}; reuse = (anchor + reuse) − anchor");
         sb.AppendLine();
-        sb.AppendLine("| context | dense ms (one call) | dense ms (chunks) | layer 0 ms | anchor ms | reuse ms | anchor / dense | per-layer average ms | speedup over dense |");
-        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| context | dense ms (one call) | dense ms (chunks) | layer 0 ms | anchor ms | reuse ms | anchor / dense | per-layer average ms | speedup over dense | anchor extra memory MiB (first context) |");
+        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in rows)
         {
             sb.AppendLine(CultureInfo.InvariantCulture,
-                $"| {r.Context} | {r.Dense:F3} | {r.DenseChunked:F3} | {r.LayerZero:F3} | {r.Anchor:F3} | {r.Reuse:F3} | {r.Anchor / r.Dense:F2} | {r.Average:F3} | {r.Dense / r.Average:F2}× |");
+                $"| {r.Context} | {r.Dense:F3} | {r.DenseChunked:F3} | {r.LayerZero:F3} | {r.Anchor:F3} | {r.Reuse:F3} | {r.Anchor / r.Dense:F2} | {r.Average:F3} | {r.Dense / r.Average:F2}× | {(r.AnchorBytes is { } bytes ? (bytes / 1048576.0).ToString("F1", CultureInfo.InvariantCulture) : "—")} |");
         }
         return sb.ToString();
     }
