@@ -372,8 +372,9 @@ public sealed unsafe partial class CudaBackend
     /// <summary>
     /// A decode step's sparse attention on tensor cores (<c>sparse_decode_mma</c>): attention_decode's specialisation for
     /// the group, split over the plan row's capacity as attention_decode splits a context (the capacity is fixed, so a
-    /// recorded step replays), the splits merged by <c>attention_combine</c>; false where it does not apply (fast kernels off, a per-query-head map, a prefill chunk, a
-    /// group past <see cref="AttentionKernel.DecodeRows"/> or a head dim off the tensor cores).
+    /// recorded step replays), the splits merged by <c>attention_combine</c>; false where it does not apply (fast kernels
+    /// off, a per-query-head map, a prefill chunk, a group past <see cref="AttentionKernel.DecodeRows"/> or a head dim off
+    /// the tensor cores).
     /// </summary>
     private bool TrySparseDecodeMma(AttentionArgs args, SparseParams parameters)
     {

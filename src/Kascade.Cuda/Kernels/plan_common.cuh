@@ -99,9 +99,9 @@ __device__ __forceinline__ unsigned order_key(float f)
 
 // One radix pass's histogram over candidates [begin, end) of `scores`: histogram[(key >> shift) & 0xff] counts the
 // keys whose bits under prefix_mask equal prefix. Each thread loads RADIX_LOADS scores before it counts them, so that
-// many loads are in flight. (Counting once per distinct bin of a warp with match.any took the 512-row Top-k at 128k
-// from 0.87 to 1.31 ms on the H100: the shared atomics are not what limits it.) Every thread of the block calls it;
-// the histogram is zeroed and synchronised by the caller.
+// many loads are in flight. (Counting once per distinct bin of a warp with match.any made the 512-row Top-k at 128k
+// slower, 1.31 ms against 1.17 at the same occupancy on the H100: the shared atomics are not what limits it.) Every
+// thread of the block calls it; the histogram is zeroed and synchronised by the caller.
 #define RADIX_LOADS 4
 __device__ __forceinline__ void radix_histogram(const float* scores, int begin, int end, unsigned prefix, unsigned prefix_mask, int shift, int* histogram)
 {
