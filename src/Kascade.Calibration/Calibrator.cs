@@ -16,7 +16,23 @@ namespace Kascade.Calibration;
 public sealed record CalibrationOptions(int? Anchors = 5, int MaxNewTokens = 32, int CalibrationTopK = 32, double TopKPercent = 10, int PrefillChunk = 512, double TargetSimilarity = 0.9);
 
 /// <summary>A calibration's outputs: the schedule and the statistics it was chosen from.</summary>
-public sealed record CalibrationResult(KascadeSchedule Schedule, double[][] LayerSimilarity, double[] Importance, double[][][][] HeadSimilarity);
+public sealed record CalibrationResult(KascadeSchedule Schedule, double[][] LayerSimilarity, double[] Importance, double[][][][] HeadSimilarity)
+{
+    /// <summary>
+    /// The schedule of the same calibration with the DP's choice of <paramref name="anchorCount"/> anchors (its own head
+    /// maps from the same head similarity): every point of an accuracy–speed frontier from one run over the dev set.
+    /// </summary>
+    public KascadeSchedule ScheduleFor(int anchorCount)
+    {
+        var choices = Schedule.Choices!;
+        if (anchorCount < 1 || anchorCount > choices.Count)
+        {
+            throw new KascadeException($"{anchorCount} anchors: the model has {choices.Count} layers");
+        }
+        var anchors = choices[anchorCount - 1].Anchors;
+        return Schedule with { Anchors = anchors, HeadMap = HeadMaps.Build(HeadSimilarity, anchors, Schedule.Model.Layers, Schedule.Model.KvHeads) };
+    }
+}
 
 /// <summary>
 /// Runs a development set densely through a model, collects Kascade's similarity statistics and layer importance,

@@ -23,10 +23,11 @@ public static partial class CliApp
             .Must(t => t > 0 && t <= 1, "in (0, 1]");
         var percent = new Option<double>("--topk-percent") { Description = "Top-k percent written into the schedule", DefaultValueFactory = _ => 10 }.Percent();
         var output = new Option<string>("--out") { Description = "Schedule file to write; plots go beside it", Required = true }.WritableFile();
+        var writeCounts = OptionRules.Counts("--write-counts", "Also write the schedule of each of these anchor counts beside --out (STEM.kN.json), e.g. 3,5,8,12 for an accuracy-speed frontier");
         var threads = ThreadsOption();
         var command = new Command("calibrate", "Choose Kascade anchors (DP over layer similarity) and head maps for a model from a development set.")
         {
-            model, devSet, examples, maxNew, anchors, target, percent, output, threads,
+            model, devSet, examples, maxNew, anchors, target, percent, output, writeCounts, threads,
         };
         command.SetAction(parse =>
         {
@@ -36,6 +37,11 @@ public static partial class CliApp
             int? anchorCount = parse.GetValue(anchors) is "auto" ? null : int.Parse(parse.GetValue(anchors)!, CultureInfo.InvariantCulture);
             var options = new CalibrationOptions(anchorCount, parse.GetValue(maxNew), TopKPercent: parse.GetValue(percent), TargetSimilarity: parse.GetValue(target));
             Calibrator.Check(dir.Config, options);
+            var counts = parse.GetValue(writeCounts) ?? [];
+            if (counts.FirstOrDefault(n => n > dir.Config.Layers) is > 0 and var tooMany)
+            {
+                throw new KascadeException($"--write-counts {tooMany}: the model has {dir.Config.Layers} layers");
+            }
             CalibrationResult? result = null;
             WithProgress(stderr, progress =>
             {
@@ -56,6 +62,12 @@ public static partial class CliApp
                 stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {c.AnchorCount} | {string.Join(", ", c.Anchors)} | {c.Score:F4} | {c.WeakestSimilarity:F4} | {written} |"));
             }
             stdout.WriteLine($"wrote {outPath} (anchors {string.Join(", ", result.Schedule.Anchors)}), {stem}.similarity.png, {stem}.importance.png, {stem}.anchors.png");
+            foreach (int count in counts.Distinct())
+            {
+                string path = string.Create(CultureInfo.InvariantCulture, $"{stem}.k{count}.json");
+                ScheduleFile.Save(result.ScheduleFor(count), path);
+                stdout.WriteLine($"wrote {path} ({count} anchors)");
+            }
         });
         return command;
     }

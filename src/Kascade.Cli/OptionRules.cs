@@ -138,6 +138,15 @@ internal static class OptionRules
             int.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out int v) ? v : (int?)null, "a layer index (an integer ≥ 0)") ?? [],
     };
 
+    /// <summary>Comma-separated positive counts (e.g. anchor counts).</summary>
+    public static Option<int[]?> Counts(string name, string description) => new(name)
+    {
+        Description = description,
+        Arity = ArgumentArity.ExactlyOne,
+        CustomParser = result => Items<int>(result, name, t =>
+            int.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v > 0 ? v : (int?)null, "a positive integer"),
+    };
+
     private static int[] ParseLengths(ArgumentResult result, string name) =>
         Items<int>(result, name, ParseLength, "a context length such as 4096 or 4k (at most 2097151k)") ?? [];
 

@@ -131,6 +131,16 @@ public class HeadMapTests
         var s = HeadMaps.LayerSimilarity(sim, layers);
         Assert.Equal((0.9 + 0.8 + 0.6) / 3, s[0][1], 12);
         Assert.Equal(1, s[3][3]);
+
+        // One calibration's schedule for another anchor count: the DP's anchors for that count, head maps rebuilt for them.
+        var choices = new[] { new AnchorChoice(1, [0], 1), new AnchorChoice(2, [0, 2], 2), new AnchorChoice(3, [0, 1, 2], 3), new AnchorChoice(4, [0, 1, 2, 3], 4) };
+        var written = new KascadeSchedule(new ModelIdentity("LlamaForCausalLM", layers, 6, heads, "h"), [0], HeadMaps.Build(sim, [0], layers, heads), Choices: choices);
+        var result = new CalibrationResult(written, s, new double[layers], sim);
+        var two = result.ScheduleFor(2);
+        Assert.Equal([0, 2], two.Anchors);
+        Assert.Equal(map.Select(r => string.Join(",", r)), two.HeadMap.Select(r => string.Join(",", r)));
+        Assert.Equal([0, 1, 2, 3], result.ScheduleFor(4).Anchors);
+        Assert.Contains("the model has 4 layers", Assert.Throws<KascadeException>(() => result.ScheduleFor(5)).Message);
     }
 }
 

@@ -173,6 +173,14 @@ public sealed class CliErrorTests : IClassFixture<CliErrorTests.BadFiles>
     }
 
     [Fact]
+    public void Calibrate_refuses_an_anchor_count_past_the_layers_before_any_prompt_runs()
+    {
+        int layers = ConfigLoader.Load(TestPaths.InstrumentModel).Layers;
+        OneLine($"--write-counts {layers + 1}: the model has {layers} layers", "calibrate", "--model", TestPaths.InstrumentModel,
+            "--dev-set", Path.Combine(TestPaths.RepoRoot, "data", "calibration", "instrument-dev.jsonl"), "--write-counts", $"3,{layers + 1}", "--out", "/tmp/kascade-s.json");
+    }
+
+    [Fact]
     public void A_huge_max_new_tokens_runs_until_the_context_is_full()
     {
         var (code, _, err) = Run("generate", "--model", _files.Model("valid"), "--prompt", "x", "--max-new-tokens", "2147483647");
@@ -207,6 +215,7 @@ public sealed class CliErrorTests : IClassFixture<CliErrorTests.BadFiles>
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "kascade", "--topk-percent", "NaN"], "--topk-percent must be a percentage in (0, 100], not NaN" },
         { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "d.jsonl", "--topk-percent", "NaN", "--out", "/tmp/s.json"], "--topk-percent must be a percentage in (0, 100], not NaN" },
         { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "d.jsonl", "--anchors", "many", "--out", "/tmp/s.json"], "--anchors must be a positive integer or auto, not 'many'" },
+        { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "d.jsonl", "--write-counts", "3,0", "--out", "/tmp/s.json"], "--write-counts: '0' is not a positive integer" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "kascade", "--budget-rule", "exact"], "Argument 'exact' not recognized. Must be one of: 'rounded' 'reference'" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "kascade", "--anchor-refresh", "0"], "--anchor-refresh must be" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "quest", "--anchor-refresh", "4"], "--anchor-refresh applies to the Kascade methods, not 'quest'" },

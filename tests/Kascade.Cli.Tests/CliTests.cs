@@ -153,10 +153,11 @@ public class CliTests
     {
         using var dir = new TempDirectory();
         string schedule = dir.File("s.json");
-        var (code, output, err) = Run("calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", Path.Combine(TestPaths.RepoRoot, "data", "calibration", "instrument-dev.jsonl"), "--examples", "1", "--max-new-tokens", "4", "--anchors", "4", "--out", schedule);
+        int layers = Runtime.Loading.ConfigLoader.Load(TestPaths.InstrumentModel).Layers;
+        var (code, output, err) = Run("calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", Path.Combine(TestPaths.RepoRoot, "data", "calibration", "instrument-dev.jsonl"), "--examples", "1", "--max-new-tokens", "4", "--anchors", "4",
+            "--write-counts", $"2,4,{layers}", "--out", schedule);
         Assert.True(code == 0, err);
         // The DP for every anchor count, the written one marked.
-        int layers = Runtime.Loading.ConfigLoader.Load(TestPaths.InstrumentModel).Layers;
         var rows = output.Split('\n').Where(l => System.Text.RegularExpressions.Regex.IsMatch(l, @"^\| \d+ \| 0")).ToArray();
         Assert.Equal(Enumerable.Range(1, layers).Select(k => $"| {k} |"), rows.Select(r => r[..(r.IndexOf('|', 2) + 1)]));
         Assert.EndsWith("| written |", rows[3]);
@@ -164,6 +165,18 @@ public class CliTests
         Assert.True(File.Exists(dir.File("s.similarity.png")) && File.Exists(dir.File("s.importance.png")) && File.Exists(dir.File("s.anchors.png")));
         var generate = Run("generate", "--model", TestPaths.InstrumentModel, "--prompt", "Hello", "--max-new-tokens", "3", "--attention", "kascade", "--schedule", schedule);
         Assert.Equal(0, generate.Code);
+
+        // --write-counts: the same calibration's schedule for each count (the DP's anchors, their head maps), the written
+        // count's equal to --out's, every layer an anchor at the layer count.
+        var config = Runtime.Loading.ConfigLoader.Load(TestPaths.InstrumentModel);
+        var main = Runtime.Kascade.ScheduleFile.Load(schedule, config);
+        var four = Runtime.Kascade.ScheduleFile.Load(dir.File("s.k4.json"), config);
+        Assert.Equal(main.Anchors, four.Anchors);
+        Assert.Equal(main.HeadMap.Select(r => string.Join(",", r)), four.HeadMap.Select(r => string.Join(",", r)));
+        var two = Runtime.Kascade.ScheduleFile.Load(dir.File("s.k2.json"), config);
+        Assert.Equal(main.Choices![1].Anchors, two.Anchors);
+        Assert.Equal(Enumerable.Range(0, layers), Runtime.Kascade.ScheduleFile.Load(dir.File($"s.k{layers}.json"), config).Anchors);
+        Assert.Contains($"wrote {dir.File("s.k2.json")} (2 anchors)", output);
 
         // auto: the fewest anchors whose weakest covered layer reaches the target.
         var auto = Run("calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", Path.Combine(TestPaths.RepoRoot, "data", "calibration", "instrument-dev.jsonl"), "--examples", "1", "--max-new-tokens", "4", "--anchors", "auto", "--target-similarity", "0.5", "--out", dir.File("auto.json"));
