@@ -12,7 +12,7 @@ public static partial class CliApp
     private static Command BenchCommand(TextWriter stdout, TextWriter stderr) =>
         new("bench", "Benchmarks.") { BenchGenerateCommand(stdout, stderr), BenchAttentionCommand(stdout, stderr) };
 
-    /// <summary>Anchors of the spread schedule a random-weight model's Kascade runs use: the paper's 5 of 32 layers.</summary>
+    /// <summary>Anchors of the spread schedule a random-weight model's Kascade runs use by default: the paper's 5 of 32 layers.</summary>
     private const int SpreadAnchors = 5;
 
     private static Command BenchGenerateCommand(TextWriter stdout, TextWriter stderr)
@@ -25,17 +25,22 @@ public static partial class CliApp
         var chunk = ChunkOption();
         var device = DeviceOption("cpu");
         var graphs = new Option<bool>("--cuda-graphs") { Description = "On CUDA, replay each decode step as a recorded graph (false: launch every kernel from the host, for comparison)", DefaultValueFactory = _ => true };
-        var methods = AttentionOptions.MethodList(new Option<string>("--attention") { Description = $"Attention methods timed one after another, comma-separated ({AttentionOptions.Names}); with --random-config the Kascade methods use {SpreadAnchors} anchors spread over the layers (random weights have nothing to calibrate)", DefaultValueFactory = _ => "dense" });
+        var methods = AttentionOptions.MethodList(new Option<string>("--attention") { Description = $"Attention methods timed one after another, comma-separated ({AttentionOptions.Names}); with --random-config the Kascade methods use --anchors anchors spread over the layers (random weights have nothing to calibrate)", DefaultValueFactory = _ => "dense" });
+        var anchors = new Option<int>("--anchors") { Description = $"With --random-config: the Kascade methods' anchor layers, layer 0 included, spread over the layers (default {SpreadAnchors}, the paper's mix of 32 layers); the speed side of an accuracy-speed frontier", DefaultValueFactory = _ => SpreadAnchors }.AtLeast(1);
         var percent = new Option<double>("--topk-percent") { Description = "Top-k budget of the sparse methods in percent of the keys (with --model, the Kascade methods take the schedule's unless given)", DefaultValueFactory = _ => 10 }.Must(p => p is > 0 and <= 100, "a percent in (0, 100]");
         var generate = new Command("generate", "Time prefill and decode of the whole model at several context lengths (random prompt tokens, greedy).")
         {
-            model, random, contexts, decode, threads, chunk, device, graphs, methods, percent,
+            model, random, contexts, decode, threads, chunk, device, graphs, methods, percent, anchors,
         };
         generate.Validators.Add(result =>
         {
             if ((result.GetResult(model) is null) == (result.GetResult(random) is null))
             {
                 result.AddError("give exactly one of --model or --random-config");
+            }
+            if (result.GetResult(model) is not null && result.GetResult(anchors) is { Implicit: false })
+            {
+                result.AddError("--anchors applies to --random-config: a model's Kascade schedule sets its anchors (--schedule in generate and eval)");
             }
             int steps = result.ValueOr(decode, 0);
             if (result.ValueOr(contexts, []).FirstOrDefault(l => l <= steps) is > 0 and var tooShort)
@@ -54,8 +59,18 @@ public static partial class CliApp
             using var dir = parse.GetValue(model) is { } path ? OpenModel(parse, path, backend) : null;
             string label = (dir is null ? $"{parse.GetValue(random)} (random weights)" : dir.Name)
                 + (backend is Kascade.Cuda.CudaBackend { RecordSteps: false } ? ", CUDA graphs off" : "");
-            using var randomModel = dir is null ? LlamaModel.Random(ShapePresets.Load(parse.GetValue(random)!), backend) : null;
+            var randomConfig = dir is null ? ShapePresets.Load(parse.GetValue(random)!) : null;
+            int spread = parse.GetValue(anchors);
+            if (randomConfig is not null && spread > randomConfig.Layers)
+            {
+                throw new KascadeException($"--anchors {spread}: the model has {randomConfig.Layers} layers");
+            }
+            using var randomModel = randomConfig is null ? null : LlamaModel.Random(randomConfig, backend);
             var llama = dir?.Model ?? randomModel!;
+            if (dir is null)
+            {
+                label += $", Kascade: {spread} anchors spread over the layers";
+            }
             var policies = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(name =>
             {
                 double? p = parse.GetResult(percent) is { Implicit: false } ? parse.GetValue(percent) : null;
@@ -64,7 +79,7 @@ public static partial class CliApp
                     return AttentionOptions.Build(name, null, p, ScorePooling.PostSoftmax, dir);
                 }
                 var policy = new AttentionPolicy(AttentionMethods.Find(name).Method, null, p ?? 10);
-                return policy.NeedsSchedule ? policy with { Schedule = KascadeSchedule.Spread(llama.Config, SpreadAnchors, policy.TopKPercent) } : policy;
+                return policy.NeedsSchedule ? policy with { Schedule = KascadeSchedule.Spread(llama.Config, spread, policy.TopKPercent) } : policy;
             }).ToArray();
             var options = new GenerationBenchmarkOptions(lengths, parse.GetValue(decode), parse.GetValue(chunk), policies);
             IReadOnlyList<GenerationBenchmarkRow> rows = [];

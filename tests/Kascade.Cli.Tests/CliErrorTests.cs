@@ -237,6 +237,8 @@ public sealed class CliErrorTests : IClassFixture<CliErrorTests.BadFiles>
         { ["bench", "attention", "--kascade", "--topk-percent", "0"], "--topk-percent must be a percent in (0, 100], not 0" },
         { ["bench", "attention", "--kascade", "--batch", "4"], "--kascade times batch 1 for now" },
         { ["bench", "generate", "--random-config", "llama-3.1-8b", "--attention", "dense,bigbird"], "--attention: unknown attention 'bigbird'" },
+        { ["bench", "generate", "--model", TestPaths.InstrumentModel, "--attention", "kascade", "--anchors", "3"], "--anchors applies to --random-config: a model's Kascade schedule sets its anchors (--schedule in generate and eval)" },
+        { ["bench", "generate", "--random-config", "llama-3.1-8b", "--attention", "kascade", "--anchors", "33"], "--anchors 33: the model has 32 layers" },
         { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "d.jsonl", "--out", "/no/such/dir/s.json"], "--out /no/such/dir/s.json: directory /no/such/dir does not exist" },
         { ["devset", "build", "--model", TestPaths.InstrumentModel, "--haystack", "x", "--longbench", "y", "--count", "0", "--out", "/tmp/d.jsonl"], "--count must be a positive integer, not 0" },
         { ["schedule", "import", "--model", TestPaths.InstrumentModel, "--head-map", "m.npy", "--anchors", "0,two", "--out", "/tmp/s.json"], "--anchors: 'two' is not a layer index" },

@@ -188,6 +188,16 @@ public class CliTests
     }
 
     [Fact]
+    public void Bench_generate_times_kascade_on_random_weights_with_the_anchors_asked_for()
+    {
+        var (code, output, err) = Run("bench", "generate", "--random-config", TestPaths.InstrumentModel, "--attention", "dense,kascade", "--anchors", "2", "--contexts", "300", "--decode-tokens", "2");
+        Assert.True(code == 0, err);
+        Assert.Contains("(random weights), Kascade: 2 anchors spread over the layers", output);
+        Assert.Matches(@"\| dense \| 300 \| 298 \|", output);
+        Assert.Matches(@"\| kascade \| 300 \| 298 \|", output);
+    }
+
+    [Fact]
     public void Analyze_reports_pass_key_answers_and_mass_per_layer()
     {
         var (code, output, err) = Run("analyze", "--model", TestPaths.InstrumentModel, "--haystack", Path.Combine(TestPaths.RepoRoot, "tests", "data", "haystack"), "--attention", "kascade", "--topk-percent", "100", "--lengths", "600", "--samples", "1");
