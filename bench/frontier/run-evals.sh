@@ -6,6 +6,7 @@
 # windows of the recorded dense perplexity. One results directory per configuration under $FRONTIER (default
 # .frontier), several `kascade eval` processes side by side (the 21M model leaves the GPU mostly idle). Every job
 # resumes from its directory, so the script can be run again until all are done (e.g. over two 10-minute calls).
+# Then: kascade frontier --model models/kascade-instrument-21m --evals .frontier --speeds .frontier/speed --out docs/results/frontier
 # Usage: [END=EPOCH_SECONDS] [JOBS=6] bench/frontier/run-evals.sh [KASCADE_BINARY]   (from the repository root)
 # DEVICE, TASKS, LENGTHS, SAMPLES and PERPLEXITY_LENGTHS override the recorded settings (a quick check on the CPU:
 # DEVICE=cpu TASKS=passkey LENGTHS=600 SAMPLES=1 PERPLEXITY_LENGTHS=600).

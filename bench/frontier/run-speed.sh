@@ -3,8 +3,9 @@
 # at the paper's shapes, 32k and 128k, batch 1, for every point of bench/frontier/run-evals.sh — Kascade with each
 # frontier anchor count scaled from the embedded model's 24 layers to 32 (K = 3, 5, 8, 12, 16, 20, 24 → 4, 7, 11, 16,
 # 21, 27, 32 anchors spread over the layers) and each baseline, at Top-k 10% and 20%, dense in every table.
-# One `kascade bench generate` per budget and anchor count, its markdown table in $FRONTIER/speed (default
-# .frontier/speed). Tables already written are skipped, so the script can be run again after a time limit.
+# One `kascade bench generate` per budget and anchor count, its markdown table and JSON rows (what `kascade frontier`
+# reads) in $FRONTIER/speed (default .frontier/speed). Tables already written are skipped, so the script can be run again after a time limit.
+# Then: kascade frontier --model models/kascade-instrument-21m --evals .frontier --speeds .frontier/speed --out docs/results/frontier
 # Usage: [CONTEXTS=32k,128k] bench/frontier/run-speed.sh [KASCADE_BINARY]   (from the repository root)
 set -u
 BIN=${1:-.gpu/kascade/kascade}
@@ -15,7 +16,7 @@ COMMON="--random-config llama-3.1-8b --device cuda --contexts ${CONTEXTS:-32k,12
 table() {
   local f="$OUT/$1.md"; shift
   if [ ! -s "$f" ]; then
-    if $BIN bench generate $COMMON "$@" > "$f.part" 2> "$f.log"; then mv "$f.part" "$f"; fi
+    if $BIN bench generate $COMMON "$@" --json "$OUT/$(basename "$f" .md).json" > "$f.part" 2> "$f.log"; then mv "$f.part" "$f"; fi
   fi
   echo "$(basename "$f" .md): $([ -s "$f" ] && echo done || echo "failed (see $f.log)")"
 }

@@ -28,9 +28,10 @@ public static partial class CliApp
         var methods = AttentionOptions.MethodList(new Option<string>("--attention") { Description = $"Attention methods timed one after another, comma-separated ({AttentionOptions.Names}); with --random-config the Kascade methods use --anchors anchors spread over the layers (random weights have nothing to calibrate)", DefaultValueFactory = _ => "dense" });
         var anchors = new Option<int>("--anchors") { Description = $"With --random-config: the Kascade methods' anchor layers, layer 0 included, spread over the layers (default {SpreadAnchors}, the paper's mix of 32 layers); the speed side of an accuracy-speed frontier", DefaultValueFactory = _ => SpreadAnchors }.AtLeast(1);
         var percent = new Option<double>("--topk-percent") { Description = "Top-k budget of the sparse methods in percent of the keys (with --model, the Kascade methods take the schedule's unless given)", DefaultValueFactory = _ => 10 }.Must(p => p is > 0 and <= 100, "a percent in (0, 100]");
+        var json = new Option<string>("--json") { Description = "Also write the rows as JSON to this file (what kascade frontier reads)" }.WritableFile();
         var generate = new Command("generate", "Time prefill and decode of the whole model at several context lengths (random prompt tokens, greedy).")
         {
-            model, random, contexts, decode, threads, chunk, device, graphs, methods, percent, anchors,
+            model, random, contexts, decode, threads, chunk, device, graphs, methods, percent, anchors, json,
         };
         generate.Validators.Add(result =>
         {
@@ -89,6 +90,10 @@ public static partial class CliApp
                 rows = GenerationBenchmark.Run(llama, options, (length, done) => tasks[length].Value = done);
             });
             stdout.Write(GenerationBenchmark.ToMarkdown(label, llama, options, rows));
+            if (parse.GetValue(json) is { } jsonPath)
+            {
+                File.WriteAllText(jsonPath, GenerationBenchmark.ToJson(label, llama, rows));
+            }
         });
         return generate;
     }

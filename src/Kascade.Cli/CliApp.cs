@@ -27,6 +27,7 @@ public static partial class CliApp
         root.Add(CalibrateCommand(stdout, stderr));
         root.Add(DevSetCommand(stdout));
         root.Add(AnalyzeCommand(stdout, stderr));
+        root.Add(FrontierCommand(stdout, stderr));
         root.Add(EvalCommand(args, stdout, stderr));
         root.Add(TestBackendCommand(stdout));
         root.Add(ScheduleCommand(stdout));

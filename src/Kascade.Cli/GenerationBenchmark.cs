@@ -16,7 +16,10 @@ public sealed record GenerationBenchmarkOptions(IReadOnlyList<int> Contexts, int
 /// One context length: prefill of a prompt of <c>Context − DecodeTokens</c> tokens, then greedy decode steps
 /// (sampled on the backend) that fill the context, so decode is measured at a depth close to <see cref="Context"/>.
 /// </summary>
-public sealed record GenerationBenchmarkRow(int Context, int PromptTokens, double PrefillSeconds, int DecodeTokens, double DecodeSeconds, string Method = "dense")
+/// <param name="TopKPercent">The method's Top-k budget (dense: 100).</param>
+/// <param name="Anchors">A Kascade method's anchor layers (null for the others).</param>
+public sealed record GenerationBenchmarkRow(int Context, int PromptTokens, double PrefillSeconds, int DecodeTokens, double DecodeSeconds, string Method = "dense",
+    double TopKPercent = 100, int? Anchors = null)
 {
     public double PrefillTokensPerSecond => PromptTokens / PrefillSeconds;
 
@@ -63,7 +66,8 @@ public static class GenerationBenchmark
             {
                 session.Decode(greedy);
             }
-            rows.Add(new GenerationBenchmarkRow(context, prompt, prefill, options.DecodeTokens, clock.Elapsed.TotalSeconds, policy.Info.Name));
+            rows.Add(new GenerationBenchmarkRow(context, prompt, prefill, options.DecodeTokens, clock.Elapsed.TotalSeconds, policy.Info.Name,
+                policy.Method == AttentionMethod.Dense ? 100 : policy.TopKPercent, policy.Schedule?.Anchors.Count));
         }
         return rows;
     }
@@ -81,5 +85,31 @@ public static class GenerationBenchmark
             sb.AppendLine(CultureInfo.InvariantCulture, $"| {r.Method} | {r.Context} | {r.PromptTokens} | {r.PrefillSeconds:F2} | {r.PrefillTokensPerSecond:F1} | {r.DecodeTokens} | {r.DecodeTokensPerSecond:F1} | {1000 / r.DecodeTokensPerSecond:F1} |");
         }
         return sb.ToString();
+    }
+
+    /// <summary>
+    /// The rows as JSON (<c>bench generate --json</c>): the model's layers and, per row, the method, its Top-k percent and
+    /// anchor count, the context and both speeds — what <c>kascade frontier</c> reads.
+    /// </summary>
+    public static string ToJson(string label, LlamaModel model, IReadOnlyList<GenerationBenchmarkRow> rows)
+    {
+        var root = new System.Text.Json.Nodes.JsonObject
+        {
+            ["model"] = label,
+            ["layers"] = model.Config.Layers,
+            ["backend"] = model.Backend.Name,
+            ["rows"] = new System.Text.Json.Nodes.JsonArray([.. rows.Select(r => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonObject
+            {
+                ["method"] = r.Method,
+                ["topk_percent"] = r.TopKPercent,
+                ["anchors"] = r.Anchors,
+                ["context"] = r.Context,
+                ["prompt_tokens"] = r.PromptTokens,
+                ["prefill_seconds"] = r.PrefillSeconds,
+                ["decode_tokens"] = r.DecodeTokens,
+                ["decode_tokens_per_second"] = r.DecodeTokensPerSecond,
+            })]),
+        };
+        return root.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true });
     }
 }

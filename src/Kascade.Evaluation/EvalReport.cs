@@ -224,29 +224,13 @@ public sealed class EvalReport
     /// <summary>Score against context length (log₂ axis), one line per method.</summary>
     private void Plot(string task, string path)
     {
-        var plot = new Plot();
-        var palette = new ScottPlot.Palettes.Category10();
-        int i = 0;
-        foreach (var method in _plan.Methods)
-        {
-            var points = Cells.Where(c => c.Task == task && c.Method == method.Name).OrderBy(c => c.Length).ToList();
-            if (points.Count == 0)
-            {
-                continue;
-            }
-            var line = plot.Add.Scatter(points.Select(c => Math.Log2(c.Length)).ToArray(), points.Select(c => c.Accuracy).ToArray());
-            line.LegendText = method.Name;
-            line.Color = palette.GetColor(i++);
-            line.LineWidth = 2;
-            line.MarkerSize = 7;
-        }
+        var series = _plan.Methods
+            .Select(method => (method.Name, Points: Cells.Where(c => c.Task == task && c.Method == method.Name).OrderBy(c => c.Length).ToList()))
+            .Where(m => m.Points.Count > 0)
+            .Select(m => (m.Name, m.Points.Select(c => Math.Log2(c.Length)).ToArray(), m.Points.Select(c => c.Accuracy).ToArray()));
+        var plot = ScorePlots.Lines(series, markerSize: 7);
         var ticks = _plan.Lengths.Select(l => new Tick(Math.Log2(l), Length(l))).ToArray();
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(ticks);
-        plot.Axes.SetLimitsY(-3, 103);
-        plot.Title($"{task}: score against context length");
-        plot.XLabel("context length (tokens)");
-        plot.YLabel("score (%)");
-        plot.ShowLegend(Alignment.LowerLeft);
-        plot.SavePng(path, 900, 560);
+        ScorePlots.Save(plot, $"{task}: score against context length", "context length (tokens)", "score (%)", path);
     }
 }

@@ -239,6 +239,8 @@ public sealed class CliErrorTests : IClassFixture<CliErrorTests.BadFiles>
         { ["bench", "generate", "--random-config", "llama-3.1-8b", "--attention", "dense,bigbird"], "--attention: unknown attention 'bigbird'" },
         { ["bench", "generate", "--model", TestPaths.InstrumentModel, "--attention", "kascade", "--anchors", "3"], "--anchors applies to --random-config: a model's Kascade schedule sets its anchors (--schedule in generate and eval)" },
         { ["bench", "generate", "--random-config", "llama-3.1-8b", "--attention", "kascade", "--anchors", "33"], "--anchors 33: the model has 32 layers" },
+        { ["frontier", "--model", TestPaths.InstrumentModel, "--evals", "/no/evals", "--speeds", "/no/speeds", "--out", "/tmp/kascade-frontier"], "eval results directory not found: /no/evals" },
+        { ["frontier", "--model", TestPaths.InstrumentModel, "--evals", TestPaths.InstrumentModel, "--speeds", "/no/speeds", "--out", "/tmp/kascade-frontier"], "no kascade eval results (results.json and run.json) in the directories under " + TestPaths.InstrumentModel },
         { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "d.jsonl", "--out", "/no/such/dir/s.json"], "--out /no/such/dir/s.json: directory /no/such/dir does not exist" },
         { ["devset", "build", "--model", TestPaths.InstrumentModel, "--haystack", "x", "--longbench", "y", "--count", "0", "--out", "/tmp/d.jsonl"], "--count must be a positive integer, not 0" },
         { ["schedule", "import", "--model", TestPaths.InstrumentModel, "--head-map", "m.npy", "--anchors", "0,two", "--out", "/tmp/s.json"], "--anchors: 'two' is not a layer index" },

@@ -1,0 +1,51 @@
+using System.CommandLine;
+using Kascade.Core;
+using Kascade.Evaluation;
+
+namespace Kascade.Cli;
+
+public static partial class CliApp
+{
+    /// <summary><c>kascade frontier</c>: issue 16 §3's accuracy–speed table and plot from eval directories and bench generate JSON files.</summary>
+    private static Command FrontierCommand(TextWriter stdout, TextWriter stderr)
+    {
+        var model = ModelOption();
+        var evals = new Option<string>("--evals") { Description = "Directory of kascade eval result directories, one per method and setting (bench/frontier/run-evals.sh)", Required = true };
+        var speeds = new Option<string>("--speeds") { Description = "Directory of bench generate --json files (bench/frontier/run-speed.sh)", Required = true };
+        var context = OptionRules.Lengths("--context", "The context whose decode speedup the summary and the plot use", [131072]);
+        var output = new Option<string>("--out") { Description = "Directory for frontier.md and frontier.png", Required = true }.WritableDirectory();
+        var command = new Command("frontier", "Kascade's accuracy-speed frontier: every method and setting's scores (kascade eval) against its decode speedup over dense (bench generate), a table and a plot.")
+        {
+            model, evals, speeds, context, output,
+        };
+        command.SetAction(parse =>
+        {
+            var config = Runtime.Loading.ConfigLoader.Load(Runtime.Loading.ModelLocation.Resolve(parse.GetValue(model)!));
+            int at = parse.GetValue(context)![0];
+            var points = Frontier.Load(parse.GetValue(evals)!, parse.GetValue(speeds)!, config.Layers);
+            if (points.Count == 0)
+            {
+                throw new KascadeException($"no kascade eval results (results.json and run.json) in the directories under {parse.GetValue(evals)}");
+            }
+            string outDir = parse.GetValue(output)!;
+            Directory.CreateDirectory(outDir);
+            string table = Frontier.ToMarkdown(points, at);
+            string md = Path.Combine(outDir, "frontier.md");
+            File.WriteAllText(md, table);
+            var files = new List<string> { md };
+            try
+            {
+                string png = Path.Combine(outDir, "frontier.png");
+                Frontier.Plot(points, at, png);
+                files.Add(png);
+            }
+            catch (Exception e) when (e.GetBaseException() is DllNotFoundException)
+            {
+                stderr.WriteLine("warning: plot not written: SkiaSharp's native library (libSkiaSharp) is missing beside the kascade binary");
+            }
+            stdout.Write(table);
+            stderr.WriteLine($"wrote {string.Join(", ", files)}");
+        });
+        return command;
+    }
+}
