@@ -8,6 +8,7 @@
 # resumes from its directory, so the script can be run again until all are done (e.g. over two 10-minute calls).
 # Then: kascade frontier --model models/kascade-instrument-21m --evals .frontier --speeds .frontier/speed --out docs/results/frontier
 # Usage: [END=EPOCH_SECONDS] [JOBS=6] bench/frontier/run-evals.sh [KASCADE_BINARY]   (from the repository root)
+# KNEE=K adds anchor refresh R = 4, 16, 64 for the K-anchor schedule at 10% (issue 16 §4).
 # DEVICE, TASKS, LENGTHS, SAMPLES and PERPLEXITY_LENGTHS override the recorded settings (a quick check on the CPU:
 # DEVICE=cpu TASKS=passkey LENGTHS=600 SAMPLES=1 PERPLEXITY_LENGTHS=600).
 set -u
@@ -25,6 +26,10 @@ COMMON="--device ${DEVICE:-cuda} --model models/kascade-instrument-21m --tasks $
   done
   # streamingllm's budget is its window.
   for w in 10 20 30; do echo "streamingllm-w$w streamingllm --baseline streaming-window-percent=$w"; done
+  # Issue 16 §4: anchor refresh R at the frontier's knee (KNEE = an anchor count of the schedules, once it is known).
+  if [ -n "${KNEE:-}" ]; then
+    for r in 4 16 64; do echo "kascade-k$KNEE-p10-r$r kascade --schedule $SCHEDULES/instrument.k$KNEE.json --topk-percent 10 --anchor-refresh $r"; done
+  fi
 } | xargs -P "${JOBS:-6}" -L 1 bash -c '
   name=$0
   left=$(( END - $(date +%s) ))

@@ -6,7 +6,8 @@
 # One `kascade bench generate` per budget and anchor count, its markdown table and JSON rows (what `kascade frontier`
 # reads) in $FRONTIER/speed (default .frontier/speed). Tables already written are skipped, so the script can be run again after a time limit.
 # Then: kascade frontier --model models/kascade-instrument-21m --evals .frontier --speeds .frontier/speed --out docs/results/frontier
-# Usage: [CONTEXTS=32k,128k] bench/frontier/run-speed.sh [KASCADE_BINARY]   (from the repository root)
+# KNEE=K adds anchor refresh R = 4, 16, 64 at K's scaled anchor count and 10% (issue 16 §4).
+# Usage: [CONTEXTS=32k,128k] [KNEE=K] bench/frontier/run-speed.sh [KASCADE_BINARY]   (from the repository root)
 set -u
 BIN=${1:-.gpu/kascade/kascade}
 OUT=${FRONTIER:-.frontier}/speed
@@ -25,3 +26,8 @@ for p in 10 20; do
   # The oracle is a reference, not a method to deploy (its prefill ranks every query's keys on CUDA cores): left out.
   table "baselines-p$p" --topk-percent $p --attention dense,quest,omnikv,lessismore,sparcas,streamingllm
 done
+# Issue 16 §4: anchor refresh R at the frontier's knee (KNEE = the anchor count of 24 layers, as in run-evals.sh).
+if [ -n "${KNEE:-}" ]; then
+  a=$(( (KNEE * 32 + 12) / 24 ))
+  for r in 4 16 64; do table "kascade-a$a-p10-r$r" --topk-percent 10 --anchors $a --anchor-refresh $r --attention dense,kascade; done
+fi

@@ -28,10 +28,11 @@ public static partial class CliApp
         var methods = AttentionOptions.MethodList(new Option<string>("--attention") { Description = $"Attention methods timed one after another, comma-separated ({AttentionOptions.Names}); with --random-config the Kascade methods use --anchors anchors spread over the layers (random weights have nothing to calibrate)", DefaultValueFactory = _ => "dense" });
         var anchors = new Option<int>("--anchors") { Description = $"With --random-config: the Kascade methods' anchor layers, layer 0 included, spread over the layers (default {SpreadAnchors}, the paper's mix of 32 layers); the speed side of an accuracy-speed frontier", DefaultValueFactory = _ => SpreadAnchors }.AtLeast(1);
         var percent = new Option<double>("--topk-percent") { Description = "Top-k budget of the sparse methods in percent of the keys (with --model, the Kascade methods take the schedule's unless given)", DefaultValueFactory = _ => 10 }.Must(p => p is > 0 and <= 100, "a percent in (0, 100]");
+        var refresh = new Option<int>("--anchor-refresh") { Description = "The Kascade methods' anchors select on every R-th decode step and keep their selection in between (1: every step, the paper)", DefaultValueFactory = _ => 1 }.AtLeast(1);
         var json = new Option<string>("--json") { Description = "Also write the rows as JSON to this file (what kascade frontier reads)" }.WritableFile();
         var generate = new Command("generate", "Time prefill and decode of the whole model at several context lengths (random prompt tokens, greedy).")
         {
-            model, random, contexts, decode, threads, chunk, device, graphs, methods, percent, anchors, json,
+            model, random, contexts, decode, threads, chunk, device, graphs, methods, percent, anchors, refresh, json,
         };
         generate.Validators.Add(result =>
         {
@@ -75,12 +76,12 @@ public static partial class CliApp
             var policies = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(name =>
             {
                 double? p = parse.GetResult(percent) is { Implicit: false } ? parse.GetValue(percent) : null;
-                if (dir is not null)
+                var policy = dir is not null ? AttentionOptions.Build(name, null, p, ScorePooling.PostSoftmax, dir) : new AttentionPolicy(AttentionMethods.Find(name).Method, null, p ?? 10);
+                if (dir is null && policy.NeedsSchedule)
                 {
-                    return AttentionOptions.Build(name, null, p, ScorePooling.PostSoftmax, dir);
+                    policy = policy with { Schedule = KascadeSchedule.Spread(llama.Config, spread, policy.TopKPercent) };
                 }
-                var policy = new AttentionPolicy(AttentionMethods.Find(name).Method, null, p ?? 10);
-                return policy.NeedsSchedule ? policy with { Schedule = KascadeSchedule.Spread(llama.Config, spread, policy.TopKPercent) } : policy;
+                return policy.NeedsSchedule ? policy with { AnchorRefresh = parse.GetValue(refresh) } : policy;
             }).ToArray();
             var options = new GenerationBenchmarkOptions(lengths, parse.GetValue(decode), parse.GetValue(chunk), policies);
             IReadOnlyList<GenerationBenchmarkRow> rows = [];

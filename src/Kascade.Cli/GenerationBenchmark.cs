@@ -18,8 +18,9 @@ public sealed record GenerationBenchmarkOptions(IReadOnlyList<int> Contexts, int
 /// </summary>
 /// <param name="TopKPercent">The method's Top-k budget (dense: 100).</param>
 /// <param name="Anchors">A Kascade method's anchor layers (null for the others).</param>
+/// <param name="AnchorRefresh">A Kascade method's <see cref="AttentionPolicy.AnchorRefresh"/> (1: every step).</param>
 public sealed record GenerationBenchmarkRow(int Context, int PromptTokens, double PrefillSeconds, int DecodeTokens, double DecodeSeconds, string Method = "dense",
-    double TopKPercent = 100, int? Anchors = null)
+    double TopKPercent = 100, int? Anchors = null, int AnchorRefresh = 1)
 {
     public double PrefillTokensPerSecond => PromptTokens / PrefillSeconds;
 
@@ -67,7 +68,7 @@ public static class GenerationBenchmark
                 session.Decode(greedy);
             }
             rows.Add(new GenerationBenchmarkRow(context, prompt, prefill, options.DecodeTokens, clock.Elapsed.TotalSeconds, policy.Info.Name,
-                policy.Method == AttentionMethod.Dense ? 100 : policy.TopKPercent, policy.Schedule?.Anchors.Count));
+                policy.Method == AttentionMethod.Dense ? 100 : policy.TopKPercent, policy.Schedule?.Anchors.Count, policy.AnchorRefresh));
         }
         return rows;
     }
@@ -82,7 +83,7 @@ public static class GenerationBenchmark
         sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in rows)
         {
-            sb.AppendLine(CultureInfo.InvariantCulture, $"| {r.Method} | {r.Context} | {r.PromptTokens} | {r.PrefillSeconds:F2} | {r.PrefillTokensPerSecond:F1} | {r.DecodeTokens} | {r.DecodeTokensPerSecond:F1} | {1000 / r.DecodeTokensPerSecond:F1} |");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"| {r.Method}{(r.AnchorRefresh > 1 ? $" (refresh {r.AnchorRefresh})" : "")} | {r.Context} | {r.PromptTokens} | {r.PrefillSeconds:F2} | {r.PrefillTokensPerSecond:F1} | {r.DecodeTokens} | {r.DecodeTokensPerSecond:F1} | {1000 / r.DecodeTokensPerSecond:F1} |");
         }
         return sb.ToString();
     }
@@ -103,6 +104,7 @@ public static class GenerationBenchmark
                 ["method"] = r.Method,
                 ["topk_percent"] = r.TopKPercent,
                 ["anchors"] = r.Anchors,
+                ["anchor_refresh"] = r.AnchorRefresh,
                 ["context"] = r.Context,
                 ["prompt_tokens"] = r.PromptTokens,
                 ["prefill_seconds"] = r.PrefillSeconds,

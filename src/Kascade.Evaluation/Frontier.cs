@@ -9,16 +9,17 @@ namespace Kascade.Evaluation;
 /// <summary>
 /// One point of an accuracy–speed frontier: one method at one setting, its scores (percent) per (task, length) cell and
 /// its decode speedup over dense per context. <paramref name="Anchors"/>: a Kascade method's anchor count on the
-/// evaluated model; <paramref name="Window"/>: streamingllm's window percent. A missing speed was not timed.
+/// evaluated model; <paramref name="Window"/>: streamingllm's window percent; <paramref name="Refresh"/>: a Kascade
+/// method's anchor refresh (1: every decode step). A missing speed was not timed.
 /// </summary>
 public sealed record FrontierPoint(string Method, double TopKPercent, int? Anchors, double? Window, IReadOnlyDictionary<(string Task, int Length), double> Scores,
-    double? Perplexity, IReadOnlyDictionary<int, double> Speedup)
+    double? Perplexity, IReadOnlyDictionary<int, double> Speedup, int Refresh = 1)
 {
     /// <summary>A point's setting, as the tables name it.</summary>
     public string Setting => Method switch
     {
         "dense" => "",
-        _ when Anchors is { } k => string.Create(CultureInfo.InvariantCulture, $"K = {k}, {TopKPercent}%"),
+        _ when Anchors is { } k => string.Create(CultureInfo.InvariantCulture, $"K = {k}, {TopKPercent}%{(Refresh > 1 ? $", refresh {Refresh}" : "")}"),
         "streamingllm" => string.Create(CultureInfo.InvariantCulture, $"window {Window ?? 30}%"),
         _ => string.Create(CultureInfo.InvariantCulture, $"{TopKPercent}%"),
     };
@@ -78,7 +79,8 @@ public static class Frontier
                 double topK = Number(description, @"top-k ([0-9.]+)%") ?? 100;
                 int? anchors = Regex.Match(description, @" anchors ([0-9,]+)") is { Success: true } m ? m.Groups[1].Value.Split(',').Length : null;
                 double? window = method == "streamingllm" ? Number(description, @"streaming-window-percent=([0-9.]+)") : null;
-                var point = new FrontierPoint(method, method == "dense" ? 100 : topK, anchors, window, scores, perplexity is > 0 ? perplexity : null, new Dictionary<int, double>());
+                int refresh = (int)(Number(description, @" refresh ([0-9]+)") ?? 1);
+                var point = new FrontierPoint(method, method == "dense" ? 100 : topK, anchors, window, scores, perplexity is > 0 ? perplexity : null, new Dictionary<int, double>(), refresh);
                 points.Add(point with { Speedup = SpeedupOf(point, timings, modelLayers) });
             }
         }
@@ -88,7 +90,7 @@ public static class Frontier
     private static double? Number(string text, string pattern) =>
         Regex.Match(text, pattern) is { Success: true } m ? double.Parse(m.Groups[1].Value, Inv) : null;
 
-    private sealed record Timing(string Method, double TopKPercent, int? Anchors, int Context, double TokensPerSecond);
+    private sealed record Timing(string Method, double TopKPercent, int? Anchors, int Refresh, int Context, double TokensPerSecond);
 
     private sealed record SpeedFile(int Layers, IReadOnlyList<Timing> Rows);
 
@@ -98,7 +100,7 @@ public static class Frontier
         {
             var root = JsonNode.Parse(File.ReadAllText(path))!;
             return new SpeedFile(root["layers"]!.GetValue<int>(), [.. root["rows"]!.AsArray().Select(r => new Timing(
-                r!["method"]!.GetValue<string>(), r["topk_percent"]!.GetValue<double>(), r["anchors"]?.GetValue<int>(), r["context"]!.GetValue<int>(),
+                r!["method"]!.GetValue<string>(), r["topk_percent"]!.GetValue<double>(), r["anchors"]?.GetValue<int>(), r["anchor_refresh"]?.GetValue<int>() ?? 1, r["context"]!.GetValue<int>(),
                 r["decode_tokens_per_second"]!.GetValue<double>()))]);
         }
         catch (Exception e) when (e is System.Text.Json.JsonException or NullReferenceException or InvalidOperationException or FormatException)
@@ -130,7 +132,7 @@ public static class Frontier
             foreach (var row in file.Rows)
             {
                 bool match = kascade
-                    ? row.Method == "kascade" && row.Anchors == scaled && row.TopKPercent == point.TopKPercent
+                    ? row.Method == "kascade" && row.Anchors == scaled && row.TopKPercent == point.TopKPercent && row.Refresh == point.Refresh
                     : row.Method == point.Method && (point.Method == "streamingllm" || row.TopKPercent == point.TopKPercent);
                 if (match && file.Rows.FirstOrDefault(d => d.Method == "dense" && d.Context == row.Context) is { } dense)
                 {
@@ -142,7 +144,7 @@ public static class Frontier
     }
 
     /// <summary>
-    /// The fewest-anchor Kascade point (of <paramref name="method"/>) within 1 point of dense on every cell dense passes
+    /// The fewest-anchor Kascade point (of <paramref name="method"/>, selecting every decode step) within 1 point of dense on every cell dense passes
     /// (scores at least <see cref="PassingScore"/>), or null where none is.
     /// </summary>
     public static FrontierPoint? FewestAnchorsNearDense(IReadOnlyList<FrontierPoint> points, string method = "kascade")
@@ -153,7 +155,7 @@ public static class Frontier
             return null;
         }
         var passed = dense.Scores.Where(c => c.Value >= PassingScore).ToList();
-        return points.Where(p => p.Method == method && p.Anchors is not null)
+        return points.Where(p => p.Method == method && p.Anchors is not null && p.Refresh == 1)
             .Where(p => passed.All(c => p.Scores.TryGetValue(c.Key, out double s) && s >= c.Value - 1))
             .OrderBy(p => p.Anchors).ThenBy(p => p.TopKPercent).FirstOrDefault();
     }
@@ -178,7 +180,7 @@ public static class Frontier
         }
         sb.AppendLine();
         sb.AppendLine("|---|---|" + string.Concat(Enumerable.Repeat("---:|", tasks.Count + 2 + contexts.Count)));
-        foreach (var p in points.OrderBy(p => p.Method == "dense" ? 0 : 1).ThenBy(p => p.Method, StringComparer.Ordinal).ThenBy(p => p.Anchors ?? 0).ThenBy(p => p.TopKPercent).ThenBy(p => p.Window ?? 0))
+        foreach (var p in points.OrderBy(p => p.Method == "dense" ? 0 : 1).ThenBy(p => p.Method, StringComparer.Ordinal).ThenBy(p => p.Anchors ?? 0).ThenBy(p => p.TopKPercent).ThenBy(p => p.Refresh).ThenBy(p => p.Window ?? 0))
         {
             sb.Append(Inv, $"| {p.Method} | {p.Setting} |");
             foreach (string task in tasks)

@@ -190,11 +190,18 @@ public class CliTests
     [Fact]
     public void Bench_generate_times_kascade_on_random_weights_with_the_anchors_asked_for()
     {
-        var (code, output, err) = Run("bench", "generate", "--random-config", TestPaths.InstrumentModel, "--attention", "dense,kascade", "--anchors", "2", "--contexts", "300", "--decode-tokens", "2");
+        using var dir = new TempDirectory();
+        var (code, output, err) = Run("bench", "generate", "--random-config", TestPaths.InstrumentModel, "--attention", "dense,kascade", "--anchors", "2", "--anchor-refresh", "3",
+            "--contexts", "300", "--decode-tokens", "4", "--json", dir.File("speed.json"));
         Assert.True(code == 0, err);
         Assert.Contains("(random weights), Kascade: 2 anchors spread over the layers", output);
-        Assert.Matches(@"\| dense \| 300 \| 298 \|", output);
-        Assert.Matches(@"\| kascade \| 300 \| 298 \|", output);
+        Assert.Matches(@"\| dense \| 300 \| 296 \|", output);
+        Assert.Matches(@"\| kascade \(refresh 3\) \| 300 \| 296 \|", output);
+        // What kascade frontier reads: each row's method, budget, anchors and refresh beside its speed.
+        var rows = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(dir.File("speed.json")))!["rows"]!.AsArray();
+        var kascade = rows.Single(r => r!["method"]!.GetValue<string>() == "kascade")!;
+        Assert.Equal((10.0, 2, 3), (kascade["topk_percent"]!.GetValue<double>(), kascade["anchors"]!.GetValue<int>(), kascade["anchor_refresh"]!.GetValue<int>()));
+        Assert.True(kascade["decode_tokens_per_second"]!.GetValue<double>() > 0);
     }
 
     [Fact]
