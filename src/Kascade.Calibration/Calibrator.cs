@@ -24,12 +24,9 @@ public sealed record CalibrationResult(KascadeSchedule Schedule, double[][] Laye
     /// </summary>
     public KascadeSchedule ScheduleFor(int anchorCount)
     {
-        var choices = Schedule.Choices!;
-        if (anchorCount < 1 || anchorCount > choices.Count)
-        {
-            throw new KascadeException($"{anchorCount} anchors: the model has {choices.Count} layers");
-        }
-        var anchors = choices[anchorCount - 1].Anchors;
+        var choice = Schedule.Choices?.FirstOrDefault(c => c.AnchorCount == anchorCount)
+            ?? throw new KascadeException($"{anchorCount} anchors: the calibration ranked 1 to {Schedule.Model.Layers} (the model's layers)");
+        var anchors = choice.Anchors;
         return Schedule with { Anchors = anchors, HeadMap = HeadMaps.Build(HeadSimilarity, anchors, Schedule.Model.Layers, Schedule.Model.KvHeads) };
     }
 }

@@ -62,18 +62,21 @@ public static partial class CliApp
             string label = (dir is null ? $"{parse.GetValue(random)} (random weights)" : dir.Name)
                 + (backend is Kascade.Cuda.CudaBackend { RecordSteps: false } ? ", CUDA graphs off" : "");
             var randomConfig = dir is null ? ShapePresets.Load(parse.GetValue(random)!) : null;
-            int spread = parse.GetValue(anchors);
+            // The default spreads the paper's 5 anchors, fewer on a smaller model; a count asked for must fit.
+            bool asked = parse.GetResult(anchors) is { Implicit: false };
+            int spread = randomConfig is null ? SpreadAnchors : asked ? parse.GetValue(anchors) : Math.Min(SpreadAnchors, randomConfig.Layers);
             if (randomConfig is not null && spread > randomConfig.Layers)
             {
                 throw new KascadeException($"--anchors {spread}: the model has {randomConfig.Layers} layers");
             }
             using var randomModel = randomConfig is null ? null : LlamaModel.Random(randomConfig, backend);
             var llama = dir?.Model ?? randomModel!;
-            if (dir is null)
+            var names = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (dir is null && names.Any(n => AttentionMethods.Find(n).NeedsSchedule))
             {
                 label += $", Kascade: {spread} anchors spread over the layers";
             }
-            var policies = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(name =>
+            var policies = names.Select(name =>
             {
                 double? p = parse.GetResult(percent) is { Implicit: false } ? parse.GetValue(percent) : null;
                 var policy = dir is not null ? AttentionOptions.Build(name, null, p, ScorePooling.PostSoftmax, dir) : new AttentionPolicy(AttentionMethods.Find(name).Method, null, p ?? 10);

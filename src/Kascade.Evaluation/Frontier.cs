@@ -10,16 +10,17 @@ namespace Kascade.Evaluation;
 /// One point of an accuracy–speed frontier: one method at one setting, its scores (percent) per (task, length) cell and
 /// its decode speedup over dense per context. <paramref name="Anchors"/>: a Kascade method's anchor count on the
 /// evaluated model; <paramref name="Window"/>: streamingllm's window percent; <paramref name="Refresh"/>: a Kascade
-/// method's anchor refresh (1: every decode step). A missing speed was not timed.
+/// method's anchor refresh (1: every decode step); <paramref name="ReferenceBudget"/>: sized by the official code's
+/// budget rule (not timed: bench generate sizes by ours). A missing speed was not timed.
 /// </summary>
 public sealed record FrontierPoint(string Method, double TopKPercent, int? Anchors, double? Window, IReadOnlyDictionary<(string Task, int Length), double> Scores,
-    double? Perplexity, IReadOnlyDictionary<int, double> Speedup, int Refresh = 1)
+    double? Perplexity, IReadOnlyDictionary<int, double> Speedup, int Refresh = 1, bool ReferenceBudget = false)
 {
     /// <summary>A point's setting, as the tables name it.</summary>
     public string Setting => Method switch
     {
         "dense" => "",
-        _ when Anchors is { } k => string.Create(CultureInfo.InvariantCulture, $"K = {k}, {TopKPercent}%{(Refresh > 1 ? $", refresh {Refresh}" : "")}"),
+        _ when Anchors is { } k => string.Create(CultureInfo.InvariantCulture, $"K = {k}, {TopKPercent}%{(Refresh > 1 ? $", refresh {Refresh}" : "")}{(ReferenceBudget ? ", reference budget" : "")}"),
         "streamingllm" => string.Create(CultureInfo.InvariantCulture, $"window {Window ?? 30}%"),
         _ => string.Create(CultureInfo.InvariantCulture, $"{TopKPercent}%"),
     };
@@ -53,7 +54,11 @@ public static class Frontier
         {
             throw new KascadeException($"eval results directory not found: {evals}");
         }
-        var timings = Directory.Exists(speeds) ? Directory.GetFiles(speeds, "*.json").Select(ReadSpeeds).ToList() : [];
+        if (!Directory.Exists(speeds))
+        {
+            throw new KascadeException($"speed directory (bench generate --json files) not found: {speeds}");
+        }
+        var timings = Directory.GetFiles(speeds, "*.json").Select(ReadSpeeds).ToList();
         var points = new List<FrontierPoint>();
         foreach (string dir in Directory.GetDirectories(evals).Order(StringComparer.Ordinal))
         {
@@ -62,27 +67,44 @@ public static class Frontier
             {
                 continue;
             }
-            var identity = JsonNode.Parse(File.ReadAllText(run))?["identity"]?.AsObject() ?? throw new KascadeException($"{run}: no identity");
-            var report = JsonNode.Parse(File.ReadAllText(results)) ?? throw new KascadeException($"{results}: empty");
-            foreach (var (key, value) in identity)
+            try
             {
-                if (!key.StartsWith("method ", StringComparison.Ordinal))
-                {
-                    continue;
-                }
-                string method = key["method ".Length..];
-                string description = value?.GetValue<string>() ?? "";
-                var scores = report["accuracy"]!.AsArray()
-                    .Where(c => c!["method"]!.GetValue<string>() == method)
-                    .ToDictionary(c => (c!["task"]!.GetValue<string>(), c["length"]!.GetValue<int>()), c => c!["score_percent"]!.GetValue<double>());
-                double? perplexity = report["perplexity"]?.AsArray().Where(p => p!["method"]!.GetValue<string>() == method).Select(p => p!["perplexity"]!.GetValue<double>()).FirstOrDefault();
-                double topK = Number(description, @"top-k ([0-9.]+)%") ?? 100;
-                int? anchors = Regex.Match(description, @" anchors ([0-9,]+)") is { Success: true } m ? m.Groups[1].Value.Split(',').Length : null;
-                double? window = method == "streamingllm" ? Number(description, @"streaming-window-percent=([0-9.]+)") : null;
-                int refresh = (int)(Number(description, @" refresh ([0-9]+)") ?? 1);
-                var point = new FrontierPoint(method, method == "dense" ? 100 : topK, anchors, window, scores, perplexity is > 0 ? perplexity : null, new Dictionary<int, double>(), refresh);
-                points.Add(point with { Speedup = SpeedupOf(point, timings, modelLayers) });
+                points.AddRange(ReadEval(results, run, timings, modelLayers));
             }
+            catch (Exception e) when (e is System.Text.Json.JsonException or NullReferenceException or InvalidOperationException or FormatException or KeyNotFoundException)
+            {
+                // A job cut off by its time limit can leave a half-written file: name it, and rerun that job.
+                throw new KascadeException($"{dir} does not hold a complete kascade eval result ({e.Message}); rerun its eval to finish it");
+            }
+        }
+        return points;
+    }
+
+    /// <summary>The points of one eval directory: a point per method of its run.</summary>
+    private static List<FrontierPoint> ReadEval(string results, string run, IReadOnlyList<SpeedFile> timings, int modelLayers)
+    {
+        var points = new List<FrontierPoint>();
+        var identity = JsonNode.Parse(File.ReadAllText(run))!["identity"]!.AsObject();
+        var report = JsonNode.Parse(File.ReadAllText(results))!;
+        foreach (var (key, value) in identity)
+        {
+            if (!key.StartsWith("method ", StringComparison.Ordinal))
+            {
+                continue;
+            }
+            string method = key["method ".Length..];
+            string description = value?.GetValue<string>() ?? "";
+            var scores = report["accuracy"]!.AsArray()
+                .Where(c => c!["method"]!.GetValue<string>() == method)
+                .ToDictionary(c => (c!["task"]!.GetValue<string>(), c["length"]!.GetValue<int>()), c => c!["score_percent"]!.GetValue<double>());
+            double? perplexity = report["perplexity"]?.AsArray().Where(p => p!["method"]!.GetValue<string>() == method).Select(p => p!["perplexity"]!.GetValue<double>()).FirstOrDefault();
+            double topK = Number(description, @"top-k ([0-9.]+)%") ?? 100;
+            int? anchors = Regex.Match(description, @" anchors ([0-9,]+)") is { Success: true } m ? m.Groups[1].Value.Split(',').Length : null;
+            double? window = method == "streamingllm" ? Number(description, @"streaming-window-percent=([0-9.]+)") : null;
+            int refresh = (int)(Number(description, @" refresh ([0-9]+)") ?? 1);
+            bool referenceBudget = description.Contains(" budget Reference", StringComparison.Ordinal);
+            var point = new FrontierPoint(method, method == "dense" ? 100 : topK, anchors, window, scores, perplexity is > 0 ? perplexity : null, new Dictionary<int, double>(), refresh, referenceBudget);
+            points.Add(point with { Speedup = referenceBudget ? new Dictionary<int, double>() : SpeedupOf(point, timings, modelLayers) });
         }
         return points;
     }
@@ -155,6 +177,10 @@ public static class Frontier
             return null;
         }
         var passed = dense.Scores.Where(c => c.Value >= PassingScore).ToList();
+        if (passed.Count == 0)
+        {
+            return null;
+        }
         return points.Where(p => p.Method == method && p.Anchors is not null && p.Refresh == 1)
             .Where(p => passed.All(c => p.Scores.TryGetValue(c.Key, out double s) && s >= c.Value - 1))
             .OrderBy(p => p.Anchors).ThenBy(p => p.TopKPercent).FirstOrDefault();
@@ -206,7 +232,10 @@ public static class Frontier
         }
         sb.AppendLine();
         var fewest = FewestAnchorsNearDense(points);
-        sb.AppendLine(fewest is null
+        bool densePasses = points.FirstOrDefault(p => p.Method == "dense")?.Scores.Values.Any(v => v >= PassingScore) == true;
+        sb.AppendLine(!densePasses
+            ? $"Dense scores {PassingScore} or more on no cell (or was not evaluated): no anchor count to recommend by it."
+            : fewest is null
             ? $"No Kascade point is within 1 point of dense on every cell dense scores {PassingScore} or more on."
             : string.Create(Inv, $"Fewest anchors within 1 point of dense on every cell dense scores {PassingScore} or more on: K = {fewest.Anchors} at {fewest.TopKPercent}% (decode speedup {(fewest.Speedup.TryGetValue(context, out double f) ? f.ToString("F2", Inv) + "×" : "not timed")} at {Tokens(context)})."));
         return sb.ToString();

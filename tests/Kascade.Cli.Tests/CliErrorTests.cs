@@ -176,8 +176,14 @@ public sealed class CliErrorTests : IClassFixture<CliErrorTests.BadFiles>
     public void Calibrate_refuses_an_anchor_count_past_the_layers_before_any_prompt_runs()
     {
         int layers = ConfigLoader.Load(TestPaths.InstrumentModel).Layers;
-        OneLine($"--write-counts {layers + 1}: the model has {layers} layers", "calibrate", "--model", TestPaths.InstrumentModel,
-            "--dev-set", Path.Combine(TestPaths.RepoRoot, "data", "calibration", "instrument-dev.jsonl"), "--write-counts", $"3,{layers + 1}", "--out", "/tmp/kascade-s.json");
+        using var dir = new TempDirectory();
+        var (code, output, err) = Run("calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", Path.Combine(TestPaths.RepoRoot, "data", "calibration", "instrument-dev.jsonl"),
+            "--write-counts", $"3,{layers + 1}", "--out", dir.File("s.json"));
+        Assert.Equal(1, code);
+        Assert.Equal($"error: --write-counts {layers + 1}: the model has {layers} layers", err.Trim());
+        // Refused before the development set ran: no progress, no table, no schedule.
+        Assert.Equal("", output);
+        Assert.False(File.Exists(dir.File("s.json")));
     }
 
     [Fact]
@@ -240,7 +246,8 @@ public sealed class CliErrorTests : IClassFixture<CliErrorTests.BadFiles>
         { ["bench", "generate", "--model", TestPaths.InstrumentModel, "--attention", "kascade", "--anchors", "3"], "--anchors applies to --random-config: a model's Kascade schedule sets its anchors (--schedule in generate and eval)" },
         { ["bench", "generate", "--random-config", "llama-3.1-8b", "--attention", "kascade", "--anchors", "33"], "--anchors 33: the model has 32 layers" },
         { ["frontier", "--model", TestPaths.InstrumentModel, "--evals", "/no/evals", "--speeds", "/no/speeds", "--out", "/tmp/kascade-frontier"], "eval results directory not found: /no/evals" },
-        { ["frontier", "--model", TestPaths.InstrumentModel, "--evals", TestPaths.InstrumentModel, "--speeds", "/no/speeds", "--out", "/tmp/kascade-frontier"], "no kascade eval results (results.json and run.json) in the directories under " + TestPaths.InstrumentModel },
+        { ["frontier", "--model", TestPaths.InstrumentModel, "--evals", "/tmp", "--speeds", "/no/speeds", "--out", "/tmp/kascade-frontier"], "speed directory (bench generate --json files) not found: /no/speeds" },
+        { ["frontier", "--model", TestPaths.InstrumentModel, "--evals", TestPaths.InstrumentModel, "--speeds", Path.Combine(TestPaths.RepoRoot, "tests", "data", "haystack"), "--out", "/tmp/kascade-frontier"], "no kascade eval results (results.json and run.json) in the directories under " + TestPaths.InstrumentModel },
         { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "d.jsonl", "--out", "/no/such/dir/s.json"], "--out /no/such/dir/s.json: directory /no/such/dir does not exist" },
         { ["devset", "build", "--model", TestPaths.InstrumentModel, "--haystack", "x", "--longbench", "y", "--count", "0", "--out", "/tmp/d.jsonl"], "--count must be a positive integer, not 0" },
         { ["schedule", "import", "--model", TestPaths.InstrumentModel, "--head-map", "m.npy", "--anchors", "0,two", "--out", "/tmp/s.json"], "--anchors: 'two' is not a layer index" },

@@ -96,14 +96,34 @@ public class FrontierTests
     }
 
     [Fact]
-    public void A_missing_directory_and_a_malformed_timing_are_one_clear_error()
+    public void Missing_directories_a_malformed_timing_and_a_half_written_eval_are_one_clear_error()
     {
         using var root = new TempDirectory();
-        Assert.Contains("eval results directory not found", Assert.Throws<KascadeException>(() => Frontier.Load(root.File("none"), root.File("none"), 24)).Message);
-        string speeds = root.File("speeds");
+        string evals = root.File("evals"), speeds = root.File("speeds");
+        Assert.Contains("eval results directory not found", Assert.Throws<KascadeException>(() => Frontier.Load(evals, speeds, 24)).Message);
+        Directory.CreateDirectory(evals);
+        Assert.Contains("speed directory (bench generate --json files) not found", Assert.Throws<KascadeException>(() => Frontier.Load(evals, speeds, 24)).Message);
         Directory.CreateDirectory(speeds);
-        Directory.CreateDirectory(root.File("evals"));
         File.WriteAllText(Path.Combine(speeds, "bad.json"), "{\"rows\": 3}");
-        Assert.Contains("is not a bench generate --json file", Assert.Throws<KascadeException>(() => Frontier.Load(root.File("evals"), speeds, 24)).Message);
+        Assert.Contains("is not a bench generate --json file", Assert.Throws<KascadeException>(() => Frontier.Load(evals, speeds, 24)).Message);
+        File.Delete(Path.Combine(speeds, "bad.json"));
+        // A job cut off by its time limit: run.json written, results.json half written.
+        Eval(Path.Combine(evals, "cut"), ("dense", "Dense top-k 10% PostSoftmax", 100, 100, 100));
+        File.WriteAllText(Path.Combine(evals, "cut", "results.json"), "{\"accuracy\": [{\"task\": \"passkey\"");
+        var e = Assert.Throws<KascadeException>(() => Frontier.Load(evals, speeds, 24));
+        Assert.Contains($"{Path.Combine(evals, "cut")} does not hold a complete kascade eval result", e.Message);
+    }
+
+    [Fact]
+    public void Without_a_cell_dense_passes_no_anchor_count_is_recommended()
+    {
+        using var root = new TempDirectory();
+        string evals = root.File("evals"), speeds = root.File("speeds");
+        Directory.CreateDirectory(speeds);
+        Eval(Path.Combine(evals, "dense"), ("dense", "Dense top-k 10% PostSoftmax", 50, 40, 30));
+        Eval(Path.Combine(evals, "k3"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB", 50, 40, 30));
+        var points = Frontier.Load(evals, speeds, 24);
+        Assert.Null(Frontier.FewestAnchorsNearDense(points));
+        Assert.Contains("Dense scores 90 or more on no cell", Frontier.ToMarkdown(points, 131072));
     }
 }

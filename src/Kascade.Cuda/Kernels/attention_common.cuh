@@ -149,7 +149,7 @@ struct TileCopy
         copy_rows<true>(k_tile, v_tile, k_cache, v_cache, first, end, row_step_elements);
     }
 
-    // The same for the keys alone (attention_decode.cu's decode_scores_mma).
+    // The same for the keys alone (decode_scores.cu's decode_scores_mma).
     __device__ __forceinline__ void stage_keys(bf16_t* k_tile, const bf16_t* k_cache, int first, int end, int row_step_elements) const
     {
         copy_rows<false>(k_tile, nullptr, k_cache, nullptr, first, end, row_step_elements);
