@@ -108,6 +108,7 @@ public static class KascadeAttentionBenchmark
     {
         const int context = 1024;
         using var cache = backend.AllocateKvCache(new KvCacheShape(1, o.KvHeads, o.HeadDim, context));
+        AttentionBenchmark.Fill(backend, cache, 1, context, o, new Random(1));
         using var q = backend.Upload(new float[o.Heads * o.HeadDim], 1, o.Heads * o.HeadDim);
         using var output = backend.Allocate(1, o.Heads * o.HeadDim);
         using var plan = backend.AllocatePlan(1, o.KvHeads, TopKBudget.For(context, topKPercent));

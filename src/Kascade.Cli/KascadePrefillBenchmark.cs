@@ -85,6 +85,7 @@ public static class KascadePrefillBenchmark
     {
         const int tokens = 256;
         using var cache = backend.AllocateKvCache(new KvCacheShape(1, o.KvHeads, o.HeadDim, tokens));
+        AttentionBenchmark.Fill(backend, cache, 1, tokens, o, new Random(1));
         using var q = backend.Upload(new float[tokens * o.Heads * o.HeadDim], tokens, o.Heads * o.HeadDim);
         using var output = backend.Allocate(tokens, o.Heads * o.HeadDim);
         using var plan = backend.AllocatePlan(KeyPlan.UnitsFor(tokens), o.KvHeads, TopKBudget.For(tokens, topKPercent));
