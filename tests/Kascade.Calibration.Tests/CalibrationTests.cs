@@ -140,7 +140,7 @@ public class HeadMapTests
         Assert.Equal([0, 2], two.Anchors);
         Assert.Equal(map.Select(r => string.Join(",", r)), two.HeadMap.Select(r => string.Join(",", r)));
         Assert.Equal([0, 1, 2, 3], result.ScheduleFor(4).Anchors);
-        Assert.Contains("the model has 4 layers", Assert.Throws<KascadeException>(() => result.ScheduleFor(5)).Message);
+        Assert.Contains("5 anchors: the calibration ranked 1 to 4 (the model's layers)", Assert.Throws<KascadeException>(() => result.ScheduleFor(5)).Message);
     }
 }
 
