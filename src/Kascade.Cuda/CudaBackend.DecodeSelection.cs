@@ -37,15 +37,12 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     private bool TryPoolDecode(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, nint q, CudaKvCache c, nint scores, long stride, int extent)
     {
-        int group = args.Heads / args.KvHeads;
-        if (!FastSelection || args.Tokens != 1 || group > AttentionKernel.DecodeRows || AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
+        if (!FastDecode(args))
         {
             return false;
         }
-        var kernel = AttentionKernel.For(group, args.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
-        var function = TensorCoreFunction(args.HeadDim, group, kernel, ("decode_scores.cu", "decode_scores_mma"));
         // Splits fixed by the extent (the capacity in a recorded step), as attention_decode splits a context of that length.
-        var plan = AttentionLaunch.Choose(kernel, 1, group, args.KvHeads, 1, extent, _device.Multiprocessors, function.ResidentBlocks);
+        var (kernel, function, plan) = DecodeLaunch(args, ("decode_scores.cu", "decode_scores_mma"), extent);
         int partials = plan.Splits * kernel.Warps;
         var raw = Scratch(ref _decodeRaw, (long)args.Heads * extent * sizeof(float));
         var partial = Scratch(ref _lsePartial, (long)args.Heads * partials * 2 * sizeof(float));
@@ -53,6 +50,26 @@ public sealed unsafe partial class CudaBackend
             q, c.LayerKeys(args.Layer), raw.Pointer, (long)extent, partial.Pointer, c.Shape.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale);
         PoolDecodeScores(args, pooling, pools, maxPool, raw.Pointer, partial.Pointer, partials, scores, stride, extent);
         return true;
+    }
+
+    /// <summary>
+    /// Whether a decode step runs the fast tensor-core decode kernels (decode_scores_mma, attention_decode_scores,
+    /// sparse_decode_mma): the fast kernels on, one query token, a group attention_decode's rows hold, a tensor-core head dim.
+    /// </summary>
+    private bool FastDecode(AttentionArgs args) =>
+        FastSelection && args.Tokens == 1 && args.Heads / args.KvHeads <= AttentionKernel.DecodeRows && AttentionHeadDims.Family(args.HeadDim) == AttentionFamily.TensorCores;
+
+    /// <summary>
+    /// A kernel that takes attention_decode's specialisation for the step's group (<paramref name="entry"/>), and its split
+    /// of <paramref name="keys"/> keys as attention_decode would split a context of that length (fixed by the capacity in a
+    /// recorded step, so the step replays).
+    /// </summary>
+    private (AttentionKernel Kernel, TensorCoreFunction Function, AttentionLaunchPlan Plan) DecodeLaunch(AttentionArgs args, (string Source, string Function) entry, int keys)
+    {
+        int group = args.Heads / args.KvHeads;
+        var kernel = AttentionKernel.For(group, args.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
+        var function = TensorCoreFunction(args.HeadDim, group, kernel, entry);
+        return (kernel, function, AttentionLaunch.Choose(kernel, 1, group, args.KvHeads, 1, keys, _device.Multiprocessors, function.ResidentBlocks));
     }
 
     /// <summary>
@@ -80,11 +97,11 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     private bool TryDenseDecodeWithScores(AttentionArgs args, ScorePooling pooling, int pools, DeviceTensor q, CudaKvCache c, nint scores, long stride, int extent, DeviceTensor output)
     {
-        int group = args.Heads / args.KvHeads;
-        if (!FastSelection || args.Tokens != 1 || group > AttentionKernel.DecodeRows || AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
+        if (!FastDecode(args))
         {
             return false;
         }
+        int group = args.Heads / args.KvHeads;
         args.CheckPools(pools);
         var shape = new AttentionShape(1, group, args.KvHeads, args.HeadDim, 1);
         var (kernel, _, plan) = PlanAttention(shape, args.StartPosition);

@@ -378,15 +378,11 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     private bool TrySparseDecodeMma(AttentionArgs args, SparseParams parameters)
     {
-        int group = args.Heads / args.KvHeads;
-        if (!FastSelection || args.Tokens != 1 || parameters.GroupRows == 0 || group > AttentionKernel.DecodeRows
-            || AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
+        if (!FastDecode(args) || parameters.GroupRows == 0)
         {
             return false;
         }
-        var kernel = AttentionKernel.For(group, args.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
-        var function = TensorCoreFunction(args.HeadDim, group, kernel, ("attention_decode.cu", "sparse_decode_mma"));
-        var plan = AttentionLaunch.Choose(kernel, 1, group, args.KvHeads, 1, parameters.PlanCapacity, _device.Multiprocessors, function.ResidentBlocks);
+        var (kernel, function, plan) = DecodeLaunch(args, ("attention_decode.cu", "sparse_decode_mma"), parameters.PlanCapacity);
         var (po, pm) = SparsePartials(args.Heads, plan.Splits, args.HeadDim);
         var slots = stackalloc void*[3];
         slots[0] = &parameters;
