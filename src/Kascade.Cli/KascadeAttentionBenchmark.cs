@@ -48,7 +48,7 @@ public static class KascadeAttentionBenchmark
         var rows = new List<KascadeBenchmarkRow>();
         using var timer = backend.CreateTimer(o.Flush);
         var rng = new Random(3);
-        LoadKernels(backend, o, topKPercent);
+        LoadKernels(backend, o, topKPercent, tokens: 1);
         foreach (int context in o.Contexts)
         {
             using var cache = backend.AllocateKvCache(new KvCacheShape(1, o.KvHeads, o.HeadDim, context));
@@ -101,18 +101,19 @@ public static class KascadeAttentionBenchmark
     }
 
     /// <summary>
-    /// A layer 0, an anchor and a reuse step at a short context, untimed: the kernels' modules are loaded (and their code's
-    /// device memory taken) before the first context's memory is measured, which then counts the anchor's buffers alone.
+    /// A layer 0, an anchor and a reuse layer over <paramref name="tokens"/> queries at the end of a 1024-key context,
+    /// untimed (1: a decode step; more: a prefill chunk): the kernels' modules are loaded, and their code's device memory
+    /// taken, before a benchmark's first context measures an anchor's memory, which then counts its buffers alone.
     /// </summary>
-    private static void LoadKernels(CudaBackend backend, AttentionBenchmarkOptions o, double topKPercent)
+    internal static void LoadKernels(CudaBackend backend, AttentionBenchmarkOptions o, double topKPercent, int tokens)
     {
         const int context = 1024;
         using var cache = backend.AllocateKvCache(new KvCacheShape(1, o.KvHeads, o.HeadDim, context));
         AttentionBenchmark.Fill(backend, cache, 1, context, o, new Random(1));
-        using var q = backend.Upload(new float[o.Heads * o.HeadDim], 1, o.Heads * o.HeadDim);
-        using var output = backend.Allocate(1, o.Heads * o.HeadDim);
-        using var plan = backend.AllocatePlan(1, o.KvHeads, TopKBudget.For(context, topKPercent));
-        var args = new AttentionArgs(0, 1, context - 1, o.Heads, o.KvHeads, o.HeadDim, 1f / MathF.Sqrt(o.HeadDim));
+        using var q = backend.Upload(new float[tokens * o.Heads * o.HeadDim], tokens, o.Heads * o.HeadDim);
+        using var output = backend.Allocate(tokens, o.Heads * o.HeadDim);
+        using var plan = backend.AllocatePlan(KeyPlan.UnitsFor(tokens), o.KvHeads, TopKBudget.For(context, topKPercent));
+        var args = new AttentionArgs(0, tokens, context - tokens, o.Heads, o.KvHeads, o.HeadDim, 1f / MathF.Sqrt(o.HeadDim));
         var anchor = new SelectionArgs(topKPercent, ScorePooling.PostSoftmax, PoolAllHeads: false, DenseOutput: true);
         backend.AnchorAttention(args, anchor, q, cache, plan, output);
         backend.AnchorAttention(args, anchor with { DenseOutput = false }, q, cache, plan, output);

@@ -36,7 +36,7 @@ public static class KascadePrefillBenchmark
         using var timer = backend.CreateTimer(o.Flush);
         var rng = new Random(3);
         int runs = Math.Max(3, o.Runs / 5);
-        LoadKernels(backend, o, topKPercent);
+        KascadeAttentionBenchmark.LoadKernels(backend, o, topKPercent, tokens: 256);
         foreach (int context in o.Contexts)
         {
             using var cache = backend.AllocateKvCache(new KvCacheShape(1, o.KvHeads, o.HeadDim, context));
@@ -75,25 +75,6 @@ public static class KascadePrefillBenchmark
             onContext?.Invoke(context);
         }
         return rows;
-    }
-
-    /// <summary>
-    /// A layer 0, an anchor and a reuse layer over a short prompt, untimed: the prefill kernels' modules are loaded (their
-    /// code's device memory taken) before the first context's memory is measured.
-    /// </summary>
-    private static void LoadKernels(CudaBackend backend, AttentionBenchmarkOptions o, double topKPercent)
-    {
-        const int tokens = 256;
-        using var cache = backend.AllocateKvCache(new KvCacheShape(1, o.KvHeads, o.HeadDim, tokens));
-        AttentionBenchmark.Fill(backend, cache, 1, tokens, o, new Random(1));
-        using var q = backend.Upload(new float[tokens * o.Heads * o.HeadDim], tokens, o.Heads * o.HeadDim);
-        using var output = backend.Allocate(tokens, o.Heads * o.HeadDim);
-        using var plan = backend.AllocatePlan(KeyPlan.UnitsFor(tokens), o.KvHeads, TopKBudget.For(tokens, topKPercent));
-        var args = new AttentionArgs(0, tokens, 0, o.Heads, o.KvHeads, o.HeadDim, 1f / MathF.Sqrt(o.HeadDim));
-        var anchor = new SelectionArgs(topKPercent, ScorePooling.PostSoftmax, PoolAllHeads: false, DenseOutput: true);
-        backend.AnchorAttention(args, anchor, q, cache, plan, output);
-        backend.AnchorAttention(args, anchor with { DenseOutput = false }, q, cache, plan, output);
-        backend.SparseAttention(args, plan, Enumerable.Range(0, o.KvHeads).ToArray(), q, cache, output);
     }
 
     public static string ToMarkdown(CudaBackend backend, AttentionBenchmarkOptions o, double topKPercent, IReadOnlyList<KascadePrefillRow> rows)
