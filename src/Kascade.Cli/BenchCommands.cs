@@ -202,9 +202,7 @@ public static partial class CliApp
             var fastCuda = candidate is Kascade.Cuda.CudaBackend { FastSelection: true } c ? c : null;
             if (fastCuda is not null)
             {
-                fastCuda.FastSelection = false;
-                results.AddRange(BackendParity.RunSelection(reference, candidate, r => Print(r with { Op = $"exact {r.Op}" })).Select(r => r with { Op = $"exact {r.Op}" }));
-                fastCuda.FastSelection = true;
+                results.AddRange(fastCuda.WithExactKernels(() => BackendParity.RunSelection(reference, candidate, r => Print(r with { Op = $"exact {r.Op}" })).Select(r => r with { Op = $"exact {r.Op}" }).ToList()));
             }
             if (candidate is Kascade.Cuda.CudaBackend cuda)
             {
@@ -226,13 +224,12 @@ public static partial class CliApp
                 }
                 if (fastCuda is not null)
                 {
-                    fastCuda.FastSelection = false;
-                    foreach (var r in MethodParity.Run(onReference, dir).Select(r => r with { Op = $"exact {r.Op}" }))
+                    // Printed as each method finishes, as above.
+                    results.AddRange(fastCuda.WithExactKernels(() => MethodParity.Run(onReference, dir).Select(r => r with { Op = $"exact {r.Op}" }).Select(r =>
                     {
                         Print(r);
-                        results.Add(r);
-                    }
-                    fastCuda.FastSelection = true;
+                        return r;
+                    }).ToList()));
                 }
             }
             int failures = results.Count(r => !r.Passed);

@@ -74,17 +74,7 @@ public static class KascadeAttentionBenchmark
             // The same reuse layer on the exact CUDA-core kernel, and how far its output is from the fast one's.
             var fastOut = new float[o.Heads * o.HeadDim];
             backend.Read(output, fastOut);
-            bool fast = backend.FastSelection;
-            double reuseExact;
-            try
-            {
-                backend.FastSelection = false;
-                reuseExact = Time(() => backend.SparseAttention(args, plan, identity, q, cache, output));
-            }
-            finally
-            {
-                backend.FastSelection = fast;
-            }
+            double reuseExact = backend.WithExactKernels(() => Time(() => backend.SparseAttention(args, plan, identity, q, cache, output)));
             var exactOut = new float[o.Heads * o.HeadDim];
             backend.Read(output, exactOut);
             double difference = fastOut.Zip(exactOut).Max(p => Math.Abs(p.First - p.Second));

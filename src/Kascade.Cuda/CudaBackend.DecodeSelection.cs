@@ -26,6 +26,21 @@ public sealed unsafe partial class CudaBackend
     /// 2659, bench/results/kascade-h100.md); <c>KASCADE_FAST_SELECTION=0</c> turns it off for a process.
     /// </summary>
     public bool FastSelection { get; set; } = Environment.GetEnvironmentVariable("KASCADE_FAST_SELECTION") != "0";
+
+    /// <summary>The result of <paramref name="run"/> on the exact kernels (<see cref="FastSelection"/> off), the setting restored after, also when it throws.</summary>
+    public T WithExactKernels<T>(Func<T> run)
+    {
+        bool fast = FastSelection;
+        FastSelection = false;
+        try
+        {
+            return run();
+        }
+        finally
+        {
+            FastSelection = fast;
+        }
+    }
     private DeviceMemory? _decodeRaw;
 
     /// <summary>
