@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 16 §3 and §5, the accuracy side of the frontier on the embedded model, on the GPU: `kascade eval` of Kascade with
-# every anchor count of docs/results/frontier/schedules (K = 3, 5, 8, 12, 16, 20, 24 of 24 layers, written by one
+# every anchor count of docs/results/frontier/schedules (K = 2–8, 12, 16, 20, 24 of 24 layers, written by one
 # `kascade calibrate … --write-counts`) at Top-k 10% and 20%, the oracle and each baseline at the same two budgets,
 # and dense: pass key, single needle and multikey at 2k/4k/8k, 20 prompts per cell, and perplexity at 8k with the
 # windows of the recorded dense perplexity. One results directory per configuration under $FRONTIER (default
@@ -8,7 +8,7 @@
 # resumes from its directory, so the script can be run again until all are done (e.g. over two 10-minute calls).
 # Then: kascade frontier --model models/kascade-instrument-21m --evals .frontier --speeds .frontier/speed --out docs/results/frontier
 # Usage: [END=EPOCH_SECONDS] [JOBS=6] bench/frontier/run-evals.sh [KASCADE_BINARY]   (from the repository root)
-# KNEE=K adds anchor refresh R = 4, 16, 64 for the K-anchor schedule at 10% (issue 16 §4).
+# KNEE="K …" adds anchor refresh R = 4, 16, 64 for each K-anchor schedule at 10% (issue 16 §4).
 # DEVICE, TASKS, LENGTHS, SAMPLES and PERPLEXITY_LENGTHS override the recorded settings (a quick check on the CPU:
 # DEVICE=cpu TASKS=passkey LENGTHS=600 SAMPLES=1 PERPLEXITY_LENGTHS=600).
 set -u
@@ -21,15 +21,15 @@ COMMON="--device ${DEVICE:-cuda} --model models/kascade-instrument-21m --tasks $
 {
   echo "dense dense"
   for p in 10 20; do
-    for k in 3 5 8 12 16 20 24; do echo "kascade-k$k-p$p kascade --schedule $SCHEDULES/instrument.k$k.json --topk-percent $p"; done
+    for k in 2 3 4 5 6 7 8 12 16 20 24; do echo "kascade-k$k-p$p kascade --schedule $SCHEDULES/instrument.k$k.json --topk-percent $p"; done
     for m in oracle-topk quest omnikv lessismore sparcas; do echo "$m-p$p $m --topk-percent $p"; done
   done
   # streamingllm's budget is its window.
   for w in 10 20 30; do echo "streamingllm-w$w streamingllm --baseline streaming-window-percent=$w"; done
-  # Issue 16 §4: anchor refresh R at the frontier's knee (KNEE = an anchor count of the schedules, once it is known).
-  if [ -n "${KNEE:-}" ]; then
-    for r in 4 16 64; do echo "kascade-k$KNEE-p10-r$r kascade --schedule $SCHEDULES/instrument.k$KNEE.json --topk-percent 10 --anchor-refresh $r"; done
-  fi
+  # Issue 16 §4: anchor refresh R at the frontier's knee (KNEE = anchor counts of the schedules, once it is known).
+  for k in ${KNEE:-}; do
+    for r in 4 16 64; do echo "kascade-k$k-p10-r$r kascade --schedule $SCHEDULES/instrument.k$k.json --topk-percent 10 --anchor-refresh $r"; done
+  done
 } | xargs -P "${JOBS:-6}" -L 1 bash -c '
   name=$0
   left=$(( END - $(date +%s) ))

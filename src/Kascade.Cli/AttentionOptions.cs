@@ -17,14 +17,20 @@ internal sealed class AttentionOptions
     private readonly Option<string> _pooling = new("--pooling") { Description = "Anchor score pooling: post (post-softmax, the paper) or pre (raw scores)", DefaultValueFactory = _ => "post" };
     private readonly Option<string> _budgetRule = new("--budget-rule") { Description = "How anchors size their Top-k: rounded (ours: k rounded up to 128) or reference (the official PyTorch code's k − 32 and rolling per-tile count; docs/kascade.md)", DefaultValueFactory = _ => "rounded" };
     private readonly Option<int> _refresh = new Option<int>("--anchor-refresh") { Description = "Kascade decode: anchors select on every R-th step and keep their selection (plus the keys appended since) in between; 1 selects every step (the paper)", DefaultValueFactory = _ => 1 }.AtLeast(1);
-    private readonly Option<string[]> _baseline = new("--baseline") { Description = $"A baseline setting NAME=VALUE, repeatable ({string.Join(", ", BaselineOptions.SettingNames)}); defaults from DESIGN §4" };
+    private readonly Option<string[]> _baseline = BaselineOption();
 
     private AttentionOptions()
     {
         _method.AcceptOnlyFromAmong([.. AttentionMethods.All.Select(m => m.Name)]);
         _pooling.AcceptOnlyFromAmong("post", "pre");
         _budgetRule.AcceptOnlyFromAmong("rounded", "reference");
-        _baseline.Validators.Add(result =>
+    }
+
+    /// <summary><c>--baseline NAME=VALUE</c>, repeatable, each setting checked as it parses; <see cref="Baselines"/> applies them.</summary>
+    public static Option<string[]> BaselineOption()
+    {
+        var option = new Option<string[]>("--baseline") { Description = $"A baseline setting NAME=VALUE, repeatable ({string.Join(", ", BaselineOptions.SettingNames)}); defaults from DESIGN §4" };
+        option.Validators.Add(result =>
         {
             foreach (var token in result.Tokens)
             {
@@ -39,7 +45,12 @@ internal sealed class AttentionOptions
                 }
             }
         });
+        return option;
     }
+
+    /// <summary>The baseline settings of <paramref name="option"/> (<see cref="BaselineOption"/>) over the defaults.</summary>
+    public static BaselineOptions Baselines(ParseResult parse, Option<string[]> option) =>
+        (parse.GetValue(option) ?? []).Aggregate(BaselineOptions.Default, (o, a) => o.With(a));
 
     /// <summary>Checks a comma-separated list of method names (eval's <c>--attention</c>).</summary>
     public static Option<string> MethodList(Option<string> option)
@@ -87,7 +98,7 @@ internal sealed class AttentionOptions
     /// <summary>The policy named <paramref name="name"/> with this command's schedule, budget, pooling and baseline settings.</summary>
     public AttentionPolicy Policy(ParseResult parse, ModelDirectory dir, string name)
     {
-        var baselines = (parse.GetValue(_baseline) ?? []).Aggregate(BaselineOptions.Default, (o, a) => o.With(a));
+        var baselines = Baselines(parse, _baseline);
         var layers = AttentionMethods.Find(name).Method switch
         {
             AttentionMethod.OmniKv => baselines.OmniKvFilterLayers,

@@ -10,7 +10,7 @@ namespace Kascade.Cli;
 public static partial class CliApp
 {
     private static Command BenchCommand(TextWriter stdout, TextWriter stderr) =>
-        new("bench", "Benchmarks.") { BenchGenerateCommand(stdout, stderr), BenchAttentionCommand(stdout, stderr) };
+        new("bench", "Benchmarks.") { BenchGenerateCommand(stdout, stderr), BenchAttentionCommand(stdout, stderr), BenchMethodsCommand(stdout, stderr) };
 
     /// <summary>Anchors of the spread schedule a random-weight model's Kascade runs use by default: the paper's 5 of 32 layers.</summary>
     private const int SpreadAnchors = 5;
@@ -26,10 +26,10 @@ public static partial class CliApp
         var device = DeviceOption("cpu");
         var graphs = new Option<bool>("--cuda-graphs") { Description = "On CUDA, replay each decode step as a recorded graph (false: launch every kernel from the host, for comparison)", DefaultValueFactory = _ => true };
         var methods = AttentionOptions.MethodList(new Option<string>("--attention") { Description = $"Attention methods timed one after another, comma-separated ({AttentionOptions.Names}); with --random-config the Kascade methods use --anchors anchors spread over the layers (random weights have nothing to calibrate)", DefaultValueFactory = _ => "dense" });
-        var anchors = new Option<int>("--anchors") { Description = $"With --random-config: the Kascade methods' anchor layers, layer 0 included, spread over the layers (default {SpreadAnchors}, the paper's mix of 32 layers); the speed side of an accuracy-speed frontier", DefaultValueFactory = _ => SpreadAnchors }.AtLeast(1);
+        var anchors = new Option<int>("--anchors") { Description = $"With --random-config: the Kascade methods' anchor layers, layer 0 included, spread over the layers (default {SpreadAnchors}, the paper's mix of 32 layers)", DefaultValueFactory = _ => SpreadAnchors }.AtLeast(1);
         var percent = new Option<double>("--topk-percent") { Description = "Top-k budget of the sparse methods in percent of the keys (with --model, the Kascade methods take the schedule's unless given)", DefaultValueFactory = _ => 10 }.Must(p => p is > 0 and <= 100, "a percent in (0, 100]");
         var refresh = new Option<int>("--anchor-refresh") { Description = "The Kascade methods' anchors select on every R-th decode step and keep their selection in between (1: every step, the paper)", DefaultValueFactory = _ => 1 }.AtLeast(1);
-        var json = new Option<string>("--json") { Description = "Also write the rows as JSON to this file (what kascade frontier reads)" }.WritableFile();
+        var json = new Option<string>("--json") { Description = "Also write the rows as JSON to this file" }.WritableFile();
         var generate = new Command("generate", "Time prefill and decode of the whole model at several context lengths (random prompt tokens, greedy).")
         {
             model, random, contexts, decode, threads, chunk, device, graphs, methods, percent, anchors, refresh, json,
@@ -100,6 +100,65 @@ public static partial class CliApp
             }
         });
         return generate;
+    }
+
+    private static Command BenchMethodsCommand(TextWriter stdout, TextWriter stderr)
+    {
+        var config = new Option<string>("--config") { Description = $"The model shape: a preset ({string.Join(", ", ShapePresets.Names)}), a config.json or a model directory (no weights are read)", DefaultValueFactory = _ => "llama-3.1-8b" };
+        var contexts = OptionRules.Lengths("--contexts", "Context lengths, e.g. 32k,128k", [32768, 131072]);
+        var device = DeviceOption("cuda");
+        var threads = ThreadsOption();
+        var methods = AttentionOptions.MethodList(new Option<string>("--attention") { Description = $"Attention methods, comma-separated ({AttentionOptions.Names}); dense is always timed first", DefaultValueFactory = _ => "dense,kascade" });
+        var percents = OptionRules.Percents("--topk-percent", "Top-k budgets of the sparse methods in percent of the keys, comma-separated (each sparse method is timed at each)", [10]);
+        var anchors = OptionRules.Counts("--anchors", $"The Kascade methods' anchor counts, layer 0 included, each spread over the layers, comma-separated (default {SpreadAnchors}: the paper's mix of 32 layers)");
+        var refresh = OptionRules.Counts("--anchor-refresh", "The Kascade methods' anchor refresh R, comma-separated: anchors select on every R-th decode step (default 1, the paper)");
+        var baseline = AttentionOptions.BaselineOption();
+        var runs = new Option<int>("--runs") { Description = "Timed cycles per method and context (median reported)", DefaultValueFactory = _ => 20 }.AtLeast(1);
+        var json = new Option<string>("--json") { Description = "Also write the rows as JSON to this file (what kascade frontier reads)" }.WritableFile();
+        var command = new Command("methods", "Time each attention method's decode-step attention over every layer of a model shape (batch 1, random cache) beside dense in the same run: the per-layer cost of its mix of dense, selecting and reusing layers.")
+        {
+            config, contexts, device, threads, methods, percents, anchors, refresh, baseline, runs, json,
+        };
+        command.SetAction(parse =>
+        {
+            var shape = ShapePresets.Load(parse.GetValue(config)!);
+            // An option left out parses to no values (Counts has no default): the defaults apply.
+            int[] anchorCounts = parse.GetValue(anchors) is { Length: > 0 } asked ? asked : [Math.Min(SpreadAnchors, shape.Layers)];
+            int[] refreshes = parse.GetValue(refresh) is { Length: > 0 } r ? r : [1];
+            if (anchorCounts.FirstOrDefault(a => a > shape.Layers) is > 0 and var tooMany)
+            {
+                throw new KascadeException($"--anchors {tooMany}: the model has {shape.Layers} layers");
+            }
+            var baselines = AttentionOptions.Baselines(parse, baseline);
+            var names = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Prepend("dense").Distinct();
+            var policies = names.SelectMany(name =>
+            {
+                var info = AttentionMethods.Find(name);
+                if (info.Method == AttentionMethod.Dense)
+                {
+                    return [AttentionPolicy.Dense];
+                }
+                // streamingllm's budget is its window, not a Top-k percent.
+                var budgets = info.Method == AttentionMethod.StreamingLlm ? [10.0] : parse.GetValue(percents)!;
+                var policies = budgets.Select(p => new AttentionPolicy(info.Method, null, p) { Baselines = baselines });
+                return !info.NeedsSchedule ? policies : policies.SelectMany(p =>
+                    anchorCounts.SelectMany(a => refreshes.Select(r => p with { Schedule = KascadeSchedule.Spread(shape, a, p.TopKPercent), AnchorRefresh = r })));
+            }).ToList();
+            using var backend = Backends.Create(parse.GetValue(device)!, parse.GetValue(threads));
+            var options = new MethodBenchmarkOptions(shape, parse.GetValue(config)!, parse.GetValue(contexts)!, policies, parse.GetValue(runs));
+            IReadOnlyList<MethodBenchmarkRow> rows = [];
+            WithProgress(stderr, progress =>
+            {
+                var tasks = options.Contexts.Distinct().ToDictionary(l => l, l => progress.AddTask($"context {l}", maxValue: policies.Count));
+                rows = MethodBenchmark.Run(backend, options, (context, done) => tasks[context].Value = done);
+            });
+            stdout.Write(MethodBenchmark.ToMarkdown(backend, options, rows));
+            if (parse.GetValue(json) is { } path)
+            {
+                File.WriteAllText(path, MethodBenchmark.ToJson(backend, options, rows));
+            }
+        });
+        return command;
     }
 
     private static Command BenchAttentionCommand(TextWriter stdout, TextWriter stderr)

@@ -6,15 +6,15 @@ namespace Kascade.Cli;
 
 public static partial class CliApp
 {
-    /// <summary><c>kascade frontier</c>: issue 16 §3's accuracy–speed table and plot from eval directories and bench generate JSON files.</summary>
+    /// <summary><c>kascade frontier</c>: issue 16 §3's accuracy–speed table and plot from eval directories and bench methods JSON files.</summary>
     private static Command FrontierCommand(TextWriter stdout, TextWriter stderr)
     {
         var model = ModelOption();
         var evals = new Option<string>("--evals") { Description = "Directory of kascade eval result directories, one per method and setting (bench/frontier/run-evals.sh)", Required = true };
-        var speeds = new Option<string>("--speeds") { Description = "Directory of bench generate --json files (bench/frontier/run-speed.sh)", Required = true };
-        var context = OptionRules.Lengths("--context", "The context whose decode speedup the summary and the plot use", [131072]);
+        var speeds = new Option<string>("--speeds") { Description = "Directory of bench methods --json files (bench/frontier/run-speed.sh)", Required = true };
+        var context = OptionRules.Lengths("--context", "The context whose decode attention speedup the summary and the plot use", [131072]);
         var output = new Option<string>("--out") { Description = "Directory for frontier.md and frontier.png", Required = true }.WritableDirectory();
-        var command = new Command("frontier", "Kascade's accuracy-speed frontier: every method and setting's scores (kascade eval) against its decode speedup over dense (bench generate), a table and a plot.")
+        var command = new Command("frontier", "Kascade's accuracy-speed frontier: every method and setting's scores (kascade eval) against its decode attention speedup over dense (bench methods), a table and a plot.")
         {
             model, evals, speeds, context, output,
         };

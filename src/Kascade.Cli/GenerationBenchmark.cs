@@ -90,7 +90,7 @@ public static class GenerationBenchmark
 
     /// <summary>
     /// The rows as JSON (<c>bench generate --json</c>): the model's layers and, per row, the method, its Top-k percent and
-    /// anchor count, the context and both speeds — what <c>kascade frontier</c> reads.
+    /// anchor count, the context and both speeds.
     /// </summary>
     public static string ToJson(string label, LlamaModel model, IReadOnlyList<GenerationBenchmarkRow> rows)
     {

@@ -147,6 +147,16 @@ internal static class OptionRules
             int.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v > 0 ? v : (int?)null, "a positive integer"),
     };
 
+    /// <summary>Comma-separated percents in (0, 100] (Top-k budgets).</summary>
+    public static Option<double[]> Percents(string name, string description, double[] defaults) => new(name)
+    {
+        Description = description,
+        Arity = ArgumentArity.ExactlyOne,
+        DefaultValueFactory = _ => defaults,
+        CustomParser = result => Items<double>(result, name, t =>
+            double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && v is > 0 and <= 100 ? v : null, "a percent in (0, 100]") ?? [],
+    };
+
     private static int[] ParseLengths(ArgumentResult result, string name) =>
         Items<int>(result, name, ParseLength, "a context length such as 4096 or 4k (at most 2097151k)") ?? [];
 

@@ -29,7 +29,20 @@ public sealed class CudaKeyPlan : KeyPlan
     internal DeviceMemory Counts { get; }
 
     /// <summary>The chunk the plan was last written for, as issued (a reuse layer must read its own chunk's plan).</summary>
-    internal (int Start, int Tokens) Chunk { get; set; } = (-1, 0);
+    internal (int Start, int Tokens) Chunk { get; private set; } = (-1, 0);
+
+    /// <summary>
+    /// Whether <see cref="Chunk"/> was issued inside a recorded step: replays of it write the plan for later positions
+    /// the host does not see, so the plan may serve a later decode step than <see cref="Chunk"/> says.
+    /// </summary>
+    internal bool Recorded { get; private set; }
+
+    /// <summary>Notes the chunk an op just issued the plan for, and whether it was recorded.</summary>
+    internal void Serve(AttentionArgs args, int tokens, bool recording)
+    {
+        Chunk = (args.StartPosition, tokens);
+        Recorded = recording;
+    }
 
     public override void Dispose()
     {
@@ -127,10 +140,10 @@ public sealed unsafe partial class CudaBackend
     public void ExtendPlan(AttentionArgs args, KeyPlan plan)
     {
         var p = (CudaKeyPlan)plan;
-        KeyPlan.CheckExtend(args, p.Chunk);
+        KeyPlan.CheckExtend(args, p.Chunk, p.Recorded);
         Launch(SelectionModule(args.HeadDim), "extend_plan", (uint)((p.Selectors + 127) / 128), 128, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, p.Selectors,
             args.StartPosition, StartOnDevice(args.Step));
-        p.Chunk = (args.StartPosition, 1);
+        p.Serve(args, 1, _recording is not null);
     }
 
     public void PooledTileScores(AttentionArgs args, ScorePooling pooling, int pools, DeviceTensor q, KvCache cache, DeviceTensor scores)
@@ -180,7 +193,7 @@ public sealed unsafe partial class CudaBackend
             Tokens = args.Tokens, Start = args.StartPosition, Mode = 0, Rule = selection.Rule == BudgetRule.Reference ? 1 : 0, PageSize = 1,
         };
         LaunchTopK(args.HeadDim, parameters, units * selectors, extent);
-        p.Chunk = (args.StartPosition, args.Tokens);
+        p.Serve(args, args.Tokens, _recording is not null);
         if (selection.DenseOutput)
         {
             if (!denseDone)

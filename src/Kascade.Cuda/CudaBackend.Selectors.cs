@@ -132,7 +132,7 @@ public sealed unsafe partial class CudaBackend
             default:
                 throw new ArgumentOutOfRangeException(nameof(state), s.Selector, "not a key selector the GPU runs");
         }
-        p.Chunk = (args.StartPosition, args.Tokens);
+        p.Serve(args, args.Tokens, _recording is not null);
     }
 
     /// <summary><c>union_sets</c>'s block (UNION_THREADS).</summary>

@@ -8,10 +8,10 @@ namespace Kascade.Evaluation;
 
 /// <summary>
 /// One point of an accuracy–speed frontier: one method at one setting, its scores (percent) per (task, length) cell and
-/// its decode speedup over dense per context. <paramref name="Anchors"/>: a Kascade method's anchor count on the
+/// its decode attention speedup over dense per context (a layer's average cost, dense's over its). <paramref name="Anchors"/>: a Kascade method's anchor count on the
 /// evaluated model; <paramref name="Window"/>: streamingllm's window percent; <paramref name="Refresh"/>: a Kascade
 /// method's anchor refresh (1: every decode step); <paramref name="ReferenceBudget"/>: sized by the official code's
-/// budget rule (not timed: bench generate sizes by ours). A missing speed was not timed.
+/// budget rule (not timed: bench methods sizes by ours). A missing speed was not timed.
 /// </summary>
 public sealed record FrontierPoint(string Method, double TopKPercent, int? Anchors, double? Window, IReadOnlyDictionary<(string Task, int Length), double> Scores,
     double? Perplexity, IReadOnlyDictionary<int, double> Speedup, int Refresh = 1, bool ReferenceBudget = false)
@@ -21,9 +21,12 @@ public sealed record FrontierPoint(string Method, double TopKPercent, int? Ancho
     {
         "dense" => "",
         _ when Anchors is { } k => string.Create(CultureInfo.InvariantCulture, $"K = {k}, {TopKPercent}%{(Refresh > 1 ? $", refresh {Refresh}" : "")}{(ReferenceBudget ? ", reference budget" : "")}"),
-        "streamingllm" => string.Create(CultureInfo.InvariantCulture, $"window {Window ?? 30}%"),
+        "streamingllm" => string.Create(CultureInfo.InvariantCulture, $"window {WindowPercent}%"),
         _ => string.Create(CultureInfo.InvariantCulture, $"{TopKPercent}%"),
     };
+
+    /// <summary>streamingllm's window in percent of the keys (its default where the eval did not name one).</summary>
+    public double WindowPercent => Window ?? BaselineOptions.Default.StreamingWindowPercent;
 
     /// <summary>The mean score over every cell.</summary>
     public double MeanScore => Scores.Count == 0 ? double.NaN : Scores.Values.Average();
@@ -31,21 +34,23 @@ public sealed record FrontierPoint(string Method, double TopKPercent, int? Ancho
 
 /// <summary>
 /// Issue 16 §3's accuracy–speed frontier from <c>kascade eval</c> result directories (accuracy and perplexity of each
-/// method and setting, <c>bench/frontier/run-evals.sh</c>) and <c>bench generate --json</c> files (decode speed at the
-/// paper's shapes beside dense in the same run, <c>bench/frontier/run-speed.sh</c>). A Kascade point's speed is the
-/// speed of its anchor count scaled to the timed model's layers (K of N layers → round(K · L / N) of L); the Kascade
-/// variants take kascade's (the same kernels); streamingllm's speed is its default window's; the oracle is not timed.
+/// method and setting, <c>bench/frontier/run-evals.sh</c>) and <c>bench methods --json</c> files (each method's decode
+/// attention over every layer at the paper's shapes beside dense in the same run, <c>bench/frontier/run-speed.sh</c>):
+/// a point's speedup is dense's per-layer cost over its own, issue 16 §3's "kernels' measured per-layer cost with the
+/// schedule's mix of dense, anchor and reuse layers". A Kascade point takes the timing of its method at its anchor
+/// count scaled to the timed model's layers (K of N layers → round(K · L / N) of L, spread over them), Top-k and
+/// refresh; streamingllm the timing of its window; the others that of their Top-k.
 /// </summary>
 public static class Frontier
 {
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
-    /// <summary>A cell dense "passes": the rule of "within 1 point of dense on every task dense passes".</summary>
+    /// <summary>A task's mean score (over its lengths) at which a method "passes" it: the rule of "within 1 point of dense on every task dense passes".</summary>
     public const double PassingScore = 90;
 
     /// <summary>
     /// The points of every eval directory directly under <paramref name="evals"/> (each holding results.json and run.json)
-    /// for a model of <paramref name="modelLayers"/> layers, timed by the <c>bench generate --json</c> files in
+    /// for a model of <paramref name="modelLayers"/> layers, timed by the <c>bench methods --json</c> files in
     /// <paramref name="speeds"/>.
     /// </summary>
     public static IReadOnlyList<FrontierPoint> Load(string evals, string speeds, int modelLayers)
@@ -56,7 +61,7 @@ public static class Frontier
         }
         if (!Directory.Exists(speeds))
         {
-            throw new KascadeException($"speed directory (bench generate --json files) not found: {speeds}");
+            throw new KascadeException($"speed directory (bench methods --json files) not found: {speeds}");
         }
         var timings = Directory.GetFiles(speeds, "*.json").Select(ReadSpeeds).ToList();
         var points = new List<FrontierPoint>();
@@ -112,7 +117,8 @@ public static class Frontier
     private static double? Number(string text, string pattern) =>
         Regex.Match(text, pattern) is { Success: true } m ? double.Parse(m.Groups[1].Value, Inv) : null;
 
-    private sealed record Timing(string Method, double TopKPercent, int? Anchors, int Refresh, int Context, double TokensPerSecond);
+    /// <param name="LayerMilliseconds">One decode step's attention over every layer, per layer.</param>
+    private sealed record Timing(string Method, double TopKPercent, int? Anchors, int Refresh, double? WindowPercent, int Context, double LayerMilliseconds);
 
     private sealed record SpeedFile(int Layers, IReadOnlyList<Timing> Rows);
 
@@ -122,16 +128,16 @@ public static class Frontier
         {
             var root = JsonNode.Parse(File.ReadAllText(path))!;
             return new SpeedFile(root["layers"]!.GetValue<int>(), [.. root["rows"]!.AsArray().Select(r => new Timing(
-                r!["method"]!.GetValue<string>(), r["topk_percent"]!.GetValue<double>(), r["anchors"]?.GetValue<int>(), r["anchor_refresh"]?.GetValue<int>() ?? 1, r["context"]!.GetValue<int>(),
-                r["decode_tokens_per_second"]!.GetValue<double>()))]);
+                r!["method"]!.GetValue<string>(), r["topk_percent"]!.GetValue<double>(), r["anchors"]?.GetValue<int>(), r["anchor_refresh"]?.GetValue<int>() ?? 1,
+                r["window_percent"]?.GetValue<double>(), r["context"]!.GetValue<int>(), r["layer_ms"]!.GetValue<double>()))]);
         }
         catch (Exception e) when (e is System.Text.Json.JsonException or NullReferenceException or InvalidOperationException or FormatException)
         {
-            throw new KascadeException($"{path} is not a bench generate --json file: {e.Message}");
+            throw new KascadeException($"{path} is not a bench methods --json file: {e.Message}");
         }
     }
 
-    /// <summary>Decode speedup over dense (same file) per context for the timing that matches the point; none where none does.</summary>
+    /// <summary>Decode attention speedup over dense (same file) per context for the timing that matches the point; none where none does.</summary>
     private static Dictionary<int, double> SpeedupOf(FrontierPoint point, IReadOnlyList<SpeedFile> files, int modelLayers)
     {
         var speedup = new Dictionary<int, double>();
@@ -144,47 +150,56 @@ public static class Frontier
             return speedup;
         }
         bool kascade = point.Anchors is not null;
-        if (point.Method == "oracle-topk" || (point.Method == "streamingllm" && point.Window is not (null or 30)))
-        {
-            return speedup;
-        }
         foreach (var file in files)
         {
             int? scaled = point.Anchors is { } k ? (int)Math.Round((double)k * file.Layers / modelLayers, MidpointRounding.AwayFromZero) : null;
             foreach (var row in file.Rows)
             {
-                bool match = kascade
-                    ? row.Method == "kascade" && row.Anchors == scaled && row.TopKPercent == point.TopKPercent && row.Refresh == point.Refresh
-                    : row.Method == point.Method && (point.Method == "streamingllm" || row.TopKPercent == point.TopKPercent);
+                bool match = row.Method == point.Method && (kascade
+                    ? row.Anchors == scaled && row.TopKPercent == point.TopKPercent && row.Refresh == point.Refresh
+                    : point.Method == "streamingllm" ? row.WindowPercent == point.WindowPercent : row.TopKPercent == point.TopKPercent);
                 if (match && file.Rows.FirstOrDefault(d => d.Method == "dense" && d.Context == row.Context) is { } dense)
                 {
-                    speedup[row.Context] = row.TokensPerSecond / dense.TokensPerSecond;
+                    speedup[row.Context] = dense.LayerMilliseconds / row.LayerMilliseconds;
                 }
             }
         }
         return speedup;
     }
 
+    /// <summary>A point's mean score per task, over the task's lengths.</summary>
+    public static IReadOnlyDictionary<string, double> TaskScores(FrontierPoint point) =>
+        point.Scores.GroupBy(c => c.Key.Task).ToDictionary(g => g.Key, g => g.Average(c => c.Value));
+
     /// <summary>
-    /// The fewest-anchor Kascade point (of <paramref name="method"/>, selecting every decode step) within 1 point of dense on every cell dense passes
-    /// (scores at least <see cref="PassingScore"/>), or null where none is.
+    /// How far <paramref name="candidate"/> falls below <paramref name="reference"/> at most, in points of a task's mean
+    /// score, over the tasks the reference passes (<see cref="PassingScore"/>); a task the candidate lacks counts in
+    /// full. Null when the reference passes none.
     /// </summary>
-    public static FrontierPoint? FewestAnchorsNearDense(IReadOnlyList<FrontierPoint> points, string method = "kascade")
+    public static double? Shortfall(FrontierPoint candidate, FrontierPoint reference)
     {
-        var dense = points.FirstOrDefault(p => p.Method == "dense");
-        if (dense is null)
-        {
-            return null;
-        }
-        var passed = dense.Scores.Where(c => c.Value >= PassingScore).ToList();
+        var passed = TaskScores(reference).Where(t => t.Value >= PassingScore).ToList();
         if (passed.Count == 0)
         {
             return null;
         }
-        return points.Where(p => p.Method == method && p.Anchors is not null && p.Refresh == 1)
-            .Where(p => passed.All(c => p.Scores.TryGetValue(c.Key, out double s) && s >= c.Value - 1))
-            .OrderBy(p => p.Anchors).ThenBy(p => p.TopKPercent).FirstOrDefault();
+        var own = TaskScores(candidate);
+        return passed.Max(t => t.Value - own.GetValueOrDefault(t.Key));
     }
+
+    /// <summary>
+    /// The fewest-anchor point of <paramref name="method"/> (selecting every decode step; at <paramref name="topK"/> percent
+    /// where given) within 1 point of <paramref name="reference"/> on every task the reference passes, or null where none is.
+    /// </summary>
+    public static FrontierPoint? FewestAnchorsNear(IReadOnlyList<FrontierPoint> points, FrontierPoint reference, string method = "kascade", double? topK = null) =>
+        Candidates(points, method, topK).Where(p => Shortfall(p, reference) <= 1).OrderBy(p => p.Anchors).ThenBy(p => p.TopKPercent).FirstOrDefault();
+
+    /// <summary><see cref="FewestAnchorsNear"/> dense (issue 16 §3's rule), or null where there is no dense point or none is near it.</summary>
+    public static FrontierPoint? FewestAnchorsNearDense(IReadOnlyList<FrontierPoint> points, string method = "kascade") =>
+        points.FirstOrDefault(p => p.Method == "dense") is { } dense ? FewestAnchorsNear(points, dense, method) : null;
+
+    private static IEnumerable<FrontierPoint> Candidates(IReadOnlyList<FrontierPoint> points, string method, double? topK) =>
+        points.Where(p => p.Method == method && p.Anchors is not null && p.Refresh == 1 && !p.ReferenceBudget && (topK is null || p.TopKPercent == topK));
 
     /// <summary>The table, the best point at each timed speed and the fewest anchors near dense, in Markdown.</summary>
     public static string ToMarkdown(IReadOnlyList<FrontierPoint> points, int context)
@@ -192,7 +207,7 @@ public static class Frontier
         var tasks = points.SelectMany(p => p.Scores.Keys).Select(k => k.Task).Distinct().ToList();
         var contexts = points.SelectMany(p => p.Speedup.Keys).Distinct().Order().ToList();
         var sb = new StringBuilder();
-        sb.AppendLine(Inv, $"Scores in percent (mean over each task's lengths), perplexity at the eval's longest perplexity length, decode speedup over dense in the same timed run (—: not timed).");
+        sb.AppendLine(Inv, $"Scores in percent (mean over each task's lengths), perplexity at the eval's longest perplexity length, decode attention speedup over dense (per-layer cost in the same timed run; —: not timed).");
         sb.AppendLine();
         sb.Append("| method | setting |");
         foreach (string task in tasks)
@@ -222,23 +237,59 @@ public static class Frontier
             sb.AppendLine();
         }
         sb.AppendLine();
-        sb.AppendLine(Inv, $"Best mean score at or above each timed speed ({Tokens(context)}):");
+        sb.AppendLine(Inv, $"The frontier at {Tokens(context)}: each timed point no other point beats in both speed and mean score, slowest first:");
         sb.AppendLine();
-        var timed = points.Where(p => p.Speedup.ContainsKey(context)).ToList();
-        foreach (double speed in timed.Select(p => p.Speedup[context]).Distinct().Order())
+        foreach (var p in ParetoFront(points, context))
         {
-            var best = timed.Where(p => p.Speedup[context] >= speed - 1e-9).MaxBy(p => p.MeanScore)!;
-            sb.AppendLine(Inv, $"- ≥ {speed:F2}×: {Name(best)} ({best.MeanScore:F1})");
+            sb.AppendLine(Inv, $"- {p.Speedup[context]:F2}×: {Name(p)} (mean {p.MeanScore:F1})");
         }
         sb.AppendLine();
-        var fewest = FewestAnchorsNearDense(points);
-        bool densePasses = points.FirstOrDefault(p => p.Method == "dense")?.Scores.Values.Any(v => v >= PassingScore) == true;
-        sb.AppendLine(!densePasses
-            ? $"Dense scores {PassingScore} or more on no cell (or was not evaluated): no anchor count to recommend by it."
-            : fewest is null
-            ? $"No Kascade point is within 1 point of dense on every cell dense scores {PassingScore} or more on."
-            : string.Create(Inv, $"Fewest anchors within 1 point of dense on every cell dense scores {PassingScore} or more on: K = {fewest.Anchors} at {fewest.TopKPercent}% (decode speedup {(fewest.Speedup.TryGetValue(context, out double f) ? f.ToString("F2", Inv) + "×" : "not timed")} at {Tokens(context)})."));
+        var dense = points.FirstOrDefault(p => p.Method == "dense");
+        if (dense is null || Shortfall(dense, dense) is null)
+        {
+            sb.AppendLine(Inv, $"Dense passes no task (mean score {PassingScore} or more) or was not evaluated: no anchor count to recommend by it.");
+            return sb.ToString();
+        }
+        string passedTasks = string.Join(", ", TaskScores(dense).Where(t => t.Value >= PassingScore).Select(t => t.Key));
+        string Speed(FrontierPoint p) => p.Speedup.TryGetValue(context, out double f) ? f.ToString("F2", Inv) + "× dense" : "not timed";
+        if (FewestAnchorsNearDense(points) is { } fewest)
+        {
+            sb.AppendLine(Inv, $"Fewest anchors within 1 point of dense on every task dense passes ({passedTasks}): **K = {fewest.Anchors} at {fewest.TopKPercent}%** ({Speed(fewest)} at {Tokens(context)}).");
+        }
+        else if (Candidates(points, "kascade", null).MinBy(p => (Shortfall(p, dense)!.Value, p.Anchors ?? 0)) is { } closest)
+        {
+            sb.AppendLine(Inv, $"No Kascade point is within 1 point of dense on every task dense passes ({passedTasks}); the closest with the fewest anchors: K = {closest.Anchors} at {closest.TopKPercent}%, {Shortfall(closest, dense):F1} points below dense at most ({Speed(closest)} at {Tokens(context)}).");
+        }
+        // The anchors' share of the gap apart from the selection's own (pooled tiles, a Top-k): each budget's nearest to Kascade with every layer an anchor.
+        foreach (var budget in Candidates(points, "kascade", null).GroupBy(p => p.TopKPercent).OrderBy(g => g.Key))
+        {
+            var all = budget.MaxBy(p => p.Anchors)!;
+            if (Shortfall(all, all) is not null && FewestAnchorsNear(points, all, "kascade", budget.Key) is { } near)
+            {
+                sb.AppendLine(Inv, $"At {budget.Key}%: fewest anchors within 1 point of Kascade with the most anchors (K = {all.Anchors}, {Math.Max(0, Shortfall(all, dense)!.Value):F1} points below dense at most) on every task it passes: K = {near.Anchors} ({Speed(near)} at {Tokens(context)}).");
+            }
+        }
         return sb.ToString();
+    }
+
+    /// <summary>
+    /// The timed points at <paramref name="context"/> that no other point matches or beats in both speedup and mean score
+    /// (the faster of two equal scores, the first of exact duplicates), slowest first.
+    /// </summary>
+    public static IReadOnlyList<FrontierPoint> ParetoFront(IReadOnlyList<FrontierPoint> points, int context)
+    {
+        var front = new List<FrontierPoint>();
+        double best = double.NegativeInfinity;
+        foreach (var p in points.Where(p => p.Speedup.ContainsKey(context)).OrderByDescending(p => p.Speedup[context]).ThenByDescending(p => p.MeanScore))
+        {
+            if (p.MeanScore > best)
+            {
+                front.Add(p);
+                best = p.MeanScore;
+            }
+        }
+        front.Reverse();
+        return front;
     }
 
     private static string Name(FrontierPoint p) => p.Setting.Length == 0 ? p.Method : $"{p.Method} {p.Setting}";
@@ -246,14 +297,21 @@ public static class Frontier
     /// <summary>A context as the tables write it: 131072 → 128k, 300 → 300.</summary>
     private static string Tokens(int context) => context % 1024 == 0 ? string.Create(Inv, $"{context / 1024}k") : context.ToString(Inv);
 
-    /// <summary>Mean score against decode speedup at <paramref name="context"/>: a point per method × setting, a line per method.</summary>
+    /// <summary>
+    /// Mean score against decode attention speedup at <paramref name="context"/>: a point per method × setting, a line
+    /// per method (per method and budget for the Kascade methods, through their anchor counts; per anchor count for
+    /// their refresh points, through R).
+    /// </summary>
     public static void Plot(IReadOnlyList<FrontierPoint> points, int context, string path)
     {
-        var series = points.Where(p => p.Speedup.ContainsKey(context)).GroupBy(p => p.Method).OrderBy(g => g.Key, StringComparer.Ordinal).Select(method =>
+        static string Line(FrontierPoint p) => p.Anchors is not { } k ? p.Method
+            : p.Refresh > 1 ? string.Create(Inv, $"{p.Method} K = {k}, {p.TopKPercent}%, refresh")
+            : string.Create(Inv, $"{p.Method} {p.TopKPercent}%");
+        var series = points.Where(p => p.Speedup.ContainsKey(context)).GroupBy(Line).OrderBy(g => g.Key, StringComparer.Ordinal).Select(line =>
         {
-            var ordered = method.OrderBy(p => p.Speedup[context]).ToList();
-            return (method.Key, ordered.Select(p => p.Speedup[context]).ToArray(), ordered.Select(p => p.MeanScore).ToArray());
+            var ordered = line.OrderBy(p => p.Speedup[context]).ToList();
+            return (line.Key, ordered.Select(p => p.Speedup[context]).ToArray(), ordered.Select(p => p.MeanScore).ToArray());
         });
-        ScorePlots.Save(ScorePlots.Lines(series, markerSize: 8), $"Accuracy against decode speedup over dense at {Tokens(context)}", "decode speedup over dense (same run)", "mean score (%)", path);
+        ScorePlots.Save(ScorePlots.Lines(series, markerSize: 8), $"Accuracy against decode attention speedup over dense at {Tokens(context)}", "decode attention speedup over dense (per-layer cost, same run)", "mean score (%)", path, legendOutside: true);
     }
 }

@@ -133,7 +133,7 @@ public sealed class InferenceSession : IDisposable
             throw new KascadeException($"the sequence would reach {Position + 1} positions; this session holds {Capacity}");
         }
         _tokens.Add(_lastToken);
-        int variant = _attention.BeginStep(1);
+        int variant = _attention.BeginStep(1, Position);
         if (_observer is not null)
         {
             // The observer reads intermediates on the host as each layer runs: a step that waits for the host cannot be recorded.
@@ -263,7 +263,7 @@ public sealed class InferenceSession : IDisposable
         }
         _b.WriteStep(_step, ids, Position);
         _tokens.AddRange(ids);
-        _attention.BeginStep(n);
+        _attention.BeginStep(n, Position);
         return RunLayers(n);
     }
 

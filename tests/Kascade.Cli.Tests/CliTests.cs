@@ -198,7 +198,7 @@ public class CliTests
         Assert.Contains("(random weights), Kascade: 2 anchors spread over the layers", output);
         Assert.Matches(@"\| dense \| 300 \| 296 \|", output);
         Assert.Matches(@"\| kascade \(refresh 3\) \| 300 \| 296 \|", output);
-        // What kascade frontier reads: each row's method, budget, anchors and refresh beside its speed.
+        // The rows as JSON: each row's method, budget, anchors and refresh beside its speed.
         var rows = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(dir.File("speed.json")))!["rows"]!.AsArray();
         var kascade = rows.Single(r => r!["method"]!.GetValue<string>() == "kascade")!;
         Assert.Equal((10.0, 2, 3), (kascade["topk_percent"]!.GetValue<double>(), kascade["anchors"]!.GetValue<int>(), kascade["anchor_refresh"]!.GetValue<int>()));
@@ -209,6 +209,33 @@ public class CliTests
         var small = Run("bench", "generate", "--random-config", tiny, "--attention", "dense,kascade", "--contexts", "64", "--decode-tokens", "2");
         Assert.True(small.Code == 0, small.Err);
         Assert.Contains($"Kascade: {Math.Min(5, Runtime.Loading.ConfigLoader.Load(tiny).Layers)} anchors spread", small.Out);
+    }
+
+    [Fact]
+    public void Bench_methods_times_every_setting_beside_dense_and_writes_what_frontier_reads()
+    {
+        using var dir = new TempDirectory();
+        var (code, output, err) = Run("bench", "methods", "--config", TestPaths.InstrumentModel, "--device", "cpu", "--contexts", "300", "--runs", "2",
+            "--attention", "kascade,quest,streamingllm", "--topk-percent", "10,20", "--anchors", "2,3", "--anchor-refresh", "1,4",
+            "--baseline", "streaming-window-percent=20", "--json", dir.File("methods.json"));
+        Assert.True(code == 0, err);
+        int layers = Runtime.Loading.ConfigLoader.Load(TestPaths.InstrumentModel).Layers;
+        Assert.Contains($"{layers} layers", output);
+        Assert.Matches(@"\| dense \|  \| 300 \| [0-9.]+ \| [0-9.]+ \| 1\.00× \|", output);
+        Assert.Matches(@"\| kascade \| 3 anchors, 20%, refresh 4 \| 300 \|", output);
+        Assert.Matches(@"\| quest \| 20% \| 300 \|", output);
+        Assert.Matches(@"\| streamingllm \| window 20% \| 300 \|", output);
+        // Dense once, kascade at 2 budgets × 2 anchor counts × 2 refreshes, quest at 2 budgets, streamingllm at its window.
+        var rows = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(dir.File("methods.json")))!["rows"]!.AsArray();
+        Assert.Equal(1 + 8 + 2 + 1, rows.Count);
+        var kept = rows.Single(r => r!["method"]!.GetValue<string>() == "kascade" && r["anchors"]!.GetValue<int>() == 3 && r["anchor_refresh"]!.GetValue<int>() == 4 && r["topk_percent"]!.GetValue<double>() == 20)!;
+        Assert.Equal(kept["step_ms"]!.GetValue<double>() / layers, kept["layer_ms"]!.GetValue<double>(), 12);
+        Assert.Equal(20, rows.Single(r => r!["method"]!.GetValue<string>() == "streamingllm")!["window_percent"]!.GetValue<double>());
+
+        // Without --anchors and --anchor-refresh: the paper's 5 anchors (fewer on a smaller model), every step selecting.
+        var plain = Run("bench", "methods", "--config", TestPaths.InstrumentModel, "--device", "cpu", "--contexts", "300", "--runs", "1");
+        Assert.True(plain.Code == 0, plain.Err);
+        Assert.Contains($"| kascade | {Math.Min(5, layers)} anchors, 10% | 300 |", plain.Out);
     }
 
     [Fact]

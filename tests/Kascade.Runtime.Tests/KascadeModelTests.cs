@@ -71,6 +71,14 @@ public class KascadeModelTests
         using var plan = b.AllocatePlan(1, 2, 8);
         var args = new AttentionArgs(0, 1, 50, 4, 2, 16, 0.25f);
         Assert.Throws<InvalidOperationException>(() => b.ExtendPlan(args, plan));
+        // As issued: only the step right after the one served. Issued in a recorded step, whose replays served later
+        // steps unseen by the host: any later decode step (a re-recording after replays is one).
+        KeyPlan.CheckExtend(args, (49, 1));
+        Assert.Throws<InvalidOperationException>(() => KeyPlan.CheckExtend(args, (48, 1)));
+        KeyPlan.CheckExtend(args, (40, 1), replayed: true);
+        Assert.Throws<InvalidOperationException>(() => KeyPlan.CheckExtend(args, (50, 1), replayed: true));
+        Assert.Throws<InvalidOperationException>(() => KeyPlan.CheckExtend(args, (40, 8), replayed: true));
+        Assert.Throws<InvalidOperationException>(() => KeyPlan.CheckExtend(args with { Tokens = 2 }, (49, 1)));
     }
 
     [Fact]

@@ -22,9 +22,12 @@ internal sealed class KascadeLayers : LayerAttention
     /// <summary>With a refresh above 1: each anchor's decode plan (its budget at full capacity plus room for R − 1 added keys).</summary>
     private readonly Dictionary<int, KeyPlan> _decodePlans = [];
 
-    /// <summary>Decode steps since the last prefill chunk, and whether the current step selects.</summary>
+    /// <summary>One-token steps since the kept plans were last selected afresh, and whether the current step selects.</summary>
     private int _decodeSteps;
     private bool _refresh = true;
+
+    /// <summary>The position right after the last step: the only one a one-token step may extend the kept plans at.</summary>
+    private int _nextPosition = -1;
 
     public KascadeLayers(IBackend backend, AttentionPolicy policy, ModelConfig config, int capacity, int maxChunk)
         : base(backend)
@@ -42,14 +45,24 @@ internal sealed class KascadeLayers : LayerAttention
         }
     }
 
-    /// <summary>Variant 0: a step whose anchors select (prefill, every R-th decode step); 1: a decode step that extends the kept plans.</summary>
-    public override int BeginStep(int tokens)
+    /// <summary>
+    /// Variant 0: a step whose anchors select (a prefill chunk, every R-th one-token step); 1: a one-token step that
+    /// extends the kept plans. Only a step at the position right after the previous one extends them: a session that
+    /// moved elsewhere (a prompt continued after a jump, a cache filled outside its steps) selects first.
+    /// </summary>
+    public override int BeginStep(int tokens, int startPosition)
     {
+        bool continues = startPosition == _nextPosition;
+        _nextPosition = startPosition + tokens;
         if (tokens > 1 || _decodePlans.Count == 0)
         {
             _decodeSteps = 0;
             _refresh = true;
             return 0;
+        }
+        if (!continues)
+        {
+            _decodeSteps = 0;
         }
         _refresh = _decodeSteps++ % _policy.AnchorRefresh == 0;
         return _refresh ? 0 : 1;

@@ -24,11 +24,18 @@ internal abstract class LayerAttention : IDisposable
     };
 
     /// <summary>
-    /// Called before each step's layers, recorded or not, with the step's tokens (1: a decode step). Returns which of the
-    /// policy's decode-step variants the step runs (their ops differ, so each is recorded once): 0 unless the policy's
-    /// decode steps alternate.
+    /// Called before each step's layers, recorded or not, with the step's tokens (1: a decode step, or a prefill chunk
+    /// of one token) and its start position. Returns which of the policy's decode-step variants the step runs (their
+    /// ops differ, so each is recorded once): 0 unless the policy's decode steps alternate.
     /// </summary>
-    public virtual int BeginStep(int tokens) => 0;
+    public virtual int BeginStep(int tokens, int startPosition) => 0;
+
+    /// <summary>
+    /// Brings the layers' state up to date with keys that reached the cache outside this object's steps (positions
+    /// <c>[0, args.Tokens)</c> of every layer; <paramref name="args"/>' layer is ignored), as a prefill of them would
+    /// have left it: selectors that summarise the cache summarise them, and the next decode step selects.
+    /// </summary>
+    public virtual void Resume(AttentionArgs args, KvCache cache) => BeginStep(args.Tokens, 0);
 
     /// <summary>
     /// One layer's attention over the chunk <paramref name="args"/> describes, after its keys and values are in
