@@ -13,7 +13,9 @@ namespace Kascade.Calibration;
 /// <param name="CalibrationTopK">Keys per row in each layer's own pooled Top-k (the small calibration budget).</param>
 /// <param name="TopKPercent">p written into the schedule for inference.</param>
 /// <param name="TargetSimilarity">The similarity every reuse layer must reach when <paramref name="Anchors"/> is null.</param>
-public sealed record CalibrationOptions(int? Anchors = 5, int MaxNewTokens = 32, int CalibrationTopK = 32, double TopKPercent = 10, int PrefillChunk = 512, double TargetSimilarity = 0.9);
+/// <param name="Objective">What the anchor DP maximises (<see cref="AnchorObjective"/>; the paper's by default).</param>
+public sealed record CalibrationOptions(int? Anchors = 5, int MaxNewTokens = 32, int CalibrationTopK = 32, double TopKPercent = 10, int PrefillChunk = 512, double TargetSimilarity = 0.9,
+    AnchorObjective Objective = AnchorObjective.Weighted);
 
 /// <summary>A calibration's outputs: the schedule and the statistics it was chosen from.</summary>
 public sealed record CalibrationResult(KascadeSchedule Schedule, double[][] LayerSimilarity, double[] Importance, double[][][][] HeadSimilarity)
@@ -70,7 +72,7 @@ public static class Calibrator
         var similarity = collector.Similarity();
         var layerSimilarity = HeadMaps.LayerSimilarity(similarity, config.Layers);
         var importance = collector.Importance();
-        var weighted = layerSimilarity.Select((row, a) => row.Select((s, b) => s * importance[b]).ToArray()).ToArray();
+        var weighted = AnchorSelection.Objective(layerSimilarity, importance, options.Objective);
         var choices = AnchorSelection.SolveAll(weighted, layerSimilarity);
         var chosen = (options.Anchors is { } count ? choices[count - 1] : AnchorSelection.Auto(choices, options.TargetSimilarity)).Anchors;
         var headMap = HeadMaps.Build(similarity, chosen, config.Layers, config.KvHeads);
@@ -80,7 +82,8 @@ public static class Calibrator
             headMap,
             options.TopKPercent,
             TopKBudget.TileSize,
-            new CalibrationProvenance(devSetName, examples.Count, options.MaxNewTokens, options.CalibrationTopK, DateTimeOffset.UtcNow, ScheduleFile.ToolVersion),
+            new CalibrationProvenance(devSetName, examples.Count, options.MaxNewTokens, options.CalibrationTopK, DateTimeOffset.UtcNow, ScheduleFile.ToolVersion,
+                options.Objective == AnchorObjective.Weighted ? "weighted" : "log"),
             choices,
             layerSimilarity,
             importance);

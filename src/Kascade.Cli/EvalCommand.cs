@@ -154,6 +154,8 @@ public static partial class CliApp
         // Named only when not the default, so stores written before the option existed keep their identity.
         string rule = policy.NeedsSchedule && policy.BudgetRule != BudgetRule.Rounded ? $" budget {policy.BudgetRule}" : "";
         string refresh = policy.AnchorRefresh > 1 ? $" refresh {policy.AnchorRefresh}" : "";
-        return string.Create(CultureInfo.InvariantCulture, $"{policy.Method} top-k {policy.TopKPercent}% {policy.Pooling}{schedule}{baselines}{rule}{refresh}");
+        // How the anchors were chosen does not change the results (the anchors and head maps do), but names the point on a frontier.
+        string objective = policy.Schedule?.Provenance is { Objective: not "weighted" and var o } ? $" objective {o}" : "";
+        return string.Create(CultureInfo.InvariantCulture, $"{policy.Method} top-k {policy.TopKPercent}% {policy.Pooling}{schedule}{baselines}{rule}{refresh}{objective}");
     }
 }

@@ -4,7 +4,8 @@ namespace Kascade.Core;
 public sealed record ModelIdentity(string Architecture, int Layers, int Heads, int KvHeads, string ConfigHash);
 
 /// <summary>How a schedule was calibrated.</summary>
-public sealed record CalibrationProvenance(string DevSet, int Examples, int MaxNewTokens, int CalibrationTopK, DateTimeOffset Date, string Tool);
+/// <param name="Objective">What the anchor DP maximised: <c>weighted</c> (DESIGN §3, the paper) or <c>log</c> (<c>AnchorObjective.LogWeighted</c>); files written before it existed mean weighted.</param>
+public sealed record CalibrationProvenance(string DevSet, int Examples, int MaxNewTokens, int CalibrationTopK, DateTimeOffset Date, string Tool, string Objective = "weighted");
 
 /// <summary>
 /// The DP's best anchor set for one anchor count, with its score (Σ of weighted similarities covered) and the

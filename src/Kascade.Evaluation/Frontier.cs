@@ -11,16 +11,17 @@ namespace Kascade.Evaluation;
 /// its decode attention speedup over dense per context (a layer's average cost, dense's over its). <paramref name="Anchors"/>: a Kascade method's anchor count on the
 /// evaluated model; <paramref name="Window"/>: streamingllm's window percent; <paramref name="Refresh"/>: a Kascade
 /// method's anchor refresh (1: every decode step); <paramref name="ReferenceBudget"/>: sized by the official code's
-/// budget rule (not timed: bench methods sizes by ours). A missing speed was not timed.
+/// budget rule (not timed: bench methods sizes by ours); <paramref name="Objective"/>: what the anchor DP of a Kascade
+/// method's schedule maximised (<c>weighted</c>, the paper's, or <c>log</c>). A missing speed was not timed.
 /// </summary>
 public sealed record FrontierPoint(string Method, double TopKPercent, int? Anchors, double? Window, IReadOnlyDictionary<(string Task, int Length), double> Scores,
-    double? Perplexity, IReadOnlyDictionary<int, double> Speedup, int Refresh = 1, bool ReferenceBudget = false)
+    double? Perplexity, IReadOnlyDictionary<int, double> Speedup, int Refresh = 1, bool ReferenceBudget = false, string Objective = "weighted")
 {
     /// <summary>A point's setting, as the tables name it.</summary>
     public string Setting => Method switch
     {
         "dense" => "",
-        _ when Anchors is { } k => string.Create(CultureInfo.InvariantCulture, $"K = {k}, {TopKPercent}%{(Refresh > 1 ? $", refresh {Refresh}" : "")}{(ReferenceBudget ? ", reference budget" : "")}"),
+        _ when Anchors is { } k => string.Create(CultureInfo.InvariantCulture, $"K = {k}{(Objective != "weighted" ? $" ({Objective} DP)" : "")}, {TopKPercent}%{(Refresh > 1 ? $", refresh {Refresh}" : "")}{(ReferenceBudget ? ", reference budget" : "")}"),
         "streamingllm" => string.Create(CultureInfo.InvariantCulture, $"window {WindowPercent}%"),
         _ => string.Create(CultureInfo.InvariantCulture, $"{TopKPercent}%"),
     };
@@ -108,7 +109,8 @@ public static class Frontier
             double? window = method == "streamingllm" ? Number(description, @"streaming-window-percent=([0-9.]+)") : null;
             int refresh = (int)(Number(description, @" refresh ([0-9]+)") ?? 1);
             bool referenceBudget = description.Contains(" budget Reference", StringComparison.Ordinal);
-            var point = new FrontierPoint(method, method == "dense" ? 100 : topK, anchors, window, scores, perplexity is > 0 ? perplexity : null, new Dictionary<int, double>(), refresh, referenceBudget);
+            string objective = Regex.Match(description, @" objective (\w+)") is { Success: true } o ? o.Groups[1].Value : "weighted";
+            var point = new FrontierPoint(method, method == "dense" ? 100 : topK, anchors, window, scores, perplexity is > 0 ? perplexity : null, new Dictionary<int, double>(), refresh, referenceBudget, objective);
             points.Add(point with { Speedup = referenceBudget ? new Dictionary<int, double>() : SpeedupOf(point, timings, modelLayers) });
         }
         return points;
@@ -221,7 +223,7 @@ public static class Frontier
         }
         sb.AppendLine();
         sb.AppendLine("|---|---|" + string.Concat(Enumerable.Repeat("---:|", tasks.Count + 2 + contexts.Count)));
-        foreach (var p in points.OrderBy(p => p.Method == "dense" ? 0 : 1).ThenBy(p => p.Method, StringComparer.Ordinal).ThenBy(p => p.Anchors ?? 0).ThenBy(p => p.TopKPercent).ThenBy(p => p.Refresh).ThenBy(p => p.Window ?? 0))
+        foreach (var p in points.OrderBy(p => p.Method == "dense" ? 0 : 1).ThenBy(p => p.Method, StringComparer.Ordinal).ThenBy(p => p.Anchors ?? 0).ThenBy(p => p.Objective, StringComparer.Ordinal).ThenBy(p => p.TopKPercent).ThenBy(p => p.Refresh).ThenBy(p => p.Window ?? 0))
         {
             sb.Append(Inv, $"| {p.Method} | {p.Setting} |");
             foreach (string task in tasks)
@@ -251,14 +253,15 @@ public static class Frontier
             return sb.ToString();
         }
         string passedTasks = string.Join(", ", TaskScores(dense).Where(t => t.Value >= PassingScore).Select(t => t.Key));
+        static string Dp(FrontierPoint p) => p.Objective == "weighted" ? "" : $" ({p.Objective} DP)";
         string Speed(FrontierPoint p) => p.Speedup.TryGetValue(context, out double f) ? f.ToString("F2", Inv) + "× dense" : "not timed";
         if (FewestAnchorsNearDense(points) is { } fewest)
         {
-            sb.AppendLine(Inv, $"Fewest anchors within 1 point of dense on every task dense passes ({passedTasks}): **K = {fewest.Anchors} at {fewest.TopKPercent}%** ({Speed(fewest)} at {Tokens(context)}).");
+            sb.AppendLine(Inv, $"Fewest anchors within 1 point of dense on every task dense passes ({passedTasks}): **K = {fewest.Anchors}{Dp(fewest)} at {fewest.TopKPercent}%** ({Speed(fewest)} at {Tokens(context)}).");
         }
         else if (Candidates(points, "kascade", null).MinBy(p => (Shortfall(p, dense)!.Value, p.Anchors ?? 0)) is { } closest)
         {
-            sb.AppendLine(Inv, $"No Kascade point is within 1 point of dense on every task dense passes ({passedTasks}); the closest with the fewest anchors: K = {closest.Anchors} at {closest.TopKPercent}%, {Shortfall(closest, dense):F1} points below dense at most ({Speed(closest)} at {Tokens(context)}).");
+            sb.AppendLine(Inv, $"No Kascade point is within 1 point of dense on every task dense passes ({passedTasks}); the closest with the fewest anchors: K = {closest.Anchors}{Dp(closest)} at {closest.TopKPercent}%, {Shortfall(closest, dense):F1} points below dense at most ({Speed(closest)} at {Tokens(context)}).");
         }
         // The anchors' share of the gap apart from the selection's own (pooled tiles, a Top-k): each budget's nearest to Kascade with every layer an anchor.
         foreach (var budget in Candidates(points, "kascade", null).GroupBy(p => p.TopKPercent).OrderBy(g => g.Key))
@@ -266,7 +269,7 @@ public static class Frontier
             var all = budget.MaxBy(p => p.Anchors)!;
             if (Shortfall(all, all) is not null && FewestAnchorsNear(points, all, "kascade", budget.Key) is { } near)
             {
-                sb.AppendLine(Inv, $"At {budget.Key}%: fewest anchors within 1 point of Kascade with the most anchors (K = {all.Anchors}, {Math.Max(0, Shortfall(all, dense)!.Value):F1} points below dense at most) on every task it passes: K = {near.Anchors} ({Speed(near)} at {Tokens(context)}).");
+                sb.AppendLine(Inv, $"At {budget.Key}%: fewest anchors within 1 point of Kascade with the most anchors (K = {all.Anchors}, {Math.Max(0, Shortfall(all, dense)!.Value):F1} points below dense at most) on every task it passes: K = {near.Anchors}{Dp(near)} ({Speed(near)} at {Tokens(context)}).");
             }
         }
         return sb.ToString();
@@ -306,7 +309,7 @@ public static class Frontier
     {
         static string Line(FrontierPoint p) => p.Anchors is not { } k ? p.Method
             : p.Refresh > 1 ? string.Create(Inv, $"{p.Method} K = {k}, {p.TopKPercent}%, refresh")
-            : string.Create(Inv, $"{p.Method} {p.TopKPercent}%");
+            : string.Create(Inv, $"{p.Method} {p.TopKPercent}%{(p.Objective != "weighted" ? $" ({p.Objective} DP)" : "")}");
         var series = points.Where(p => p.Speedup.ContainsKey(context)).GroupBy(Line).OrderBy(g => g.Key, StringComparer.Ordinal).Select(line =>
         {
             var ordered = line.OrderBy(p => p.Speedup[context]).ToList();

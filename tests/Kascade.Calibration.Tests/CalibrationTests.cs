@@ -107,6 +107,45 @@ public class AnchorSelectionTests
         Assert.Equal([0, 2], anchors);
         Assert.Equal(1.0 + 0.9 + 1.0 + 0.9, score, 12);
     }
+
+    /// <summary>
+    /// Layers 0..3, importance 1, 1, 1, 0.3; layer 3 is predicted by no earlier layer but 2 (S = 0.01, 0.05, 0.9). With 2
+    /// anchors the paper's objective takes {0, 1}: 1 + 1 + 0.9 + 0.3 · 0.05 = 2.915 against {0, 2}'s 1 + 0.5 + 1 + 0.3 · 0.9
+    /// = 2.77, leaving layer 3 at 0.05. The log objective takes {0, 2}: ln 0.5 + 0.3 ln 0.9 = −0.725 against {0, 1}'s
+    /// ln 0.9 + 0.3 ln 0.05 = −1.004. The floor keeps a similarity of 0 finite.
+    /// </summary>
+    [Fact]
+    public void The_log_objective_lifts_a_badly_predicted_layer_the_weighted_one_leaves()
+    {
+        double[][] s =
+        [
+            [1.0, 0.5, 0.5, 0.01],
+            [0.0, 1.0, 0.9, 0.05],
+            [0.0, 0.0, 1.0, 0.9],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        double[] importance = [1, 1, 1, 0.3];
+        var weighted = AnchorSelection.Solve(AnchorSelection.Objective(s, importance, AnchorObjective.Weighted), 2);
+        Assert.Equal([0, 1], weighted.Anchors);
+        Assert.Equal(2.915, weighted.Score, 12);
+        var log = AnchorSelection.Solve(AnchorSelection.Objective(s, importance, AnchorObjective.LogWeighted), 2);
+        Assert.Equal([0, 2], log.Anchors);
+        Assert.Equal(Math.Log(0.5) + 0.3 * Math.Log(0.9), log.Score, 12);
+        Assert.Equal(0.3 * Math.Log(AnchorSelection.LogFloor), AnchorSelection.Objective([[1, 0], [0, 1]], [1, 0.3], AnchorObjective.LogWeighted)[0][1], 12);
+    }
+
+    [Theory]
+    [InlineData(6, 3, 21)]
+    [InlineData(8, 4, 22)]
+    public void Dp_on_the_log_objective_equals_brute_force(int layers, int anchors, int seed)
+    {
+        var similarity = RandomWeighted(layers, seed);
+        var importance = RandomWeighted(1, seed + 1)[0].Concat(Enumerable.Range(1, layers - 1).Select(i => 0.1 * i)).ToArray();
+        var w = AnchorSelection.Objective(similarity, importance, AnchorObjective.LogWeighted);
+        var (chosen, score) = AnchorSelection.Solve(w, anchors);
+        Assert.Equal(AllAnchorSets(layers, anchors).Max(a => AnchorSelection.Score(w, a)), score, 9);
+        Assert.Equal(AnchorSelection.Score(w, chosen), score, 9);
+    }
 }
 
 public class HeadMapTests
@@ -178,6 +217,12 @@ public class ScheduleFileTests
         Assert.Equal(2, reuse.AnchorLayer);
         Assert.Equal([1, 0], reuse.HeadMap);
         Assert.IsType<LayerRole.Anchor>(back.RoleOf(8));
+        // The DP objective: a file written before it was recorded is the paper's; a log-objective calibration says so.
+        var schedules = Path.Combine(TestPaths.RepoRoot, "docs", "results", "frontier", "schedules");
+        Assert.Equal("weighted", ScheduleFile.Load(Path.Combine(schedules, "instrument.k5.json"), Config).Provenance!.Objective);
+        var log = ScheduleFile.Load(Path.Combine(schedules, "instrument-log.k5.json"), Config);
+        Assert.Equal("log", log.Provenance!.Objective);
+        Assert.Equal([0, 2, 17, 18, 22], log.Anchors);
     }
 
     public static TheoryData<string, string> BadFiles => new()

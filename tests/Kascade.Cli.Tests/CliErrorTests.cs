@@ -226,6 +226,7 @@ public sealed class CliErrorTests : IClassFixture<CliErrorTests.BadFiles>
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "kascade", "--anchor-refresh", "0"], "--anchor-refresh must be" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "quest", "--anchor-refresh", "4"], "--anchor-refresh applies to the Kascade methods, not 'quest'" },
         { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "d.jsonl", "--anchors", "auto", "--target-similarity", "1.5", "--out", "/tmp/s.json"], "--target-similarity must be in (0, 1], not 1.5" },
+        { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "d.jsonl", "--objective", "max", "--out", "/tmp/s.json"], "Argument 'max' not recognized. Must be one of:" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--temperature", "Infinity"], "--temperature must be a finite number ≥ 0, not Infinity" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--top-p", "NaN"], "--top-p must be a finite number in (0, 1], not NaN" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--stop", ""], "--stop must be a non-empty string" },

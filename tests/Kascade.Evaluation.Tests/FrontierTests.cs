@@ -62,6 +62,7 @@ public class FrontierTests
         Eval(Path.Combine(evals, "k6"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,4,8,16,22 head map CD", 99, 94, 0),
             ("kascade-pooled", "KascadePooled top-k 10% PostSoftmax anchors 0,2,4,8,16,22 head map CD", 50, 50, 0));
         Eval(Path.Combine(evals, "k3r4"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB refresh 4", 100, 100, 40));
+        Eval(Path.Combine(evals, "k3log"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,17,22 head map EF objective log", 10, 10, 0));
         Eval(Path.Combine(evals, "oracle"), ("oracle-topk", "OracleTopK top-k 10% PostSoftmax", 100, 100, 100));
         Eval(Path.Combine(evals, "window10"), ("streamingllm", "StreamingLlm top-k 10% PostSoftmax sinks=4 streaming-window-percent=10 min-window=128", 0, 0, 0));
         Eval(Path.Combine(evals, "window30"), ("streamingllm", "StreamingLlm top-k 10% PostSoftmax sinks=4 streaming-window-percent=30 min-window=128", 30, 30, 30));
@@ -76,7 +77,7 @@ public class FrontierTests
 
         var points = Frontier.Load(evals, speeds, modelLayers: 24);
         FrontierPoint Point(string method, int? anchors = null, double? window = null, int refresh = 1) =>
-            points.Single(p => p.Method == method && p.Anchors == anchors && p.Refresh == refresh && (window is null || p.Window == window));
+            points.Single(p => p.Method == method && p.Anchors == anchors && p.Refresh == refresh && (window is null || p.Window == window) && p.Objective == "weighted");
         Assert.Equal(1.0, Point("dense").Speedup[131072]);
         Assert.Equal(1.5, Point("kascade", 3).Speedup[131072], 12);
         Assert.Equal(1.3, Point("kascade", 6).Speedup[131072], 12);
@@ -88,6 +89,9 @@ public class FrontierTests
         Assert.Empty(Point("streamingllm", window: 10).Speedup);
         Assert.Empty(Point("oracle-topk").Speedup);
         Assert.Equal("K = 6, 10%", Point("kascade", 6).Setting);
+        // A schedule of the log-objective DP: its own point, timed as any 3-anchor Kascade schedule.
+        var log = points.Single(p => p.Objective == "log");
+        Assert.Equal(("K = 3 (log DP), 10%", 1.5), (log.Setting, log.Speedup[131072]));
         Assert.Equal(170.5, Point("kascade", 3).Perplexity);
 
         // Dense passes passkey (mean 97.5), not single (40): K = 3 misses it by 1.5 points, K = 6 is within 1 (96.5)
