@@ -30,5 +30,5 @@ table methods --attention kascade,oracle-topk,quest,omnikv,lessismore,sparcas --
 for w in 10 20 30; do table "streamingllm-w$w" --attention streamingllm --baseline streaming-window-percent=$w; done
 if [ -n "${KNEE:-}" ]; then
   knee=$(for k in $KNEE; do scaled $k; done | paste -sd,)
-  table refresh --attention kascade --topk-percent 10 --anchors "$knee" --anchor-refresh 4,16,64
+  table "refresh-a${knee//,/-}" --attention kascade --topk-percent 10 --anchors "$knee" --anchor-refresh 4,16,64
 fi

@@ -2,21 +2,6 @@ using Kascade.Core;
 
 namespace Kascade.Calibration;
 
-/// <summary>What the anchor DP maximises over the layers a choice covers.</summary>
-public enum AnchorObjective
-{
-    /// <summary>DESIGN §3 (the paper): <c>Σ_b w_b · S[anchor(b)][b]</c>, the importance-weighted similarity covered.</summary>
-    Weighted,
-
-    /// <summary>
-    /// Ours (issue 16 §4): <c>Σ_b w_b · ln max(S[anchor(b)][b], 1e-4)</c>. A layer its anchor predicts badly costs far
-    /// more than under <see cref="Weighted"/>, where covering it at 0.05 instead of 1 loses only its weight: on the
-    /// embedded model the weighted DP reuses layer 17 (S ≤ 0.12 from every earlier layer) until 6 anchors, and the
-    /// 5-anchor schedule loses the needles (docs/results/frontier.md).
-    /// </summary>
-    LogWeighted,
-}
-
 /// <summary>
 /// The anchor DP of DESIGN §3. With <c>W[a][b] = S[a][b] · w_b</c>, an anchor at layer l that covers layers
 /// <c>l..i−1</c> scores <c>W[l][l] + Σ_{j=l+1}^{i−1} W[l][j]</c>; <c>V[k][i]</c> is the best score covering layers

@@ -44,7 +44,8 @@ public static class CalibrationPlots
     }
 
     /// <summary>
-    /// The DP for every anchor count: its score (Σ weighted similarity covered, left axis) and the similarity of its
+    /// The DP for every anchor count: its score (the DP objective's value, left axis: Σ weighted similarity covered, or
+    /// Σ weighted log similarity under the log objective) and the similarity of its
     /// weakest covered layer (right axis), the written count marked and, for <c>--anchors auto</c>, the target.
     /// </summary>
     public static void AnchorCurve(IReadOnlyList<Kascade.Core.AnchorChoice> choices, int written, double? target, string path)

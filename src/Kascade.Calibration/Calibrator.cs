@@ -83,7 +83,7 @@ public static class Calibrator
             options.TopKPercent,
             TopKBudget.TileSize,
             new CalibrationProvenance(devSetName, examples.Count, options.MaxNewTokens, options.CalibrationTopK, DateTimeOffset.UtcNow, ScheduleFile.ToolVersion,
-                options.Objective == AnchorObjective.Weighted ? "weighted" : "log"),
+                options.Objective.Name()),
             choices,
             layerSimilarity,
             importance);

@@ -25,7 +25,7 @@ public static class AttentionBenchmark
             bool decode = o.Phase == "decode";
             int sequences = decode ? o.Batch : 1;
             using var cache = backend.AllocateKvCache(new KvCacheShape(sequences, o.KvHeads, o.HeadDim, context));
-            Fill(backend, cache, sequences, context, o, rng);
+            Fill(backend, cache, sequences, context, rng);
             int tokens = decode ? sequences : context;
             using var q = backend.Upload(RandomValues(rng, tokens * o.Heads * o.HeadDim), tokens, o.Heads * o.HeadDim);
             using var output = backend.Allocate(tokens, o.Heads * o.HeadDim);
@@ -40,18 +40,23 @@ public static class AttentionBenchmark
         return rows;
     }
 
-    /// <summary>Every sequence's cache holds the same random keys and values (the kernel reads each sequence's own copy).</summary>
-    internal static void Fill(CudaBackend backend, KvCache cache, int sequences, int context, AttentionBenchmarkOptions o, Random rng)
+    /// <summary>
+    /// Positions <c>[0, context)</c> of the cache's first <paramref name="layers"/> layers (or sequences, for a batched
+    /// decode cache) hold one random chunk of 4096 keys and values, repeated: each kernel reads its own copy, and the
+    /// timings do not depend on the values.
+    /// </summary>
+    internal static void Fill(IBackend backend, KvCache cache, int layers, int context, Random rng)
     {
-        const int chunk = 4096;
-        using var k = backend.Upload(RandomValues(rng, chunk * o.KvHeads * o.HeadDim), chunk, o.KvHeads * o.HeadDim);
-        using var v = backend.Upload(RandomValues(rng, chunk * o.KvHeads * o.HeadDim), chunk, o.KvHeads * o.HeadDim);
-        for (int sequence = 0; sequence < sequences; sequence++)
+        var s = cache.Shape;
+        int chunk = Math.Min(4096, context), width = s.KvHeads * s.HeadDim;
+        using var k = backend.Upload(RandomValues(rng, chunk * width), chunk, width);
+        using var v = backend.Upload(RandomValues(rng, chunk * width), chunk, width);
+        for (int layer = 0; layer < layers; layer++)
         {
             for (int start = 0; start < context; start += chunk)
             {
                 int n = Math.Min(chunk, context - start);
-                backend.AppendKv(cache, sequence, start, k.Take(n), v.Take(n));
+                backend.AppendKv(cache, layer, start, k.Take(n), v.Take(n));
             }
         }
     }

@@ -130,7 +130,16 @@ public static partial class CliApp
                 throw new KascadeException($"--anchors {tooMany}: the model has {shape.Layers} layers");
             }
             var baselines = AttentionOptions.Baselines(parse, baseline);
-            var names = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Prepend("dense").Distinct();
+            var names = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Prepend("dense").Distinct().ToList();
+            bool kascade = names.Any(n => AttentionMethods.Find(n).NeedsSchedule);
+            if (!kascade && (parse.GetResult(anchors) is { Implicit: false } || parse.GetResult(refresh) is { Implicit: false }))
+            {
+                throw new KascadeException("--anchors and --anchor-refresh apply to the Kascade methods; --attention names none");
+            }
+            if (kascade && parse.GetValue(contexts)!.FirstOrDefault(l => l < refreshes.Max()) is > 0 and var tooShort)
+            {
+                throw new KascadeException($"--contexts {tooShort}: a refresh of {refreshes.Max()} steps needs at least as many cached positions");
+            }
             var policies = names.SelectMany(name =>
             {
                 var info = AttentionMethods.Find(name);

@@ -24,8 +24,8 @@ public static partial class CliApp
         var percent = new Option<double>("--topk-percent") { Description = "Top-k percent written into the schedule", DefaultValueFactory = _ => 10 }.Percent();
         var output = new Option<string>("--out") { Description = "Schedule file to write; plots go beside it", Required = true }.WritableFile();
         var writeCounts = OptionRules.Counts("--write-counts", "Also write the schedule of each of these anchor counts beside --out (STEM.kN.json), e.g. 3,5,8,12 for an accuracy-speed frontier");
-        var objective = new Option<string>("--objective") { Description = "What the anchor DP maximises: weighted (the paper: importance × similarity covered) or log (importance × ln similarity: a badly predicted layer costs more; docs/kascade.md)", DefaultValueFactory = _ => "weighted" };
-        objective.AcceptOnlyFromAmong("weighted", "log");
+        var objective = new Option<string>("--objective") { Description = "What the anchor DP maximises: weighted (the paper: importance × similarity covered) or log (importance × ln similarity: a badly predicted layer costs more; docs/kascade.md)", DefaultValueFactory = _ => AnchorObjective.Weighted.Name() };
+        objective.AcceptOnlyFromAmong([.. AnchorObjectives.Names]);
         var threads = ThreadsOption();
         var command = new Command("calibrate", "Choose Kascade anchors (DP over layer similarity) and head maps for a model from a development set.")
         {
@@ -38,7 +38,7 @@ public static partial class CliApp
             using var dir = OpenModel(parse, parse.GetValue(model)!, backend);
             int? anchorCount = parse.GetValue(anchors) is "auto" ? null : int.Parse(parse.GetValue(anchors)!, CultureInfo.InvariantCulture);
             var options = new CalibrationOptions(anchorCount, parse.GetValue(maxNew), TopKPercent: parse.GetValue(percent), TargetSimilarity: parse.GetValue(target),
-                Objective: parse.GetValue(objective) == "log" ? AnchorObjective.LogWeighted : AnchorObjective.Weighted);
+                Objective: AnchorObjectives.Parse(parse.GetValue(objective)) ?? AnchorObjective.Weighted);
             Calibrator.Check(dir.Config, options);
             var counts = parse.GetValue(writeCounts) ?? [];
             if (counts.FirstOrDefault(n => n > dir.Config.Layers) is > 0 and var tooMany)

@@ -144,7 +144,7 @@ public static partial class CliApp
         return twice is null ? result : throw new KascadeException($"task '{twice.Key}' is named twice");
     }
 
-    /// <summary>Everything a policy's results depend on, for a run's identity.</summary>
+    /// <summary>Everything a policy's results depend on, for a run's identity, and how its schedule's anchors were chosen where not by the paper's DP (which names its points on a frontier).</summary>
     private static string DescribePolicy(AttentionPolicy policy)
     {
         string schedule = policy.Schedule is { } s
@@ -154,8 +154,7 @@ public static partial class CliApp
         // Named only when not the default, so stores written before the option existed keep their identity.
         string rule = policy.NeedsSchedule && policy.BudgetRule != BudgetRule.Rounded ? $" budget {policy.BudgetRule}" : "";
         string refresh = policy.AnchorRefresh > 1 ? $" refresh {policy.AnchorRefresh}" : "";
-        // How the anchors were chosen does not change the results (the anchors and head maps do), but names the point on a frontier.
-        string objective = policy.Schedule?.Provenance is { Objective: not "weighted" and var o } ? $" objective {o}" : "";
+        string objective = AnchorObjectives.Parse(policy.Schedule?.Provenance?.Objective) is { } o && o != AnchorObjective.Weighted ? $" objective {o.Name()}" : "";
         return string.Create(CultureInfo.InvariantCulture, $"{policy.Method} top-k {policy.TopKPercent}% {policy.Pooling}{schedule}{baselines}{rule}{refresh}{objective}");
     }
 }

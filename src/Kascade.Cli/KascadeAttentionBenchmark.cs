@@ -52,7 +52,7 @@ public static class KascadeAttentionBenchmark
         foreach (int context in o.Contexts)
         {
             using var cache = backend.AllocateKvCache(new KvCacheShape(1, o.KvHeads, o.HeadDim, context));
-            AttentionBenchmark.Fill(backend, cache, 1, context, o, rng);
+            AttentionBenchmark.Fill(backend, cache, 1, context, rng);
             using var q = backend.Upload(AttentionBenchmark.RandomValues(rng, o.Heads * o.HeadDim), 1, o.Heads * o.HeadDim);
             using var output = backend.Allocate(1, o.Heads * o.HeadDim);
             var args = new AttentionArgs(0, 1, context - 1, o.Heads, o.KvHeads, o.HeadDim, 1f / MathF.Sqrt(o.HeadDim));
@@ -99,7 +99,7 @@ public static class KascadeAttentionBenchmark
     {
         const int context = 1024;
         using var cache = backend.AllocateKvCache(new KvCacheShape(1, o.KvHeads, o.HeadDim, context));
-        AttentionBenchmark.Fill(backend, cache, 1, context, o, new Random(1));
+        AttentionBenchmark.Fill(backend, cache, 1, context, new Random(1));
         using var q = backend.Upload(new float[tokens * o.Heads * o.HeadDim], tokens, o.Heads * o.HeadDim);
         using var output = backend.Allocate(tokens, o.Heads * o.HeadDim);
         using var plan = backend.AllocatePlan(KeyPlan.UnitsFor(tokens), o.KvHeads, TopKBudget.For(context, topKPercent));

@@ -40,7 +40,7 @@ public static class KascadePrefillBenchmark
         foreach (int context in o.Contexts)
         {
             using var cache = backend.AllocateKvCache(new KvCacheShape(1, o.KvHeads, o.HeadDim, context));
-            AttentionBenchmark.Fill(backend, cache, 1, context, o, rng);
+            AttentionBenchmark.Fill(backend, cache, 1, context, rng);
             using var q = backend.Upload(AttentionBenchmark.RandomValues(rng, context * o.Heads * o.HeadDim), context, o.Heads * o.HeadDim);
             using var output = backend.Allocate(context, o.Heads * o.HeadDim);
             double Time(Action run) => timer.MedianMilliseconds(run, runs, 1);

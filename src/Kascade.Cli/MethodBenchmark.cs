@@ -48,9 +48,6 @@ public sealed record MethodBenchmarkRow(AttentionPolicy Policy, int Context, dou
 /// </summary>
 public static class MethodBenchmark
 {
-    /// <summary>Tokens a fill copies at once.</summary>
-    private const int FillChunk = 4096;
-
     public static IReadOnlyList<MethodBenchmarkRow> Run(IBackend backend, MethodBenchmarkOptions o, Action<int, int>? onPolicy = null)
     {
         var c = o.Config;
@@ -61,8 +58,8 @@ public static class MethodBenchmark
         foreach (int context in o.Contexts)
         {
             using var cache = backend.AllocateKvCache(new KvCacheShape(c.Layers, c.KvHeads, c.HeadDim, context));
-            Fill(backend, cache, context, rng);
-            using var q = backend.Upload(RandomValues(rng, c.Heads * c.HeadDim), 1, c.Heads * c.HeadDim);
+            AttentionBenchmark.Fill(backend, cache, c.Layers, context, rng);
+            using var q = backend.Upload(AttentionBenchmark.RandomValues(rng, c.Heads * c.HeadDim), 1, c.Heads * c.HeadDim);
             using var output = backend.Allocate(1, c.Heads * c.HeadDim);
             for (int i = 0; i < o.Policies.Count; i++)
             {
@@ -95,32 +92,13 @@ public static class MethodBenchmark
         return times[runs / 2];
     }
 
-    /// <summary>Every layer's keys and values at positions <c>[0, context)</c>: one random chunk repeated (the costs do not depend on the values).</summary>
-    private static void Fill(IBackend backend, KvCache cache, int context, Random rng)
-    {
-        var s = cache.Shape;
-        int chunk = Math.Min(FillChunk, context);
-        using var k = backend.Upload(RandomValues(rng, chunk * s.KvHeads * s.HeadDim), chunk, s.KvHeads * s.HeadDim);
-        using var v = backend.Upload(RandomValues(rng, chunk * s.KvHeads * s.HeadDim), chunk, s.KvHeads * s.HeadDim);
-        for (int layer = 0; layer < s.Layers; layer++)
-        {
-            for (int start = 0; start < context; start += chunk)
-            {
-                int n = Math.Min(chunk, context - start);
-                backend.AppendKv(cache, layer, start, k.Take(n), v.Take(n));
-            }
-        }
-    }
-
-    private static float[] RandomValues(Random rng, int n) => [.. Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1))];
-
     public static string ToMarkdown(IBackend backend, MethodBenchmarkOptions o, IReadOnlyList<MethodBenchmarkRow> rows)
     {
         var c = o.Config;
         var sb = new StringBuilder();
         string timing = backend is Kascade.Cuda.CudaBackend ? "CUDA events, L2 flushed before each cycle" : "wall clock";
-        sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; {o.Label}: {c.Layers} layers, {c.Heads} query heads, {c.KvHeads} KV heads, head dim {c.HeadDim}, bf16 KV cache; decode, batch 1; {timing}, median of {o.Runs}");
-        sb.AppendLine("per-layer ms = one decode step's attention over every layer / layers; × dense = dense's per-layer ms in the same context / the row's");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; {o.Label}: {c.Layers} layers, {c.Heads} query heads, {c.KvHeads} KV heads, head dim {c.HeadDim}, bf16 KV cache (one random 4096-token chunk repeated); decode, batch 1; {timing}, median of {o.Runs} cycles");
+        sb.AppendLine("step ms = a cycle's median / its steps (a refresh R cycles R steps: one that selects, R − 1 that keep the selection; 1 otherwise); per-layer ms = step ms / layers; × dense = dense's per-layer ms in the same context / the row's");
         sb.AppendLine();
         sb.AppendLine("| method | setting | context | step ms | per-layer ms | × dense |");
         sb.AppendLine("|---|---|---:|---:|---:|---:|");

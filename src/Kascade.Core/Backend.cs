@@ -271,7 +271,7 @@ public interface IBackend : IDisposable
     /// </summary>
     void Sample(DeviceTensor logits, SamplingOptions options, StepInputs step);
 
-    /// <summary>Moves the step's start position on by <paramref name="tokens"/>, in order with the work issued.</summary>
+    /// <summary>Moves the step's start position on by <paramref name="tokens"/> (back, when negative), in order with the work issued.</summary>
     void Advance(StepInputs step, int tokens);
 
     /// <summary>The step's first <c>ids.Length</c> token ids (waits for queued work).</summary>

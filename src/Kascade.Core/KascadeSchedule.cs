@@ -4,11 +4,40 @@ namespace Kascade.Core;
 public sealed record ModelIdentity(string Architecture, int Layers, int Heads, int KvHeads, string ConfigHash);
 
 /// <summary>How a schedule was calibrated.</summary>
-/// <param name="Objective">What the anchor DP maximised: <c>weighted</c> (DESIGN §3, the paper) or <c>log</c> (<c>AnchorObjective.LogWeighted</c>); files written before it existed mean weighted.</param>
+/// <param name="Objective">What the anchor DP maximised, by its <see cref="AnchorObjectives.Name"/>; files written before it was recorded mean weighted.</param>
 public sealed record CalibrationProvenance(string DevSet, int Examples, int MaxNewTokens, int CalibrationTopK, DateTimeOffset Date, string Tool, string Objective = "weighted");
 
+/// <summary>What the anchor DP maximises over the layers a choice covers (docs/kascade.md, Calibration).</summary>
+public enum AnchorObjective
+{
+    /// <summary>DESIGN §3 (the paper): <c>Σ_b w_b · S[anchor(b)][b]</c>, the importance-weighted similarity covered.</summary>
+    Weighted,
+
+    /// <summary>
+    /// Ours (issue 16 §4): <c>Σ_b w_b · ln max(S[anchor(b)][b], 1e-4)</c>. A layer its anchor predicts badly costs far
+    /// more than under <see cref="Weighted"/>, where covering it at 0.05 instead of 1 loses only its weight: on the
+    /// embedded model the weighted DP reuses layer 17 (S ≤ 0.12 from every earlier layer) until 6 anchors, and its
+    /// 5-anchor schedule loses the needles (docs/results/frontier.md).
+    /// </summary>
+    LogWeighted,
+}
+
+/// <summary>The objectives' names: <c>--objective</c>, schedule files (<see cref="CalibrationProvenance.Objective"/>) and run identities.</summary>
+public static class AnchorObjectives
+{
+    private static readonly string[] All = ["weighted", "log"];
+
+    public static IReadOnlyList<string> Names => All;
+
+    public static string Name(this AnchorObjective objective) => All[(int)objective];
+
+    /// <summary>The objective named <paramref name="name"/>, or null for a name that is none.</summary>
+    public static AnchorObjective? Parse(string? name) => Array.IndexOf(All, name) is >= 0 and var i ? (AnchorObjective)i : null;
+}
+
 /// <summary>
-/// The DP's best anchor set for one anchor count, with its score (Σ of weighted similarities covered) and the
+/// The DP's best anchor set for one anchor count, with its score (the DP objective's value: Σ of weighted similarities
+/// covered, or Σ of weighted log similarities under <see cref="AnchorObjective.LogWeighted"/>) and the
 /// similarity of its weakest covered layer (<c>min S[anchor(j)][j]</c> over the reuse layers j; 1 when every layer
 /// is an anchor; absent in schedules written before it was recorded).
 /// </summary>

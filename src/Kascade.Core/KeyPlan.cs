@@ -61,12 +61,13 @@ public abstract class KeyPlan : IDisposable
     /// <summary>
     /// Refuses to extend a plan (<see cref="IBackend.ExtendPlan"/>) for anything but the decode step after the one it
     /// serves (<paramref name="chunk"/>: the plan's chunk, as issued). Where that chunk was issued in a recorded step
-    /// (<paramref name="replayed"/>), its replays served the decode steps up to this one without the host seeing them:
-    /// any later decode step is the next.
+    /// (<paramref name="recorded"/>), its replays served the decode steps up to this one without the host seeing them:
+    /// any later decode step is the next (a session's positions only grow; a caller that moves back, as
+    /// <c>DecodeStepAttention</c>'s cycles do, selects afresh there first, which reissues the chunk).
     /// </summary>
-    public static void CheckExtend(AttentionArgs args, (int Start, int Tokens) chunk, bool replayed = false)
+    public static void CheckExtend(AttentionArgs args, (int Start, int Tokens) chunk, bool recorded = false)
     {
-        bool next = replayed ? chunk.Start < args.StartPosition : chunk.Start == args.StartPosition - 1;
+        bool next = recorded ? chunk.Start < args.StartPosition : chunk.Start == args.StartPosition - 1;
         if (args.Tokens != 1 || chunk.Tokens != 1 || !next)
         {
             throw new InvalidOperationException($"a plan serving [{chunk.Start}, +{chunk.Tokens}) extends to the next decode step only, not [{args.StartPosition}, +{args.Tokens})");

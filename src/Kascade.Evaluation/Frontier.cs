@@ -12,16 +12,16 @@ namespace Kascade.Evaluation;
 /// evaluated model; <paramref name="Window"/>: streamingllm's window percent; <paramref name="Refresh"/>: a Kascade
 /// method's anchor refresh (1: every decode step); <paramref name="ReferenceBudget"/>: sized by the official code's
 /// budget rule (not timed: bench methods sizes by ours); <paramref name="Objective"/>: what the anchor DP of a Kascade
-/// method's schedule maximised (<c>weighted</c>, the paper's, or <c>log</c>). A missing speed was not timed.
+/// method's schedule maximised. A missing speed was not timed.
 /// </summary>
 public sealed record FrontierPoint(string Method, double TopKPercent, int? Anchors, double? Window, IReadOnlyDictionary<(string Task, int Length), double> Scores,
-    double? Perplexity, IReadOnlyDictionary<int, double> Speedup, int Refresh = 1, bool ReferenceBudget = false, string Objective = "weighted")
+    double? Perplexity, IReadOnlyDictionary<int, double> Speedup, int Refresh = 1, bool ReferenceBudget = false, AnchorObjective Objective = AnchorObjective.Weighted)
 {
     /// <summary>A point's setting, as the tables name it.</summary>
     public string Setting => Method switch
     {
         "dense" => "",
-        _ when Anchors is { } k => string.Create(CultureInfo.InvariantCulture, $"K = {k}{(Objective != "weighted" ? $" ({Objective} DP)" : "")}, {TopKPercent}%{(Refresh > 1 ? $", refresh {Refresh}" : "")}{(ReferenceBudget ? ", reference budget" : "")}"),
+        _ when Anchors is { } k => string.Create(CultureInfo.InvariantCulture, $"K = {k}{(Objective != AnchorObjective.Weighted ? $" ({Objective.Name()} DP)" : "")}, {TopKPercent}%{(Refresh > 1 ? $", refresh {Refresh}" : "")}{(ReferenceBudget ? ", reference budget" : "")}"),
         "streamingllm" => string.Create(CultureInfo.InvariantCulture, $"window {WindowPercent}%"),
         _ => string.Create(CultureInfo.InvariantCulture, $"{TopKPercent}%"),
     };
@@ -45,6 +45,7 @@ public sealed record FrontierPoint(string Method, double TopKPercent, int? Ancho
 public static class Frontier
 {
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+
 
     /// <summary>A task's mean score (over its lengths) at which a method "passes" it: the rule of "within 1 point of dense on every task dense passes".</summary>
     public const double PassingScore = 90;
@@ -109,7 +110,7 @@ public static class Frontier
             double? window = method == "streamingllm" ? Number(description, @"streaming-window-percent=([0-9.]+)") : null;
             int refresh = (int)(Number(description, @" refresh ([0-9]+)") ?? 1);
             bool referenceBudget = description.Contains(" budget Reference", StringComparison.Ordinal);
-            string objective = Regex.Match(description, @" objective (\w+)") is { Success: true } o ? o.Groups[1].Value : "weighted";
+            var objective = AnchorObjectives.Parse(Regex.Match(description, @" objective (\w+)").Groups[1].Value) ?? AnchorObjective.Weighted;
             var point = new FrontierPoint(method, method == "dense" ? 100 : topK, anchors, window, scores, perplexity is > 0 ? perplexity : null, new Dictionary<int, double>(), refresh, referenceBudget, objective);
             points.Add(point with { Speedup = referenceBudget ? new Dictionary<int, double>() : SpeedupOf(point, timings, modelLayers) });
         }
@@ -223,7 +224,7 @@ public static class Frontier
         }
         sb.AppendLine();
         sb.AppendLine("|---|---|" + string.Concat(Enumerable.Repeat("---:|", tasks.Count + 2 + contexts.Count)));
-        foreach (var p in points.OrderBy(p => p.Method == "dense" ? 0 : 1).ThenBy(p => p.Method, StringComparer.Ordinal).ThenBy(p => p.Anchors ?? 0).ThenBy(p => p.Objective, StringComparer.Ordinal).ThenBy(p => p.TopKPercent).ThenBy(p => p.Refresh).ThenBy(p => p.Window ?? 0))
+        foreach (var p in points.OrderBy(p => p.Method == "dense" ? 0 : 1).ThenBy(p => p.Method, StringComparer.Ordinal).ThenBy(p => p.Anchors ?? 0).ThenBy(p => p.Objective).ThenBy(p => p.TopKPercent).ThenBy(p => p.Refresh).ThenBy(p => p.Window ?? 0))
         {
             sb.Append(Inv, $"| {p.Method} | {p.Setting} |");
             foreach (string task in tasks)
@@ -253,7 +254,7 @@ public static class Frontier
             return sb.ToString();
         }
         string passedTasks = string.Join(", ", TaskScores(dense).Where(t => t.Value >= PassingScore).Select(t => t.Key));
-        static string Dp(FrontierPoint p) => p.Objective == "weighted" ? "" : $" ({p.Objective} DP)";
+        static string Dp(FrontierPoint p) => p.Objective == AnchorObjective.Weighted ? "" : $" ({p.Objective.Name()} DP)";
         string Speed(FrontierPoint p) => p.Speedup.TryGetValue(context, out double f) ? f.ToString("F2", Inv) + "× dense" : "not timed";
         if (FewestAnchorsNearDense(points) is { } fewest)
         {
@@ -262,6 +263,10 @@ public static class Frontier
         else if (Candidates(points, "kascade", null).MinBy(p => (Shortfall(p, dense)!.Value, p.Anchors ?? 0)) is { } closest)
         {
             sb.AppendLine(Inv, $"No Kascade point is within 1 point of dense on every task dense passes ({passedTasks}); the closest with the fewest anchors: K = {closest.Anchors}{Dp(closest)} at {closest.TopKPercent}%, {Shortfall(closest, dense):F1} points below dense at most ({Speed(closest)} at {Tokens(context)}).");
+        }
+        else
+        {
+            sb.AppendLine("No Kascade point (selecting every decode step) was evaluated: no anchor count to recommend.");
         }
         // The anchors' share of the gap apart from the selection's own (pooled tiles, a Top-k): each budget's nearest to Kascade with every layer an anchor.
         foreach (var budget in Candidates(points, "kascade", null).GroupBy(p => p.TopKPercent).OrderBy(g => g.Key))
@@ -309,7 +314,7 @@ public static class Frontier
     {
         static string Line(FrontierPoint p) => p.Anchors is not { } k ? p.Method
             : p.Refresh > 1 ? string.Create(Inv, $"{p.Method} K = {k}, {p.TopKPercent}%, refresh")
-            : string.Create(Inv, $"{p.Method} {p.TopKPercent}%{(p.Objective != "weighted" ? $" ({p.Objective} DP)" : "")}");
+            : string.Create(Inv, $"{p.Method} {p.TopKPercent}%{(p.Objective != AnchorObjective.Weighted ? $" ({p.Objective.Name()} DP)" : "")}");
         var series = points.Where(p => p.Speedup.ContainsKey(context)).GroupBy(Line).OrderBy(g => g.Key, StringComparer.Ordinal).Select(line =>
         {
             var ordered = line.OrderBy(p => p.Speedup[context]).ToList();

@@ -243,6 +243,15 @@ public class ScheduleFileTests
     }
 
     [Fact]
+    public void An_unknown_dp_objective_is_named()
+    {
+        using var dir = new TempDirectory();
+        ScheduleFile.Save(Valid() with { Provenance = Valid().Provenance! with { Objective = "max" } }, dir.File("s.json"));
+        var e = Assert.Throws<KascadeException>(() => ScheduleFile.Load(dir.File("s.json"), Config));
+        Assert.Contains("provenance.objective 'max' is none of weighted, log", e.Message);
+    }
+
+    [Fact]
     public void Wrong_layer_count_head_map_out_of_range_and_bad_anchors_are_named()
     {
         using var dir = new TempDirectory();

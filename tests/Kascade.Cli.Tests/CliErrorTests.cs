@@ -248,6 +248,8 @@ public sealed class CliErrorTests : IClassFixture<CliErrorTests.BadFiles>
         { ["bench", "generate", "--random-config", "llama-3.1-8b", "--attention", "kascade", "--anchors", "33"], "--anchors 33: the model has 32 layers" },
         { ["bench", "methods", "--attention", "kascade", "--anchors", "4,33"], "--anchors 33: the model has 32 layers" },
         { ["bench", "methods", "--topk-percent", "10,0"], "--topk-percent: '0' is not a percent in (0, 100]" },
+        { ["bench", "methods", "--device", "cpu", "--attention", "quest", "--anchor-refresh", "4"], "--anchors and --anchor-refresh apply to the Kascade methods; --attention names none" },
+        { ["bench", "methods", "--device", "cpu", "--config", TestPaths.InstrumentModel, "--contexts", "2", "--attention", "kascade", "--anchor-refresh", "4"], "--contexts 2: a refresh of 4 steps needs at least as many cached positions" },
         { ["bench", "methods", "--config", "no/such/dir"], "'no/such/dir' is neither a preset (llama-3.1-8b) nor a config.json" },
         { ["frontier", "--model", TestPaths.InstrumentModel, "--evals", "/no/evals", "--speeds", "/no/speeds", "--out", "/tmp/kascade-frontier"], "eval results directory not found: /no/evals" },
         { ["frontier", "--model", TestPaths.InstrumentModel, "--evals", "/tmp", "--speeds", "/no/speeds", "--out", "/tmp/kascade-frontier"], "speed directory (bench methods --json files) not found: /no/speeds" },

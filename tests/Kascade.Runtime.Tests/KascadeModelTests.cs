@@ -75,9 +75,9 @@ public class KascadeModelTests
         // steps unseen by the host: any later decode step (a re-recording after replays is one).
         KeyPlan.CheckExtend(args, (49, 1));
         Assert.Throws<InvalidOperationException>(() => KeyPlan.CheckExtend(args, (48, 1)));
-        KeyPlan.CheckExtend(args, (40, 1), replayed: true);
-        Assert.Throws<InvalidOperationException>(() => KeyPlan.CheckExtend(args, (50, 1), replayed: true));
-        Assert.Throws<InvalidOperationException>(() => KeyPlan.CheckExtend(args, (40, 8), replayed: true));
+        KeyPlan.CheckExtend(args, (40, 1), recorded: true);
+        Assert.Throws<InvalidOperationException>(() => KeyPlan.CheckExtend(args, (50, 1), recorded: true));
+        Assert.Throws<InvalidOperationException>(() => KeyPlan.CheckExtend(args, (40, 8), recorded: true));
         Assert.Throws<InvalidOperationException>(() => KeyPlan.CheckExtend(args with { Tokens = 2 }, (49, 1)));
     }
 

@@ -23,8 +23,6 @@ internal sealed class BaselineLayers : LayerAttention
     /// <summary>The plan's head map: every head on the one shared set, or each query head on its own row.</summary>
     private readonly int[] _headMap;
 
-    private readonly int _layers;
-
     /// <summary>The <see cref="BaselineLayerMode.DenseAndSelect"/> layer that wrote the plan in this chunk, or −1.</summary>
     private int _selectedAt = -1;
 
@@ -45,12 +43,11 @@ internal sealed class BaselineLayers : LayerAttention
             throw;
         }
         _headMap = _selector.Selectors(config.Heads) == 1 ? new int[config.KvHeads] : [.. Enumerable.Range(0, config.Heads)];
-        _layers = config.Layers;
     }
 
     public override void Resume(AttentionArgs args, KvCache cache)
     {
-        foreach (int layer in Enumerable.Range(0, _layers).Where(l => BaselinePolicy.ModeOf(_policy.Method, _policy.Baselines, l) is BaselineLayerMode.Select or BaselineLayerMode.DenseAndSelect))
+        foreach (int layer in Enumerable.Range(0, cache.Shape.Layers).Where(l => BaselinePolicy.ModeOf(_policy.Method, _policy.Baselines, l) is BaselineLayerMode.Select or BaselineLayerMode.DenseAndSelect))
         {
             Backend.UpdateSelectorState(args with { Layer = layer, StartPosition = 0 }, cache, _state);
         }

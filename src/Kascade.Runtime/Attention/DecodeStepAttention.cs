@@ -54,6 +54,8 @@ public sealed class DecodeStepAttention : IDisposable
             _step = backend.AllocateStepInputs(1);
             // As after a prefill of the cached keys: selectors summarise them, and the first decode step selects.
             _layers.Resume(Args(0, length), cache);
+            // The cycle's first position, on the device; each cycle's last step moves it back there (no host write is timed).
+            backend.WriteStep(_step, [0], length - StepsPerCycle);
         }
         catch
         {
@@ -76,7 +78,6 @@ public sealed class DecodeStepAttention : IDisposable
     public void RunCycle()
     {
         int first = Length - StepsPerCycle;
-        _backend.WriteStep(_step, [0], first);
         for (int i = 0; i < StepsPerCycle; i++)
         {
             int position = first + i, variant = _layers.BeginStep(1, position);
@@ -102,7 +103,10 @@ public sealed class DecodeStepAttention : IDisposable
         }
     }
 
-    /// <summary>One step: every layer's attention at <paramref name="position"/>, then the step's position moved on (as sampling does in a session).</summary>
+    /// <summary>
+    /// One step: every layer's attention at <paramref name="position"/>, then the step's position moved on (as sampling
+    /// does in a session), or, after the cycle's last step, back to its first.
+    /// </summary>
     private void Issue(int position)
     {
         var args = Args(position, 1) with { Step = _step };
@@ -110,7 +114,7 @@ public sealed class DecodeStepAttention : IDisposable
         {
             _layers.Attend(args with { Layer = layer }, _q, _cache, _output);
         }
-        _backend.Advance(_step, 1);
+        _backend.Advance(_step, position == Length - 1 ? 1 - StepsPerCycle : 1);
     }
 
     private AttentionArgs Args(int start, int tokens) =>

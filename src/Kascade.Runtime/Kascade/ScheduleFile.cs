@@ -52,6 +52,10 @@ public static class ScheduleFile
         {
             throw new KascadeException($"{Path.GetFileName(path)} is missing {string.Join(", ", missing)}");
         }
+        if (schedule.Provenance is { } provenance && AnchorObjectives.Parse(provenance.Objective) is null)
+        {
+            throw new KascadeException($"{Path.GetFileName(path)}: provenance.objective '{provenance.Objective}' is none of {string.Join(", ", AnchorObjectives.Names)}");
+        }
         if (schedule.Validate(config) is { Count: > 0 } problems)
         {
             throw new KascadeException($"{Path.GetFileName(path)} does not fit this model: {string.Join("; ", problems)}");
