@@ -21,10 +21,13 @@ public sealed record FrontierPoint(string Method, double TopKPercent, int? Ancho
     public string Setting => Method switch
     {
         "dense" => "",
-        _ when Anchors is { } k => string.Create(CultureInfo.InvariantCulture, $"K = {k}{(Objective != AnchorObjective.Weighted ? $" ({Objective.Name()} DP)" : "")}, {TopKPercent}%{(Refresh > 1 ? $", refresh {Refresh}" : "")}{(ReferenceBudget ? ", reference budget" : "")}"),
+        _ when Anchors is { } k => string.Create(CultureInfo.InvariantCulture, $"K = {k}{ObjectiveSuffix}, {TopKPercent}%{(Refresh > 1 ? $", refresh {Refresh}" : "")}{(ReferenceBudget ? ", reference budget" : "")}"),
         "streamingllm" => string.Create(CultureInfo.InvariantCulture, $"window {WindowPercent}%"),
         _ => string.Create(CultureInfo.InvariantCulture, $"{TopKPercent}%"),
     };
+
+    /// <summary>How the setting names a schedule's DP objective: nothing for the paper's, " (log DP)" for ours.</summary>
+    public string ObjectiveSuffix => Objective == AnchorObjective.Weighted ? "" : $" ({Objective.Name()} DP)";
 
     /// <summary>streamingllm's window in percent of the keys (its default where the eval did not name one).</summary>
     public double WindowPercent => Window ?? BaselineOptions.Default.StreamingWindowPercent;
@@ -254,15 +257,14 @@ public static class Frontier
             return sb.ToString();
         }
         string passedTasks = string.Join(", ", TaskScores(dense).Where(t => t.Value >= PassingScore).Select(t => t.Key));
-        static string Dp(FrontierPoint p) => p.Objective == AnchorObjective.Weighted ? "" : $" ({p.Objective.Name()} DP)";
         string Speed(FrontierPoint p) => p.Speedup.TryGetValue(context, out double f) ? f.ToString("F2", Inv) + "× dense" : "not timed";
         if (FewestAnchorsNearDense(points) is { } fewest)
         {
-            sb.AppendLine(Inv, $"Fewest anchors within 1 point of dense on every task dense passes ({passedTasks}): **K = {fewest.Anchors}{Dp(fewest)} at {fewest.TopKPercent}%** ({Speed(fewest)} at {Tokens(context)}).");
+            sb.AppendLine(Inv, $"Fewest anchors within 1 point of dense on every task dense passes ({passedTasks}): **K = {fewest.Anchors}{fewest.ObjectiveSuffix} at {fewest.TopKPercent}%** ({Speed(fewest)} at {Tokens(context)}).");
         }
         else if (Candidates(points, "kascade", null).MinBy(p => (Shortfall(p, dense)!.Value, p.Anchors ?? 0)) is { } closest)
         {
-            sb.AppendLine(Inv, $"No Kascade point is within 1 point of dense on every task dense passes ({passedTasks}); the closest with the fewest anchors: K = {closest.Anchors}{Dp(closest)} at {closest.TopKPercent}%, {Shortfall(closest, dense):F1} points below dense at most ({Speed(closest)} at {Tokens(context)}).");
+            sb.AppendLine(Inv, $"No Kascade point is within 1 point of dense on every task dense passes ({passedTasks}); the closest with the fewest anchors: K = {closest.Anchors}{closest.ObjectiveSuffix} at {closest.TopKPercent}%, {Shortfall(closest, dense):F1} points below dense at most ({Speed(closest)} at {Tokens(context)}).");
         }
         else
         {
@@ -274,7 +276,7 @@ public static class Frontier
             var all = budget.MaxBy(p => p.Anchors)!;
             if (Shortfall(all, all) is not null && FewestAnchorsNear(points, all, "kascade", budget.Key) is { } near)
             {
-                sb.AppendLine(Inv, $"At {budget.Key}%: fewest anchors within 1 point of Kascade with the most anchors (K = {all.Anchors}, {Math.Max(0, Shortfall(all, dense)!.Value):F1} points below dense at most) on every task it passes: K = {near.Anchors}{Dp(near)} ({Speed(near)} at {Tokens(context)}).");
+                sb.AppendLine(Inv, $"At {budget.Key}%: fewest anchors within 1 point of Kascade with the most anchors (K = {all.Anchors}, {Math.Max(0, Shortfall(all, dense)!.Value):F1} points below dense at most) on every task it passes: K = {near.Anchors}{near.ObjectiveSuffix} ({Speed(near)} at {Tokens(context)}).");
             }
         }
         return sb.ToString();
@@ -314,7 +316,7 @@ public static class Frontier
     {
         static string Line(FrontierPoint p) => p.Anchors is not { } k ? p.Method
             : p.Refresh > 1 ? string.Create(Inv, $"{p.Method} K = {k}, {p.TopKPercent}%, refresh")
-            : string.Create(Inv, $"{p.Method} {p.TopKPercent}%{(p.Objective != AnchorObjective.Weighted ? $" ({p.Objective.Name()} DP)" : "")}");
+            : string.Create(Inv, $"{p.Method} {p.TopKPercent}%{p.ObjectiveSuffix}");
         var series = points.Where(p => p.Speedup.ContainsKey(context)).GroupBy(Line).OrderBy(g => g.Key, StringComparer.Ordinal).Select(line =>
         {
             var ordered = line.OrderBy(p => p.Speedup[context]).ToList();
