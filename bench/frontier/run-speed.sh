@@ -9,7 +9,10 @@
 # .frontier/speed); tables already written are skipped, so the script can be run again after a time limit.
 # Then: kascade frontier --model models/kascade-instrument-21m --evals .frontier --speeds .frontier/speed --out docs/results/frontier
 # KNEE="K …" adds anchor refresh R = 4, 16, 64 at each K's scaled anchor count and 10% (issue 16 §4).
-# Usage: [CONTEXTS=32k,128k] [KNEE="K …"] bench/frontier/run-speed.sh [KASCADE_BINARY]   (from the repository root)
+# BATCH=64 adds the Kascade anchor counts at batch 64 (`bench methods --batch`: dense and the Kascade methods have
+# batched decode ops; every layer attends over the batch's one cache, 34 GB at 128k); `kascade frontier --batch 64`
+# then summarises that speed.
+# Usage: [CONTEXTS=32k,128k] [KNEE="K …"] [BATCH=64] bench/frontier/run-speed.sh [KASCADE_BINARY]   (from the repository root)
 set -u
 BIN=${1:-.gpu/kascade/kascade}
 OUT=${FRONTIER:-.frontier}/speed
@@ -31,4 +34,7 @@ for w in 10 20 30; do table "streamingllm-w$w" --attention streamingllm --baseli
 if [ -n "${KNEE:-}" ]; then
   knee=$(for k in $KNEE; do scaled $k; done | paste -sd,)
   table "refresh-a${knee//,/-}" --attention kascade --topk-percent 10 --anchors "$knee" --anchor-refresh 4,16,64
+fi
+if [ -n "${BATCH:-}" ]; then
+  table "kascade-b$BATCH" --attention kascade --topk-percent 10,20 --anchors "$anchors" --batch "$BATCH"
 fi

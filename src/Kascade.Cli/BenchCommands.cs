@@ -115,9 +115,10 @@ public static partial class CliApp
         var baseline = AttentionOptions.BaselineOption();
         var runs = new Option<int>("--runs") { Description = "Timed cycles per method and context (median reported)", DefaultValueFactory = _ => 20 }.AtLeast(1);
         var json = new Option<string>("--json") { Description = "Also write the rows as JSON to this file (what kascade frontier reads)" }.WritableFile();
-        var command = new Command("methods", "Time each attention method's decode-step attention over every layer of a model shape (batch 1, random cache) beside dense in the same run: the per-layer cost of its mix of dense, selecting and reusing layers.")
+        var batch = new Option<int>("--batch") { Description = "Sequences decoding together, each with its own cache of the context (above 1: dense and the Kascade methods, on the batched decode ops)", DefaultValueFactory = _ => 1 }.AtLeast(1);
+        var command = new Command("methods", "Time each attention method's decode-step attention over every layer of a model shape (random cache) beside dense in the same run: the per-layer cost of its mix of dense, selecting and reusing layers.")
         {
-            config, contexts, device, threads, methods, percents, anchors, refresh, baseline, runs, json,
+            config, contexts, device, threads, methods, percents, anchors, refresh, baseline, runs, batch, json,
         };
         command.SetAction(parse =>
         {
@@ -132,6 +133,11 @@ public static partial class CliApp
             var baselines = AttentionOptions.Baselines(parse, baseline);
             var names = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Prepend("dense").Distinct().ToList();
             bool kascade = names.Any(n => AttentionMethods.Find(n).NeedsSchedule);
+            int sequences = parse.GetValue(batch);
+            if (sequences > 1 && names.FirstOrDefault(n => AttentionMethods.Find(n) is { NeedsSchedule: false, Method: not AttentionMethod.Dense }) is { } unbatched)
+            {
+                throw new KascadeException($"--batch {sequences}: {unbatched} has no batched decode ops; a batch times dense and the Kascade methods");
+            }
             if (!kascade && (parse.GetResult(anchors) is { Implicit: false } || parse.GetResult(refresh) is { Implicit: false }))
             {
                 throw new KascadeException("--anchors and --anchor-refresh apply to the Kascade methods; --attention names none");
@@ -154,7 +160,7 @@ public static partial class CliApp
                     anchorCounts.SelectMany(a => refreshes.Select(r => p with { Schedule = KascadeSchedule.Spread(shape, a, p.TopKPercent), AnchorRefresh = r })));
             }).ToList();
             using var backend = Backends.Create(parse.GetValue(device)!, parse.GetValue(threads));
-            var options = new MethodBenchmarkOptions(shape, parse.GetValue(config)!, parse.GetValue(contexts)!, policies, parse.GetValue(runs));
+            var options = new MethodBenchmarkOptions(shape, parse.GetValue(config)!, parse.GetValue(contexts)!, policies, parse.GetValue(runs), sequences);
             IReadOnlyList<MethodBenchmarkRow> rows = [];
             WithProgress(stderr, progress =>
             {
@@ -184,7 +190,7 @@ public static partial class CliApp
         var flush = new Option<string>("--l2-flush") { Description = "How the L2 is emptied before each timed run: read (a 256 MiB buffer; clean lines) or write (a memset; dirty lines the timed kernel writes back)", DefaultValueFactory = _ => "read" };
         flush.AcceptOnlyFromAmong("read", "write");
         var splits = new Option<int?>("--splits") { Description = "Tuning: force the number of key splits (flash-decoding) instead of the heuristic's" }.AtLeast(1);
-        var kascade = new Option<bool>("--kascade") { Description = "Time Kascade's kernels (layer 0, anchor, reuse; decode, or prefill in chunks) and a 32-layer schedule's per-layer average beside our dense kernel (batch 1)" };
+        var kascade = new Option<bool>("--kascade") { Description = "Time Kascade's kernels (layer 0, anchor, reuse; decode at --batch, or prefill in chunks) and a 32-layer schedule's per-layer average beside our dense kernel" };
         var topK = new Option<double>("--topk-percent") { Description = "With --kascade: the Top-k budget in percent of the keys", DefaultValueFactory = _ => 10 }.Must(p => p is > 0 and <= 100, "a percent in (0, 100]");
         var attention = new Command("attention", "Time our attention kernels on the GPU (CUDA events, L2 flushed, median); compare with bench/peers/sdpa_peer.py in the same run.")
         {
@@ -196,9 +202,9 @@ public static partial class CliApp
             {
                 result.AddError("--heads must be a multiple of --kv-heads");
             }
-            if (result.ValueOr(kascade, false) && result.ValueOr(batch, 1) > 1)
+            if (result.ValueOr(phase, "decode") == "prefill" && result.ValueOr(batch, 1) > 1)
             {
-                result.AddError("--kascade times batch 1 for now (batched Kascade decode is not built)");
+                result.AddError("--batch is decode's: prefill times one sequence of each context");
             }
         });
         attention.SetAction(parse =>
@@ -271,15 +277,6 @@ public static partial class CliApp
             if (fastCuda is not null)
             {
                 results.AddRange(fastCuda.WithExactKernels(() => BackendParity.RunSelection(reference, candidate, r => Print(r with { Op = $"exact {r.Op}" })).Select(r => r with { Op = $"exact {r.Op}" }).ToList()));
-            }
-            if (candidate is Kascade.Cuda.CudaBackend cuda)
-            {
-                foreach (var (batch, keys, group) in new[] { (5, 700, 4), (64, 300, 8), (3, 2000, 1) })
-                {
-                    var r = new ParityResult("batched decode", $"batch {batch} keys {keys} group {group}", Kascade.Cuda.BatchedDecodeCheck.MaxError(reference, cuda, batch, keys, 8 * group, 8, 128), 1e-3);
-                    Print(r);
-                    results.Add(r);
-                }
             }
             if (parse.GetValue(model) is { } path)
             {

@@ -13,15 +13,16 @@ public static partial class CliApp
         var evals = new Option<string>("--evals") { Description = "Directory of kascade eval result directories, one per method and setting (bench/frontier/run-evals.sh)", Required = true };
         var speeds = new Option<string>("--speeds") { Description = "Directory of bench methods --json files (bench/frontier/run-speed.sh)", Required = true };
         var context = OptionRules.Lengths("--context", "The context whose decode attention speedup the summary and the plot use", [131072]);
+        var batch = new Option<int>("--batch") { Description = "The decode batch (a bench methods --batch timing) whose speedup the summary and the plot use", DefaultValueFactory = _ => 1 }.AtLeast(1);
         var output = new Option<string>("--out") { Description = "Directory for frontier.md and frontier.png", Required = true }.WritableDirectory();
         var command = new Command("frontier", "Kascade's accuracy-speed frontier: every method and setting's scores (kascade eval) against its decode attention speedup over dense (bench methods), a table and a plot.")
         {
-            model, evals, speeds, context, output,
+            model, evals, speeds, context, batch, output,
         };
         command.SetAction(parse =>
         {
             var config = Runtime.Loading.ConfigLoader.Load(Runtime.Loading.ModelLocation.Resolve(parse.GetValue(model)!));
-            int at = parse.GetValue(context)![0];
+            var at = new SpeedAt(parse.GetValue(context)![0], parse.GetValue(batch));
             var points = Frontier.Load(parse.GetValue(evals)!, parse.GetValue(speeds)!, config.Layers);
             if (points.Count == 0)
             {

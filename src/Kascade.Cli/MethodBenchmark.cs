@@ -11,9 +11,10 @@ namespace Kascade.Cli;
 /// <param name="Label">How the tables name the shape.</param>
 /// <param name="Policies">The methods and settings, timed one after another in each context; dense first gives every row its speedup.</param>
 /// <param name="Runs">Timed cycles per policy and context (median reported), after three untimed ones.</param>
-public sealed record MethodBenchmarkOptions(ModelConfig Config, string Label, IReadOnlyList<int> Contexts, IReadOnlyList<AttentionPolicy> Policies, int Runs = 20);
+/// <param name="Batch">Sequences decoding together, each with its own cache of the context (above 1: the batched decode ops, dense and the Kascade methods only).</param>
+public sealed record MethodBenchmarkOptions(ModelConfig Config, string Label, IReadOnlyList<int> Contexts, IReadOnlyList<AttentionPolicy> Policies, int Runs = 20, int Batch = 1);
 
-/// <summary>One policy at one context: the median milliseconds of one decode step's attention over every layer (batch 1).</summary>
+/// <summary>One policy at one context: the median milliseconds of one decode step's attention over every layer (for the whole batch).</summary>
 public sealed record MethodBenchmarkRow(AttentionPolicy Policy, int Context, double StepMilliseconds, int Layers)
 {
     /// <summary>The per-layer cost: the step over the layer count (what the frontier compares).</summary>
@@ -41,7 +42,8 @@ public sealed record MethodBenchmarkRow(AttentionPolicy Policy, int Context, dou
 /// <summary>
 /// Every attention method's decode-step attention over all layers of a model shape, beside dense in the same run
 /// (<c>kascade bench methods</c>): the per-layer cost each method's mix of dense, selecting and reusing layers gives
-/// (issue 16 §3's speed side). One random cache of every layer per context, filled once; each policy's step recorded
+/// (issue 16 §3's speed side). One random cache of every layer per context (for a batch: of each sequence, which every
+/// layer attends over, <see cref="DecodeStepAttention"/>), filled once; each policy's step recorded
 /// and replayed as <c>generate</c> runs it (<see cref="DecodeStepAttention"/>); timed with CUDA events and the L2
 /// flushed before each cycle on the GPU, with a stopwatch on the CPU; median over cycles (a Kascade policy with an anchor
 /// refresh R times cycles of R steps: one that selects and R − 1 that keep the selection).
@@ -55,15 +57,16 @@ public static class MethodBenchmark
         var rng = new Random(3);
         using var timer = backend is Kascade.Cuda.CudaBackend cuda ? cuda.CreateTimer() : null;
         double Median(Action cycle) => timer?.MedianMilliseconds(cycle, o.Runs, 3) ?? StopwatchMedian(backend, cycle, o.Runs);
+        int cacheLayers = o.Batch == 1 ? c.Layers : o.Batch, width = c.Heads * c.HeadDim;
         foreach (int context in o.Contexts)
         {
-            using var cache = backend.AllocateKvCache(new KvCacheShape(c.Layers, c.KvHeads, c.HeadDim, context));
-            AttentionBenchmark.Fill(backend, cache, c.Layers, context, rng);
-            using var q = backend.Upload(AttentionBenchmark.RandomValues(rng, c.Heads * c.HeadDim), 1, c.Heads * c.HeadDim);
-            using var output = backend.Allocate(1, c.Heads * c.HeadDim);
+            using var cache = backend.AllocateKvCache(new KvCacheShape(cacheLayers, c.KvHeads, c.HeadDim, context));
+            AttentionBenchmark.Fill(backend, cache, cacheLayers, context, rng);
+            using var q = backend.Upload(AttentionBenchmark.RandomValues(rng, o.Batch * width), o.Batch, width);
+            using var output = backend.Allocate(o.Batch, width);
             for (int i = 0; i < o.Policies.Count; i++)
             {
-                using var step = new DecodeStepAttention(backend, o.Policies[i], c, cache, context, q, output);
+                using var step = new DecodeStepAttention(backend, o.Policies[i], c, cache, context, q, output, o.Batch);
                 double cycle = Median(step.RunCycle);
                 rows.Add(new MethodBenchmarkRow(o.Policies[i], context, cycle / step.StepsPerCycle, c.Layers));
                 onPolicy?.Invoke(context, i + 1);
@@ -97,7 +100,7 @@ public static class MethodBenchmark
         var c = o.Config;
         var sb = new StringBuilder();
         string timing = backend is Kascade.Cuda.CudaBackend ? "CUDA events, L2 flushed before each cycle" : "wall clock";
-        sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; {o.Label}: {c.Layers} layers, {c.Heads} query heads, {c.KvHeads} KV heads, head dim {c.HeadDim}, bf16 KV cache (one random 4096-token chunk repeated); decode, batch 1; {timing}, median of {o.Runs} cycles");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; {o.Label}: {c.Layers} layers, {c.Heads} query heads, {c.KvHeads} KV heads, head dim {c.HeadDim}, bf16 KV cache (one random 4096-token chunk repeated); decode, batch {o.Batch}{(o.Batch > 1 ? " (every layer attends over the batch's one cache)" : "")}; {timing}, median of {o.Runs} cycles");
         sb.AppendLine("step ms = a cycle's median / its steps (a refresh R cycles R steps: one that selects, R − 1 that keep the selection; 1 otherwise); per-layer ms = step ms / layers; × dense = dense's per-layer ms in the same context / the row's");
         sb.AppendLine();
         sb.AppendLine("| method | setting | context | step ms | per-layer ms | × dense |");
@@ -124,7 +127,7 @@ public static class MethodBenchmark
             ["shape"] = o.Label,
             ["layers"] = o.Config.Layers,
             ["backend"] = backend.Name,
-            ["batch"] = 1,
+            ["batch"] = o.Batch,
             ["rows"] = new JsonArray([.. rows.Select(r => (JsonNode)new JsonObject
             {
                 ["method"] = r.Method,

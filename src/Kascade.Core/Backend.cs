@@ -230,7 +230,8 @@ public interface IBackend : IDisposable
     void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output);
 
     /// <summary>
-    /// Adds the step's own position to every row of a decode plan (<paramref name="args"/> one token), which then serves
+    /// Adds the step's own position to every row of a decode plan (<paramref name="args"/> one token; every unit's rows:
+    /// a batch's sequences share the step's position, <see cref="IBatchedDecode"/>), which then serves
     /// this step: an anchor that keeps its selection between refreshes (<see cref="AttentionPolicy.AnchorRefresh"/>) still
     /// attends every key appended since it selected. The plan's capacity must hold the additions.
     /// </summary>

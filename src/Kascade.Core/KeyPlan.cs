@@ -43,6 +43,38 @@ public abstract class KeyPlan : IDisposable
 
     public int Rows => Units * Selectors;
 
+    /// <summary>The chunk the plan was last written for, as issued: a reuse layer must read its own chunk's plan.</summary>
+    public (int Start, int Tokens) Chunk { get; private set; } = (-1, 0);
+
+    /// <summary>
+    /// Whether <see cref="Chunk"/> was issued inside a recorded step: replays of it write the plan for later positions
+    /// the host does not see, so the plan may serve a later decode step than <see cref="Chunk"/> says.
+    /// </summary>
+    public bool Recorded { get; private set; }
+
+    /// <summary>
+    /// Notes the chunk a backend's op just issued the plan for: <paramref name="tokens"/> queries from
+    /// <c>args.StartPosition</c>, issued inside a recorded step when <paramref name="recording"/>. Every op that writes
+    /// a plan calls it; <see cref="CheckServes"/> and <see cref="CheckExtend(AttentionArgs)"/> read it.
+    /// </summary>
+    public void Serve(AttentionArgs args, int tokens, bool recording)
+    {
+        Chunk = (args.StartPosition, tokens);
+        Recorded = recording;
+    }
+
+    /// <summary>Refuses to read the plan (sparse attention) for any chunk but the one it was written for.</summary>
+    public void CheckServes(AttentionArgs args)
+    {
+        if (Chunk != (args.StartPosition, args.Tokens))
+        {
+            throw new InvalidOperationException($"the plan was written for [{Chunk.Start}, +{Chunk.Tokens}); layer {args.Layer} runs [{args.StartPosition}, +{args.Tokens})");
+        }
+    }
+
+    /// <summary><see cref="CheckExtend(AttentionArgs, ValueTuple{int, int}, bool)"/> for the chunk this plan serves.</summary>
+    public void CheckExtend(AttentionArgs args) => CheckExtend(args, Chunk, Recorded);
+
     /// <summary>
     /// The selector each query head reads under <paramref name="headMap"/>: <c>KvHeads</c> entries give a KV head's query
     /// heads one selector (Kascade's head maps), <c>Heads</c> entries give each query head its own. Refuses a map of

@@ -27,7 +27,7 @@ public sealed unsafe partial class CpuBackend
             int keep = TopKBudget.ForTile(tile, args.StartPosition + args.Tokens, selection.TopKPercent, selection.Rule);
             p.Write(row, Ranking.TopK(scores.Row(row)[..tile.CandidateEnd], keep));
         });
-        p.Chunk = (args.StartPosition, args.Tokens);
+        p.Serve(args, args.Tokens, recording: false);
         if (selection.DenseOutput)
         {
             Attention(args, q, cache, output);
@@ -42,12 +42,12 @@ public sealed unsafe partial class CpuBackend
     {
         var p = (CpuKeyPlan)plan;
         int position = CpuStepInputs.Start(args.Step, args.StartPosition);
-        KeyPlan.CheckExtend(args, p.Chunk);
-        for (int row = 0; row < p.Selectors; row++)
+        p.CheckExtend(args);
+        for (int row = 0; row < p.Rows; row++)
         {
             p.Append(row, position);
         }
-        p.Chunk = (args.StartPosition, 1);
+        p.Serve(args, 1, recording: false);
     }
 
     public void ReadPlan(KeyPlan plan, Span<int> counts, Span<int> indices)
@@ -64,10 +64,7 @@ public sealed unsafe partial class CpuBackend
     public void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
         var p = (CpuKeyPlan)plan;
-        if (p.Chunk != (args.StartPosition, args.Tokens))
-        {
-            throw new InvalidOperationException($"the plan was written for [{p.Chunk.Start}, +{p.Chunk.Tokens}); layer {args.Layer} runs [{args.StartPosition}, +{args.Tokens})");
-        }
+        p.CheckServes(args);
         var rowOf = p.SelectorOfHead(args.Heads, args.KvHeads, headMap);
         var c = (CpuKvCache)cache;
         var qs = (CpuTensor)q;

@@ -91,7 +91,7 @@ public sealed partial class CpuBackend
             default:
                 throw new ArgumentOutOfRangeException(nameof(state), s.Selector, "not a key selector the CPU runs");
         }
-        p.Chunk = (args.StartPosition, args.Tokens);
+        p.Serve(args, args.Tokens, recording: false);
     }
 
     private static InvalidOperationException NoBounds(int layer) =>

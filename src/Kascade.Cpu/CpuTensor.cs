@@ -121,9 +121,6 @@ public sealed class CpuKeyPlan(int units, int selectors, int capacity, PlanUnit 
     private readonly int[] _indices = new int[checked(units * selectors * capacity)];
     private readonly int[] _counts = new int[units * selectors];
 
-    /// <summary>The chunk the plan was last written for (the CPU checks that a reuse layer reads its own chunk's plan).</summary>
-    internal (int Start, int Tokens) Chunk { get; set; } = (-1, 0);
-
     /// <summary>The positions of <paramref name="row"/>, as the selector wrote them.</summary>
     public ReadOnlySpan<int> Row(int row) => _indices.AsSpan(row * Capacity, _counts[row]);
 

@@ -28,8 +28,8 @@ internal readonly record struct AttentionShape(int Tokens, int Group, int KvHead
 internal sealed record TensorCoreFunction(nint Function, int SharedBytes, int ResidentBlocks);
 
 /// <summary>
-/// Attention: dense attention on the tensor-core kernels (or <c>attention_dense</c> for other head dims), batched decode
-/// and the baselines' gathered attention; the tensor-core launch plans, and the attention modules (a module per
+/// Attention: dense attention on the tensor-core kernels (or <c>attention_dense</c> for other head dims) and the
+/// baselines' gathered attention; the tensor-core launch plans, and the attention modules (a module per
 /// source and define set: attention_simple.cu, attention_combine.cu, and each tensor-core kernel's own source).
 /// </summary>
 public sealed unsafe partial class CudaBackend
@@ -50,24 +50,6 @@ public sealed unsafe partial class CudaBackend
             return;
         }
         TensorCoreAttention(args, 1, q, keys, values, c.Shape.Capacity, 0, output);
-    }
-
-    /// <summary>
-    /// Decode attention for a batch: query row b (of <c>Tokens</c> = batch) attends over the first
-    /// <c>StartPosition + 1</c> keys of sequence b, whose cache is layer b of <paramref name="cache"/> (Layers = batch).
-    /// </summary>
-    public void BatchedDecodeAttention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
-    {
-        var c = (CudaKvCache)cache;
-        if (c.Shape.Layers < args.Tokens)
-        {
-            throw new ArgumentException($"a batch of {args.Tokens} needs a cache of at least {args.Tokens} sequences (layers)");
-        }
-        if (AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
-        {
-            throw new KascadeException($"batched decode needs a head dim that is a multiple of 32 up to {AttentionHeadDims.MaxTensorCores}, not {args.HeadDim}");
-        }
-        TensorCoreAttention(args with { Tokens = 1 }, args.Tokens, q, c.Keys.Pointer, c.Values.Pointer, c.Shape.Capacity, c.LayerBytes / 2, output);
     }
 
     /// <summary>

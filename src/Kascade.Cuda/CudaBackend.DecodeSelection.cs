@@ -47,23 +47,23 @@ public sealed unsafe partial class CudaBackend
     /// A decode step's pooled scores (<see cref="IBackend.PooledTileScores"/>'s one-query tile) from one tensor-core pass
     /// over the keys (decode_scores.cu's <c>decode_scores_mma</c>: every query head of a GQA group scored per key, exact to
     /// fp32 by the split queries) where the group and head dim fit attention_decode's specialisation; false where they do
-    /// not (the exact kernels run instead). Writes fp32 <c>[pools, stride]</c> at <paramref name="scores"/>, the first
-    /// <c>StartPosition + 1</c> columns.
+    /// not (the exact kernels run instead). Writes fp32 <c>[sequences · pools, stride]</c> at <paramref name="scores"/>
+    /// (<c>s.Count</c> sequences), the first <c>StartPosition + 1</c> columns.
     /// </summary>
-    private bool TryPoolDecode(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, nint q, CudaKvCache c, nint scores, long stride, int extent)
+    private bool TryPoolDecode(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, nint q, CacheSequences s, nint scores, long stride, int extent)
     {
         if (!FastDecode(args))
         {
             return false;
         }
         // Splits fixed by the extent (the capacity in a recorded step), as attention_decode splits a context of that length.
-        var (kernel, function, plan) = DecodeLaunch(args, ("decode_scores.cu", "decode_scores_mma"), extent);
-        int partials = plan.Splits * kernel.Warps;
-        var raw = Scratch(ref _decodeRaw, (long)args.Heads * extent * sizeof(float));
-        var partial = Scratch(ref _lsePartial, (long)args.Heads * partials * 2 * sizeof(float));
-        Launch(function.Function, "decode_scores_mma", new Dim3((uint)plan.Splits, 1, (uint)args.KvHeads), (uint)kernel.Threads, (uint)function.SharedBytes, dependent: false,
-            q, c.LayerKeys(args.Layer), raw.Pointer, (long)extent, partial.Pointer, c.Shape.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale);
-        PoolDecodeScores(args, pooling, pools, maxPool, raw.Pointer, partial.Pointer, partials, scores, stride, extent);
+        var (kernel, function, plan) = DecodeLaunch(args, ("decode_scores.cu", "decode_scores_mma"), extent, s.Count);
+        int partials = plan.Splits * kernel.Warps, rows = s.Count * args.Heads;
+        var raw = Scratch(ref _decodeRaw, (long)rows * extent * sizeof(float));
+        var partial = Scratch(ref _lsePartial, (long)rows * partials * 2 * sizeof(float));
+        Launch(function.Function, "decode_scores_mma", new Dim3((uint)plan.Splits, 1, (uint)(s.Count * args.KvHeads)), (uint)kernel.Threads, (uint)function.SharedBytes, dependent: false,
+            q, s.Keys, raw.Pointer, (long)extent, partial.Pointer, s.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale, args.KvHeads, s.Stride);
+        PoolDecodeScores(args, s.Count, pooling, pools, maxPool, raw.Pointer, partial.Pointer, partials, scores, stride, extent);
         return true;
     }
 
@@ -79,27 +79,31 @@ public sealed unsafe partial class CudaBackend
     /// of <paramref name="keys"/> keys as attention_decode would split a context of that length (fixed by the capacity in a
     /// recorded step, so the step replays).
     /// </summary>
-    private (AttentionKernel Kernel, TensorCoreFunction Function, AttentionLaunchPlan Plan) DecodeLaunch(AttentionArgs args, (string Source, string Function) entry, int keys)
+    private (AttentionKernel Kernel, TensorCoreFunction Function, AttentionLaunchPlan Plan) DecodeLaunch(AttentionArgs args, (string Source, string Function) entry, int keys, int sequences)
     {
         int group = args.Heads / args.KvHeads;
         var kernel = AttentionKernel.For(group, args.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
         var function = TensorCoreFunction(args.HeadDim, group, kernel, entry);
-        return (kernel, function, AttentionLaunch.Choose(kernel, 1, group, args.KvHeads, 1, keys, _device.Multiprocessors, function.ResidentBlocks));
+        return (kernel, function, AttentionLaunch.Choose(kernel, 1, group, args.KvHeads, sequences, keys, _device.Multiprocessors, function.ResidentBlocks));
     }
 
     /// <summary>
-    /// <c>pool_decode_scores</c> over a decode step's raw scores (fp32 <c>[heads, extent]</c>), post-softmax after
-    /// <c>combine_log_sum_exp</c> merges the rows' (max, sum) pairs <paramref name="partial"/> (<c>[heads, partials, 2]</c>).
+    /// <c>pool_decode_scores</c> over the raw scores of <paramref name="sequences"/> decode steps (fp32
+    /// <c>[sequences · heads, extent]</c>) into <c>[sequences · pools, stride]</c>, post-softmax after
+    /// <c>combine_log_sum_exp</c> merges the rows' (max, sum) pairs <paramref name="partial"/>
+    /// (<c>[sequences · heads, partials, 2]</c>). A pool's heads are consecutive rows, so a batch is one launch of
+    /// <c>sequences · heads</c> rows in <c>sequences · pools</c> pools.
     /// </summary>
-    private void PoolDecodeScores(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, nint raw, nint partial, int partials, nint scores, long stride, int extent)
+    private void PoolDecodeScores(AttentionArgs args, int sequences, ScorePooling pooling, int pools, bool maxPool, nint raw, nint partial, int partials, nint scores, long stride, int extent)
     {
+        int rows = sequences * args.Heads;
         nint lse = 0;
         if (pooling == ScorePooling.PostSoftmax)
         {
-            lse = Scratch(ref _rowLse, (long)args.Heads * sizeof(float)).Pointer;
-            CombineLogSumExp(args.HeadDim, partial, lse, args.Heads, partials);
+            lse = Scratch(ref _rowLse, (long)rows * sizeof(float)).Pointer;
+            CombineLogSumExp(args.HeadDim, partial, lse, rows, partials);
         }
-        Launch(DecodeSelectionModule(args.HeadDim), "pool_decode_scores", new Dim3((uint)((extent + 255) / 256), (uint)pools, 1), 256, raw, lse, scores, stride, args.Heads, pools,
+        Launch(DecodeSelectionModule(args.HeadDim), "pool_decode_scores", new Dim3((uint)((extent + 255) / 256), (uint)(sequences * pools), 1), 256, raw, lse, scores, stride, rows, sequences * pools,
             maxPool ? 1 : 0, args.StartPosition, StartOnDevice(args.Step));
     }
 
@@ -108,17 +112,18 @@ public sealed unsafe partial class CudaBackend
     /// selection from one pass over K and V (attention_decode.cu's <c>attention_decode_scores</c>: attention_decode with
     /// the queries in bf16 halves, writing every score and each split's (max, sum), whose merge is the rows' normaliser),
     /// where a separate dense pass and scores pass read the keys twice; false where the fast kernels do not apply (the
-    /// caller then runs both). Writes <paramref name="output"/> and fp32 <c>[pools, stride]</c> at <paramref name="scores"/>.
+    /// caller then runs both). Writes <paramref name="output"/> and fp32 <c>[sequences · pools, stride]</c> at
+    /// <paramref name="scores"/> (<c>s.Count</c> sequences).
     /// </summary>
-    private bool TryDenseDecodeWithScores(AttentionArgs args, ScorePooling pooling, int pools, DeviceTensor q, CudaKvCache c, nint scores, long stride, int extent, DeviceTensor output)
+    private bool TryDenseDecodeWithScores(AttentionArgs args, ScorePooling pooling, int pools, DeviceTensor q, CacheSequences s, nint scores, long stride, int extent, DeviceTensor output)
     {
         if (!FastDecode(args))
         {
             return false;
         }
-        int group = args.Heads / args.KvHeads;
+        int group = args.Heads / args.KvHeads, rows = s.Count * args.Heads;
         args.CheckPools(pools);
-        var shape = new AttentionShape(1, group, args.KvHeads, args.HeadDim, 1);
+        var shape = new AttentionShape(1, group, args.KvHeads, args.HeadDim, s.Count);
         var (kernel, _, plan) = PlanAttention(shape, args.StartPosition);
         if (kernel.Kind != AttentionKernelKind.Decode)
         {
@@ -128,26 +133,26 @@ public sealed unsafe partial class CudaBackend
         _recording?.Attention.TryAdd(shape, (plan.Kernel, plan.Splits));
         var parameters = new AttentionParams
         {
-            Q = In(q), KCache = c.LayerKeys(args.Layer), VCache = c.LayerValues(args.Layer), Out = Out(output), StartAt = StartOnDevice(args.Step),
-            Tokens = 1, Heads = args.Heads, KvHeads = args.KvHeads, Capacity = c.Shape.Capacity, Start = args.StartPosition, Scale = args.Scale,
-            PartialMl = Scratch(ref _partialMl, (long)args.Heads * plan.Splits * 2 * sizeof(float)).Pointer,
+            Q = In(q), KCache = s.Keys, VCache = s.Values, Out = Out(output), StartAt = StartOnDevice(args.Step), SequenceStride = s.Stride,
+            Tokens = 1, Heads = args.Heads, KvHeads = args.KvHeads, Capacity = s.Capacity, Start = args.StartPosition, Scale = args.Scale,
+            PartialMl = Scratch(ref _partialMl, (long)rows * plan.Splits * 2 * sizeof(float)).Pointer,
         };
         if (plan.Splits > 1)
         {
-            parameters.PartialOut = Scratch(ref _partialOut, (long)args.Heads * plan.Splits * args.HeadDim * sizeof(float)).Pointer;
+            parameters.PartialOut = Scratch(ref _partialOut, (long)rows * plan.Splits * args.HeadDim * sizeof(float)).Pointer;
         }
-        nint raw = Scratch(ref _decodeRaw, (long)args.Heads * extent * sizeof(float)).Pointer;
+        nint raw = Scratch(ref _decodeRaw, (long)rows * extent * sizeof(float)).Pointer;
         long rawStride = extent;
         var slots = stackalloc void*[3];
         slots[0] = &parameters;
         slots[1] = &raw;
         slots[2] = &rawStride;
-        Launch(function.Function, "attention_decode_scores", new Dim3((uint)plan.Splits, (uint)plan.RowTiles, (uint)args.KvHeads), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
+        Launch(function.Function, "attention_decode_scores", new Dim3((uint)plan.Splits, (uint)plan.RowTiles, (uint)(s.Count * args.KvHeads)), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
         if (plan.Splits > 1)
         {
-            Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)args.Heads, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, parameters.PartialOut, parameters.PartialMl, Out(output), plan.Splits);
+            Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, parameters.PartialOut, parameters.PartialMl, Out(output), plan.Splits);
         }
-        PoolDecodeScores(args, pooling, pools, maxPool: false, raw, parameters.PartialMl, plan.Splits, scores, stride, extent);
+        PoolDecodeScores(args, s.Count, pooling, pools, maxPool: false, raw, parameters.PartialMl, plan.Splits, scores, stride, extent);
         return true;
     }
 

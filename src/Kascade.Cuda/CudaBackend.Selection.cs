@@ -28,22 +28,6 @@ public sealed class CudaKeyPlan : KeyPlan
 
     internal DeviceMemory Counts { get; }
 
-    /// <summary>The chunk the plan was last written for, as issued (a reuse layer must read its own chunk's plan).</summary>
-    internal (int Start, int Tokens) Chunk { get; private set; } = (-1, 0);
-
-    /// <summary>
-    /// Whether <see cref="Chunk"/> was issued inside a recorded step: replays of it write the plan for later positions
-    /// the host does not see, so the plan may serve a later decode step than <see cref="Chunk"/> says.
-    /// </summary>
-    internal bool Recorded { get; private set; }
-
-    /// <summary>Notes the chunk an op just issued the plan for, and whether it was recorded.</summary>
-    internal void Serve(AttentionArgs args, int tokens, bool recording)
-    {
-        Chunk = (args.StartPosition, tokens);
-        Recorded = recording;
-    }
-
     public override void Dispose()
     {
         Indices.Dispose();
@@ -93,6 +77,7 @@ internal unsafe struct SparseParams
     public nint Indices;    // int32 [plan rows, plan capacity]
     public nint Counts;     // int32 [plan rows]
     public nint StartAt;
+    public long SequenceStride; // sparse_decode_mma over a batch: elements from one sequence's K/V to the next's
     public int Tokens, Heads, KvHeads, Capacity, Start, PlanCapacity, RowsPerUnit, TileUnits, GroupRows;
     public float Scale;
     public fixed int HeadMap[MaxHeads];
@@ -140,8 +125,8 @@ public sealed unsafe partial class CudaBackend
     public void ExtendPlan(AttentionArgs args, KeyPlan plan)
     {
         var p = (CudaKeyPlan)plan;
-        KeyPlan.CheckExtend(args, p.Chunk, p.Recorded);
-        Launch(SelectionModule(args.HeadDim), "extend_plan", (uint)((p.Selectors + 127) / 128), 128, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, p.Selectors,
+        p.CheckExtend(args);
+        Launch(SelectionModule(args.HeadDim), "extend_plan", (uint)((p.Rows + 127) / 128), 128, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, p.Rows,
             args.StartPosition, StartOnDevice(args.Step));
         p.Serve(args, 1, _recording is not null);
     }
@@ -153,7 +138,7 @@ public sealed unsafe partial class CudaBackend
         {
             throw new ArgumentException($"pooled tile scores need a [{units * pools}, {args.StartPosition + args.Tokens}] tensor, not [{scores.Rows}, {scores.Cols}]");
         }
-        PoolTiles(args, pooling, pools, maxPool: false, q, (CudaKvCache)cache, Out(scores), scores.Cols, scores.Cols);
+        PoolTiles(args, pooling, pools, maxPool: false, q, CacheSequences.Of((CudaKvCache)cache, args.Layer), Out(scores), scores.Cols, scores.Cols);
     }
 
     public void AttentionProbabilities(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor probabilities)
@@ -168,23 +153,28 @@ public sealed unsafe partial class CudaBackend
         RowProbabilities(args, In(q), c, lse, Out(probabilities), cols, cols);
     }
 
-    public void AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output)
+    public void AnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output) =>
+        Anchor(args, selection, q, CacheSequences.Of((CudaKvCache)cache, args.Layer), (CudaKeyPlan)plan, output);
+
+    /// <summary>
+    /// <see cref="AnchorAttention"/> for <c>s.Count</c> sequences of <c>args.Tokens</c> queries each (a batch: decode
+    /// steps, unit b of the plan sequence b's; <see cref="BatchedAnchorAttention"/>).
+    /// </summary>
+    private void Anchor(AttentionArgs args, SelectionArgs selection, DeviceTensor q, CacheSequences s, CudaKeyPlan p, DeviceTensor output)
     {
-        var p = (CudaKeyPlan)plan;
-        var c = (CudaKvCache)cache;
-        int units = Units(args), selectors = selection.PoolAllHeads ? 1 : args.KvHeads;
+        int units = Units(args) * s.Count, selectors = selection.PoolAllHeads ? 1 : args.KvHeads;
         if (p.Selectors != selectors || units > p.Units)
         {
-            throw new ArgumentException($"a plan of {p.Units} tiles × {p.Selectors} selectors cannot hold {units} tiles × {selectors}");
+            throw new ArgumentException($"a plan of {p.Units} units × {p.Selectors} selectors cannot hold {units} units × {selectors}");
         }
         // A decode step's rows span the cache's capacity, so the recorded step replays at every later position.
-        int extent = KeyExtent(args, c);
+        int extent = KeyExtent(args, s.Cache);
         var scores = Scratch(ref _tileScores, (long)units * selectors * extent * sizeof(float));
         // Layer 0 of a decode step scores its keys in its dense pass where the fast kernels apply.
-        bool denseDone = selection.DenseOutput && TryDenseDecodeWithScores(args, selection.Pooling, selectors, q, c, scores.Pointer, extent, extent, output);
+        bool denseDone = selection.DenseOutput && TryDenseDecodeWithScores(args, selection.Pooling, selectors, q, s, scores.Pointer, extent, extent, output);
         if (!denseDone)
         {
-            PoolTiles(args, selection.Pooling, selectors, maxPool: false, q, c, scores.Pointer, extent, extent);
+            PoolTiles(args, selection.Pooling, selectors, maxPool: false, q, s, scores.Pointer, extent, extent);
         }
         var parameters = new SelectParams
         {
@@ -196,32 +186,36 @@ public sealed unsafe partial class CudaBackend
         p.Serve(args, args.Tokens, _recording is not null);
         if (selection.DenseOutput)
         {
-            if (!denseDone)
+            if (!denseDone && s.Count == 1)
             {
-                Attention(args, q, cache, output);
+                Attention(args, q, s.Cache, output);
+            }
+            else if (!denseDone)
+            {
+                TensorCoreAttention(args, s.Count, q, s.Keys, s.Values, s.Capacity, s.Stride, output);
             }
         }
         else
         {
-            SparseAttention(args, plan, Enumerable.Range(0, args.KvHeads).Select(g => selection.PoolAllHeads ? 0 : g).ToArray(), q, cache, output);
+            Sparse(args, p, Enumerable.Range(0, args.KvHeads).Select(g => selection.PoolAllHeads ? 0 : g).ToArray(), q, s, output);
         }
     }
 
-    public void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output)
+    public void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output) =>
+        Sparse(args, (CudaKeyPlan)plan, headMap, q, CacheSequences.Of((CudaKvCache)cache, args.Layer), output);
+
+    /// <summary><see cref="SparseAttention"/> for <c>s.Count</c> sequences (a batch of decode steps: <see cref="BatchedSparseAttention"/>).</summary>
+    private void Sparse(AttentionArgs args, CudaKeyPlan p, IReadOnlyList<int> headMap, DeviceTensor q, CacheSequences s, DeviceTensor output)
     {
-        var p = (CudaKeyPlan)plan;
-        if (p.Chunk != (args.StartPosition, args.Tokens))
-        {
-            throw new InvalidOperationException($"the plan was written for [{p.Chunk.Start}, +{p.Chunk.Tokens}); layer {args.Layer} runs [{args.StartPosition}, +{args.Tokens})");
-        }
+        p.CheckServes(args);
         var rowOf = p.SelectorOfHead(args.Heads, args.KvHeads, headMap);
-        var parameters = SparseArgs(args, (CudaKvCache)cache, In(q), Out(output), p.Indices.Pointer, p.Counts.Pointer, p.Capacity, p.Selectors,
+        var parameters = SparseArgs(args, s, In(q), Out(output), p.Indices.Pointer, p.Counts.Pointer, p.Capacity, p.Selectors,
             tileUnits: p.Unit == PlanUnit.Tile, groupRows: headMap.Count == args.KvHeads);
         for (int h = 0; h < args.Heads; h++)
         {
             parameters.HeadMap[h] = rowOf[h];
         }
-        LaunchSparse(args, parameters);
+        LaunchSparse(args, parameters, s.Count);
     }
 
     /// <summary>
@@ -259,12 +253,12 @@ public sealed unsafe partial class CudaBackend
                 Tokens = tokens, Start = group.StartPosition, Mode = 1, PageSize = 1,
             };
             LaunchTopK(args.HeadDim, select, tokens * args.Heads, extent);
-            var attend = SparseArgs(group, c, queries, Out(output) + (nint)(rowOffset * args.HeadDim * sizeof(float)), indices.Pointer, counts.Pointer, budget, args.Heads, tileUnits: false, groupRows: false);
+            var attend = SparseArgs(group, CacheSequences.Of(c, args.Layer), queries, Out(output) + (nint)(rowOffset * args.HeadDim * sizeof(float)), indices.Pointer, counts.Pointer, budget, args.Heads, tileUnits: false, groupRows: false);
             for (int h = 0; h < args.Heads; h++)
             {
                 attend.HeadMap[h] = h;
             }
-            LaunchSparse(group, attend);
+            LaunchSparse(group, attend, sequences: 1);
         }
     }
 
@@ -319,10 +313,16 @@ public sealed unsafe partial class CudaBackend
     /// <c>pooled_tile_scores</c> (after <c>row_log_sum_exp</c> for post-softmax pooling) over the first <paramref name="extent"/>
     /// keys: each pool's sum, or its largest value when <paramref name="maxPool"/>.
     /// </summary>
-    private void PoolTiles(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, DeviceTensor q, CudaKvCache c, nint scores, long stride, int extent)
+    private void PoolTiles(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, DeviceTensor q, CacheSequences s, nint scores, long stride, int extent)
     {
         args.CheckPools(pools);
-        if (TryPoolDecode(args, pooling, pools, maxPool, In(q), c, scores, stride, extent) || TryPoolPrefill(args, pooling, pools, maxPool, In(q), c, scores, stride))
+        if (TryPoolDecode(args, pooling, pools, maxPool, In(q), s, scores, stride, extent))
+        {
+            return;
+        }
+        s.CheckSingle("pooled scores off the fast decode kernels");
+        var c = s.Cache;
+        if (TryPoolPrefill(args, pooling, pools, maxPool, In(q), c, scores, stride))
         {
             return;
         }
@@ -336,13 +336,13 @@ public sealed unsafe partial class CudaBackend
         LaunchWith(SelectionModule(args.HeadDim).Function("pooled_tile_scores"), "pooled_tile_scores", grid, KeysPerBlock, 0, parameters);
     }
 
-    private SparseParams SparseArgs(AttentionArgs args, CudaKvCache c, nint q, nint output, nint indices, nint counts, int planCapacity, int rowsPerUnit, bool tileUnits, bool groupRows)
+    private SparseParams SparseArgs(AttentionArgs args, CacheSequences s, nint q, nint output, nint indices, nint counts, int planCapacity, int rowsPerUnit, bool tileUnits, bool groupRows)
     {
         CheckHeads(args);
         return new SparseParams
         {
-            Q = q, KCache = c.LayerKeys(args.Layer), VCache = c.LayerValues(args.Layer), Out = output, Indices = indices, Counts = counts,
-            StartAt = StartOnDevice(args.Step), Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads, Capacity = c.Shape.Capacity,
+            Q = q, KCache = s.Keys, VCache = s.Values, Out = output, Indices = indices, Counts = counts, SequenceStride = s.Stride,
+            StartAt = StartOnDevice(args.Step), Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads, Capacity = s.Capacity,
             Start = args.StartPosition, PlanCapacity = planCapacity, RowsPerUnit = rowsPerUnit, TileUnits = tileUnits ? 1 : 0, GroupRows = groupRows ? 1 : 0, Scale = args.Scale,
         };
     }
@@ -352,14 +352,19 @@ public sealed unsafe partial class CudaBackend
     /// loop over gathered K/V tiles) where the fast kernels are on and a KV head's query heads share a plan row, else
     /// <c>sparse_decode</c> (CUDA cores) where its head dim and head sets fit it, both split over the row's keys and merged
     /// by <c>attention_combine</c>; a prefill chunk of a tile plan through <c>sparse_prefill_mma</c> (tensor cores, a block
-    /// per tile and KV head) where it fits; every other chunk through <c>sparse_attention</c> (a warp per query row).
+    /// per tile and KV head) where it fits; every other chunk through <c>sparse_attention</c> (a warp per query row). A
+    /// batch of <paramref name="sequences"/> decode steps runs on <c>sparse_decode_mma</c> only.
     /// </summary>
-    private void LaunchSparse(AttentionArgs args, SparseParams parameters)
+    private void LaunchSparse(AttentionArgs args, SparseParams parameters, int sequences)
     {
         int group = args.Heads / args.KvHeads, setHeads = parameters.GroupRows == 1 ? group : 1;
-        if (TrySparseDecodeMma(args, parameters))
+        if (TrySparseDecodeMma(args, parameters, sequences))
         {
             return;
+        }
+        if (sequences > 1)
+        {
+            throw new KascadeException("batched sparse decode runs on the tensor-core kernel only: a per-KV-head map, the fast kernels on, a tensor-core head dim and a GQA group it holds");
         }
         if (args.Tokens == 1 && args.HeadDim <= DecodeThreads && setHeads <= MaxDecodeSet)
         {
@@ -389,29 +394,30 @@ public sealed unsafe partial class CudaBackend
     /// off, a per-query-head map, a prefill chunk, a group past <see cref="AttentionKernel.DecodeRows"/> or a head dim off
     /// the tensor cores).
     /// </summary>
-    private bool TrySparseDecodeMma(AttentionArgs args, SparseParams parameters)
+    private bool TrySparseDecodeMma(AttentionArgs args, SparseParams parameters, int sequences)
     {
         if (!FastDecode(args) || parameters.GroupRows == 0)
         {
             return false;
         }
-        var (kernel, function, plan) = DecodeLaunch(args, ("attention_decode.cu", "sparse_decode_mma"), parameters.PlanCapacity);
-        var (po, pm) = SparsePartials(args.Heads, plan.Splits, args.HeadDim);
+        var (kernel, function, plan) = DecodeLaunch(args, ("attention_decode.cu", "sparse_decode_mma"), parameters.PlanCapacity, sequences);
+        int rows = sequences * args.Heads;
+        var (po, pm) = SparsePartials(rows, plan.Splits, args.HeadDim);
         var slots = stackalloc void*[3];
         slots[0] = &parameters;
         slots[1] = &po;
         slots[2] = &pm;
-        Launch(function.Function, "sparse_decode_mma", new Dim3((uint)plan.Splits, 1, (uint)args.KvHeads), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
+        Launch(function.Function, "sparse_decode_mma", new Dim3((uint)plan.Splits, 1, (uint)(sequences * args.KvHeads)), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
         if (plan.Splits > 1)
         {
-            Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)args.Heads, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, po, pm, parameters.Out, plan.Splits);
+            Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, po, pm, parameters.Out, plan.Splits);
         }
         return true;
     }
 
-    /// <summary>The split partials of a decode step's sparse attention: fp32 (output <c>[heads, splits, headDim]</c>, (max, sum) <c>[heads, splits, 2]</c>).</summary>
-    private (nint Out, nint Ml) SparsePartials(int heads, int splits, int headDim) =>
-        (Scratch(ref _sparsePartialOut, (long)heads * splits * headDim * sizeof(float)).Pointer, Scratch(ref _sparsePartialMl, (long)heads * splits * 2 * sizeof(float)).Pointer);
+    /// <summary>The split partials of a decode step's sparse attention: fp32 (output <c>[rows, splits, headDim]</c>, (max, sum) <c>[rows, splits, 2]</c>) for its query rows (sequences × heads).</summary>
+    private (nint Out, nint Ml) SparsePartials(int rows, int splits, int headDim) =>
+        (Scratch(ref _sparsePartialOut, (long)rows * splits * headDim * sizeof(float)).Pointer, Scratch(ref _sparsePartialMl, (long)rows * splits * 2 * sizeof(float)).Pointer);
 
     /// <summary><c>sparse_decode</c>'s block (DECODE_THREADS) and the most query heads it handles as one set (MAX_SET).</summary>
     private const int DecodeThreads = 128, MaxDecodeSet = 8;

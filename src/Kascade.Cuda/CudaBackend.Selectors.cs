@@ -91,14 +91,14 @@ public sealed unsafe partial class CudaBackend
             case KeySelector.MaxPooledTopK max:
             {
                 var scores = Scratch(ref _selectorScores, (long)extent * sizeof(float));
-                PoolTiles(args, ScorePooling.PostSoftmax, 1, maxPool: true, q, c, scores.Pointer, extent, extent);
+                PoolTiles(args, ScorePooling.PostSoftmax, 1, maxPool: true, q, CacheSequences.Of(c, args.Layer), scores.Pointer, extent, extent);
                 SelectRows(args, scores.Pointer, extent, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, rows: 1, max.Percent);
                 break;
             }
             case KeySelector.UnionTopK union:
             {
                 var scores = Scratch(ref _selectorScores, (long)args.Heads * extent * sizeof(float));
-                PoolTiles(args, ScorePooling.PreSoftmax, args.Heads, maxPool: false, q, c, scores.Pointer, extent, extent);
+                PoolTiles(args, ScorePooling.PreSoftmax, args.Heads, maxPool: false, q, CacheSequences.Of(c, args.Layer), scores.Pointer, extent, extent);
                 int perHead = Math.Max(TopKBudget.For(extent, union.Percent), 1);
                 var (indices, counts) = HeadRows(args.Heads, perHead);
                 SelectRows(args, scores.Pointer, extent, indices, counts, perHead, args.Heads, union.Percent, recentFraction: union.RecentFraction);

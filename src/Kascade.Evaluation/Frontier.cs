@@ -6,16 +6,27 @@ using Kascade.Core;
 
 namespace Kascade.Evaluation;
 
+/// <summary>Where a frontier's speed is timed: a context, at a decode batch (sequences decoding together).</summary>
+public readonly record struct SpeedAt(int Context, int Batch = 1)
+{
+    /// <summary>As the tables write it: 131072 at batch 1 → 128k; at batch 64 → 128k batch 64.</summary>
+    public override string ToString()
+    {
+        string tokens = Context % 1024 == 0 ? string.Create(CultureInfo.InvariantCulture, $"{Context / 1024}k") : Context.ToString(CultureInfo.InvariantCulture);
+        return Batch == 1 ? tokens : string.Create(CultureInfo.InvariantCulture, $"{tokens} batch {Batch}");
+    }
+}
+
 /// <summary>
 /// One point of an accuracy–speed frontier: one method at one setting, its scores (percent) per (task, length) cell and
-/// its decode attention speedup over dense per context (a layer's average cost, dense's over its). <paramref name="Anchors"/>: a Kascade method's anchor count on the
+/// its decode attention speedup over dense per timed context and batch (a layer's average cost, dense's over its). <paramref name="Anchors"/>: a Kascade method's anchor count on the
 /// evaluated model; <paramref name="Window"/>: streamingllm's window percent; <paramref name="Refresh"/>: a Kascade
 /// method's anchor refresh (1: every decode step); <paramref name="ReferenceBudget"/>: sized by the official code's
 /// budget rule (not timed: bench methods sizes by ours); <paramref name="Objective"/>: what the anchor DP of a Kascade
 /// method's schedule maximised. A missing speed was not timed.
 /// </summary>
 public sealed record FrontierPoint(string Method, double TopKPercent, int? Anchors, double? Window, IReadOnlyDictionary<(string Task, int Length), double> Scores,
-    double? Perplexity, IReadOnlyDictionary<int, double> Speedup, int Refresh = 1, bool ReferenceBudget = false, AnchorObjective Objective = AnchorObjective.Weighted)
+    double? Perplexity, IReadOnlyDictionary<SpeedAt, double> Speedup, int Refresh = 1, bool ReferenceBudget = false, AnchorObjective Objective = AnchorObjective.Weighted)
 {
     /// <summary>A point's setting, as the tables name it.</summary>
     public string Setting => Method switch
@@ -114,8 +125,8 @@ public static class Frontier
             int refresh = (int)(Number(description, @" refresh ([0-9]+)") ?? 1);
             bool referenceBudget = description.Contains(" budget Reference", StringComparison.Ordinal);
             var objective = AnchorObjectives.Parse(Regex.Match(description, @" objective (\w+)").Groups[1].Value) ?? AnchorObjective.Weighted;
-            var point = new FrontierPoint(method, method == "dense" ? 100 : topK, anchors, window, scores, perplexity is > 0 ? perplexity : null, new Dictionary<int, double>(), refresh, referenceBudget, objective);
-            points.Add(point with { Speedup = referenceBudget ? new Dictionary<int, double>() : SpeedupOf(point, timings, modelLayers) });
+            var point = new FrontierPoint(method, method == "dense" ? 100 : topK, anchors, window, scores, perplexity is > 0 ? perplexity : null, new Dictionary<SpeedAt, double>(), refresh, referenceBudget, objective);
+            points.Add(point with { Speedup = referenceBudget ? new Dictionary<SpeedAt, double>() : SpeedupOf(point, timings, modelLayers) });
         }
         return points;
     }
@@ -126,14 +137,15 @@ public static class Frontier
     /// <param name="LayerMilliseconds">One decode step's attention over every layer, per layer.</param>
     private sealed record Timing(string Method, double TopKPercent, int? Anchors, int Refresh, double? WindowPercent, int Context, double LayerMilliseconds);
 
-    private sealed record SpeedFile(int Layers, IReadOnlyList<Timing> Rows);
+    /// <param name="Batch">The file's decode batch (bench methods --batch; 1 in files that name none).</param>
+    private sealed record SpeedFile(int Layers, int Batch, IReadOnlyList<Timing> Rows);
 
     private static SpeedFile ReadSpeeds(string path)
     {
         try
         {
             var root = JsonNode.Parse(File.ReadAllText(path))!;
-            return new SpeedFile(root["layers"]!.GetValue<int>(), [.. root["rows"]!.AsArray().Select(r => new Timing(
+            return new SpeedFile(root["layers"]!.GetValue<int>(), root["batch"]?.GetValue<int>() ?? 1, [.. root["rows"]!.AsArray().Select(r => new Timing(
                 r!["method"]!.GetValue<string>(), r["topk_percent"]!.GetValue<double>(), r["anchors"]?.GetValue<int>(), r["anchor_refresh"]?.GetValue<int>() ?? 1,
                 r["window_percent"]?.GetValue<double>(), r["context"]!.GetValue<int>(), r["layer_ms"]!.GetValue<double>()))]);
         }
@@ -143,15 +155,15 @@ public static class Frontier
         }
     }
 
-    /// <summary>Decode attention speedup over dense (same file) per context for the timing that matches the point; none where none does.</summary>
-    private static Dictionary<int, double> SpeedupOf(FrontierPoint point, IReadOnlyList<SpeedFile> files, int modelLayers)
+    /// <summary>Decode attention speedup over dense (same file) per context and batch for the timing that matches the point; none where none does.</summary>
+    private static Dictionary<SpeedAt, double> SpeedupOf(FrontierPoint point, IReadOnlyList<SpeedFile> files, int modelLayers)
     {
-        var speedup = new Dictionary<int, double>();
+        var speedup = new Dictionary<SpeedAt, double>();
         if (point.Method == "dense")
         {
-            foreach (int context in files.SelectMany(f => f.Rows).Select(r => r.Context).Distinct())
+            foreach (var at in files.SelectMany(f => f.Rows.Select(r => new SpeedAt(r.Context, f.Batch))).Distinct())
             {
-                speedup[context] = 1;
+                speedup[at] = 1;
             }
             return speedup;
         }
@@ -166,7 +178,7 @@ public static class Frontier
                     : point.Method == "streamingllm" ? row.WindowPercent == point.WindowPercent : row.TopKPercent == point.TopKPercent);
                 if (match && file.Rows.FirstOrDefault(d => d.Method == "dense" && d.Context == row.Context) is { } dense)
                 {
-                    speedup[row.Context] = dense.LayerMilliseconds / row.LayerMilliseconds;
+                    speedup[new SpeedAt(row.Context, file.Batch)] = dense.LayerMilliseconds / row.LayerMilliseconds;
                 }
             }
         }
@@ -208,10 +220,10 @@ public static class Frontier
         points.Where(p => p.Method == method && p.Anchors is not null && p.Refresh == 1 && !p.ReferenceBudget && (topK is null || p.TopKPercent == topK));
 
     /// <summary>The table, the best point at each timed speed and the fewest anchors near dense, in Markdown.</summary>
-    public static string ToMarkdown(IReadOnlyList<FrontierPoint> points, int context)
+    public static string ToMarkdown(IReadOnlyList<FrontierPoint> points, SpeedAt context)
     {
         var tasks = points.SelectMany(p => p.Scores.Keys).Select(k => k.Task).Distinct().ToList();
-        var contexts = points.SelectMany(p => p.Speedup.Keys).Distinct().Order().ToList();
+        var contexts = points.SelectMany(p => p.Speedup.Keys).Distinct().OrderBy(c => c.Batch).ThenBy(c => c.Context).ToList();
         var sb = new StringBuilder();
         sb.AppendLine(Inv, $"Scores in percent (mean over each task's lengths), perplexity at the eval's longest perplexity length, decode attention speedup over dense (per-layer cost in the same timed run; —: not timed).");
         sb.AppendLine();
@@ -221,9 +233,9 @@ public static class Frontier
             sb.Append(Inv, $" {task} |");
         }
         sb.Append(" mean | perplexity |");
-        foreach (int c in contexts)
+        foreach (var c in contexts)
         {
-            sb.Append(Inv, $" speedup {Tokens(c)} |");
+            sb.Append(Inv, $" speedup {c} |");
         }
         sb.AppendLine();
         sb.AppendLine("|---|---|" + string.Concat(Enumerable.Repeat("---:|", tasks.Count + 2 + contexts.Count)));
@@ -236,14 +248,14 @@ public static class Frontier
                 sb.Append(cells.Count == 0 ? " — |" : string.Create(Inv, $" {cells.Average():F1} |"));
             }
             sb.Append(Inv, $" {p.MeanScore:F1} | {(p.Perplexity is { } ppl ? ppl.ToString("F2", Inv) : "—")} |");
-            foreach (int c in contexts)
+            foreach (var c in contexts)
             {
                 sb.Append(p.Speedup.TryGetValue(c, out double s) ? string.Create(Inv, $" {s:F2}× |") : " — |");
             }
             sb.AppendLine();
         }
         sb.AppendLine();
-        sb.AppendLine(Inv, $"The frontier at {Tokens(context)}: each timed point no other point beats in both speed and mean score, slowest first:");
+        sb.AppendLine(Inv, $"The frontier at {context}: each timed point no other point beats in both speed and mean score, slowest first:");
         sb.AppendLine();
         foreach (var p in ParetoFront(points, context))
         {
@@ -260,11 +272,11 @@ public static class Frontier
         string Speed(FrontierPoint p) => p.Speedup.TryGetValue(context, out double f) ? f.ToString("F2", Inv) + "× dense" : "not timed";
         if (FewestAnchorsNearDense(points) is { } fewest)
         {
-            sb.AppendLine(Inv, $"Fewest anchors within 1 point of dense on every task dense passes ({passedTasks}): **K = {fewest.Anchors}{fewest.ObjectiveSuffix} at {fewest.TopKPercent}%** ({Speed(fewest)} at {Tokens(context)}).");
+            sb.AppendLine(Inv, $"Fewest anchors within 1 point of dense on every task dense passes ({passedTasks}): **K = {fewest.Anchors}{fewest.ObjectiveSuffix} at {fewest.TopKPercent}%** ({Speed(fewest)} at {context}).");
         }
         else if (Candidates(points, "kascade", null).MinBy(p => (Shortfall(p, dense)!.Value, p.Anchors ?? 0)) is { } closest)
         {
-            sb.AppendLine(Inv, $"No Kascade point is within 1 point of dense on every task dense passes ({passedTasks}); the closest with the fewest anchors: K = {closest.Anchors}{closest.ObjectiveSuffix} at {closest.TopKPercent}%, {Shortfall(closest, dense):F1} points below dense at most ({Speed(closest)} at {Tokens(context)}).");
+            sb.AppendLine(Inv, $"No Kascade point is within 1 point of dense on every task dense passes ({passedTasks}); the closest with the fewest anchors: K = {closest.Anchors}{closest.ObjectiveSuffix} at {closest.TopKPercent}%, {Shortfall(closest, dense):F1} points below dense at most ({Speed(closest)} at {context}).");
         }
         else
         {
@@ -276,7 +288,7 @@ public static class Frontier
             var all = budget.MaxBy(p => p.Anchors)!;
             if (Shortfall(all, all) is not null && FewestAnchorsNear(points, all, "kascade", budget.Key) is { } near)
             {
-                sb.AppendLine(Inv, $"At {budget.Key}%: fewest anchors within 1 point of Kascade with the most anchors (K = {all.Anchors}, {Math.Max(0, Shortfall(all, dense)!.Value):F1} points below dense at most) on every task it passes: K = {near.Anchors}{near.ObjectiveSuffix} ({Speed(near)} at {Tokens(context)}).");
+                sb.AppendLine(Inv, $"At {budget.Key}%: fewest anchors within 1 point of Kascade with the most anchors (K = {all.Anchors}, {Math.Max(0, Shortfall(all, dense)!.Value):F1} points below dense at most) on every task it passes: K = {near.Anchors}{near.ObjectiveSuffix} ({Speed(near)} at {context}).");
             }
         }
         return sb.ToString();
@@ -286,7 +298,7 @@ public static class Frontier
     /// The timed points at <paramref name="context"/> that no other point matches or beats in both speedup and mean score
     /// (the faster of two equal scores, the first of exact duplicates), slowest first.
     /// </summary>
-    public static IReadOnlyList<FrontierPoint> ParetoFront(IReadOnlyList<FrontierPoint> points, int context)
+    public static IReadOnlyList<FrontierPoint> ParetoFront(IReadOnlyList<FrontierPoint> points, SpeedAt context)
     {
         var front = new List<FrontierPoint>();
         double best = double.NegativeInfinity;
@@ -304,15 +316,13 @@ public static class Frontier
 
     private static string Name(FrontierPoint p) => p.Setting.Length == 0 ? p.Method : $"{p.Method} {p.Setting}";
 
-    /// <summary>A context as the tables write it: 131072 → 128k, 300 → 300.</summary>
-    private static string Tokens(int context) => context % 1024 == 0 ? string.Create(Inv, $"{context / 1024}k") : context.ToString(Inv);
 
     /// <summary>
     /// Mean score against decode attention speedup at <paramref name="context"/>: a point per method × setting, a line
     /// per method (per method and budget for the Kascade methods, through their anchor counts; per anchor count for
     /// their refresh points, through R).
     /// </summary>
-    public static void Plot(IReadOnlyList<FrontierPoint> points, int context, string path)
+    public static void Plot(IReadOnlyList<FrontierPoint> points, SpeedAt context, string path)
     {
         static string Line(FrontierPoint p) => p.Anchors is not { } k ? p.Method
             : p.Refresh > 1 ? string.Create(Inv, $"{p.Method} K = {k}, {p.TopKPercent}%, refresh")
@@ -322,6 +332,6 @@ public static class Frontier
             var ordered = line.OrderBy(p => p.Speedup[context]).ToList();
             return (line.Key, ordered.Select(p => p.Speedup[context]).ToArray(), ordered.Select(p => p.MeanScore).ToArray());
         });
-        ScorePlots.Save(ScorePlots.Lines(series, markerSize: 8), $"Accuracy against decode attention speedup over dense at {Tokens(context)}", "decode attention speedup over dense (per-layer cost, same run)", "mean score (%)", path, legendOutside: true);
+        ScorePlots.Save(ScorePlots.Lines(series, markerSize: 8), $"Accuracy against decode attention speedup over dense at {context}", "decode attention speedup over dense (per-layer cost, same run)", "mean score (%)", path, legendOutside: true);
     }
 }

@@ -20,8 +20,8 @@ public sealed class InferenceSession : IDisposable
     private readonly Attention.LayerAttention _attention;
     private readonly StepInputs _step;
     private DeviceTensor? _allLogits;
-    /// <summary>The recorded decode step of each of the policy's step variants (<see cref="Attention.LayerAttention.BeginStep"/>), with the sampling it was recorded for.</summary>
-    private readonly Dictionary<int, (IRecordedStep? Step, SamplingOptions Sampling)> _recorded = [];
+    /// <summary>The recorded decode step of each of the policy's step variants (<see cref="Attention.LayerAttention.BeginStep"/>), stamped with the sampling it was recorded for.</summary>
+    private readonly RecordedSteps<int> _recorded;
     private bool _sampled;
 
     /// <summary>Every token run so far (prompt, then each decoded one), for <see cref="NonFiniteProbe"/>.</summary>
@@ -32,6 +32,7 @@ public sealed class InferenceSession : IDisposable
     {
         _model = model;
         _b = model.Backend;
+        _recorded = new RecordedSteps<int>(_b.Record);
         _policy = policy;
         _observer = observer;
         var c = model.Config;
@@ -139,20 +140,10 @@ public sealed class InferenceSession : IDisposable
             // The observer reads intermediates on the host as each layer runs: a step that waits for the host cannot be recorded.
             DecodeStep(sampling);
         }
-        else if (!_recorded.TryGetValue(variant, out var recorded) || recorded.Sampling != sampling || recorded.Step is not { } step || !step.TryReplay(Position))
+        else
         {
             sampling.Check();
-            recorded.Step?.Dispose();
-            var fresh = _b.Record(() => DecodeStep(sampling));
-            _recorded[variant] = (fresh, sampling);
-            if (fresh is null)
-            {
-                DecodeStep(sampling);
-            }
-            else if (!fresh.TryReplay(Position))
-            {
-                throw new InvalidOperationException($"a decode step recorded at position {Position} does not replay there");
-            }
+            _recorded.Run(variant, Position, () => DecodeStep(sampling), stamp: sampling);
         }
         Position++;
         return ReadToken();
@@ -314,10 +305,7 @@ public sealed class InferenceSession : IDisposable
         }
         _cache.Dispose();
         _attention.Dispose();
-        foreach (var (step, _) in _recorded.Values)
-        {
-            step?.Dispose();
-        }
+        _recorded.Dispose();
         _step.Dispose();
     }
 }

@@ -37,7 +37,11 @@ public class FrontierTests
         Speeds(file, 1, rows);
 
     /// <summary>The same with the Kascade rows' anchor refresh.</summary>
-    private static void Speeds(string file, int refresh, params (string Method, double TopK, int? Anchors, double? Window, double LayerMs)[] rows)
+    private static void Speeds(string file, int refresh, params (string Method, double TopK, int? Anchors, double? Window, double LayerMs)[] rows) =>
+        Speeds(file, refresh, 1, rows);
+
+    /// <summary>The same timed at a decode batch.</summary>
+    private static void Speeds(string file, int refresh, int batch, params (string Method, double TopK, int? Anchors, double? Window, double LayerMs)[] rows)
     {
         var array = new JsonArray();
         foreach (var (method, topK, anchors, window, ms) in rows)
@@ -48,7 +52,7 @@ public class FrontierTests
                 ["context"] = 131072, ["step_ms"] = ms * 32, ["layer_ms"] = ms,
             });
         }
-        File.WriteAllText(file, new JsonObject { ["layers"] = 32, ["batch"] = 1, ["rows"] = array }.ToJsonString());
+        File.WriteAllText(file, new JsonObject { ["layers"] = 32, ["batch"] = batch, ["rows"] = array }.ToJsonString());
     }
 
     [Fact]
@@ -78,32 +82,53 @@ public class FrontierTests
         var points = Frontier.Load(evals, speeds, modelLayers: 24);
         FrontierPoint Point(string method, int? anchors = null, double? window = null, int refresh = 1) =>
             points.Single(p => p.Method == method && p.Anchors == anchors && p.Refresh == refresh && (window is null || p.Window == window) && p.Objective == AnchorObjective.Weighted);
-        Assert.Equal(1.0, Point("dense").Speedup[131072]);
-        Assert.Equal(1.5, Point("kascade", 3).Speedup[131072], 12);
-        Assert.Equal(1.3, Point("kascade", 6).Speedup[131072], 12);
-        Assert.Equal(2.0, Point("kascade", 3, refresh: 4).Speedup[131072], 12);
+        Assert.Equal(1.0, Point("dense").Speedup[new SpeedAt(131072)]);
+        Assert.Equal(1.5, Point("kascade", 3).Speedup[new SpeedAt(131072)], 12);
+        Assert.Equal(1.3, Point("kascade", 6).Speedup[new SpeedAt(131072)], 12);
+        Assert.Equal(2.0, Point("kascade", 3, refresh: 4).Speedup[new SpeedAt(131072)], 12);
         Assert.Equal("K = 3, 10%, refresh 4", Point("kascade", 3, refresh: 4).Setting);
-        Assert.Equal(2.0, Point("kascade-pooled", 6).Speedup[131072], 12);
-        Assert.Equal(1.2, Point("quest").Speedup[131072], 12);
-        Assert.Equal(1.5, Point("streamingllm", window: 30).Speedup[131072], 12);
+        Assert.Equal(2.0, Point("kascade-pooled", 6).Speedup[new SpeedAt(131072)], 12);
+        Assert.Equal(1.2, Point("quest").Speedup[new SpeedAt(131072)], 12);
+        Assert.Equal(1.5, Point("streamingllm", window: 30).Speedup[new SpeedAt(131072)], 12);
         Assert.Empty(Point("streamingllm", window: 10).Speedup);
         Assert.Empty(Point("oracle-topk").Speedup);
         Assert.Equal("K = 6, 10%", Point("kascade", 6).Setting);
         // A schedule of the log-objective DP: its own point, timed as any 3-anchor Kascade schedule.
         var log = points.Single(p => p.Objective == AnchorObjective.LogWeighted);
-        Assert.Equal(("K = 3 (log DP), 10%", 1.5), (log.Setting, log.Speedup[131072]));
+        Assert.Equal(("K = 3 (log DP), 10%", 1.5), (log.Setting, log.Speedup[new SpeedAt(131072)]));
         Assert.Equal(170.5, Point("kascade", 3).Perplexity);
 
         // Dense passes passkey (mean 97.5), not single (40): K = 3 misses it by 1.5 points, K = 6 is within 1 (96.5)
         // (K = 3 with refresh 4 is too, but the rule ranks the paper's every-step selection).
         Assert.Equal(6, Frontier.FewestAnchorsNearDense(points)!.Anchors);
-        string table = Frontier.ToMarkdown(points, 131072);
+        string table = Frontier.ToMarkdown(points, new SpeedAt(131072));
         Assert.Contains("| kascade | K = 6, 10% | 96.5 | 0.0 | 64.3 | 170.50 | 1.30× |", table);
         Assert.Contains("| oracle-topk | 10% | 100.0 | 100.0 | 100.0 | 170.50 | — |", table);
         // The frontier: quest at 20% (1.2×, mean 90) beats dense (1.0×, 78.3); K = 3 with refresh 4 (2.0×, 80.0) is the fastest.
-        Assert.Equal(["quest 20%", "kascade K = 3, 10%, refresh 4"], Frontier.ParetoFront(points, 131072).Select(p => $"{p.Method} {p.Setting}"));
+        Assert.Equal(["quest 20%", "kascade K = 3, 10%, refresh 4"], Frontier.ParetoFront(points, new SpeedAt(131072)).Select(p => $"{p.Method} {p.Setting}"));
         Assert.Contains("- 2.00×: kascade K = 3, 10%, refresh 4 (mean 80.0)", table);
         Assert.Contains("Fewest anchors within 1 point of dense on every task dense passes (passkey): **K = 6 at 10%** (1.30× dense at 128k).", table);
+    }
+
+    [Fact]
+    public void A_batched_timing_is_its_own_speed_beside_batch_1()
+    {
+        using var root = new TempDirectory();
+        string evals = root.File("evals"), speeds = root.File("speeds");
+        Directory.CreateDirectory(speeds);
+        Eval(Path.Combine(evals, "dense"), ("dense", "Dense top-k 10% PostSoftmax", 100, 100, 100));
+        Eval(Path.Combine(evals, "k3"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB", 100, 100, 100));
+        Speeds(Path.Combine(speeds, "b1.json"), ("dense", 100, null, null, 3), ("kascade", 10, 4, null, 1));
+        Speeds(Path.Combine(speeds, "b64.json"), 1, 64, ("dense", 100, null, null, 100), ("kascade", 10, 4, null, 20));
+        var points = Frontier.Load(evals, speeds, modelLayers: 24);
+        var k3 = points.Single(p => p.Method == "kascade");
+        Assert.Equal(3.0, k3.Speedup[new SpeedAt(131072)], 12);
+        Assert.Equal(5.0, k3.Speedup[new SpeedAt(131072, 64)], 12);
+        Assert.Equal(1.0, points.Single(p => p.Method == "dense").Speedup[new SpeedAt(131072, 64)]);
+        string table = Frontier.ToMarkdown(points, new SpeedAt(131072, 64));
+        Assert.Contains("| speedup 128k | speedup 128k batch 64 |", table);
+        Assert.Contains("| kascade | K = 3, 10% | 100.0 | 100.0 | 100.0 | 170.50 | 3.00× | 5.00× |", table);
+        Assert.Contains("**K = 3 at 10%** (5.00× dense at 128k batch 64)", table);
     }
 
     [Fact]
@@ -135,7 +160,7 @@ public class FrontierTests
         Eval(Path.Combine(evals, "k3"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB", 50, 40, 30));
         var points = Frontier.Load(evals, speeds, 24);
         Assert.Null(Frontier.FewestAnchorsNearDense(points));
-        Assert.Contains("Dense passes no task (mean score 90 or more)", Frontier.ToMarkdown(points, 131072));
+        Assert.Contains("Dense passes no task (mean score 90 or more)", Frontier.ToMarkdown(points, new SpeedAt(131072)));
     }
 
     [Fact]
@@ -153,7 +178,7 @@ public class FrontierTests
         var dense = points.Single(p => p.Method == "dense");
         Assert.Equal(2.0, Frontier.Shortfall(points.Single(p => p.Anchors == 24), dense)!.Value, 12);
         Assert.Null(Frontier.FewestAnchorsNearDense(points));
-        string table = Frontier.ToMarkdown(points, 131072);
+        string table = Frontier.ToMarkdown(points, new SpeedAt(131072));
         Assert.Contains("No Kascade point is within 1 point of dense on every task dense passes (passkey); the closest with the fewest anchors: K = 24 at 10%, 2.0 points below dense at most (not timed at 128k).", table);
         Assert.Contains("At 10%: fewest anchors within 1 point of Kascade with the most anchors (K = 24, 2.0 points below dense at most) on every task it passes: K = 12 (not timed at 128k).", table);
     }

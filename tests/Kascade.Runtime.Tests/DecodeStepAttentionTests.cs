@@ -113,4 +113,76 @@ public class DecodeStepAttentionTests
         using var other = b.AllocateKvCache(new KvCacheShape(c.Layers - 1, c.KvHeads, c.HeadDim, Length));
         Assert.Throws<ArgumentException>(() => new DecodeStepAttention(b, AttentionPolicy.Dense, c, other, Length, inputs.Q, inputs.Output));
     }
+
+    /// <summary>
+    /// A batch's step (every layer attends over the batch's one cache, <see cref="IBatchedDecode"/>) gives sequence b
+    /// what a single-sequence step gives over a cache whose every layer holds sequence b: for dense, and for Kascade
+    /// selecting every step and keeping its selection for 4 (the kept plans extended for every sequence).
+    /// </summary>
+    [Theory]
+    [InlineData("dense", 1)]
+    [InlineData("kascade", 1)]
+    [InlineData("kascade", 4)]
+    [InlineData("kascade-pooled", 1)]
+    public void A_batched_step_gives_each_sequence_its_own_step(string method, int refresh)
+    {
+        const int batch = 4;                     // not the model's 3 layers: a batch's cache holds a layer per sequence
+        using var b = new CpuBackend(2);
+        var c = Config();
+        var info = AttentionMethods.Find(method);
+        var policy = info.NeedsSchedule
+            ? new AttentionPolicy(info.Method, KascadeSchedule.Spread(c, 2, 10), 10) { AnchorRefresh = refresh }
+            : AttentionPolicy.Dense;
+        var rng = new Random(9);
+        int kvWidth = c.KvHeads * c.HeadDim, width = c.Heads * c.HeadDim;
+        float[] Values(int n) => [.. Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1))];
+        var keys = Enumerable.Range(0, batch).Select(_ => Values(Length * kvWidth)).ToArray();
+        var values = Enumerable.Range(0, batch).Select(_ => Values(Length * kvWidth)).ToArray();
+        var queries = Values(batch * width).Select(x => 4 * x).ToArray();
+        KvCache Cache(int layers, Func<int, int> sequenceOfLayer)
+        {
+            var cache = b.AllocateKvCache(new KvCacheShape(layers, c.KvHeads, c.HeadDim, Length));
+            for (int layer = 0; layer < layers; layer++)
+            {
+                b.AppendKv(cache, layer, 0, b.Upload(keys[sequenceOfLayer(layer)], Length, kvWidth), b.Upload(values[sequenceOfLayer(layer)], Length, kvWidth));
+            }
+            return cache;
+        }
+
+        using var batchCache = Cache(batch, s => s);
+        using var output = b.Allocate(batch, width);
+        using (var step = new DecodeStepAttention(b, policy, c, batchCache, Length, b.Upload(queries, batch, width), output, batch))
+        {
+            step.RunCycle();
+        }
+        var actual = new float[batch * width];
+        b.Read(output, actual);
+        for (int s = 0; s < batch; s++)
+        {
+            using var single = Cache(c.Layers, _ => s);
+            using var one = b.Allocate(1, width);
+            using (var step = new DecodeStepAttention(b, policy, c, single, Length, b.Upload(queries.AsSpan(s * width, width), 1, width), one))
+            {
+                step.RunCycle();
+            }
+            var expected = new float[width];
+            b.Read(one, expected);
+            Compare.Close(expected, actual.AsSpan(s * width, width).ToArray(), 0, 0, $"{method} refresh {refresh}, sequence {s}");
+        }
+        Assert.NotEqual(actual.AsSpan(0, width).ToArray(), actual.AsSpan(width, width).ToArray());
+    }
+
+    [Fact]
+    public void A_batch_of_a_method_without_batched_ops_is_refused()
+    {
+        using var b = new CpuBackend(2);
+        var c = Config();
+        using var cache = b.AllocateKvCache(new KvCacheShape(2, c.KvHeads, c.HeadDim, Length));
+        using var q = b.Allocate(2, c.Heads * c.HeadDim);
+        var quest = new AttentionPolicy(AttentionMethod.Quest, null, 10);
+        Assert.Contains("no batched decode", Assert.Throws<KascadeException>(() => new DecodeStepAttention(b, quest, c, cache, Length, q, q, 2)).Message);
+        // A batch's cache holds a layer per sequence.
+        using var wrong = b.AllocateKvCache(new KvCacheShape(3, c.KvHeads, c.HeadDim, Length));
+        Assert.Throws<ArgumentException>(() => new DecodeStepAttention(b, AttentionPolicy.Dense, c, wrong, Length, q, q, 2));
+    }
 }

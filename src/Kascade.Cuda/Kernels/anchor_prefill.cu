@@ -84,7 +84,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) anchor_scores_mma(c
         float2 v = packed_query_pair(p.q, p.heads, g, tile.query_start - start, rows, r, c, log2e_scale);
         unsigned hi = pack_bf16(v.x, v.y);
         *reinterpret_cast<unsigned*>(q_hi + r * TILE_STRIDE + c) = hi;
-        *reinterpret_cast<unsigned*>(q_lo + r * TILE_STRIDE + c) = pack_bf16(v.x - __uint_as_float(hi << 16), v.y - __uint_as_float(hi & 0xffff0000u));
+        *reinterpret_cast<unsigned*>(q_lo + r * TILE_STRIDE + c) = pack_bf16_residual(v.x, v.y, hi);
     }
 
     // This thread's rows: warp_row + 16 mt + gr (+ 8); a row sees keys below its limit (0 for padding rows).

@@ -65,6 +65,14 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi)
     return packed;
 }
 
+// The low half of (x, y) split into two bf16 pairs, x = hi + lo per element, given hi = pack_bf16(x, y): what rounding
+// to hi left, rounded again. A bf16 key times either half is exact in an fp32 accumulator, so scores from both halves
+// keep fp32 accuracy (the anchor scores of decode_scores.cu, anchor_prefill.cu and attention_decode_scores).
+__device__ __forceinline__ unsigned pack_bf16_residual(float x, float y, unsigned hi)
+{
+    return pack_bf16(x - __uint_as_float(hi << 16), y - __uint_as_float(hi & 0xffff0000u));
+}
+
 // 2^x in one instruction (ex2.approx: 2 ulp, −inf → +0); the softmax is computed in log2 units for it.
 __device__ __forceinline__ float fast_exp2(float x)
 {

@@ -142,7 +142,7 @@ __device__ __forceinline__ void decode_attend(const AttentionParams& p, const Bl
                 v.x *= log2e_scale;
                 v.y *= log2e_scale;
                 qb[0][nt][kc][h] = pack_bf16(v.x, v.y);
-                qb[1][nt][kc][h] = pack_bf16(v.x - __uint_as_float(qb[0][nt][kc][h] << 16), v.y - __uint_as_float(qb[0][nt][kc][h] & 0xffff0000u));
+                qb[1][nt][kc][h] = pack_bf16_residual(v.x, v.y, qb[0][nt][kc][h]);
             }
 #pragma unroll
         for (int j = 0; j < 2; j++) limit[nt][j] = source.limit(w, w.block_row + nt * 8 + 2 * gc + j);
@@ -363,8 +363,9 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode_sc
 // block (split, 0, g) attends KV head g's heads over its split of plan row head_map[g · GROUP] — the row's capacity
 // cut into gridDim.x ranges of whole tiles (fixed by the capacity, so a recorded step replays at any position and
 // count) — and writes (max, sum, unnormalised output) per head and split for attention_combine (normalised output
-// with one split). Needs GROUP ≤ BLOCK_ROWS. Grid: (splits, 1, kv_heads), ATT_WARPS · 32 threads, attention_decode's
-// shared memory.
+// with one split). A batch of decode steps (IBatchedDecode) runs as grid z = sequence · kv_heads + g: sequence b's
+// query rows are b · heads + …, its K/V b · sequence_stride elements on, its plan rows unit b's. Needs GROUP ≤
+// BLOCK_ROWS. Grid: (splits, 1, sequences · kv_heads), ATT_WARPS · 32 threads, attention_decode's shared memory.
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_mma(const SparseParams s, float* partial_out, float* partial_ml)
 {
     AttentionParams p{};
@@ -377,7 +378,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_mma(c
     p.kv_heads = s.kv_heads;
     p.capacity = s.capacity;
     p.scale = s.scale;
-    const int g = blockIdx.z, plan_row = s.head_map[g * GROUP];
+    const int g = blockIdx.z % s.kv_heads, sequence = blockIdx.z / s.kv_heads;
+    const int plan_row = sequence * s.rows_per_unit + s.head_map[g * GROUP];
     BlockWork w;
     w.start = 0;
     w.split = blockIdx.x;
@@ -387,10 +389,10 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_mma(c
     const int keys_per_split = ((s.plan_capacity + w.splits - 1) / w.splits + ATT_KEYS - 1) / ATT_KEYS * ATT_KEYS;
     w.begin = w.split * keys_per_split;
     w.end = min(s.counts[plan_row], w.begin + keys_per_split);
-    const long head = (long)g * s.capacity * HEAD_DIM;
+    const long head = sequence * s.sequence_stride + (long)g * s.capacity * HEAD_DIM;
     w.k_cache = s.k_cache + head;
     w.v_cache = s.v_cache + head;
-    w.q_base = (long)g * GROUP;
+    w.q_base = (long)blockIdx.z * GROUP;                        // sequence · heads + g · GROUP
     const TileCopy copy = padded_tile_copy(threadIdx.x & 31);
     GatheredTiles tiles{s.indices + (long)plan_row * s.plan_capacity, w.k_cache, w.v_cache, copy.row, (int)(copy.source % HEAD_DIM)};
     decode_attend(p, w, tiles);

@@ -19,20 +19,23 @@ static_assert(ATT_KEYS % 16 == 0, "decode_scores_mma takes 16-key MMA tiles");
 // queries are split into two bf16 halves (q = hi + lo, as anchor_prefill.cu does); a bf16 key times a bf16 half is
 // exact in the fp32 accumulator, so the scores keep fp32 accuracy and the plans match the CPU reference's up to ties.
 // The split ranges come from the step's position on the device (the grid from the capacity), so a recorded step
-// replays at any position. raw fp32 [heads, stride]. Grid: (splits, 1, kv_heads), ATT_WARPS · 32 threads,
-// attention_decode's shared memory (AttentionKernel.SharedBytes: the specialisation is attention_decode's).
+// replays at any position. raw fp32 [sequences · heads, stride]. A batch of decode steps (IBatchedDecode) runs as grid z =
+// sequence · kv_heads + g: sequence b's query (and raw, partial) rows are b · heads + …, its keys b · sequence_stride
+// elements on. Grid: (splits, 1, sequences · kv_heads), ATT_WARPS · 32 threads, attention_decode's shared memory
+// (AttentionKernel.SharedBytes: the specialisation is attention_decode's).
 #define SCORE_STAGES (2 * ATT_STAGES)
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) decode_scores_mma(const float* q, const bf16_t* k_cache, float* raw, long long stride, float* partial,
-                                                                             int capacity, int start, const int* start_at, float scale)
+                                                                             int capacity, int start, const int* start_at, float scale, int kv_heads,
+                                                                             long long sequence_stride)
 {
     extern __shared__ __align__(16) unsigned char score_shared[];
     const float neg_inf = __int_as_float(0xff800000);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, gc = lane & 3;
-    const int g = blockIdx.z, split = blockIdx.x, splits = gridDim.x;
+    const int g = blockIdx.z, split = blockIdx.x, splits = gridDim.x;   // g: the (sequence, KV head), its rows g · GROUP + …
     const int visible = start_position(start_at, start) + 1;
     const int keys_per_split = ((visible + splits - 1) / splits + ATT_KEYS - 1) / ATT_KEYS * ATT_KEYS;
     const int begin = split * keys_per_split, end = min(visible, begin + keys_per_split);
-    const bf16_t* keys = k_cache + (long)g * capacity * HEAD_DIM;
+    const bf16_t* keys = k_cache + (long)(g / kv_heads) * sequence_stride + (long)(g % kv_heads) * capacity * HEAD_DIM;
     bf16_t* ring = reinterpret_cast<bf16_t*>(score_shared) + warp * SCORE_STAGES * ATT_KEYS * TILE_STRIDE;
     const int tiles = end > begin ? (end - begin + ATT_KEYS - 1) / ATT_KEYS : 0;
     const int warp_tiles = tiles > warp ? (tiles - warp + ATT_WARPS - 1) / ATT_WARPS : 0;
@@ -64,7 +67,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) decode_scores_mma(c
                 v.y *= scale;
                 unsigned hi = pack_bf16(v.x, v.y);
                 q_halves[0][nt][kc][h] = hi;
-                q_halves[1][nt][kc][h] = pack_bf16(v.x - __uint_as_float(hi << 16), v.y - __uint_as_float(hi & 0xffff0000u));
+                q_halves[1][nt][kc][h] = pack_bf16_residual(v.x, v.y, hi);
             }
     }
 

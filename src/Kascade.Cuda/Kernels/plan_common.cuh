@@ -232,12 +232,14 @@ __device__ __forceinline__ void key_dots(const bf16_t* key, const float (*q_rows
 struct SparseParams
 {
     const float* q;          // fp32 [tokens, heads, HEAD_DIM]
-    const bf16_t* k_cache;   // bf16 [kv_heads, capacity, HEAD_DIM], one layer
+    const bf16_t* k_cache;   // bf16 [kv_heads, capacity, HEAD_DIM], one layer (a batch: its first sequence's)
     const bf16_t* v_cache;   // bf16, as k_cache
     float* out;              // fp32 [tokens, heads, HEAD_DIM]
     const int* indices;      // int32 [plan rows, plan_capacity]
     const int* counts;       // int32 [plan rows]
     const int* start_at;     // the start position on the device (a step's), or null: start
+    long long sequence_stride; // sparse_decode_mma over a batch (grid z = sequence · kv_heads + g): elements from one
+                             //    sequence's k_cache/v_cache to the next's; its q/out rows and plan unit follow the sequence
     int tokens, heads, kv_heads, capacity, start;
     int plan_capacity;
     int rows_per_unit;       // plan rows per unit (its selectors)

@@ -26,16 +26,23 @@ public sealed class DecodeStepAttention : IDisposable
     private readonly StepInputs _step;
 
     /// <summary>Recorded steps by (step variant, start position): a cycle's positions may need different launch plans.</summary>
-    private readonly Dictionary<(int Variant, int Position), IRecordedStep?> _recorded = [];
+    private readonly RecordedSteps<(int Variant, int Position)> _recorded;
 
-    /// <param name="cache">bf16 keys and values of every layer of <paramref name="config"/>, filled at positions <c>[0, length)</c>.</param>
-    /// <param name="q">fp32 <c>[1, Heads·HeadDim]</c>: the query every layer attends with.</param>
-    /// <param name="output">fp32 <c>[1, Heads·HeadDim]</c>: written by every layer.</param>
-    public DecodeStepAttention(IBackend backend, AttentionPolicy policy, ModelConfig config, KvCache cache, int length, DeviceTensor q, DeviceTensor output)
+    /// <param name="cache">
+    /// bf16 keys and values filled at positions <c>[0, length)</c>: of every layer of <paramref name="config"/>, or, for a
+    /// batch, of each of the <paramref name="sequences"/> sequences (layer b is sequence b, and every layer of the model
+    /// attends over the same batch: a batch of long contexts of every layer would not fit, and each layer's read is far
+    /// larger than the L2, so the per-layer cost is the same).
+    /// </param>
+    /// <param name="q">fp32 <c>[sequences, Heads·HeadDim]</c>: the queries every layer attends with.</param>
+    /// <param name="output">fp32 <c>[sequences, Heads·HeadDim]</c>: written by every layer.</param>
+    /// <param name="sequences">The batch: 1, or more for the batched decode ops (<see cref="IBatchedDecode"/>; dense and the Kascade methods).</param>
+    public DecodeStepAttention(IBackend backend, AttentionPolicy policy, ModelConfig config, KvCache cache, int length, DeviceTensor q, DeviceTensor output, int sequences = 1)
     {
-        if (cache.Shape.Layers != config.Layers || cache.Shape.KvHeads != config.KvHeads || cache.Shape.HeadDim != config.HeadDim)
+        int layers = sequences == 1 ? config.Layers : sequences;
+        if (cache.Shape.Layers != layers || cache.Shape.KvHeads != config.KvHeads || cache.Shape.HeadDim != config.HeadDim)
         {
-            throw new ArgumentException($"the cache ({cache.Shape}) does not hold {config.Layers} layers of {config.KvHeads} KV heads × {config.HeadDim}", nameof(cache));
+            throw new ArgumentException($"the cache ({cache.Shape}) does not hold {layers} {(sequences == 1 ? "layers" : "sequences")} of {config.KvHeads} KV heads × {config.HeadDim}", nameof(cache));
         }
         StepsPerCycle = policy.NeedsSchedule ? policy.AnchorRefresh : 1;
         if (length < StepsPerCycle || length > cache.Shape.Capacity)
@@ -48,7 +55,8 @@ public sealed class DecodeStepAttention : IDisposable
         _q = q;
         _output = output;
         Length = length;
-        _layers = LayerAttention.Open(policy, backend, config, cache.Shape.Capacity, maxChunk: 1);
+        _recorded = new RecordedSteps<(int Variant, int Position)>(backend.Record);
+        _layers = LayerAttention.Open(policy, backend, config, cache.Shape.Capacity, maxChunk: 1, sequences);
         try
         {
             _step = backend.AllocateStepInputs(1);
@@ -81,25 +89,7 @@ public sealed class DecodeStepAttention : IDisposable
         for (int i = 0; i < StepsPerCycle; i++)
         {
             int position = first + i, variant = _layers.BeginStep(1, position);
-            if (_recorded.TryGetValue((variant, position), out var recorded) && (recorded is null || recorded.TryReplay(position)))
-            {
-                if (recorded is null)
-                {
-                    Issue(position);
-                }
-                continue;
-            }
-            recorded?.Dispose();
-            recorded = _backend.Record(() => Issue(position));
-            _recorded[(variant, position)] = recorded;
-            if (recorded is null)
-            {
-                Issue(position);
-            }
-            else if (!recorded.TryReplay(position))
-            {
-                throw new InvalidOperationException($"a decode step recorded at position {position} does not replay there");
-            }
+            _recorded.Run((variant, position), position, () => Issue(position));
         }
     }
 
@@ -122,10 +112,7 @@ public sealed class DecodeStepAttention : IDisposable
 
     public void Dispose()
     {
-        foreach (var recorded in _recorded.Values)
-        {
-            recorded?.Dispose();
-        }
+        _recorded.Dispose();
         _step.Dispose();
         _layers.Dispose();
     }

@@ -13,6 +13,9 @@ internal sealed class KascadeLayers : LayerAttention
 {
     private readonly AttentionPolicy _policy;
 
+    /// <summary>The attend ops: the backend's over one sequence, or its batched decode ops over a batch.</summary>
+    private readonly AttentionOps _ops;
+
     /// <summary>The latest anchor's key selection, in the backend's memory: one plan for the largest chunk, holding the budget at full capacity.</summary>
     private readonly KeyPlan _plan;
 
@@ -29,18 +32,20 @@ internal sealed class KascadeLayers : LayerAttention
     /// <summary>The position right after the last step: the only one a one-token step may extend the kept plans at.</summary>
     private int _nextPosition = -1;
 
-    public KascadeLayers(IBackend backend, AttentionPolicy policy, ModelConfig config, int capacity, int maxChunk)
+    public KascadeLayers(IBackend backend, AttentionOps ops, AttentionPolicy policy, ModelConfig config, int capacity, int maxChunk)
         : base(backend)
     {
         _policy = policy;
+        _ops = ops;
         // TopKBudget.For grows with the keys and bounds the reference rule's count.
         int selectors = policy.Method == AttentionMethod.KascadePooled ? 1 : config.KvHeads;
-        _plan = backend.AllocatePlan(KeyPlan.UnitsFor(maxChunk), selectors, TopKBudget.For(capacity, policy.TopKPercent));
+        _plan = backend.AllocatePlan(ops.PlanUnits(maxChunk), selectors, TopKBudget.For(capacity, policy.TopKPercent));
         if (policy.AnchorRefresh > 1)
         {
             foreach (int anchor in Enumerable.Range(0, config.Layers).Where(l => policy.RoleOf(l) is LayerRole.Anchor))
             {
-                _decodePlans[anchor] = backend.AllocatePlan(1, selectors, TopKBudget.For(capacity, policy.TopKPercent) + policy.AnchorRefresh - 1);
+                // A decode step's unit per sequence.
+                _decodePlans[anchor] = backend.AllocatePlan(ops.Sequences, selectors, TopKBudget.For(capacity, policy.TopKPercent) + policy.AnchorRefresh - 1);
             }
         }
     }
@@ -82,17 +87,17 @@ internal sealed class KascadeLayers : LayerAttention
                 Backend.ExtendPlan(args, kept);
                 if (args.Layer == 0)
                 {
-                    Backend.Attention(args, q, cache, output);
+                    _ops.Dense(args, q, cache, output);
                 }
                 else
                 {
-                    Backend.SparseAttention(args, kept, Enumerable.Range(0, args.KvHeads).Select(g => _policy.Method == AttentionMethod.KascadePooled ? 0 : g).ToArray(), q, cache, output);
+                    _ops.Sparse(args, kept, Enumerable.Range(0, args.KvHeads).Select(g => _policy.Method == AttentionMethod.KascadePooled ? 0 : g).ToArray(), q, cache, output);
                 }
                 _planLayer = args.Layer;
                 return;
             case LayerRole.Anchor:
                 var selection = new SelectionArgs(_policy.TopKPercent, _policy.Pooling, _policy.Method == AttentionMethod.KascadePooled, DenseOutput: args.Layer == 0, _policy.BudgetRule);
-                Backend.AnchorAttention(args, selection, q, cache, decode ? _decodePlans[args.Layer] : _plan, output);
+                _ops.Anchor(args, selection, q, cache, decode ? _decodePlans[args.Layer] : _plan, output);
                 _planLayer = args.Layer;
                 return;
             case LayerRole.Reuse reuse:
@@ -100,10 +105,10 @@ internal sealed class KascadeLayers : LayerAttention
                 {
                     throw new InvalidOperationException($"layer {args.Layer} reuses anchor {reuse.AnchorLayer}, but the plan is from layer {_planLayer}");
                 }
-                Backend.SparseAttention(args, decode ? _decodePlans[reuse.AnchorLayer] : _plan, reuse.HeadMap, q, cache, output);
+                _ops.Sparse(args, decode ? _decodePlans[reuse.AnchorLayer] : _plan, reuse.HeadMap, q, cache, output);
                 return;
             default:
-                Backend.Attention(args, q, cache, output);
+                _ops.Dense(args, q, cache, output);
                 return;
         }
     }

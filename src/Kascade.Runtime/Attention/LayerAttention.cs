@@ -13,15 +13,27 @@ internal abstract class LayerAttention : IDisposable
 
     protected IBackend Backend { get; }
 
-    /// <summary>The layers of a session of <paramref name="capacity"/> positions and chunks of up to <paramref name="maxChunk"/> tokens under <paramref name="policy"/>.</summary>
-    public static LayerAttention Open(AttentionPolicy policy, IBackend backend, ModelConfig config, int capacity, int maxChunk) => policy.Method switch
+    /// <summary>
+    /// The layers of a session of <paramref name="capacity"/> positions and chunks of up to <paramref name="maxChunk"/>
+    /// tokens under <paramref name="policy"/>; with <paramref name="sequences"/> above 1, the decode steps of a batch of
+    /// that many sequences (<see cref="AttentionOps"/>; dense and the Kascade methods, whose ops have batched forms).
+    /// </summary>
+    public static LayerAttention Open(AttentionPolicy policy, IBackend backend, ModelConfig config, int capacity, int maxChunk, int sequences = 1)
     {
-        AttentionMethod.Dense => new DenseLayers(backend),
-        AttentionMethod.OracleTopK => new OracleLayers(backend, policy.TopKPercent),
-        _ when policy.NeedsSchedule => new KascadeLayers(backend, policy, config, capacity, maxChunk),
-        _ when policy.IsBaseline => new BaselineLayers(backend, policy, config, capacity, maxChunk),
-        _ => throw new ArgumentOutOfRangeException(nameof(policy), policy.Method, "no layer attention for this method"),
-    };
+        if (sequences > 1 && policy.Method != AttentionMethod.Dense && !policy.NeedsSchedule)
+        {
+            throw new KascadeException($"{policy.Info.Name} has no batched decode (a batch of {sequences} sequences runs dense and the Kascade methods)");
+        }
+        var ops = AttentionOps.For(backend, sequences);
+        return policy.Method switch
+        {
+            AttentionMethod.Dense => new DenseLayers(backend, ops),
+            AttentionMethod.OracleTopK => new OracleLayers(backend, policy.TopKPercent),
+            _ when policy.NeedsSchedule => new KascadeLayers(backend, ops, policy, config, capacity, maxChunk),
+            _ when policy.IsBaseline => new BaselineLayers(backend, policy, config, capacity, maxChunk),
+            _ => throw new ArgumentOutOfRangeException(nameof(policy), policy.Method, "no layer attention for this method"),
+        };
+    }
 
     /// <summary>
     /// Called before each step's layers, recorded or not, with the step's tokens (1: a decode step, or a prefill chunk
@@ -47,9 +59,9 @@ internal abstract class LayerAttention : IDisposable
     {
     }
 
-    private sealed class DenseLayers(IBackend backend) : LayerAttention(backend)
+    private sealed class DenseLayers(IBackend backend, AttentionOps ops) : LayerAttention(backend)
     {
-        public override void Attend(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output) => Backend.Attention(args, q, cache, output);
+        public override void Attend(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output) => ops.Dense(args, q, cache, output);
     }
 
     private sealed class OracleLayers(IBackend backend, double topKPercent) : LayerAttention(backend)

@@ -172,6 +172,10 @@ public static unsafe partial class BackendParity
                 }
             }
         }
+        if (reference is IBatchedDecode batchedReference && candidate is IBatchedDecode batchedCandidate)
+        {
+            BatchedCases(batchedReference, batchedCandidate, new Random(103), Record);
+        }
         foreach (var r in DecodeReplayCheck.Run(candidate))
         {
             Record(r);

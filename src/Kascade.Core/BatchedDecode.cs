@@ -1,0 +1,56 @@
+namespace Kascade.Core;
+
+/// <summary>
+/// Decode attention for a batch of sequences of one length (the paper's batch-64 decode, issue 15 §3): query row b of
+/// <c>args.Tokens</c> = batch is sequence b's decode step at position <c>StartPosition</c> (read from <c>args.Step</c>
+/// when given, as <see cref="AttentionArgs"/>) and attends over sequence b's first <c>StartPosition + 1</c> keys, which
+/// are layer b of <c>cache</c> (a cache whose layers are the batch's sequences: <c>Layers ≥ batch</c>; <c>args.Layer</c>
+/// is ignored). Plans hold a unit per sequence: sequence b's selectors are rows <c>b · Selectors + …</c>, a head map
+/// names selectors within a unit (a map per KV head). q and output fp32 <c>[batch, Heads·HeadDim]</c>. Each op gives
+/// what its <see cref="IBackend"/> counterpart gives for each sequence alone (the CPU reference runs it so; the GPU in
+/// one launch per kernel, equal up to the rounding of its split of the keys, and plans up to score ties).
+/// </summary>
+public interface IBatchedDecode
+{
+    /// <summary>Whether <see cref="BatchedAnchorAttention"/> and <see cref="BatchedSparseAttention"/> run a batch of this shape (heads, KV heads, head dim).</summary>
+    bool RunsBatchedKascade(AttentionArgs args);
+
+    /// <summary><see cref="IBackend.Attention"/> of each sequence's decode step.</summary>
+    void BatchedDecodeAttention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output);
+
+    /// <summary><see cref="IBackend.AnchorAttention"/> of each sequence's decode step: plan unit b is sequence b's selection.</summary>
+    void BatchedAnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output);
+
+    /// <summary><see cref="IBackend.SparseAttention"/> of each sequence's decode step over plan unit b through <paramref name="headMap"/>.</summary>
+    void BatchedSparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output);
+}
+
+/// <summary>The checks every <see cref="IBatchedDecode"/> makes of its arguments.</summary>
+public static class BatchedDecodeArgs
+{
+    /// <summary>Refuses a head map that does not give each KV head one of the plan's selectors (a batch's sparse attention reads plans per KV head).</summary>
+    public static void CheckHeadMap(AttentionArgs args, IReadOnlyList<int> headMap)
+    {
+        if (headMap.Count != args.KvHeads)
+        {
+            throw new ArgumentException($"batched sparse decode reads a plan through a per-KV-head map ({args.KvHeads} entries), not {headMap.Count}");
+        }
+    }
+
+    /// <summary>Refuses a batch whose sequences the cache (or the plan, when given) does not hold.</summary>
+    public static void Check(AttentionArgs args, KvCache cache, KeyPlan? plan = null)
+    {
+        if (args.Tokens < 1 || cache.Shape.Layers < args.Tokens)
+        {
+            throw new ArgumentException($"a batch of {args.Tokens} needs a cache of at least {args.Tokens} sequences (layers), not {cache.Shape.Layers}");
+        }
+        if (args.StartPosition + 1 > cache.Shape.Capacity)
+        {
+            throw new ArgumentException($"a decode step at position {args.StartPosition} does not fit a cache of {cache.Shape.Capacity} positions");
+        }
+        if (plan is not null && plan.Units < args.Tokens)
+        {
+            throw new ArgumentException($"a batch of {args.Tokens} needs a plan of at least {args.Tokens} units (one per sequence), not {plan.Units}");
+        }
+    }
+}

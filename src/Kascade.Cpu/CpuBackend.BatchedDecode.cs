@@ -1,0 +1,60 @@
+using Kascade.Core;
+
+namespace Kascade.Cpu;
+
+/// <summary>
+/// <see cref="IBatchedDecode"/> on the CPU, the reference: each sequence's decode step through the single-sequence op
+/// (sequence b is layer b of the cache), its plan rows copied to and from unit b.
+/// </summary>
+public sealed partial class CpuBackend : IBatchedDecode
+{
+    /// <summary>Every shape the single-sequence ops run.</summary>
+    public bool RunsBatchedKascade(AttentionArgs args) => true;
+
+    public void BatchedDecodeAttention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
+    {
+        BatchedDecodeArgs.Check(args, cache);
+        for (int b = 0; b < args.Tokens; b++)
+        {
+            Attention(SequenceStep(args, b), q.Slice(b, 1), cache, output.Slice(b, 1));
+        }
+    }
+
+    public void BatchedAnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output)
+    {
+        BatchedDecodeArgs.Check(args, cache, plan);
+        var p = (CpuKeyPlan)plan;
+        using var single = new CpuKeyPlan(1, p.Selectors, p.Capacity, p.Unit);
+        for (int b = 0; b < args.Tokens; b++)
+        {
+            AnchorAttention(SequenceStep(args, b), selection, q.Slice(b, 1), cache, single, output.Slice(b, 1));
+            for (int row = 0; row < p.Selectors; row++)
+            {
+                p.Write(b * p.Selectors + row, single.Row(row).ToArray());
+            }
+        }
+        p.Serve(args, 1, recording: false);
+    }
+
+    public void BatchedSparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output)
+    {
+        BatchedDecodeArgs.Check(args, cache, plan);
+        BatchedDecodeArgs.CheckHeadMap(args, headMap);
+        var p = (CpuKeyPlan)plan;
+        var step = args with { Tokens = 1 };
+        p.CheckServes(step);
+        using var single = new CpuKeyPlan(1, p.Selectors, p.Capacity, p.Unit);
+        single.Serve(step, 1, recording: false);
+        for (int b = 0; b < args.Tokens; b++)
+        {
+            for (int row = 0; row < p.Selectors; row++)
+            {
+                single.Write(row, p.Row(b * p.Selectors + row).ToArray());
+            }
+            SparseAttention(SequenceStep(args, b), single, headMap, q.Slice(b, 1), cache, output.Slice(b, 1));
+        }
+    }
+
+    /// <summary>Sequence b's decode step: one query over layer b of the batch's cache.</summary>
+    private static AttentionArgs SequenceStep(AttentionArgs args, int b) => args with { Layer = b, Tokens = 1 };
+}

@@ -1,0 +1,80 @@
+using Kascade.Core;
+
+namespace Kascade.Runtime.Attention;
+
+/// <summary>
+/// The attend ops a policy's layers issue (dense, anchor, sparse over a plan): the backend's own over one sequence's
+/// chunk, or <see cref="IBatchedDecode"/>'s over a batch of sequences' decode steps. Either takes a step's args as a
+/// session issues them (Tokens: the step's tokens per sequence, Layer: the layer), so a policy is written once for both.
+/// </summary>
+internal abstract class AttentionOps
+{
+    /// <summary>Sequences each op serves: 1, or the batch (decode steps only; plans hold a unit per sequence).</summary>
+    public abstract int Sequences { get; }
+
+    /// <summary>Plan units a policy allocates for chunks of up to <paramref name="maxChunk"/> tokens.</summary>
+    public abstract int PlanUnits(int maxChunk);
+
+    /// <summary><see cref="IBackend.Attention"/>.</summary>
+    public abstract void Dense(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output);
+
+    /// <summary><see cref="IBackend.AnchorAttention"/>.</summary>
+    public abstract void Anchor(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output);
+
+    /// <summary><see cref="IBackend.SparseAttention"/>.</summary>
+    public abstract void Sparse(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output);
+
+    /// <summary>The ops of <paramref name="backend"/> over <paramref name="sequences"/> sequences: its own for one, its <see cref="IBatchedDecode"/> for more.</summary>
+    public static AttentionOps For(IBackend backend, int sequences)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(sequences, 1);
+        if (sequences == 1)
+        {
+            return new Single(backend);
+        }
+        return backend is IBatchedDecode batched
+            ? new Batch(batched, sequences)
+            : throw new KascadeException($"the {backend.Name} backend has no batched decode ops (a batch of {sequences} sequences)");
+    }
+
+    private sealed class Single(IBackend backend) : AttentionOps
+    {
+        public override int Sequences => 1;
+
+        public override int PlanUnits(int maxChunk) => KeyPlan.UnitsFor(maxChunk);
+
+        public override void Dense(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output) => backend.Attention(args, q, cache, output);
+
+        public override void Anchor(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output) =>
+            backend.AnchorAttention(args, selection, q, cache, plan, output);
+
+        public override void Sparse(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output) =>
+            backend.SparseAttention(args, plan, headMap, q, cache, output);
+    }
+
+    /// <summary>
+    /// A batch of decode steps: q and output fp32 <c>[sequences, Heads·HeadDim]</c>, sequence b's keys layer b of the
+    /// cache (every layer of the model reads the same sequences: <see cref="IBatchedDecode"/> takes no layer).
+    /// </summary>
+    private sealed class Batch(IBatchedDecode batched, int sequences) : AttentionOps
+    {
+        public override int Sequences => sequences;
+
+        public override int PlanUnits(int maxChunk) => maxChunk == 1
+            ? sequences
+            : throw new ArgumentOutOfRangeException(nameof(maxChunk), maxChunk, "a batch runs decode steps only");
+
+        public override void Dense(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output) => batched.BatchedDecodeAttention(Steps(args), q, cache, output);
+
+        public override void Anchor(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output) =>
+            batched.BatchedAnchorAttention(Steps(args), selection, q, cache, plan, output);
+
+        public override void Sparse(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output) =>
+            batched.BatchedSparseAttention(Steps(args), plan, headMap, q, cache, output);
+
+        /// <summary>The batch's args (Tokens = sequences) for one decode step of each sequence.</summary>
+        private AttentionArgs Steps(AttentionArgs args) => args.Tokens == 1
+            ? args with { Tokens = sequences }
+            : throw new ArgumentException($"a batch runs one decode step per sequence, not chunks of {args.Tokens}", nameof(args));
+    }
+}
