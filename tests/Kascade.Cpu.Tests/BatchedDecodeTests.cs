@@ -135,4 +135,14 @@ public class BatchedDecodeTests
         Assert.Equal(9, results.Count(r => r.Op == "batched decode"));
         Assert.Equal(9 * 2 + 5, results.Count(r => r.Op == "batched anchor plan"));
     }
+
+    [Fact]
+    public void The_batched_step_check_runs_every_policy_on_the_reference()
+    {
+        using var a = new CpuBackend(2);
+        using var b = new CpuBackend(2);
+        var results = BatchedStepCheck.Run(a, b);
+        Assert.Equal(3, results.Count);
+        Assert.All(results, r => Assert.True(r.Passed, r.ToString()));
+    }
 }

@@ -25,7 +25,7 @@ public static unsafe partial class BackendParity
     /// Attention on tensor cores (prefill and decode alike) rounds the scaled queries and the softmax probabilities to
     /// bf16 like FlashAttention: 2⁻⁸ relative on outputs of magnitude ≤ 1, so twice that as the bound.
     /// </summary>
-    private const double TensorCoreBound = 8e-3;
+    internal const double TensorCoreBound = 8e-3;
 
     /// <summary>
     /// The select/attend grids alone (<see cref="Run"/> includes them): to check a backend again in another of its
@@ -175,6 +175,10 @@ public static unsafe partial class BackendParity
         if (reference is IBatchedDecode batchedReference && candidate is IBatchedDecode batchedCandidate)
         {
             BatchedCases(batchedReference, batchedCandidate, new Random(103), Record);
+            foreach (var r in BatchedStepCheck.Run(batchedReference, batchedCandidate))
+            {
+                Record(r);
+            }
         }
         foreach (var r in DecodeReplayCheck.Run(candidate))
         {
@@ -303,7 +307,7 @@ public static unsafe partial class BackendParity
     }
 
     /// <summary>The element closest to (or furthest past) its bound: absolute plus a proportional share of the expected value.</summary>
-    private static ParityResult CompareValues(string name, string shape, float[] expected, float[] actual, double absolute)
+    internal static ParityResult CompareValues(string name, string shape, float[] expected, float[] actual, double absolute)
     {
         double relative = absolute / Absolute * Relative;
         double worstExcess = double.NegativeInfinity, error = 0, allowed = absolute;
