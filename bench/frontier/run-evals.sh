@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 16 §3 and §5, the accuracy side of the frontier on the embedded model, on the GPU: `kascade eval` of Kascade with
 # every anchor count of docs/results/frontier/schedules (K = 2–8, 12, 16, 20, 24 of 24 layers, written by one
-# `kascade calibrate … --write-counts`; and the log objective's K = 3 and 5 from `--objective log`) at Top-k 10% and 20%, the oracle and each baseline at the same two budgets,
+# `kascade calibrate … --write-counts`; and the log objective's K = 2, 3, 5, 12, 16, 20 from `--objective log`, where it
+# chooses other layers) at Top-k 10% and 20%, the oracle and each baseline at the same two budgets,
 # and dense: pass key, single needle and multikey at 2k/4k/8k, 20 prompts per cell, and perplexity at 8k with the
 # windows of the recorded dense perplexity. One results directory per configuration under $FRONTIER (default
 # .frontier), several `kascade eval` processes side by side (the 21M model leaves the GPU mostly idle). Every job
@@ -22,8 +23,9 @@ COMMON="--device ${DEVICE:-cuda} --model models/kascade-instrument-21m --tasks $
   echo "dense dense"
   for p in 10 20; do
     for k in 2 3 4 5 6 7 8 12 16 20 24; do echo "kascade-k$k-p$p kascade --schedule $SCHEDULES/instrument.k$k.json --topk-percent $p"; done
-    # The log-objective DP's choices where they differ from the paper's (K = 3, 5; issue 16 §4, docs/kascade.md).
-    for k in 3 5; do echo "kascade-log-k$k-p$p kascade --schedule $SCHEDULES/instrument-log.k$k.json --topk-percent $p"; done
+    # The log-objective DP's choices where they differ from the paper's among the counts above (K = 2, 3, 5, 12, 16,
+    # 20; issue 16 §4, docs/kascade.md).
+    for k in 2 3 5 12 16 20; do echo "kascade-log-k$k-p$p kascade --schedule $SCHEDULES/instrument-log.k$k.json --topk-percent $p"; done
     for m in oracle-topk quest omnikv lessismore sparcas; do echo "$m-p$p $m --topk-percent $p"; done
   done
   # streamingllm's budget is its window.
