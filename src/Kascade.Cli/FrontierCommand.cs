@@ -28,6 +28,16 @@ public static partial class CliApp
             {
                 throw new KascadeException($"no kascade eval results (results.json and run.json) in the directories under {parse.GetValue(evals)}");
             }
+            // A summary at a speed nothing was timed at would rank nothing; with no timings at all the scores stand alone.
+            var timed = points.SelectMany(p => p.Speedup.Keys).Distinct().OrderBy(t => t.Batch).ThenBy(t => t.Context).ToList();
+            if (timed.Count > 0 && !timed.Contains(at))
+            {
+                throw new KascadeException($"no point is timed at {at}; the files in {parse.GetValue(speeds)} time {string.Join(", ", timed)} (--context, --batch)");
+            }
+            if (timed.Count == 0)
+            {
+                stderr.WriteLine($"warning: no bench methods --json row in {parse.GetValue(speeds)} times an evaluated method: the table has scores only");
+            }
             string outDir = parse.GetValue(output)!;
             Directory.CreateDirectory(outDir);
             string table = Frontier.ToMarkdown(points, at);
