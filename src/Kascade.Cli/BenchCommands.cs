@@ -160,6 +160,11 @@ public static partial class CliApp
                     anchorCounts.SelectMany(a => refreshes.Select(r => p with { Schedule = KascadeSchedule.Spread(shape, a, p.TopKPercent), AnchorRefresh = r })));
             }).ToList();
             using var backend = Backends.Create(parse.GetValue(device)!, parse.GetValue(threads));
+            var batchStep = new AttentionArgs(0, sequences, 0, shape.Heads, shape.KvHeads, shape.HeadDim, shape.AttentionScale);
+            if (sequences > 1 && kascade && backend is IBatchedDecode batched && !batched.RunsBatchedKascade(batchStep))
+            {
+                throw new KascadeException($"--batch {sequences}: batched Kascade decode on {backend.Name} does not run this shape ({shape.Heads} heads, {shape.KvHeads} KV heads, head dim {shape.HeadDim})");
+            }
             var options = new MethodBenchmarkOptions(shape, parse.GetValue(config)!, parse.GetValue(contexts)!, policies, parse.GetValue(runs), sequences);
             IReadOnlyList<MethodBenchmarkRow> rows = [];
             WithProgress(stderr, progress =>

@@ -3,6 +3,7 @@ using System.Text;
 using Kascade.Core;
 using Kascade.Cuda;
 using Kascade.Cuda.Runtime;
+using Kascade.Runtime.Attention;
 
 namespace Kascade.Cli;
 
@@ -34,8 +35,9 @@ public sealed record KascadeBenchmarkRow(int Context, int TopK, double Dense, do
 
 /// <summary>
 /// Kascade's decode kernels on the GPU against our dense decode kernel, in the same run, on a batch of sequences of
-/// random keys, values and queries (the paper's shapes by default), each its own cache of the context: the batched ops
-/// (<see cref="IBatchedDecode"/>; at batch 1 the same kernels a session's decode step runs). Timed as
+/// random keys, values and queries (the paper's shapes by default), each its own cache of the context: at batch 1 the
+/// ops a session's decode step runs, above it the batched ops (<see cref="IBatchedDecode"/>, through
+/// <see cref="AttentionOps"/>). Timed as
 /// <see cref="AttentionBenchmark"/>: CUDA events, L2 flushed before each run, median.
 /// </summary>
 public static class KascadeAttentionBenchmark
@@ -57,28 +59,29 @@ public static class KascadeAttentionBenchmark
             AttentionBenchmark.Fill(backend, cache, batch, context, rng);
             using var q = backend.Upload(AttentionBenchmark.RandomValues(rng, batch * width), batch, width);
             using var output = backend.Allocate(batch, width);
-            var args = new AttentionArgs(0, batch, context - 1, o.Heads, o.KvHeads, o.HeadDim, 1f / MathF.Sqrt(o.HeadDim));
+            // One decode step of each sequence: the backend's own ops at batch 1, its batched ops above.
+            var ops = AttentionOps.For(backend, batch);
+            var step = new AttentionArgs(0, 1, context - 1, o.Heads, o.KvHeads, o.HeadDim, 1f / MathF.Sqrt(o.HeadDim));
             int topK = TopKBudget.For(context, topKPercent);
             double Time(Action run) => timer.MedianMilliseconds(run, o.Runs, 5);
-            double dense = Time(() => backend.BatchedDecodeAttention(args, q, cache, output));
+            double dense = Time(() => ops.Dense(step, q, cache, output));
             // What an anchor allocates beyond dense attention (cuMemAlloc is synchronous): the driver's free memory before its
             // plan and after a layer 0 and an anchor have run once, at the first context (before any selection workspace exists).
             long freeBefore = backend.Device.MemoryInfo().Free;
             using var plan = backend.AllocatePlan(batch, o.KvHeads, topK);
             var anchor = new SelectionArgs(topKPercent, ScorePooling.PostSoftmax, PoolAllHeads: false, DenseOutput: false);
             var identity = Enumerable.Range(0, o.KvHeads).ToArray();
-            backend.BatchedAnchorAttention(args, anchor with { DenseOutput = true }, q, cache, plan, output);
-            backend.BatchedAnchorAttention(args, anchor, q, cache, plan, output);
+            ops.Anchor(step, anchor with { DenseOutput = true }, q, cache, plan, output);
+            ops.Anchor(step, anchor, q, cache, plan, output);
             long? anchorBytes = rows.Count == 0 ? freeBefore - backend.Device.MemoryInfo().Free : null;
-            double layerZero = Time(() => backend.BatchedAnchorAttention(args, anchor with { DenseOutput = true }, q, cache, plan, output));
-            double anchorMs = Time(() => backend.BatchedAnchorAttention(args, anchor, q, cache, plan, output));
-            double reuse = Time(() => backend.BatchedSparseAttention(args, plan, identity, q, cache, output));
+            double layerZero = Time(() => ops.Anchor(step, anchor with { DenseOutput = true }, q, cache, plan, output));
+            double anchorMs = Time(() => ops.Anchor(step, anchor, q, cache, plan, output));
+            double reuse = Time(() => ops.Sparse(step, plan, identity, q, cache, output));
             // At batch 1, the same reuse layer on the exact CUDA-core kernel, and how far its output is from the fast one's
             // (the batched ops run on the fast kernels only).
             double reuseExact = double.NaN, difference = double.NaN;
             if (batch == 1)
             {
-                var step = args with { Tokens = 1 };
                 var fastOut = new float[width];
                 backend.Read(output, fastOut);
                 reuseExact = backend.WithExactKernels(() => Time(() => backend.SparseAttention(step, plan, identity, q, cache, output)));

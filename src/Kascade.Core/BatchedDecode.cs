@@ -37,9 +37,17 @@ public static class BatchedDecodeArgs
         }
     }
 
-    /// <summary>Refuses a batch whose sequences the cache (or the plan, when given) does not hold.</summary>
-    public static void Check(AttentionArgs args, KvCache cache, KeyPlan? plan = null)
+    /// <summary>
+    /// Refuses a batch whose sequences the cache (or the plan, when given) does not hold, or whose queries
+    /// <paramref name="q"/> or <paramref name="output"/> (fp32 <c>[batch, Heads·HeadDim]</c>) are not a row per sequence.
+    /// </summary>
+    public static void Check(AttentionArgs args, KvCache cache, DeviceTensor q, DeviceTensor output, KeyPlan? plan = null)
     {
+        int width = args.Heads * args.HeadDim;
+        if (q.Rows < args.Tokens || output.Rows < args.Tokens || q.Cols != width || output.Cols != width)
+        {
+            throw new ArgumentException($"a batch of {args.Tokens} needs queries and an output of [{args.Tokens}, {width}], not [{q.Rows}, {q.Cols}] and [{output.Rows}, {output.Cols}]");
+        }
         if (args.Tokens < 1 || cache.Shape.Layers < args.Tokens)
         {
             throw new ArgumentException($"a batch of {args.Tokens} needs a cache of at least {args.Tokens} sequences (layers), not {cache.Shape.Layers}");

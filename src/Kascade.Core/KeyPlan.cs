@@ -14,7 +14,7 @@ public enum PlanUnit
 /// Key positions chosen for sparse attention, in memory the backend owns (FlashInfer's plan/run split; DESIGN §2):
 /// row <c>unit · Selectors + selector</c> lists up to <see cref="Capacity"/> positions for one unit — a 32-query tile of
 /// a prefill chunk (<see cref="QueryTile.Of"/>, in order), a query token (<see cref="PlanUnit.Token"/>) or the decode
-/// step (one unit of either kind) — and one selector: a KV head's GQA group, one query head, or all heads when
+/// step (one unit of either kind; a unit per sequence for a batch's, <see cref="IBatchedDecode"/>) — and one selector: a KV head's GQA group, one query head, or all heads when
 /// <see cref="Selectors"/> is 1. An anchor or a baseline's selector writes a plan and the layers after it read it
 /// through a head map; a session allocates its plans once, so no step allocates.
 /// </summary>
@@ -33,7 +33,7 @@ public abstract class KeyPlan : IDisposable
 
     public PlanUnit Unit { get; }
 
-    /// <summary>Tiles or tokens of the largest chunk the plan holds (1 for decode).</summary>
+    /// <summary>Tiles or tokens of the largest chunk the plan holds (1 for a decode step; a batch's decode: one per sequence).</summary>
     public int Units { get; }
 
     public int Selectors { get; }

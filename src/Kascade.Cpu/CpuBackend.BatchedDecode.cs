@@ -13,7 +13,7 @@ public sealed partial class CpuBackend : IBatchedDecode
 
     public void BatchedDecodeAttention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
-        BatchedDecodeArgs.Check(args, cache);
+        BatchedDecodeArgs.Check(args, cache, q, output);
         for (int b = 0; b < args.Tokens; b++)
         {
             Attention(SequenceStep(args, b), q.Slice(b, 1), cache, output.Slice(b, 1));
@@ -22,7 +22,7 @@ public sealed partial class CpuBackend : IBatchedDecode
 
     public void BatchedAnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output)
     {
-        BatchedDecodeArgs.Check(args, cache, plan);
+        BatchedDecodeArgs.Check(args, cache, q, output, plan);
         var p = (CpuKeyPlan)plan;
         using var single = new CpuKeyPlan(1, p.Selectors, p.Capacity, p.Unit);
         for (int b = 0; b < args.Tokens; b++)
@@ -38,7 +38,7 @@ public sealed partial class CpuBackend : IBatchedDecode
 
     public void BatchedSparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
-        BatchedDecodeArgs.Check(args, cache, plan);
+        BatchedDecodeArgs.Check(args, cache, q, output, plan);
         BatchedDecodeArgs.CheckHeadMap(args, headMap);
         var p = (CpuKeyPlan)plan;
         var step = args with { Tokens = 1 };

@@ -49,7 +49,7 @@ public sealed unsafe partial class CudaBackend : IBatchedDecode
     public void BatchedDecodeAttention(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
         var c = (CudaKvCache)cache;
-        BatchedDecodeArgs.Check(args, c);
+        BatchedDecodeArgs.Check(args, c, q, output);
         CheckGrid(args);
         if (AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
         {
@@ -61,22 +61,22 @@ public sealed unsafe partial class CudaBackend : IBatchedDecode
 
     public void BatchedAnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output)
     {
-        var (step, s) = KascadeBatch(args, cache, plan);
+        var (step, s) = KascadeBatch(args, cache, plan, q, output);
         Anchor(step, selection, q, s, (CudaKeyPlan)plan, output);
     }
 
     public void BatchedSparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
-        var (step, s) = KascadeBatch(args, cache, plan);
+        var (step, s) = KascadeBatch(args, cache, plan, q, output);
         BatchedDecodeArgs.CheckHeadMap(args, headMap);
         Sparse(step, (CudaKeyPlan)plan, headMap, q, s, output);
     }
 
     /// <summary>A batch's one decode step (Tokens 1) and its sequences, once the fast decode kernels are known to run it.</summary>
-    private (AttentionArgs Step, CacheSequences Sequences) KascadeBatch(AttentionArgs args, KvCache cache, KeyPlan plan)
+    private (AttentionArgs Step, CacheSequences Sequences) KascadeBatch(AttentionArgs args, KvCache cache, KeyPlan plan, DeviceTensor q, DeviceTensor output)
     {
         var c = (CudaKvCache)cache;
-        BatchedDecodeArgs.Check(args, c, plan);
+        BatchedDecodeArgs.Check(args, c, q, output, plan);
         CheckGrid(args);
         if (!RunsBatchedKascade(args))
         {

@@ -316,7 +316,6 @@ public static class Frontier
 
     private static string Name(FrontierPoint p) => p.Setting.Length == 0 ? p.Method : $"{p.Method} {p.Setting}";
 
-
     /// <summary>
     /// Mean score against decode attention speedup at <paramref name="context"/>: a point per method × setting, a line
     /// per method (per method and budget for the Kascade methods, through their anchor counts; per anchor count for

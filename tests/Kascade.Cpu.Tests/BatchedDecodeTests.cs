@@ -108,6 +108,7 @@ public class BatchedDecodeTests
         var output = backend.Allocate(Batch, width);
         var selection = new SelectionArgs(10, ScorePooling.PostSoftmax, PoolAllHeads: false, DenseOutput: false);
         Assert.Contains("cache of at least 3 sequences", Assert.Throws<ArgumentException>(() => backend.BatchedDecodeAttention(Args, queries, cache, output)).Message);
+        Assert.Contains("queries and an output of [3, 256]", Assert.Throws<ArgumentException>(() => backend.BatchedDecodeAttention(Args, queries.Take(2), cache, output)).Message);
         using var full = Cache(backend, k, v, Batch);
         using var small = backend.AllocatePlan(2, KvHeads, 256);
         Assert.Contains("plan of at least 3 units", Assert.Throws<ArgumentException>(() => backend.BatchedAnchorAttention(Args, selection, queries, full, small, output)).Message);

@@ -184,5 +184,8 @@ public class DecodeStepAttentionTests
         // A batch's cache holds a layer per sequence.
         using var wrong = b.AllocateKvCache(new KvCacheShape(3, c.KvHeads, c.HeadDim, Length));
         Assert.Throws<ArgumentException>(() => new DecodeStepAttention(b, AttentionPolicy.Dense, c, wrong, Length, q, q, 2));
+        // A row of queries and output per sequence.
+        using var one = b.Allocate(1, c.Heads * c.HeadDim);
+        Assert.Contains("a row per sequence", Assert.Throws<ArgumentException>(() => new DecodeStepAttention(b, AttentionPolicy.Dense, c, cache, Length, one, one, 2)).Message);
     }
 }

@@ -65,11 +65,12 @@ public class RecordedStepsTests
             made.Add(step);
             return step;
         });
-        steps.Run((0, 5), 5, () => { }, stamp: "greedy");
-        steps.Run((1, 5), 5, () => { }, stamp: "greedy");
-        steps.Run((0, 5), 5, () => { }, stamp: "greedy");
+        // A session stamps its steps with its sampling options: a new but equal record is the same stamp.
+        steps.Run((0, 5), 5, () => { }, stamp: new SamplingOptions(Temperature: 0.7f, Seed: 1));
+        steps.Run((1, 5), 5, () => { }, stamp: new SamplingOptions(Temperature: 0.7f, Seed: 1));
+        steps.Run((0, 5), 5, () => { }, stamp: new SamplingOptions(Temperature: 0.7f, Seed: 1));
         Assert.Equal(2, made.Count);
-        steps.Run((0, 5), 5, () => { }, stamp: "temperature 0.7");
+        steps.Run((0, 5), 5, () => { }, stamp: new SamplingOptions(Temperature: 0.9f, Seed: 1));
         Assert.Equal(3, made.Count);
         Assert.True(made[0].Disposed);
         Assert.False(made[1].Disposed);

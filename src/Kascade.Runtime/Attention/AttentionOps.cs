@@ -5,10 +5,15 @@ namespace Kascade.Runtime.Attention;
 /// <summary>
 /// The attend ops a policy's layers issue (dense, anchor, sparse over a plan): the backend's own over one sequence's
 /// chunk, or <see cref="IBatchedDecode"/>'s over a batch of sequences' decode steps. Either takes a step's args as a
-/// session issues them (Tokens: the step's tokens per sequence, Layer: the layer), so a policy is written once for both.
+/// session issues them (Tokens: the step's tokens per sequence, Layer: the layer), so a policy is written once for both
+/// (and a benchmark times either with the same calls). q and output fp32 <c>[Sequences · Tokens, Heads·HeadDim]</c>.
 /// </summary>
-internal abstract class AttentionOps
+public abstract class AttentionOps
 {
+    private protected AttentionOps()
+    {
+    }
+
     /// <summary>Sequences each op serves: 1, or the batch (decode steps only; plans hold a unit per sequence).</summary>
     public abstract int Sequences { get; }
 

@@ -31,8 +31,9 @@ public sealed class DecodeStepAttention : IDisposable
     /// <param name="cache">
     /// bf16 keys and values filled at positions <c>[0, length)</c>: of every layer of <paramref name="config"/>, or, for a
     /// batch, of each of the <paramref name="sequences"/> sequences (layer b is sequence b, and every layer of the model
-    /// attends over the same batch: a batch of long contexts of every layer would not fit, and each layer's read is far
-    /// larger than the L2, so the per-layer cost is the same).
+    /// attends over the same batch: a batch of long contexts of every layer would not fit, and at the paper's shapes each
+    /// layer's read is far larger than the L2, so the per-layer cost is the same; a batch small enough to stay in the L2
+    /// between layers would be timed too fast).
     /// </param>
     /// <param name="q">fp32 <c>[sequences, Heads·HeadDim]</c>: the queries every layer attends with.</param>
     /// <param name="output">fp32 <c>[sequences, Heads·HeadDim]</c>: written by every layer.</param>
@@ -43,6 +44,11 @@ public sealed class DecodeStepAttention : IDisposable
         if (cache.Shape.Layers != layers || cache.Shape.KvHeads != config.KvHeads || cache.Shape.HeadDim != config.HeadDim)
         {
             throw new ArgumentException($"the cache ({cache.Shape}) does not hold {layers} {(sequences == 1 ? "layers" : "sequences")} of {config.KvHeads} KV heads × {config.HeadDim}", nameof(cache));
+        }
+        int width = config.Heads * config.HeadDim;
+        if (q.Rows != sequences || output.Rows != sequences || q.Cols != width || output.Cols != width)
+        {
+            throw new ArgumentException($"queries and output are [{sequences}, {width}], a row per sequence, not [{q.Rows}, {q.Cols}] and [{output.Rows}, {output.Cols}]");
         }
         StepsPerCycle = policy.NeedsSchedule ? policy.AnchorRefresh : 1;
         if (length < StepsPerCycle || length > cache.Shape.Capacity)
