@@ -283,6 +283,19 @@ public static partial class CliApp
             {
                 results.AddRange(fastCuda.WithExactKernels(() => BackendParity.RunSelection(reference, candidate, r => Print(r with { Op = $"exact {r.Op}" })).Select(r => r with { Op = $"exact {r.Op}" }).ToList()));
             }
+            if (candidate is Kascade.Cuda.CudaBackend cuda)
+            {
+                // The Top-k kernels alone: select_topk (many rows), cluster_topk (few long rows).
+                foreach (var (rows, cols) in new[] { (512, 40000), (300, 20000), (8, 50000) })
+                {
+                    foreach (string kind in Kascade.Cuda.TopKRowsCheck.Kinds)
+                    {
+                        var r = new ParityResult("top-k rows", $"{rows} rows × {cols} {kind}", Kascade.Cuda.TopKRowsCheck.Mismatches(cuda, rows, cols, 10, kind), 0);
+                        Print(r);
+                        results.Add(r);
+                    }
+                }
+            }
             if (parse.GetValue(model) is { } path)
             {
                 using var dir = OpenModel(parse, path, candidate);
