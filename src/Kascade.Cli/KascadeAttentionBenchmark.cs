@@ -53,14 +53,14 @@ public static class KascadeAttentionBenchmark
         var rng = new Random(3);
         LoadKernels(backend, o, topKPercent, tokens: 1);
         int batch = o.Batch, width = o.Heads * o.HeadDim;
+        // One decode step of each sequence: the backend's own ops at batch 1, its batched ops above.
+        var ops = AttentionOps.For(backend, batch);
         foreach (int context in o.Contexts)
         {
             using var cache = backend.AllocateKvCache(new KvCacheShape(batch, o.KvHeads, o.HeadDim, context));
             AttentionBenchmark.Fill(backend, cache, batch, context, rng);
             using var q = backend.Upload(AttentionBenchmark.RandomValues(rng, batch * width), batch, width);
             using var output = backend.Allocate(batch, width);
-            // One decode step of each sequence: the backend's own ops at batch 1, its batched ops above.
-            var ops = AttentionOps.For(backend, batch);
             var step = new AttentionArgs(0, 1, context - 1, o.Heads, o.KvHeads, o.HeadDim, 1f / MathF.Sqrt(o.HeadDim));
             int topK = TopKBudget.For(context, topKPercent);
             double Time(Action run) => timer.MedianMilliseconds(run, o.Runs, 5);

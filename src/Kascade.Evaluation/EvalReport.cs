@@ -101,7 +101,8 @@ public sealed class EvalReport
         return path;
     }
 
-    private static string Length(int tokens) => tokens % 1024 == 0 ? $"{tokens / 1024}k" : tokens.ToString(Inv);
+    /// <summary>A length as the tables write it: 131072 → 128k, 300 → 300.</summary>
+    internal static string Length(int tokens) => tokens % 1024 == 0 ? string.Create(Inv, $"{tokens / 1024}k") : tokens.ToString(Inv);
 
     public string ToMarkdown(string title)
     {

@@ -10,11 +10,8 @@ namespace Kascade.Evaluation;
 public readonly record struct SpeedAt(int Context, int Batch = 1)
 {
     /// <summary>As the tables write it: 131072 at batch 1 → 128k; at batch 64 → 128k batch 64.</summary>
-    public override string ToString()
-    {
-        string tokens = Context % 1024 == 0 ? string.Create(CultureInfo.InvariantCulture, $"{Context / 1024}k") : Context.ToString(CultureInfo.InvariantCulture);
-        return Batch == 1 ? tokens : string.Create(CultureInfo.InvariantCulture, $"{tokens} batch {Batch}");
-    }
+    public override string ToString() =>
+        Batch == 1 ? EvalReport.Length(Context) : string.Create(CultureInfo.InvariantCulture, $"{EvalReport.Length(Context)} batch {Batch}");
 }
 
 /// <summary>

@@ -323,10 +323,10 @@ public static unsafe partial class BackendParity
         return new ParityResult(name, shape, error, allowed);
     }
 
-    private static float[] Random(Random rng, int n, float scale) =>
+    internal static float[] Random(Random rng, int n, float scale) =>
         Enumerable.Range(0, n).Select(_ => scale * (float)(rng.NextDouble() * 2 - 1)).ToArray();
 
     /// <summary>Rounds to bf16 and back, so both backends start from values a bf16 store holds exactly.</summary>
-    private static float[] Bf16(float[] values) =>
+    internal static float[] Bf16(float[] values) =>
         values.Select(DTypes.RoundToBf16).ToArray();
 }

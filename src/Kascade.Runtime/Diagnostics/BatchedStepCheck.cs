@@ -31,10 +31,10 @@ public static class BatchedStepCheck
         var config = ConfigLoader.Parse(doc.RootElement);
         var rng = new Random(11);
         int kvWidth = config.KvHeads * config.HeadDim, width = config.Heads * config.HeadDim;
-        float[] Values(int n, float scale) => [.. Enumerable.Range(0, n).Select(_ => DTypes.RoundToBf16(scale * (float)(rng.NextDouble() * 2 - 1)))];
-        var keys = Enumerable.Range(0, Batch).Select(_ => Values(Length * kvWidth, 1)).ToArray();
-        var values = Enumerable.Range(0, Batch).Select(_ => Values(Length * kvWidth, 1)).ToArray();
-        var queries = Values(Batch * width, 2);
+        // bf16-exact keys and values, fp32 queries, as BackendParity's cases.
+        var keys = Enumerable.Range(0, Batch).Select(_ => BackendParity.Bf16(BackendParity.Random(rng, Length * kvWidth, 1))).ToArray();
+        var values = Enumerable.Range(0, Batch).Select(_ => BackendParity.Bf16(BackendParity.Random(rng, Length * kvWidth, 1))).ToArray();
+        var queries = BackendParity.Random(rng, Batch * width, 2);
         var kascade = new AttentionPolicy(AttentionMethod.Kascade, KascadeSchedule.Spread(config, 2, 10), 10);
         var results = new List<ParityResult>();
         foreach (var (policy, name) in new[] { (AttentionPolicy.Dense, "dense"), (kascade, "kascade, 2 anchors, 10%"), (kascade with { AnchorRefresh = 4 }, "kascade, 2 anchors, 10%, refresh 4") })
