@@ -275,7 +275,7 @@ public static partial class CliApp
             stdout.WriteLine("| op | case | max error | allowed | |");
             stdout.WriteLine("|---|---|---:|---:|---|");
             void Print(ParityResult r) =>
-                stdout.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"| {r.Op} | {r.Case} | {r.MaxError:G3} | {r.Allowed:G3} | {(r.Passed ? "ok" : "FAIL")} |"));
+                stdout.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"| {r.Op} | {r.Case} | {r.MaxError:G3} | {r.Allowed:G3} | {(r.NotRun is { } why ? $"not run: {why}" : r.Passed ? "ok" : "FAIL")} |"));
             var results = BackendParity.Run(reference, candidate, Print).ToList();
             // The exact first kernels (the fast selection kernels are the default): the select/attend grids again with them.
             var fastCuda = candidate is Kascade.Cuda.CudaBackend { FastSelection: true } c ? c : null;
@@ -315,8 +315,8 @@ public static partial class CliApp
                     }).ToList()));
                 }
             }
-            int failures = results.Count(r => !r.Passed);
-            stdout.WriteLine($"{results.Count - failures} passed, {failures} failed");
+            int failures = results.Count(r => !r.Passed), notRun = results.Count(r => r.NotRun is not null);
+            stdout.WriteLine($"{results.Count - failures - notRun} passed, {failures} failed{(notRun > 0 ? $", {notRun} not run" : "")}");
             return failures > 0 ? ErrorReport.UserError : 0;
         });
         return command;

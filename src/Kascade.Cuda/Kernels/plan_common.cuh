@@ -90,10 +90,13 @@ __device__ __forceinline__ void select_row_budget(const SelectParams& p, int row
     k = min(k, min(n, p.capacity));
 }
 
-// Larger float, larger key: the sign bit flipped for positives, every bit for negatives.
+// Larger float, larger key: the sign bit flipped for positives, every bit for negatives. −0 keys as +0, so that ties
+// are the ties of Ranking.TopK's float comparisons (Quest's bounds and SparCas's partial scores can be −0; sampling's
+// key, which keeps −0 below +0 as Sampling.OrderKey does, is its own).
 __device__ __forceinline__ unsigned order_key(float f)
 {
     unsigned u = __float_as_uint(f);
+    u = u == 0x80000000u ? 0u : u;
     return u ^ ((u & 0x80000000u) ? 0xffffffffu : 0x80000000u);
 }
 

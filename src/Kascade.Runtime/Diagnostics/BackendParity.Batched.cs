@@ -41,6 +41,7 @@ public static partial class BackendParity
             record(CompareValues("batched decode", shape, BatchedDense(reference, inputs), BatchedDense(candidate, inputs), TensorCoreBound));
             if (!candidate.RunsBatchedKascade(inputs.Args))
             {
+                record(ParityResult.Skipped("batched anchor plan", shape, "the candidate does not run batched Kascade at this shape"));
                 continue;
             }
             foreach (var r in BatchedAnchorCases(reference, candidate, inputs, shape, kascade))

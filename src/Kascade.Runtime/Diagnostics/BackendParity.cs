@@ -2,10 +2,20 @@ using Kascade.Core;
 
 namespace Kascade.Runtime.Diagnostics;
 
-/// <summary>One op case of a parity run: the largest error of the candidate against the reference, and the bound.</summary>
+/// <summary>
+/// One op case of a parity run: the largest error of the candidate against the reference, and the bound; or a case the
+/// candidate does not run (<see cref="NotRun"/>), listed so that a grid never shrinks unseen.
+/// </summary>
 public sealed record ParityResult(string Op, string Case, double MaxError, double Allowed)
 {
-    public bool Passed => MaxError <= Allowed;
+    /// <summary>Why the candidate did not run the case; null when it ran.</summary>
+    public string? NotRun { get; init; }
+
+    /// <summary>Ran and within the bound, or not run (which fails nothing: <see cref="NotRun"/> says why).</summary>
+    public bool Passed => NotRun is not null || MaxError <= Allowed;
+
+    /// <summary>A case the candidate does not run, and why.</summary>
+    public static ParityResult Skipped(string op, string @case, string reason) => new(op, @case, 0, 0) { NotRun = reason };
 }
 
 /// <summary>

@@ -16,6 +16,8 @@ public static class BatchedStepCheck
 {
     private const int Batch = 5, Length = 1500, Capacity = 1800;
 
+    private const string Op = "batched decode step (recorded, replayed)";
+
     /// <summary>Four layers, 16 query and 4 KV heads of 128.</summary>
     private const string Config = """
         {
@@ -39,8 +41,10 @@ public static class BatchedStepCheck
         var results = new List<ParityResult>();
         foreach (var (policy, name) in new[] { (AttentionPolicy.Dense, "dense"), (kascade, "kascade, 2 anchors, 10%"), (kascade with { AnchorRefresh = 4 }, "kascade, 2 anchors, 10%, refresh 4") })
         {
+            string shape = $"{name}, batch {Batch}, {Length} of {Capacity} keys";
             if (policy.NeedsSchedule && !candidate.RunsBatchedKascade(new AttentionArgs(0, Batch, Length - 1, config.Heads, config.KvHeads, config.HeadDim, config.AttentionScale)))
             {
+                results.Add(ParityResult.Skipped(Op, shape, "the candidate does not run batched Kascade at this shape"));
                 continue;
             }
             float[] Cycle(IBatchedDecode backend, int cycles)
@@ -69,7 +73,7 @@ public static class BatchedStepCheck
             var expected = Cycle(reference, 1);
             var actual = Cycle(candidate, 2);
             // Attention on tensor cores rounds queries and probabilities to bf16: the dense kernels' bound.
-            results.Add(BackendParity.CompareValues("batched decode step (recorded, replayed)", $"{name}, batch {Batch}, {Length} of {Capacity} keys", expected, actual, BackendParity.TensorCoreBound));
+            results.Add(BackendParity.CompareValues(Op, shape, expected, actual, BackendParity.TensorCoreBound));
         }
         return results;
     }

@@ -14,8 +14,8 @@ public static class MethodParity
     public const int Tokens = 8;
 
     /// <summary>
-    /// Mismatched greedy tokens per method the candidate runs (allowed: none). Kascade variants need the model
-    /// directory's <c>kascade-schedule.json</c> and are left out without one.
+    /// Mismatched greedy tokens per method the candidate runs (allowed: none). A method the candidate's device does not
+    /// run, or a Kascade variant without the model directory's <c>kascade-schedule.json</c>, is listed as not run.
     /// </summary>
     public static IReadOnlyList<ParityResult> Run(ModelDirectory reference, ModelDirectory candidate)
     {
@@ -31,10 +31,13 @@ public static class MethodParity
         // Read once, and only if a method the candidate runs needs it.
         var schedule = new Lazy<KascadeSchedule?>(() => File.Exists(schedulePath) ? ScheduleFile.Load(schedulePath, candidate.Config) : null);
         var results = new List<ParityResult>();
-        foreach (var method in AttentionMethods.All.Where(m => candidate.Model.Backend.Runs(m.Method)))
+        foreach (var method in AttentionMethods.All)
         {
-            if (method.NeedsSchedule && schedule.Value is null)
+            string? notRun = !candidate.Model.Backend.Runs(method.Method) ? $"{candidate.Model.Backend.Name} does not run it"
+                : method.NeedsSchedule && schedule.Value is null ? "the model directory has no kascade-schedule.json" : null;
+            if (notRun is not null)
             {
+                results.Add(ParityResult.Skipped("method greedy", method.Name, notRun));
                 continue;
             }
             var policy = new AttentionPolicy(method.Method, method.NeedsSchedule ? schedule.Value : null);
