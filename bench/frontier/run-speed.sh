@@ -9,9 +9,9 @@
 # .frontier/speed); tables already written are skipped, so the script can be run again after a time limit.
 # Then: kascade frontier --model models/kascade-instrument-21m --evals .frontier --speeds .frontier/speed --out docs/results/frontier
 # KNEE="K …" adds anchor refresh R = 4, 16, 64 at each K's scaled anchor count and 10% (issue 16 §4).
-# BATCH=64 adds the Kascade anchor counts at batch 64 (`bench methods --batch`: dense and the Kascade methods have
-# batched decode ops; every layer attends over the batch's one cache, 34 GB at 128k); `kascade frontier --batch 64`
-# then summarises that speed.
+# BATCH=64 adds the same tables at batch 64 but the oracle's (`bench methods --batch`: every method but oracle-topk has
+# batched decode ops; every layer attends over the batch's one cache, 34 GB at 128k), BATCH_RUNS timed cycles each
+# (default 10); `kascade frontier --batch 64` then summarises that speed.
 # Usage: [CONTEXTS=32k,128k] [KNEE="K …"] [BATCH=64] bench/frontier/run-speed.sh [KASCADE_BINARY]   (from the repository root)
 set -u
 BIN=${1:-.gpu/kascade/kascade}
@@ -36,5 +36,6 @@ if [ -n "${KNEE:-}" ]; then
   table "refresh-a${knee//,/-}" --attention kascade --topk-percent 10 --anchors "$knee" --anchor-refresh 4,16,64
 fi
 if [ -n "${BATCH:-}" ]; then
-  table "kascade-b$BATCH" --attention kascade --topk-percent 10,20 --anchors "$anchors" --batch "$BATCH"
+  table "methods-b$BATCH" --attention kascade,quest,omnikv,lessismore,sparcas --topk-percent 10,20 --anchors "$anchors" --batch "$BATCH" --runs "${BATCH_RUNS:-10}"
+  for w in 10 20 30; do table "streamingllm-w$w-b$BATCH" --attention streamingllm --baseline streaming-window-percent=$w --batch "$BATCH" --runs "${BATCH_RUNS:-10}"; done
 fi

@@ -2,6 +2,7 @@ using System.CommandLine;
 using Kascade.Core;
 using Kascade.Cpu;
 using Kascade.Runtime;
+using Kascade.Runtime.Attention;
 using Kascade.Runtime.Diagnostics;
 using Kascade.Runtime.Loading;
 
@@ -115,7 +116,7 @@ public static partial class CliApp
         var baseline = AttentionOptions.BaselineOption();
         var runs = new Option<int>("--runs") { Description = "Timed cycles per method and context (median reported)", DefaultValueFactory = _ => 20 }.AtLeast(1);
         var json = new Option<string>("--json") { Description = "Also write the rows as JSON to this file (what kascade frontier reads)" }.WritableFile();
-        var batch = new Option<int>("--batch") { Description = "Sequences decoding together, each with its own cache of the context (above 1: dense and the Kascade methods, on the batched decode ops)", DefaultValueFactory = _ => 1 }.AtLeast(1);
+        var batch = new Option<int>("--batch") { Description = "Sequences decoding together, each with its own cache of the context (above 1: every method but oracle-topk, on the batched decode ops)", DefaultValueFactory = _ => 1 }.AtLeast(1);
         var command = new Command("methods", "Time each attention method's decode-step attention over every layer of a model shape (random cache) beside dense in the same run: the per-layer cost of its mix of dense, selecting and reusing layers.")
         {
             config, contexts, device, threads, methods, percents, anchors, refresh, baseline, runs, batch, json,
@@ -134,9 +135,9 @@ public static partial class CliApp
             var names = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Prepend("dense").Distinct().ToList();
             bool kascade = names.Any(n => AttentionMethods.Find(n).NeedsSchedule);
             int sequences = parse.GetValue(batch);
-            if (sequences > 1 && names.FirstOrDefault(n => AttentionMethods.Find(n) is { NeedsSchedule: false, Method: not AttentionMethod.Dense }) is { } unbatched)
+            if (sequences > 1 && names.FirstOrDefault(n => AttentionMethods.Find(n).Method == AttentionMethod.OracleTopK) is { } unbatched)
             {
-                throw new KascadeException($"--batch {sequences}: {unbatched} has no batched decode ops; a batch times dense and the Kascade methods");
+                throw new KascadeException($"--batch {sequences}: {unbatched} has no batched decode ops; a batch times every other method");
             }
             if (!kascade && (parse.GetResult(anchors) is { Implicit: false } || parse.GetResult(refresh) is { Implicit: false }))
             {
@@ -160,10 +161,9 @@ public static partial class CliApp
                     anchorCounts.SelectMany(a => refreshes.Select(r => p with { Schedule = KascadeSchedule.Spread(shape, a, p.TopKPercent), AnchorRefresh = r })));
             }).ToList();
             using var backend = Backends.Create(parse.GetValue(device)!, parse.GetValue(threads));
-            var batchStep = new AttentionArgs(0, sequences, 0, shape.Heads, shape.KvHeads, shape.HeadDim, shape.AttentionScale);
-            if (sequences > 1 && kascade && backend is IBatchedDecode batched && !batched.RunsBatchedKascade(batchStep))
+            if (sequences > 1 && policies.FirstOrDefault(p => !AttentionOps.RunsBatched(backend, p, shape, sequences)) is { } refused)
             {
-                throw new KascadeException($"--batch {sequences}: batched Kascade decode on {backend.Name} does not run this shape ({shape.Heads} heads, {shape.KvHeads} KV heads, head dim {shape.HeadDim})");
+                throw new KascadeException($"--batch {sequences}: {refused.Info.Name}'s batched decode on {backend.Name} does not run this shape ({shape.Heads} heads, {shape.KvHeads} KV heads, head dim {shape.HeadDim})");
             }
             var options = new MethodBenchmarkOptions(shape, parse.GetValue(config)!, parse.GetValue(contexts)!, policies, parse.GetValue(runs), sequences);
             IReadOnlyList<MethodBenchmarkRow> rows = [];

@@ -21,9 +21,12 @@ public abstract record KeySelector
     /// <summary>Most positions one plan row holds when at most <paramref name="keys"/> keys are visible.</summary>
     public abstract int Capacity(int keys, int heads);
 
-    /// <summary>The plan a session allocates for this selector: decode, or its largest chunk when it prefills.</summary>
-    public KeyPlan AllocatePlan(IBackend backend, int heads, int capacity, int maxChunk) =>
-        backend.AllocatePlan(Prefills ? maxChunk : 1, Selectors(heads), Capacity(capacity, heads), Prefills ? PlanUnit.Token : PlanUnit.Tile);
+    /// <summary>
+    /// The plan a session allocates for this selector: decode, or its largest chunk when it prefills; a unit per sequence
+    /// for a batch's decode steps (<paramref name="sequences"/> above 1, <see cref="IBatchedDecode"/>).
+    /// </summary>
+    public KeyPlan AllocatePlan(IBackend backend, int heads, int capacity, int maxChunk, int sequences = 1) =>
+        backend.AllocatePlan(sequences > 1 ? sequences : Prefills ? maxChunk : 1, Selectors(heads), Capacity(capacity, heads), Prefills ? PlanUnit.Token : PlanUnit.Tile);
 
     /// <summary>Refuses a chunk this selector does not run on, or a plan that cannot hold what it writes for the chunk.</summary>
     public void CheckPlan(AttentionArgs args, KeyPlan plan)

@@ -4,7 +4,7 @@ namespace Kascade.Cpu;
 
 /// <summary>
 /// <see cref="IBatchedDecode"/> on the CPU, the reference: each sequence's decode step through the single-sequence op
-/// (sequence b is layer b of the cache), its plan rows copied to and from unit b.
+/// (sequence b is layer b of the cache, and of a selector's state), its plan rows copied to and from unit b.
 /// </summary>
 public sealed partial class CpuBackend : IBatchedDecode
 {
@@ -39,7 +39,6 @@ public sealed partial class CpuBackend : IBatchedDecode
     public void BatchedSparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
         BatchedDecodeArgs.Check(args, cache, q, output, plan);
-        BatchedDecodeArgs.CheckHeadMap(args, headMap);
         var p = (CpuKeyPlan)plan;
         var step = args with { Tokens = 1 };
         p.CheckServes(step);
@@ -53,6 +52,35 @@ public sealed partial class CpuBackend : IBatchedDecode
             }
             SparseAttention(SequenceStep(args, b), single, headMap, q.Slice(b, 1), cache, output.Slice(b, 1));
         }
+    }
+
+    /// <summary>Every selector at every shape the single-sequence ops run.</summary>
+    public bool RunsBatchedSelector(AttentionArgs args, KeySelector selector) => true;
+
+    public void BatchedUpdateSelectorState(AttentionArgs args, KvCache cache, SelectorState state)
+    {
+        BatchedDecodeArgs.CheckSelector(args, cache, state);
+        for (int b = 0; b < args.Tokens; b++)
+        {
+            UpdateSelectorState(SequenceStep(args, b), cache, state);
+        }
+    }
+
+    public void BatchedSelectKeys(AttentionArgs args, DeviceTensor q, KvCache cache, SelectorState state, KeyPlan plan)
+    {
+        BatchedDecodeArgs.Check(args, cache, q, output: null, plan);
+        BatchedDecodeArgs.CheckSelector(args, cache, state, plan);
+        var p = (CpuKeyPlan)plan;
+        using var single = new CpuKeyPlan(1, p.Selectors, p.Capacity, p.Unit);
+        for (int b = 0; b < args.Tokens; b++)
+        {
+            SelectKeys(SequenceStep(args, b), q.Slice(b, 1), cache, state, single);
+            for (int row = 0; row < p.Selectors; row++)
+            {
+                p.Write(b * p.Selectors + row, single.Row(row).ToArray());
+            }
+        }
+        p.Serve(args, 1, recording: false);
     }
 
     /// <summary>Sequence b's decode step: one query over layer b of the batch's cache.</summary>

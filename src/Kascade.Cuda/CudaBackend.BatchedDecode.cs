@@ -34,9 +34,10 @@ internal readonly record struct CacheSequences(CudaKvCache Cache, int Layer, int
 
 /// <summary>
 /// <see cref="IBatchedDecode"/> on the GPU: the decode kernels of a single step (attention_decode, attention_decode_scores,
-/// decode_scores_mma, pool_decode_scores, the Top-k, sparse_decode_mma) launched once for the whole batch, a block per
-/// (split, sequence, KV head). Kascade's batched ops need the fast decode kernels (a tensor-core head dim and a GQA
-/// group attention_decode's rows hold); dense batched decode any tensor-core head dim.
+/// decode_scores_mma, pool_decode_scores, the Top-k, sparse_decode_mma or sparse_decode, the baselines' selectors)
+/// launched once for the whole batch, a block per (split, sequence, KV head). Kascade's batched ops need the fast decode
+/// kernels (a tensor-core head dim and a GQA group attention_decode's rows hold); dense batched decode any tensor-core
+/// head dim; the baselines what <see cref="RunsBatchedSelector"/> says.
 /// </summary>
 public sealed unsafe partial class CudaBackend : IBatchedDecode
 {
@@ -61,27 +62,67 @@ public sealed unsafe partial class CudaBackend : IBatchedDecode
 
     public void BatchedAnchorAttention(AttentionArgs args, SelectionArgs selection, DeviceTensor q, KvCache cache, KeyPlan plan, DeviceTensor output)
     {
-        var (step, s) = KascadeBatch(args, cache, plan, q, output);
+        var (step, s) = Batch(args, cache, q, output, plan);
+        if (!RunsBatchedKascade(args))
+        {
+            throw new KascadeException($"batched Kascade decode runs on the fast tensor-core decode kernels: {FastDecodeShapes} (head dim {args.HeadDim}, group {args.Heads / args.KvHeads}, {args.Heads} heads)");
+        }
         Anchor(step, selection, q, s, (CudaKeyPlan)plan, output);
     }
 
+    /// <summary>
+    /// Runs on sparse_decode_mma (a per-KV-head map, the fast kernels) or on sparse_decode (a head dim of at most 128,
+    /// any map), the sequence in grid z; refused with one error where neither applies.
+    /// </summary>
     public void BatchedSparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
-        var (step, s) = KascadeBatch(args, cache, plan, q, output);
-        BatchedDecodeArgs.CheckHeadMap(args, headMap);
+        var (step, s) = Batch(args, cache, q, output, plan);
         Sparse(step, (CudaKeyPlan)plan, headMap, q, s, output);
     }
 
-    /// <summary>A batch's one decode step (Tokens 1) and its sequences, once the fast decode kernels are known to run it.</summary>
-    private (AttentionArgs Step, CacheSequences Sequences) KascadeBatch(AttentionArgs args, KvCache cache, KeyPlan plan, DeviceTensor q, DeviceTensor output)
+    /// <summary>
+    /// Where a baseline's batched selection and the sparse attention over its plan run: selectors that score every key
+    /// (omnikv's max-pooled and lessismore's per-head Top-k) on the fast decode kernels' scores; a plan per KV head
+    /// (streamingllm, omnikv, lessismore) on either sparse decode kernel, one per query head (quest, sparcas) on
+    /// sparse_decode, a head dim of at most 128.
+    /// </summary>
+    public bool RunsBatchedSelector(AttentionArgs args, KeySelector selector)
+    {
+        var step = args with { Tokens = 1 };
+        bool scores = selector is not (KeySelector.MaxPooledTopK or KeySelector.UnionTopK) || FastDecode(step);
+        int setHeads = selector.Selectors(args.Heads) == 1 ? args.Heads / args.KvHeads : 1;
+        bool sparse = (setHeads > 1 && FastDecode(step)) || SparseDecodeRuns(step, setHeads);
+        return args.Heads <= SparseParams.MaxHeads && scores && sparse;
+    }
+
+    public void BatchedUpdateSelectorState(AttentionArgs args, KvCache cache, SelectorState state)
+    {
+        BatchedDecodeArgs.CheckSelector(args, cache, state);
+        UpdateState(args with { Tokens = 1, Layer = 0 }, new CacheSequences((CudaKvCache)cache, 0, args.Tokens), (CudaSelectorState)state);
+    }
+
+    public void BatchedSelectKeys(AttentionArgs args, DeviceTensor q, KvCache cache, SelectorState state, KeyPlan plan)
+    {
+        var (step, s) = Batch(args, cache, q, null, plan);
+        BatchedDecodeArgs.CheckSelector(args, cache, state, plan);
+        if (!RunsBatchedSelector(args, state.Selector))
+        {
+            throw new KascadeException($"batched {state.Selector.GetType().Name} selection does not run this shape on the GPU (head dim {args.HeadDim}, group {args.Heads / args.KvHeads}, {args.Heads} heads): "
+                + $"its scores need the fast tensor-core decode kernels ({FastDecodeShapes}), its sparse attention a head dim of at most {DecodeThreads} or those kernels");
+        }
+        Select(step, q, s, (CudaSelectorState)state, (CudaKeyPlan)plan);
+    }
+
+    /// <summary>What the fast decode kernels run, for refusals.</summary>
+    private static string FastDecodeShapes =>
+        $"a head dim that is a multiple of 32 up to {AttentionHeadDims.MaxTensorCores}, a GQA group of at most {AttentionKernel.DecodeRows} and at most {SparseParams.MaxHeads} query heads, with KASCADE_FAST_SELECTION on";
+
+    /// <summary>A batch's one decode step (Tokens 1, the batch's sequences from layer 0 of the cache), its arguments checked.</summary>
+    private static (AttentionArgs Step, CacheSequences Sequences) Batch(AttentionArgs args, KvCache cache, DeviceTensor q, DeviceTensor? output, KeyPlan plan)
     {
         var c = (CudaKvCache)cache;
         BatchedDecodeArgs.Check(args, c, q, output, plan);
         CheckGrid(args);
-        if (!RunsBatchedKascade(args))
-        {
-            throw new KascadeException($"batched Kascade decode runs on the fast tensor-core decode kernels: a head dim that is a multiple of 32 up to {AttentionHeadDims.MaxTensorCores}, a GQA group of at most {AttentionKernel.DecodeRows} and at most {SparseParams.MaxHeads} query heads, with KASCADE_FAST_SELECTION on (head dim {args.HeadDim}, group {args.Heads / args.KvHeads}, {args.Heads} heads)");
-        }
         return (args with { Tokens = 1, Layer = 0 }, new CacheSequences(c, 0, args.Tokens));
     }
 

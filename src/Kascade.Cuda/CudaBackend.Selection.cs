@@ -77,7 +77,7 @@ internal unsafe struct SparseParams
     public nint Indices;    // int32 [plan rows, plan capacity]
     public nint Counts;     // int32 [plan rows]
     public nint StartAt;
-    public long SequenceStride; // sparse_decode_mma over a batch: elements from one sequence's K/V to the next's
+    public long SequenceStride; // sparse_decode_mma and sparse_decode over a batch: elements from one sequence's K/V to the next's
     public int Tokens, Heads, KvHeads, Capacity, Start, PlanCapacity, RowsPerUnit, TileUnits, GroupRows;
     public float Scale;
     public fixed int HeadMap[MaxHeads];
@@ -353,7 +353,7 @@ public sealed unsafe partial class CudaBackend
     /// <c>sparse_decode</c> (CUDA cores) where its head dim and head sets fit it, both split over the row's keys and merged
     /// by <c>attention_combine</c>; a prefill chunk of a tile plan through <c>sparse_prefill_mma</c> (tensor cores, a block
     /// per tile and KV head) where it fits; every other chunk through <c>sparse_attention</c> (a warp per query row). A
-    /// batch of <paramref name="sequences"/> decode steps runs on <c>sparse_decode_mma</c> only.
+    /// batch of <paramref name="sequences"/> decode steps runs on the two decode kernels, the sequence in grid z.
     /// </summary>
     private void LaunchSparse(AttentionArgs args, SparseParams parameters, int sequences)
     {
@@ -362,23 +362,23 @@ public sealed unsafe partial class CudaBackend
         {
             return;
         }
-        if (sequences > 1)
+        if (SparseDecodeRuns(args, setHeads))
         {
-            throw new KascadeException("batched sparse decode runs on the tensor-core kernel only: a per-KV-head map, the fast kernels on, a tensor-core head dim and a GQA group it holds");
-        }
-        if (args.Tokens == 1 && args.HeadDim <= DecodeThreads && setHeads <= MaxDecodeSet)
-        {
-            int sets = args.Heads / setHeads;
+            int sets = args.Heads / setHeads, rows = sequences * args.Heads;
             // Enough splits for two blocks per multiprocessor, each at least DecodeKeysPerSplit of the row's capacity.
-            int splits = Math.Clamp(Math.Min((parameters.PlanCapacity + DecodeKeysPerSplit - 1) / DecodeKeysPerSplit, 2 * _device.Multiprocessors / sets), 1, MaxCombineSplits);
-            var (po, pm) = SparsePartials(args.Heads, splits, args.HeadDim);
+            int splits = Math.Clamp(Math.Min((parameters.PlanCapacity + DecodeKeysPerSplit - 1) / DecodeKeysPerSplit, 2 * _device.Multiprocessors / (sets * sequences)), 1, MaxCombineSplits);
+            var (po, pm) = SparsePartials(rows, splits, args.HeadDim);
             var slots = stackalloc void*[3];
             slots[0] = &parameters;
             slots[1] = &po;
             slots[2] = &pm;
-            Launch(SelectionModule(args.HeadDim).Function("sparse_decode"), "sparse_decode", new Dim3((uint)splits, (uint)sets, 1), DecodeThreads, 0, slots, dependent: false);
-            Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)args.Heads, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: false, po, pm, parameters.Out, splits);
+            Launch(SelectionModule(args.HeadDim).Function("sparse_decode"), "sparse_decode", new Dim3((uint)splits, (uint)sets, (uint)sequences), DecodeThreads, 0, slots, dependent: false);
+            Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: false, po, pm, parameters.Out, splits);
             return;
+        }
+        if (sequences > 1)
+        {
+            throw new KascadeException($"batched sparse decode needs the tensor-core kernel (a per-KV-head map, the fast kernels on) or a head dim of at most {DecodeThreads} (head dim {args.HeadDim})");
         }
         if (TrySparsePrefill(args, parameters))
         {
@@ -414,6 +414,9 @@ public sealed unsafe partial class CudaBackend
         }
         return true;
     }
+
+    /// <summary>Whether <c>sparse_decode</c> (CUDA cores) runs a decode step whose plan rows each serve <paramref name="setHeads"/> query heads.</summary>
+    private static bool SparseDecodeRuns(AttentionArgs args, int setHeads) => args.Tokens == 1 && args.HeadDim <= DecodeThreads && setHeads <= MaxDecodeSet;
 
     /// <summary>The split partials of a decode step's sparse attention: fp32 (output <c>[rows, splits, headDim]</c>, (max, sum) <c>[rows, splits, 2]</c>) for its query rows (sequences × heads).</summary>
     private (nint Out, nint Ml) SparsePartials(int rows, int splits, int headDim) =>

@@ -34,7 +34,10 @@ internal sealed class CudaSelectorState : SelectorState
     /// <summary>sparcas: dimensions per head.</summary>
     internal int DimensionCount { get; }
 
-    internal nint PageBounds(int layer) => Memory!.Pointer + (nint)((long)layer * Shape.KvHeads * MaxPages * 2 * Shape.HeadDim * sizeof(ushort));
+    /// <summary>quest: bf16 elements of one layer's bounds (a batch's sequences are layers apart).</summary>
+    internal long PageBoundsStride => (long)Shape.KvHeads * MaxPages * 2 * Shape.HeadDim;
+
+    internal nint PageBounds(int layer) => Memory!.Pointer + (nint)(layer * PageBoundsStride * sizeof(ushort));
 
     internal nint Dimensions(int layer) => Memory!.Pointer + (nint)((long)layer * Heads * DimensionCount * sizeof(int));
 
@@ -58,79 +61,95 @@ public sealed unsafe partial class CudaBackend
 
     public SelectorState AllocateSelectorState(KeySelector selector, KvCacheShape shape, int heads) => new CudaSelectorState(selector, shape, heads);
 
-    public void UpdateSelectorState(AttentionArgs args, KvCache cache, SelectorState state)
+    public void UpdateSelectorState(AttentionArgs args, KvCache cache, SelectorState state) =>
+        UpdateState(args, CacheSequences.Of((CudaKvCache)cache, args.Layer), (CudaSelectorState)state);
+
+    /// <summary>
+    /// <see cref="UpdateSelectorState"/> for <c>s.Count</c> sequences (a batch's decode steps: sequence b's state is the
+    /// state's layer <c>s.Layer + b</c>, <see cref="BatchedUpdateSelectorState"/>): quest's bounds of the pages the chunk touched.
+    /// </summary>
+    private void UpdateState(AttentionArgs args, CacheSequences s, CudaSelectorState state)
     {
         if (state.Selector is not KeySelector.PageTopK quest)
         {
             return;
         }
-        var s = (CudaSelectorState)state;
-        var c = (CudaKvCache)cache;
         // The pages the chunk touched: one for a decode step, whatever its position.
         int pages = (args.StartPosition + args.Tokens - 1) / quest.PageSize - args.StartPosition / quest.PageSize + 1;
-        Launch(SelectorModule(args.HeadDim), "page_bounds", new Dim3((uint)args.KvHeads, (uint)pages, 1), (uint)args.HeadDim,
-            c.LayerKeys(args.Layer), s.PageBounds(args.Layer), c.Shape.Capacity, s.MaxPages, quest.PageSize, args.Tokens, args.StartPosition, StartOnDevice(args.Step));
+        Launch(SelectorModule(args.HeadDim), "page_bounds", new Dim3((uint)args.KvHeads, (uint)pages, (uint)s.Count), (uint)args.HeadDim,
+            s.Keys, state.PageBounds(s.Layer), s.Capacity, state.MaxPages, quest.PageSize, args.Tokens, args.StartPosition, StartOnDevice(args.Step),
+            s.Stride, state.PageBoundsStride);
     }
 
     public void SelectKeys(AttentionArgs args, DeviceTensor q, KvCache cache, SelectorState state, KeyPlan plan)
     {
-        var s = (CudaSelectorState)state;
-        var p = (CudaKeyPlan)plan;
-        var c = (CudaKvCache)cache;
-        s.Selector.CheckPlan(args, plan);
+        state.Selector.CheckPlan(args, plan);
+        Select(args, q, CacheSequences.Of((CudaKvCache)cache, args.Layer), (CudaSelectorState)state, (CudaKeyPlan)plan);
+    }
+
+    /// <summary>
+    /// <see cref="SelectKeys"/> for <c>s.Count</c> sequences (a batch's decode steps, <see cref="BatchedSelectKeys"/>):
+    /// sequence b's queries are rows <c>b · Heads …</c> of q, its state the state's layer <c>s.Layer + b</c>, its plan
+    /// rows unit b's. A batch's score and Top-k rows are <c>sequences · rows</c> rows, every one at the step's position
+    /// (the Top-k's rows per unit are all of them, so each sees <c>StartPosition + 1</c> keys).
+    /// </summary>
+    private void Select(AttentionArgs args, DeviceTensor q, CacheSequences c, CudaSelectorState s, CudaKeyPlan p)
+    {
         CheckHeads(args);
         var module = SelectorModule(args.HeadDim);
         nint startAt = StartOnDevice(args.Step);
-        int extent = KeyExtent(args, c);
+        int extent = KeyExtent(args, c.Cache), sequences = c.Count, heads = sequences * args.Heads;
         switch (s.Selector)
         {
             case KeySelector.Window window:
-                Launch(module, "window_plan", (uint)args.Tokens, 128, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, args.Tokens, args.StartPosition, startAt,
-                    window.Sinks, window.Percent, window.MinWindow);
+                Launch(module, "window_plan", (uint)(args.Tokens * sequences), 128, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, sequences > 1 ? 0 : 1,
+                    args.StartPosition, startAt, window.Sinks, window.Percent, window.MinWindow);
                 break;
             case KeySelector.MaxPooledTopK max:
             {
-                var scores = Scratch(ref _selectorScores, (long)extent * sizeof(float));
-                PoolTiles(args, ScorePooling.PostSoftmax, 1, maxPool: true, q, CacheSequences.Of(c, args.Layer), scores.Pointer, extent, extent);
-                SelectRows(args, scores.Pointer, extent, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, rows: 1, max.Percent);
+                var scores = Scratch(ref _selectorScores, (long)sequences * extent * sizeof(float));
+                PoolTiles(args, ScorePooling.PostSoftmax, 1, maxPool: true, q, c, scores.Pointer, extent, extent);
+                SelectRows(args, scores.Pointer, extent, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, rows: sequences, max.Percent);
                 break;
             }
             case KeySelector.UnionTopK union:
             {
-                var scores = Scratch(ref _selectorScores, (long)args.Heads * extent * sizeof(float));
-                PoolTiles(args, ScorePooling.PreSoftmax, args.Heads, maxPool: false, q, CacheSequences.Of(c, args.Layer), scores.Pointer, extent, extent);
+                var scores = Scratch(ref _selectorScores, (long)heads * extent * sizeof(float));
+                PoolTiles(args, ScorePooling.PreSoftmax, args.Heads, maxPool: false, q, c, scores.Pointer, extent, extent);
                 int perHead = Math.Max(TopKBudget.For(extent, union.Percent), 1);
-                var (indices, counts) = HeadRows(args.Heads, perHead);
-                SelectRows(args, scores.Pointer, extent, indices, counts, perHead, args.Heads, union.Percent, recentFraction: union.RecentFraction);
-                var flags = Scratch(ref _unionFlags, extent);
-                Launch(module, "union_sets", 1, UnionThreads, indices, counts, perHead, args.Heads, flags.Pointer, p.Indices.Pointer, p.Counts.Pointer,
-                    union.Sinks, union.Percent, union.RecentFraction, args.StartPosition, startAt);
+                var (indices, counts) = HeadRows(heads, perHead);
+                SelectRows(args, scores.Pointer, extent, indices, counts, perHead, heads, union.Percent, recentFraction: union.RecentFraction);
+                var flags = Scratch(ref _unionFlags, (long)sequences * extent);
+                Launch(module, "union_sets", (uint)sequences, UnionThreads, indices, counts, perHead, args.Heads, flags.Pointer, p.Indices.Pointer, p.Counts.Pointer,
+                    union.Sinks, union.Percent, union.RecentFraction, args.StartPosition, startAt, (long)extent, p.Capacity);
                 break;
             }
             case KeySelector.PageTopK quest:
             {
-                var scores = Scratch(ref _selectorScores, (long)args.Heads * s.MaxPages * sizeof(float));
-                Launch(module, "page_scores", new Dim3((uint)args.Heads, (uint)((s.MaxPages + PagesPerBlock - 1) / PagesPerBlock), 1), PagesPerBlock,
-                    In(q), s.PageBounds(args.Layer), scores.Pointer, (long)s.MaxPages, args.Heads, args.KvHeads, s.MaxPages, quest.PageSize, args.StartPosition, startAt);
+                var scores = Scratch(ref _selectorScores, (long)heads * s.MaxPages * sizeof(float));
+                Launch(module, "page_scores", new Dim3((uint)args.Heads, (uint)((s.MaxPages + PagesPerBlock - 1) / PagesPerBlock), (uint)sequences), PagesPerBlock,
+                    In(q), s.PageBounds(c.Layer), scores.Pointer, (long)s.MaxPages, args.Heads, args.KvHeads, s.MaxPages, quest.PageSize, args.StartPosition, startAt,
+                    s.PageBoundsStride);
                 int pageCapacity = Math.Max(p.Capacity / quest.PageSize, 1);
-                var (indices, counts) = HeadRows(args.Heads, pageCapacity);
-                SelectRows(args, scores.Pointer, s.MaxPages, indices, counts, pageCapacity, args.Heads, quest.Percent, pageSize: quest.PageSize);
-                Launch(module, "expand_pages", (uint)args.Heads, 256, indices, counts, pageCapacity, p.Indices.Pointer, p.Counts.Pointer, p.Capacity,
+                var (indices, counts) = HeadRows(heads, pageCapacity);
+                SelectRows(args, scores.Pointer, s.MaxPages, indices, counts, pageCapacity, heads, quest.Percent, pageSize: quest.PageSize);
+                Launch(module, "expand_pages", (uint)heads, 256, indices, counts, pageCapacity, p.Indices.Pointer, p.Counts.Pointer, p.Capacity,
                     quest.PageSize, args.StartPosition, startAt);
                 break;
             }
             case KeySelector.PartialScoreTopK sparcas:
             {
-                Launch(module, "sparcas_dimensions", (uint)args.Heads, (uint)args.HeadDim, In(q), s.Dimensions(args.Layer), s.Age(args.Layer), s.DimensionCount, sparcas.RefreshSteps);
-                var scores = Scratch(ref _selectorScores, (long)args.Heads * extent * sizeof(float));
-                Launch(module, "partial_scores", new Dim3((uint)args.Heads, (uint)((extent + PagesPerBlock - 1) / PagesPerBlock), 1), PagesPerBlock,
-                    In(q), c.LayerKeys(args.Layer), s.Dimensions(args.Layer), s.Age(args.Layer), scores.Pointer, (long)extent, args.Heads, args.KvHeads,
-                    c.Shape.Capacity, s.DimensionCount, args.StartPosition, startAt);
-                SelectRows(args, scores.Pointer, extent, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, args.Heads, sparcas.Percent);
+                Launch(module, "sparcas_dimensions", new Dim3((uint)args.Heads, (uint)sequences, 1), (uint)args.HeadDim, In(q), s.Dimensions(c.Layer), s.Age(c.Layer),
+                    s.DimensionCount, sparcas.RefreshSteps);
+                var scores = Scratch(ref _selectorScores, (long)heads * extent * sizeof(float));
+                Launch(module, "partial_scores", new Dim3((uint)args.Heads, (uint)((extent + PagesPerBlock - 1) / PagesPerBlock), (uint)sequences), PagesPerBlock,
+                    In(q), c.Keys, s.Dimensions(c.Layer), s.Age(c.Layer), scores.Pointer, (long)extent, args.Heads, args.KvHeads,
+                    c.Capacity, s.DimensionCount, args.StartPosition, startAt, c.Stride);
+                SelectRows(args, scores.Pointer, extent, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, heads, sparcas.Percent);
                 break;
             }
             default:
-                throw new ArgumentOutOfRangeException(nameof(state), s.Selector, "not a key selector the GPU runs");
+                throw new ArgumentOutOfRangeException(nameof(s), s.Selector, "not a key selector the GPU runs");
         }
         p.Serve(args, args.Tokens, _recording is not null);
     }

@@ -79,6 +79,66 @@ public class BatchedDecodeTests
         Assert.NotEqual(anchor.Row(0).ToArray(), anchor.Row(1).ToArray());
     }
 
+    public static TheoryData<string> Selectors => ["omnikv", "lessismore", "quest", "sparcas", "streamingllm"];
+
+    /// <summary>
+    /// A baseline's batched selection (state built per sequence: an update over the keys before the step, then the
+    /// step's) and the sparse attention over it give sequence b the plan and output the single-sequence ops give it alone.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Selectors))]
+    public void Each_sequence_gets_its_own_baseline_selection(string method)
+    {
+        using var backend = new CpuBackend();
+        var (k, v, q) = Inputs();
+        int width = Heads * HeadDim;
+        var selector = KeySelectorOf(method);
+        int selectors = selector.Selectors(Heads);
+        int[] map = selectors == 1 ? new int[KvHeads] : [.. Enumerable.Range(0, Heads)];
+        using var cache = Cache(backend, k, v, Batch);
+        using var state = backend.AllocateSelectorState(selector, new KvCacheShape(Batch, KvHeads, HeadDim, Keys), Heads);
+        using var plan = selector.AllocatePlan(backend, Heads, Keys, 1, Batch);
+        var output = (CpuTensor)backend.Allocate(Batch, width);
+        var queries = backend.Upload(q, Batch, width);
+        for (int b = 0; b < Batch; b++)
+        {
+            backend.UpdateSelectorState(Args with { Layer = b, Tokens = Keys - 1, StartPosition = 0 }, cache, state);
+        }
+        backend.BatchedUpdateSelectorState(Args, cache, state);
+        backend.BatchedSelectKeys(Args, queries, cache, state, plan);
+        backend.BatchedSparseAttention(Args, plan, map, queries, cache, output);
+        var counts = new int[plan.Rows];
+        var indices = new int[plan.Rows * plan.Capacity];
+        backend.ReadPlan(plan, counts, indices);
+
+        for (int b = 0; b < Batch; b++)
+        {
+            using var single = Cache(backend, [k[b]], [v[b]], 1);
+            using var singleState = backend.AllocateSelectorState(selector, new KvCacheShape(1, KvHeads, HeadDim, Keys), Heads);
+            using var singlePlan = selector.AllocatePlan(backend, Heads, Keys, 1);
+            var args = Args with { Tokens = 1 };
+            var q1 = backend.Upload(q.AsSpan(b * width, width), 1, width);
+            var expected = (CpuTensor)backend.Allocate(1, width);
+            backend.UpdateSelectorState(args with { Tokens = Keys - 1, StartPosition = 0 }, single, singleState);
+            backend.UpdateSelectorState(args, single, singleState);
+            backend.SelectKeys(args, q1, single, singleState, singlePlan);
+            backend.SparseAttention(args, singlePlan, map, q1, single, expected);
+            Assert.Equal(expected.Row(0).ToArray(), output.Row(b).ToArray());
+            var singleCounts = new int[selectors];
+            var singleIndices = new int[selectors * plan.Capacity];
+            backend.ReadPlan(singlePlan, singleCounts, singleIndices);
+            Assert.Equal(singleCounts, counts.AsSpan(b * selectors, selectors).ToArray());
+            for (int row = 0; row < selectors; row++)
+            {
+                Assert.Equal(singleIndices.AsSpan(row * plan.Capacity, singleCounts[row]).ToArray(), indices.AsSpan((b * selectors + row) * plan.Capacity, singleCounts[row]).ToArray());
+            }
+        }
+        Assert.NotEqual(output.Row(0).ToArray(), output.Row(1).ToArray());
+    }
+
+    private static KeySelector KeySelectorOf(string method) =>
+        Kascade.Runtime.Attention.BaselinePolicy.SelectorOf(new AttentionPolicy(AttentionMethods.Find(method).Method, null, 10) { Baselines = new BaselineOptions { MinWindow = 16 } });
+
     [Fact]
     public void Dense_batched_decode_is_each_sequences_decode()
     {
@@ -117,9 +177,15 @@ public class BatchedDecodeTests
         using var plan = backend.AllocatePlan(Batch, KvHeads, 256);
         backend.BatchedAnchorAttention(Args, selection, queries, full, plan, output);
         Assert.Throws<InvalidOperationException>(() => backend.BatchedSparseAttention(Args with { StartPosition = Keys - 2 }, plan, [0, 1], queries, full, output));
-        // A batch reads its plans per KV head (the GPU's batched kernel does), not per query head.
-        int[] perHead = [.. Enumerable.Range(0, Heads).Select(h => h / Group)];
-        Assert.Contains("per-KV-head map", Assert.Throws<ArgumentException>(() => backend.BatchedSparseAttention(Args, plan, perHead, queries, full, output)).Message);
+        // A head map names the plan's selectors, a KV head's or a query head's.
+        Assert.Contains("one of the plan's 2 selectors", Assert.Throws<ArgumentException>(() => backend.BatchedSparseAttention(Args, plan, [0, 2], queries, full, output)).Message);
+        // A selector's state holds a layer per sequence.
+        var quest = new KeySelector.PageTopK(10, 16);
+        using var state = backend.AllocateSelectorState(quest, new KvCacheShape(2, KvHeads, HeadDim, Keys), Heads);
+        using var questPlan = quest.AllocatePlan(backend, Heads, Keys, 1, Batch);
+        Assert.Contains("selector state of a layer per sequence", Assert.Throws<ArgumentException>(() => backend.BatchedSelectKeys(Args, queries, full, state, questPlan)).Message);
+        using var fullState = backend.AllocateSelectorState(quest, new KvCacheShape(Batch, KvHeads, HeadDim, Keys), Heads);
+        Assert.Contains("cannot hold", Assert.Throws<ArgumentException>(() => backend.BatchedSelectKeys(Args, queries, full, fullState, plan)).Message);
     }
 
     /// <summary>
@@ -135,6 +201,7 @@ public class BatchedDecodeTests
         Assert.All(results, r => Assert.True(r.Passed && r.NotRun is null, r.ToString()));
         Assert.Equal(9, results.Count(r => r.Op == "batched decode"));
         Assert.Equal(9 * 2 + 5, results.Count(r => r.Op == "batched anchor plan"));
+        Assert.Equal(9 * 5, results.Count(r => r.Op == "batched baseline plan"));
     }
 
     [Fact]
@@ -143,7 +210,7 @@ public class BatchedDecodeTests
         using var a = new CpuBackend(2);
         using var b = new CpuBackend(2);
         var results = BatchedStepCheck.Run(a, b);
-        Assert.Equal(3, results.Count);
+        Assert.Equal(3 + 5, results.Count);
         Assert.All(results, r => Assert.True(r.Passed && r.NotRun is null, r.ToString()));
     }
 }

@@ -116,22 +116,30 @@ public class DecodeStepAttentionTests
 
     /// <summary>
     /// A batch's step (every layer attends over the batch's one cache, <see cref="IBatchedDecode"/>) gives sequence b
-    /// what a single-sequence step gives over a cache whose every layer holds sequence b: for dense, and for Kascade
-    /// selecting every step and keeping its selection for 4 (the kept plans extended for every sequence).
+    /// what a single-sequence step gives over a cache whose every layer holds sequence b: for dense, for Kascade
+    /// selecting every step and keeping its selection for 4 (the kept plans extended for every sequence), and for every
+    /// baseline, selecting from layer 1 on (a batch's selector state is per sequence and shared by the layers, which
+    /// here read the same keys with the same query, so it equals the single step's state per layer).
     /// </summary>
     [Theory]
     [InlineData("dense", 1)]
     [InlineData("kascade", 1)]
     [InlineData("kascade", 4)]
     [InlineData("kascade-pooled", 1)]
+    [InlineData("quest", 1)]
+    [InlineData("omnikv", 1)]
+    [InlineData("lessismore", 1)]
+    [InlineData("sparcas", 1)]
+    [InlineData("streamingllm", 1)]
     public void A_batched_step_gives_each_sequence_its_own_step(string method, int refresh)
     {
         const int batch = 4;                     // not the model's 3 layers: a batch's cache holds a layer per sequence
         using var b = new CpuBackend(2);
         var c = Config();
         var info = AttentionMethods.Find(method);
-        var policy = info.NeedsSchedule
-            ? new AttentionPolicy(info.Method, KascadeSchedule.Spread(c, 2, 10), 10) { AnchorRefresh = refresh }
+        var fromLayer1 = new BaselineOptions { QuestDenseLayers = 1, SparCasDenseLayers = 1, OmniKvFilterLayers = [1], LessIsMoreSelectionLayers = [1], MinWindow = 16 };
+        var policy = info.NeedsSchedule ? new AttentionPolicy(info.Method, KascadeSchedule.Spread(c, 2, 10), 10) { AnchorRefresh = refresh }
+            : info.Baseline ? new AttentionPolicy(info.Method, null, 10) { Baselines = fromLayer1 }
             : AttentionPolicy.Dense;
         var rng = new Random(9);
         int kvWidth = c.KvHeads * c.HeadDim, width = c.Heads * c.HeadDim;
@@ -179,8 +187,8 @@ public class DecodeStepAttentionTests
         var c = Config();
         using var cache = b.AllocateKvCache(new KvCacheShape(2, c.KvHeads, c.HeadDim, Length));
         using var q = b.Allocate(2, c.Heads * c.HeadDim);
-        var quest = new AttentionPolicy(AttentionMethod.Quest, null, 10);
-        Assert.Contains("no batched decode", Assert.Throws<KascadeException>(() => new DecodeStepAttention(b, quest, c, cache, Length, q, q, 2)).Message);
+        var oracle = new AttentionPolicy(AttentionMethod.OracleTopK, null, 10);
+        Assert.Contains("no batched decode", Assert.Throws<KascadeException>(() => new DecodeStepAttention(b, oracle, c, cache, Length, q, q, 2)).Message);
         // A batch's cache holds a layer per sequence.
         using var wrong = b.AllocateKvCache(new KvCacheShape(3, c.KvHeads, c.HeadDim, Length));
         Assert.Throws<ArgumentException>(() => new DecodeStepAttention(b, AttentionPolicy.Dense, c, wrong, Length, q, q, 2));

@@ -241,8 +241,8 @@ struct SparseParams
     const int* indices;      // int32 [plan rows, plan_capacity]
     const int* counts;       // int32 [plan rows]
     const int* start_at;     // the start position on the device (a step's), or null: start
-    long long sequence_stride; // sparse_decode_mma over a batch (grid z = sequence · kv_heads + g): elements from one
-                             //    sequence's k_cache/v_cache to the next's; its q/out rows and plan unit follow the sequence
+    long long sequence_stride; // sparse_decode_mma and sparse_decode over a batch (the sequence in grid z): elements from
+                             //    one sequence's k_cache/v_cache to the next's; its q/out rows and plan unit follow the sequence
     int tokens, heads, kv_heads, capacity, start;
     int plan_capacity;
     int rows_per_unit;       // plan rows per unit (its selectors)

@@ -274,7 +274,8 @@ extern "C" __global__ void sparse_attention(SparseParams p)
 // attention_combine.cu. Splits share the row by the plan's capacity (fixed, so a recorded step replays at later
 // positions); an empty split writes sum 0. attention_decode.cu's sparse_decode_mma (tensor cores) serves the
 // per-KV-head maps when the fast kernels are on; this is the exact kernel and the one for per-query-head maps.
-// Grid: (splits, kv_heads when group_rows, else heads). Block: DECODE_THREADS.
+// Grid: (splits, kv_heads when group_rows, else heads, sequences of a batch: sequence b's K/V b · sequence_stride
+// elements on, its query and partial rows b · heads on, its plan rows unit b's). Block: DECODE_THREADS.
 #define DECODE_KEYS 128
 #define DECODE_THREADS 128
 #define MAX_SET 8
@@ -289,17 +290,19 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS) sparse_decode(Spars
     __shared__ float lanes[KEY_LANES][HEAD_DIM];
     const int splits = gridDim.x, split = blockIdx.x;
     const int group = p.heads / p.kv_heads, set_heads = p.group_rows ? group : 1;
-    const int first_head = blockIdx.y * set_heads, g = first_head / group;
+    const int sequence = blockIdx.z, first_head = blockIdx.y * set_heads, g = first_head / group;
+    const long first_row = (long)sequence * p.heads + first_head;   // the set's first query row (and partial row)
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int row = p.head_map[first_head];
+    const int row = sequence * p.rows_per_unit + p.head_map[first_head];
     const int count = p.counts[row];
     const int* listed = p.indices + (long)row * p.plan_capacity;
     const int per_split = (p.plan_capacity + splits - 1) / splits;
     const int begin = split * per_split, end = min(count, begin + per_split);
-    const bf16_t* keys = p.k_cache + (long)g * p.capacity * HEAD_DIM;
-    const bf16_t* values = p.v_cache + (long)g * p.capacity * HEAD_DIM;
+    const long head_offset = sequence * p.sequence_stride + (long)g * p.capacity * HEAD_DIM;
+    const bf16_t* keys = p.k_cache + head_offset;
+    const bf16_t* values = p.v_cache + head_offset;
     for (int e = threadIdx.x; e < set_heads * HEAD_DIM; e += DECODE_THREADS)
-        q_shared[e / HEAD_DIM][e % HEAD_DIM] = p.q[(long)first_head * HEAD_DIM + e] * p.scale;
+        q_shared[e / HEAD_DIM][e % HEAD_DIM] = p.q[first_row * HEAD_DIM + e] * p.scale;
     if (threadIdx.x < MAX_SET)
     {
         running_max[threadIdx.x] = __int_as_float(0xff800000);
@@ -391,13 +394,13 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS) sparse_decode(Spars
         {
             float total = 0.0f;
             for (int k = 0; k < KEY_LANES; k++) total += lanes[k][dd];
-            partial_out[((long)(first_head + hh) * splits + split) * HEAD_DIM + dd] = total;
+            partial_out[((first_row + hh) * splits + split) * HEAD_DIM + dd] = total;
         }
         __syncthreads();
     }
     if (threadIdx.x < set_heads)
     {
-        long at = ((long)(first_head + threadIdx.x) * splits + split) * 2;
+        long at = ((first_row + threadIdx.x) * splits + split) * 2;
         partial_ml[at] = running_max[threadIdx.x];
         partial_ml[at + 1] = running_sum[threadIdx.x];
     }

@@ -3,9 +3,10 @@ using Kascade.Core;
 namespace Kascade.Runtime.Attention;
 
 /// <summary>
-/// Every baseline as one policy over the same ops: a <see cref="KeySelector"/> (<see cref="IBackend.SelectKeys"/>) writes
-/// a plan in the backend's memory and <see cref="IBackend.SparseAttention"/> attends over it; layers run in the method's
-/// modes (<see cref="BaselinePolicy.ModeOf"/>). Selectors that run in decode only attend densely in prefill, keeping their state current.
+/// Every baseline as one policy over the same ops (<see cref="AttentionOps"/>: one sequence, or a batch's decode steps): a
+/// <see cref="KeySelector"/> (<see cref="IBackend.SelectKeys"/>) writes a plan in the backend's memory and
+/// <see cref="IBackend.SparseAttention"/> attends over it; layers run in the method's modes
+/// (<see cref="BaselinePolicy.ModeOf"/>). Selectors that run in decode only attend densely in prefill, keeping their state current.
 /// </summary>
 internal sealed class BaselineLayers : LayerAttention
 {
@@ -15,6 +16,7 @@ internal sealed class BaselineLayers : LayerAttention
     /// </summary>
     private const long PlanBytes = 256L << 20;
 
+    private readonly AttentionOps _ops;
     private readonly AttentionPolicy _policy;
     private readonly KeySelector _selector;
     private readonly SelectorState _state;
@@ -26,16 +28,17 @@ internal sealed class BaselineLayers : LayerAttention
     /// <summary>The <see cref="BaselineLayerMode.DenseAndSelect"/> layer that wrote the plan in this chunk, or −1.</summary>
     private int _selectedAt = -1;
 
-    public BaselineLayers(IBackend backend, AttentionPolicy policy, ModelConfig config, int capacity, int maxChunk)
+    public BaselineLayers(IBackend backend, AttentionOps ops, AttentionPolicy policy, ModelConfig config, int capacity, int maxChunk)
         : base(backend)
     {
+        _ops = ops;
         _policy = policy;
         _selector = BaselinePolicy.SelectorOf(policy);
         int units = _selector.Prefills ? (int)Math.Clamp(PlanBytes / ((long)_selector.Capacity(capacity, config.Heads) * sizeof(int)), 1, maxChunk) : 1;
-        _state = backend.AllocateSelectorState(_selector, new KvCacheShape(config.Layers, config.KvHeads, config.HeadDim, capacity), config.Heads);
+        _state = backend.AllocateSelectorState(_selector, new KvCacheShape(ops.StateLayers(config), config.KvHeads, config.HeadDim, capacity), config.Heads);
         try
         {
-            _plan = _selector.AllocatePlan(backend, config.Heads, capacity, units);
+            _plan = _selector.AllocatePlan(backend, config.Heads, capacity, units, ops.Sequences);
         }
         catch
         {
@@ -47,7 +50,9 @@ internal sealed class BaselineLayers : LayerAttention
 
     public override void Resume(AttentionArgs args, KvCache cache)
     {
-        foreach (int layer in Enumerable.Range(0, cache.Shape.Layers).Where(l => BaselinePolicy.ModeOf(_policy.Method, _policy.Baselines, l) is BaselineLayerMode.Select or BaselineLayerMode.DenseAndSelect))
+        // A batch keeps a state per sequence (layer b of the cache and of the state), which the model's layers share.
+        var layers = _ops.Sequences > 1 ? Enumerable.Range(0, _ops.Sequences) : Enumerable.Range(0, cache.Shape.Layers).Where(Selects);
+        foreach (int layer in layers)
         {
             Backend.UpdateSelectorState(args with { Layer = layer, StartPosition = 0 }, cache, _state);
         }
@@ -60,20 +65,20 @@ internal sealed class BaselineLayers : LayerAttention
             _selectedAt = -1;
         }
         var mode = BaselinePolicy.ModeOf(_policy.Method, _policy.Baselines, args.Layer);
-        if (mode is BaselineLayerMode.Select or BaselineLayerMode.DenseAndSelect)
+        if (Selects(args.Layer))
         {
-            Backend.UpdateSelectorState(args, cache, _state);
+            _ops.UpdateSelectorState(args, cache, _state);
         }
         if (mode == BaselineLayerMode.Dense || (args.Tokens > 1 && !_selector.Prefills))
         {
-            Backend.Attention(args, q, cache, output);
+            _ops.Dense(args, q, cache, output);
             return;
         }
         switch (mode)
         {
             case BaselineLayerMode.DenseAndSelect:
-                Backend.Attention(args, q, cache, output);
-                Backend.SelectKeys(args, q, cache, _state, _plan);
+                _ops.Dense(args, q, cache, output);
+                _ops.SelectKeys(args, q, cache, _state, _plan);
                 _selectedAt = args.Layer;
                 return;
             case BaselineLayerMode.Reuse:
@@ -81,11 +86,15 @@ internal sealed class BaselineLayers : LayerAttention
                 {
                     throw new InvalidOperationException($"layer {args.Layer} reuses a selection, but no selection layer ran before it in this step");
                 }
-                Backend.SparseAttention(args, _plan, _headMap, q, cache, output);
+                _ops.Sparse(args, _plan, _headMap, q, cache, output);
+                return;
+            case BaselineLayerMode.Select when args.Tokens == 1:
+                _ops.SelectKeys(args, q, cache, _state, _plan);
+                _ops.Sparse(args, _plan, _headMap, q, cache, output);
                 return;
             default:
-                // Groups of queries whose plans fit (streamingllm prefill); later groups start inside the chunk, at a
-                // host position (prefill is never recorded).
+                // A prefill chunk (streamingllm) in groups of queries whose plans fit; later groups start inside the
+                // chunk, at a host position (prefill is never recorded, nor batched).
                 for (int first = 0; first < args.Tokens; first += _plan.Units)
                 {
                     int tokens = Math.Min(_plan.Units, args.Tokens - first);
@@ -98,6 +107,9 @@ internal sealed class BaselineLayers : LayerAttention
                 return;
         }
     }
+
+    /// <summary>Whether <paramref name="layer"/> selects keys (and so keeps its selector's state current).</summary>
+    private bool Selects(int layer) => BaselinePolicy.ModeOf(_policy.Method, _policy.Baselines, layer) is BaselineLayerMode.Select or BaselineLayerMode.DenseAndSelect;
 
     public override void Dispose()
     {

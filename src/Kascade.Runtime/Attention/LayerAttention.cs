@@ -16,13 +16,15 @@ internal abstract class LayerAttention : IDisposable
     /// <summary>
     /// The layers of a session of <paramref name="capacity"/> positions and chunks of up to <paramref name="maxChunk"/>
     /// tokens under <paramref name="policy"/>; with <paramref name="sequences"/> above 1, the decode steps of a batch of
-    /// that many sequences (<see cref="AttentionOps"/>; dense and the Kascade methods, whose ops have batched forms).
+    /// that many sequences (<see cref="AttentionOps"/>; every method but oracle-topk, whose ops have batched forms).
     /// </summary>
     public static LayerAttention Open(AttentionPolicy policy, IBackend backend, ModelConfig config, int capacity, int maxChunk, int sequences = 1)
     {
-        if (sequences > 1 && policy.Method != AttentionMethod.Dense && !policy.NeedsSchedule)
+        if (sequences > 1 && !AttentionOps.RunsBatched(backend, policy, config, sequences))
         {
-            throw new KascadeException($"{policy.Info.Name} has no batched decode (a batch of {sequences} sequences runs dense and the Kascade methods)");
+            throw new KascadeException(policy.Method == AttentionMethod.OracleTopK
+                ? $"{policy.Info.Name} has no batched decode (a batch of {sequences} sequences runs every other method)"
+                : $"{policy.Info.Name}'s batched decode on {backend.Name} does not run this shape ({config.Heads} heads, {config.KvHeads} KV heads, head dim {config.HeadDim})");
         }
         var ops = AttentionOps.For(backend, sequences);
         return policy.Method switch
@@ -30,7 +32,7 @@ internal abstract class LayerAttention : IDisposable
             AttentionMethod.Dense => new DenseLayers(backend, ops),
             AttentionMethod.OracleTopK => new OracleLayers(backend, policy.TopKPercent),
             _ when policy.NeedsSchedule => new KascadeLayers(backend, ops, policy, config, capacity, maxChunk),
-            _ when policy.IsBaseline => new BaselineLayers(backend, policy, config, capacity, maxChunk),
+            _ when policy.IsBaseline => new BaselineLayers(backend, ops, policy, config, capacity, maxChunk),
             _ => throw new ArgumentOutOfRangeException(nameof(policy), policy.Method, "no layer attention for this method"),
         };
     }

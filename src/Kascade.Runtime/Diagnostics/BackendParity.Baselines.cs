@@ -76,13 +76,7 @@ public static partial class BackendParity
             }
             b.SelectKeys(args, q, cache, state, plan);
             b.SparseAttention(args, plan, headMap, q, cache, output);
-            int rows = (selector.Prefills ? tokens : 1) * selectors;
-            var counts = new int[rows];
-            var indices = new int[rows * plan.Capacity];
-            b.ReadPlan(plan, counts, indices);
-            var o = new float[output.Rows * output.Cols];
-            b.Read(output, o);
-            return (counts, indices, o, plan.Capacity);
+            return ReadPlanAndOutput(b, plan, (selector.Prefills ? tokens : 1) * selectors, output);
         }
         var expected = Run(reference);
         var actual = Run(candidate);
@@ -90,6 +84,17 @@ public static partial class BackendParity
         var ties = SelectorTies(selector, inputs, earlier, headDim, expected.Counts, expected.Indices, expected.Capacity);
         yield return new ParityResult("baseline plan", shape, PlanMismatches(expected.Counts, expected.Indices, actual.Counts, actual.Indices, expected.Capacity, ties), 0);
         yield return CompareValues("baseline sparse attention", shape, expected.Output, actual.Output, Absolute);
+    }
+
+    /// <summary>The first <paramref name="rows"/> rows of a plan (int32 counts and <c>[rows, Capacity]</c> indices) and an output's values, read back.</summary>
+    private static (int[] Counts, int[] Indices, float[] Output, int Capacity) ReadPlanAndOutput(IBackend b, KeyPlan plan, int rows, DeviceTensor output)
+    {
+        var counts = new int[rows];
+        var indices = new int[rows * plan.Capacity];
+        b.ReadPlan(plan, counts, indices);
+        var values = new float[output.Rows * output.Cols];
+        b.Read(output, values);
+        return (counts, indices, values, plan.Capacity);
     }
 
     /// <summary>

@@ -8,7 +8,9 @@ namespace Kascade.Runtime.Diagnostics;
 /// reading the anchor's plan through a head map that swaps the selectors, over batches of 1–64 sequences, head dims 64
 /// and 128, GQA groups 1–16, odd lengths and caches longer than the keys they hold (a recorded step's regime: rows
 /// span the capacity). The reference runs each sequence through the single-sequence op. The Kascade cases run where
-/// the candidate runs them (<see cref="IBatchedDecode.RunsBatchedKascade"/>: the GPU's need its fast kernels).
+/// the candidate runs them (<see cref="IBatchedDecode.RunsBatchedKascade"/>: the GPU's need its fast kernels); so do the
+/// baselines' selectors (<see cref="BatchedSelectors"/>: each sequence's plan up to the ties of the score it ranks by,
+/// and the sparse attention over the plans through the selector's head map).
 /// </summary>
 public static partial class BackendParity
 {
@@ -19,6 +21,13 @@ public static partial class BackendParity
     private static readonly (int Batch, int Keys, int Spare, int HeadDim, int Group)[] BatchedShapes =
         [(1, 1000, 0, 128, 4), (5, 700, 300, 128, 4), (3, 2000, 0, 128, 1), (7, 333, 31, 64, 2), (64, 300, 0, 128, 8), (3, 1500, 100, 128, 16),
          (16, 1, 0, 128, 4), (4, 20000, 4000, 128, 4), (2, 9000, 0, 64, 8)];
+
+    /// <summary>
+    /// The baselines' selectors of the batched cases, each at its defaults but for a 10% budget (sparcas choosing its
+    /// dimensions again every second selection, so its second selection reads the first's).
+    /// </summary>
+    private static readonly KeySelector[] BatchedSelectors =
+        [new KeySelector.MaxPooledTopK(10), new KeySelector.UnionTopK(10, 4, 0.25), new KeySelector.PageTopK(10, 16), new KeySelector.PartialScoreTopK(10, 0.25, 2), new KeySelector.Window(4, 30, 128)];
 
     /// <summary>KV heads of the batched cases (the paper's model has 8; 2 keep the grid's CPU time down).</summary>
     private const int BatchedKvHeads = 2;
@@ -39,6 +48,19 @@ public static partial class BackendParity
             var inputs = RandomBatch(rng, batch, keys, spare, headDim, group);
             string shape = $"batch {batch} d {headDim} group {group} keys {keys}{(spare > 0 ? $" of {keys + spare}" : "")}";
             record(CompareValues("batched decode", shape, BatchedDense(reference, inputs), BatchedDense(candidate, inputs), TensorCoreBound));
+            var earlier = Random(rng, inputs.Q.Length, 2);
+            foreach (var selector in BatchedSelectors)
+            {
+                if (!candidate.RunsBatchedSelector(inputs.Args, selector))
+                {
+                    record(ParityResult.Skipped("batched baseline plan", $"{shape}, {selector}", "the candidate does not run this selector batched at this shape"));
+                    continue;
+                }
+                foreach (var r in BatchedSelectorCases(reference, candidate, inputs, earlier, shape, selector))
+                {
+                    record(r);
+                }
+            }
             if (!candidate.RunsBatchedKascade(inputs.Args))
             {
                 record(ParityResult.Skipped("batched anchor plan", shape, "the candidate does not run batched Kascade at this shape"));
@@ -149,5 +171,56 @@ public static partial class BackendParity
         yield return new ParityResult("batched anchor plan", shape, PlanMismatches(expected.Counts, expected.Indices, actual.Counts, actual.Indices, capacity, ties), 0);
         yield return CompareValues("batched anchor attention", shape, expected.Anchor, actual.Anchor, TensorCoreBound);
         yield return CompareValues("batched sparse attention (head map)", shape, expected.Reuse, actual.Reuse, TensorCoreBound);
+    }
+
+    /// <summary>
+    /// A baseline selector's batched plan (each sequence's state built as a session builds it: an update over its cached
+    /// keys, then the step's) and the sparse attention over it; sparcas selects twice, the first time with
+    /// <paramref name="earlier"/> queries (fp32 <c>[batch, Heads·HeadDim]</c>), which choose the dimensions the second reads.
+    /// </summary>
+    private static IEnumerable<ParityResult> BatchedSelectorCases(IBatchedDecode reference, IBatchedDecode candidate, BatchedInputs inputs, float[] earlier, string shape, KeySelector selector)
+    {
+        int batch = inputs.K.Length, heads = inputs.Heads, selectors = selector.Selectors(heads), width = heads * inputs.HeadDim;
+        int[] headMap = selectors == 1 ? new int[BatchedKvHeads] : [.. Enumerable.Range(0, heads)];
+        (int[] Counts, int[] Indices, float[] Output, int Capacity) Run(IBatchedDecode backend)
+        {
+            var b = (IBackend)backend;
+            var args = inputs.Args;
+            var (cache, q) = inputs.Load(b);
+            using (cache)
+            using (q)
+            using (var state = b.AllocateSelectorState(selector, new KvCacheShape(batch, BatchedKvHeads, inputs.HeadDim, inputs.Capacity), heads))
+            using (var plan = selector.AllocatePlan(b, heads, inputs.Capacity, 1, batch))
+            using (var output = b.Allocate(batch, width))
+            {
+                for (int s = 0; s < batch && inputs.Keys > 1; s++)
+                {
+                    b.UpdateSelectorState(args with { Layer = s, Tokens = inputs.Keys - 1, StartPosition = 0 }, cache, state);
+                }
+                backend.BatchedUpdateSelectorState(args, cache, state);
+                if (selector is KeySelector.PartialScoreTopK)
+                {
+                    using var first = b.Upload(earlier, batch, width);
+                    backend.BatchedSelectKeys(args, first, cache, state, plan);
+                }
+                backend.BatchedSelectKeys(args, q, cache, state, plan);
+                backend.BatchedSparseAttention(args, plan, headMap, q, cache, output);
+                return ReadPlanAndOutput(b, plan, plan.Rows, output);
+            }
+        }
+        var expected = Run(reference);
+        var actual = Run(candidate);
+        int mismatches = 0, capacity = expected.Capacity;
+        for (int s = 0; s < batch; s++)
+        {
+            int[] Rows(int[] values, int perRow) => values.AsSpan(s * selectors * perRow, selectors * perRow).ToArray();
+            var (expectedCounts, expectedIndices) = (Rows(expected.Counts, 1), Rows(expected.Indices, capacity));
+            var sequence = (inputs.K[s], inputs.V[s], inputs.Q.AsSpan(s * width, width).ToArray(), BatchedKvHeads, heads, inputs.Keys);
+            var ties = SelectorTies(selector, sequence, earlier.AsSpan(s * width, width).ToArray(), inputs.HeadDim, expectedCounts, expectedIndices, capacity);
+            mismatches += PlanMismatches(expectedCounts, expectedIndices, Rows(actual.Counts, 1), Rows(actual.Indices, capacity), capacity, ties);
+        }
+        string name = $"{shape}, {selector}";
+        yield return new ParityResult("batched baseline plan", name, mismatches, 0);
+        yield return CompareValues("batched baseline sparse attention", name, expected.Output, actual.Output, Absolute);
     }
 }

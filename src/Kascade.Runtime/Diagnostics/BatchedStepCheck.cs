@@ -8,9 +8,11 @@ namespace Kascade.Runtime.Diagnostics;
 /// <summary>
 /// A batch's decode steps as <c>bench methods --batch</c> runs them (<see cref="DecodeStepAttention"/>: every layer's
 /// attention under a policy, each step recorded and replayed where the backend records) against the reference running
-/// the same cycle: dense and Kascade (2 anchors of 4 layers at 10%, selecting every step, and keeping the selection
-/// for 4 steps), a batch of 5 sequences in a cache longer than the keys. The candidate runs two cycles, so the second
-/// replays the recorded steps (on the GPU: CUDA graphs of the batched kernels); the last layer's output is compared.
+/// the same cycle: dense, Kascade (2 anchors of 4 layers at 10%, selecting every step, and keeping the selection for 4
+/// steps) and every baseline with batched decode (selecting from layer 1 on, so that omnikv and lessismore reuse their
+/// selection in later layers), a batch of 5 sequences in a cache longer than the keys. The candidate runs two cycles,
+/// so the second replays the recorded steps (on the GPU: CUDA graphs of the batched kernels); the last layer's output
+/// is compared.
 /// </summary>
 public static class BatchedStepCheck
 {
@@ -38,13 +40,16 @@ public static class BatchedStepCheck
         var values = Enumerable.Range(0, Batch).Select(_ => BackendParity.Bf16(BackendParity.Random(rng, Length * kvWidth, 1))).ToArray();
         var queries = BackendParity.Random(rng, Batch * width, 2);
         var kascade = new AttentionPolicy(AttentionMethod.Kascade, KascadeSchedule.Spread(config, 2, 10), 10);
+        var fromLayer1 = new BaselineOptions { QuestDenseLayers = 1, SparCasDenseLayers = 1, OmniKvFilterLayers = [1], LessIsMoreSelectionLayers = [1] };
+        var baselines = AttentionMethods.All.Where(m => m.Method is not (AttentionMethod.Dense or AttentionMethod.OracleTopK) && !m.NeedsSchedule)
+            .Select(m => (new AttentionPolicy(m.Method, null, 10) { Baselines = fromLayer1 }, $"{m.Name}, 10%"));
         var results = new List<ParityResult>();
-        foreach (var (policy, name) in new[] { (AttentionPolicy.Dense, "dense"), (kascade, "kascade, 2 anchors, 10%"), (kascade with { AnchorRefresh = 4 }, "kascade, 2 anchors, 10%, refresh 4") })
+        foreach (var (policy, name) in new[] { (AttentionPolicy.Dense, "dense"), (kascade, "kascade, 2 anchors, 10%"), (kascade with { AnchorRefresh = 4 }, "kascade, 2 anchors, 10%, refresh 4") }.Concat(baselines))
         {
             string shape = $"{name}, batch {Batch}, {Length} of {Capacity} keys";
-            if (policy.NeedsSchedule && !candidate.RunsBatchedKascade(new AttentionArgs(0, Batch, Length - 1, config.Heads, config.KvHeads, config.HeadDim, config.AttentionScale)))
+            if (!AttentionOps.RunsBatched((IBackend)candidate, policy, config, Batch))
             {
-                results.Add(ParityResult.Skipped(Op, shape, "the candidate does not run batched Kascade at this shape"));
+                results.Add(ParityResult.Skipped(Op, shape, "the candidate does not run this method batched at this shape"));
                 continue;
             }
             float[] Cycle(IBatchedDecode backend, int cycles)
