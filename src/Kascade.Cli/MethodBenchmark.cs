@@ -11,7 +11,7 @@ namespace Kascade.Cli;
 /// <param name="Label">How the tables name the shape.</param>
 /// <param name="Policies">The methods and settings, timed one after another in each context; dense first gives every row its speedup.</param>
 /// <param name="Runs">Timed cycles per policy and context (median reported), after three untimed ones.</param>
-/// <param name="Batch">Sequences decoding together, each with its own cache of the context (above 1: the batched decode ops, dense and the Kascade methods only).</param>
+/// <param name="Batch">Sequences decoding together, each with its own cache of the context (above 1: the batched decode ops, every method but oracle-topk).</param>
 public sealed record MethodBenchmarkOptions(ModelConfig Config, string Label, IReadOnlyList<int> Contexts, IReadOnlyList<AttentionPolicy> Policies, int Runs = 20, int Batch = 1);
 
 /// <summary>One policy at one context: the median milliseconds of one decode step's attention over every layer (for the whole batch).</summary>

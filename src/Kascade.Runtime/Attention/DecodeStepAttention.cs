@@ -37,7 +37,7 @@ public sealed class DecodeStepAttention : IDisposable
     /// </param>
     /// <param name="q">fp32 <c>[sequences, Heads·HeadDim]</c>: the queries every layer attends with.</param>
     /// <param name="output">fp32 <c>[sequences, Heads·HeadDim]</c>: written by every layer.</param>
-    /// <param name="sequences">The batch: 1, or more for the batched decode ops (<see cref="IBatchedDecode"/>; dense and the Kascade methods).</param>
+    /// <param name="sequences">The batch: 1, or more for the batched decode ops (<see cref="IBatchedDecode"/>; every method but oracle-topk).</param>
     public DecodeStepAttention(IBackend backend, AttentionPolicy policy, ModelConfig config, KvCache cache, int length, DeviceTensor q, DeviceTensor output, int sequences = 1)
     {
         int layers = sequences == 1 ? config.Layers : sequences;
