@@ -44,8 +44,9 @@ public interface IBatchedDecode
 public static class BatchedDecodeArgs
 {
     /// <summary>
-    /// Refuses a batch whose sequences the cache or the selector state does not hold (a layer per sequence each), or a
-    /// plan, when given, that does not hold the selector's decode rows for a unit per sequence (<see cref="KeySelector.CheckPlan"/>).
+    /// Refuses a batch whose sequences the cache or the selector state does not hold (a layer per sequence each), a state
+    /// of another shape than the batch's heads and cache, or a plan, when given, that does not hold the selector's decode
+    /// rows for a unit per sequence (<see cref="KeySelector.CheckPlan"/>).
     /// </summary>
     public static void CheckSelector(AttentionArgs args, KvCache cache, SelectorState state, KeyPlan? plan = null)
     {
@@ -56,6 +57,10 @@ public static class BatchedDecodeArgs
         if (args.StartPosition + 1 > cache.Shape.Capacity)
         {
             throw new ArgumentException($"a decode step at position {args.StartPosition} does not fit a cache of {cache.Shape.Capacity} positions");
+        }
+        if (state.Shape.Capacity < cache.Shape.Capacity || state.Shape.KvHeads != args.KvHeads || state.Shape.HeadDim != args.HeadDim || state.Heads != args.Heads)
+        {
+            throw new ArgumentException($"a selector state of {state.Shape} and {state.Heads} heads does not serve a batch of {args.Heads} heads over a cache of {cache.Shape}");
         }
         if (plan is not null)
         {

@@ -98,6 +98,7 @@ public sealed unsafe partial class CudaBackend : IBatchedDecode
     public void BatchedUpdateSelectorState(AttentionArgs args, KvCache cache, SelectorState state)
     {
         BatchedDecodeArgs.CheckSelector(args, cache, state);
+        CheckGrid(args);
         UpdateState(args with { Tokens = 1, Layer = 0 }, new CacheSequences((CudaKvCache)cache, 0, args.Tokens), (CudaSelectorState)state);
     }
 

@@ -54,6 +54,7 @@ public static partial class BackendParity
                 if (!candidate.RunsBatchedSelector(inputs.Args, selector))
                 {
                     record(ParityResult.Skipped("batched baseline plan", $"{shape}, {selector}", "the candidate does not run this selector batched at this shape"));
+                    record(ParityResult.Skipped("batched baseline sparse attention", $"{shape}, {selector}", "the candidate does not run this selector batched at this shape"));
                     continue;
                 }
                 foreach (var r in BatchedSelectorCases(reference, candidate, inputs, earlier, shape, selector))
