@@ -237,12 +237,13 @@ public class CliTests
         Assert.True(plain.Code == 0, plain.Err);
         Assert.Contains($"| kascade | {Math.Min(5, layers)} anchors, 10% | 300 |", plain.Out);
 
-        // A batch: dense and Kascade on the batched decode ops, the batch in the table and the JSON.
+        // A batch: dense, Kascade and a baseline on the batched decode ops, the batch in the table and the JSON.
         var batched = Run("bench", "methods", "--config", TestPaths.InstrumentModel, "--device", "cpu", "--contexts", "300", "--runs", "1", "--batch", "3",
-            "--anchor-refresh", "1,4", "--json", dir.File("batch.json"));
+            "--attention", "kascade,quest", "--anchor-refresh", "1,4", "--json", dir.File("batch.json"));
         Assert.True(batched.Code == 0, batched.Err);
         Assert.Contains("decode, batch 3", batched.Out);
         Assert.Contains($"| kascade | {Math.Min(5, layers)} anchors, 10%, refresh 4 | 300 |", batched.Out);
+        Assert.Contains("| quest | 10% | 300 |", batched.Out);
         Assert.Equal(3, System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(dir.File("batch.json")))!["batch"]!.GetValue<int>());
     }
 
