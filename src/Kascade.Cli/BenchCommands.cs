@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Globalization;
 using Kascade.Core;
 using Kascade.Cpu;
 using Kascade.Runtime;
@@ -197,9 +198,11 @@ public static partial class CliApp
         var splits = new Option<int?>("--splits") { Description = "Tuning: force the number of key splits (flash-decoding) instead of the heuristic's" }.AtLeast(1);
         var kascade = new Option<bool>("--kascade") { Description = "Time Kascade's kernels (layer 0, anchor, reuse; decode at --batch, or prefill in chunks) and a 32-layer schedule's per-layer average beside our dense kernel" };
         var topK = new Option<double>("--topk-percent") { Description = "With --kascade: the Top-k budget in percent of the keys", DefaultValueFactory = _ => 10 }.Must(p => p is > 0 and <= 100, "a percent in (0, 100]");
-        var attention = new Command("attention", "Time our attention kernels on the GPU (CUDA events, L2 flushed, median); compare with bench/peers/sdpa_peer.py in the same run.")
+        var peers = new Option<string?>("--peers") { Description = "Also run bench/peers' PyTorch scripts with this Python after our kernels (sdpa_peer.py; topk_peer.py with --kascade decode), print their tables and our times beside theirs" };
+        var peersDir = new Option<string>("--peers-dir") { Description = "Where the peer scripts are", DefaultValueFactory = _ => Path.Combine("bench", "peers") };
+        var attention = new Command("attention", "Time our attention kernels on the GPU (CUDA events, L2 flushed, median); --peers runs PyTorch SDPA (and torch.topk) on the same shapes in the same run.")
         {
-            phase, contexts, heads, kvHeads, headDim, runs, batch, kernel, splits, flush, kascade, topK,
+            phase, contexts, heads, kvHeads, headDim, runs, batch, kernel, splits, flush, kascade, topK, peers, peersDir,
         };
         attention.Validators.Add(result =>
         {
@@ -214,28 +217,69 @@ public static partial class CliApp
         });
         attention.SetAction(parse =>
         {
-            using var backend = new Kascade.Cuda.CudaBackend();
             var options = new AttentionBenchmarkOptions(parse.GetValue(phase)!, parse.GetValue(contexts)!, parse.GetValue(heads), parse.GetValue(kvHeads), parse.GetValue(headDim), parse.GetValue(runs), parse.GetValue(batch),
                 parse.GetValue(flush) == "write" ? Kascade.Cuda.Runtime.L2Flush.Write : Kascade.Cuda.Runtime.L2Flush.Read);
-            backend.Tuning = Tuning(options.Phase, options.HeadDim, backend.Device.Hopper, parse.GetValue(kernel), parse.GetValue(splits));
-            double copyGBps = backend.CopyBandwidthGBps();   // before the caches take the memory
-            if (parse.GetValue(kascade))
+            double percent = parse.GetValue(topK);
+            bool withKascade = parse.GetValue(kascade);
+            // Ours per context for the closing comparison, and our 512-row Top-k beside torch.topk's.
+            var ours = new List<(int Context, string What, double Milliseconds)>();
+            var oursTopK = new List<(int Context, double Milliseconds)>();
+            using (var backend = new Kascade.Cuda.CudaBackend())
             {
-                // The fast selection kernels are what this times (CudaBackend.FastSelection).
-                backend.FastSelection = true;
-                double percent = parse.GetValue(topK);
-                if (options.Phase == "prefill")
+                backend.Tuning = Tuning(options.Phase, options.HeadDim, backend.Device.Hopper, parse.GetValue(kernel), parse.GetValue(splits));
+                double copyGBps = backend.CopyBandwidthGBps();   // before the caches take the memory
+                if (withKascade && options.Phase == "prefill")
                 {
+                    // The fast selection kernels are what this times (CudaBackend.FastSelection).
+                    backend.FastSelection = true;
                     var prefillRows = KascadePrefillBenchmark.Run(backend, options, percent, context => stderr.WriteLine($"  context {context} done"));
                     stdout.Write(KascadePrefillBenchmark.ToMarkdown(backend, options, percent, prefillRows));
-                    return;
+                    ours.AddRange(prefillRows.SelectMany(r => new[] { (r.Context, "our dense", r.Dense), (r.Context, "Kascade per-layer average", r.Average) }));
                 }
-                var kascadeRows = KascadeAttentionBenchmark.Run(backend, options, percent, context => stderr.WriteLine($"  context {context} done"));
-                stdout.Write(KascadeAttentionBenchmark.ToMarkdown(backend, options, percent, kascadeRows, copyGBps));
-                return;
+                else if (withKascade)
+                {
+                    backend.FastSelection = true;
+                    var kascadeRows = KascadeAttentionBenchmark.Run(backend, options, percent, context => stderr.WriteLine($"  context {context} done"));
+                    stdout.Write(KascadeAttentionBenchmark.ToMarkdown(backend, options, percent, kascadeRows, copyGBps));
+                    ours.AddRange(kascadeRows.SelectMany(r => new[] { (r.Context, "our dense", r.Dense), (r.Context, "Kascade per-layer average", r.Average) }));
+                    oursTopK.AddRange(kascadeRows.Select(r => (r.Context, r.TopKWide)));
+                }
+                else
+                {
+                    var rows = AttentionBenchmark.Run(backend, options, context => stderr.WriteLine($"  context {context} done"));
+                    stdout.Write(AttentionBenchmark.ToMarkdown(backend, options, rows, copyGBps));
+                    ours.AddRange(rows.Select(r => (r.Context, "our dense", r.Milliseconds)));
+                }
             }
-            var rows = AttentionBenchmark.Run(backend, options, context => stderr.WriteLine($"  context {context} done"));
-            stdout.Write(AttentionBenchmark.ToMarkdown(backend, options, rows, copyGBps));
+            // After our backend has given its memory back: PyTorch allocates the same caches.
+            if (parse.GetValue(peers) is { } python)
+            {
+                string dir = parse.GetValue(peersDir)!;
+                string Invariant(double value) => value.ToString(CultureInfo.InvariantCulture);
+                string contextList = string.Join(',', options.Contexts);
+                string[] sdpaArguments = ["--phase", options.Phase, "--contexts", contextList, "--heads", Invariant(options.Heads), "--kv-heads", Invariant(options.KvHeads),
+                    "--head-dim", Invariant(options.HeadDim), "--runs", Invariant(options.Runs), "--batch", Invariant(options.Batch), "--l2-flush", parse.GetValue(flush)!];
+                var peerRows = Peer("sdpa_peer.py", sdpaArguments, "PyTorch SDPA").ToList();
+                stdout.WriteLine();
+                stdout.Write(PeerBenchmarks.Comparison(ours, peerRows));
+                if (oursTopK.Count > 0)
+                {
+                    var topKRows = Peer("topk_peer.py", ["--contexts", contextList, "--topk-percent", Invariant(percent), "--rows", Invariant(KascadeBenchmarkRow.WideRows), "--runs", Invariant(options.Runs)], "torch.topk");
+                    stdout.WriteLine();
+                    stdout.Write(PeerBenchmarks.TopKComparison(oursTopK, KascadeBenchmarkRow.WideRows, topKRows));
+                }
+
+                IReadOnlyList<PeerRow> Peer(string script, string[] arguments, string title)
+                {
+                    string path = Path.Combine(dir, script);
+                    string output = PeerBenchmarks.Run(python, path, arguments, TimeSpan.FromMinutes(10));
+                    stdout.WriteLine();
+                    stdout.WriteLine($"Same run, {title} (`{python} {path} {string.Join(' ', arguments)}`):");
+                    stdout.WriteLine();
+                    stdout.Write(output);
+                    return PeerBenchmarks.Parse(output);
+                }
+            }
         });
         return attention;
     }
