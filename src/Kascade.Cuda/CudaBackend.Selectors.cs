@@ -90,15 +90,16 @@ public sealed unsafe partial class CudaBackend
     /// <summary>
     /// <see cref="SelectKeys"/> for <c>s.Count</c> sequences (a batch's decode steps, <see cref="BatchedSelectKeys"/>):
     /// sequence b's queries are rows <c>b · Heads …</c> of q, its state the state's layer <c>s.Layer + b</c>, its plan
-    /// rows unit b's. A batch's score and Top-k rows are <c>sequences · rows</c> rows, every one at the step's position
-    /// (the Top-k's rows per unit are all of them, so each sees <c>StartPosition + 1</c> keys).
+    /// rows unit b's. A batch's score and Top-k rows are its sequences' rows one after another (per-head rows:
+    /// <c>headRows</c> = sequences · Heads), every one at the step's position (the Top-k's rows per unit are all of
+    /// them, so each sees <c>StartPosition + 1</c> keys).
     /// </summary>
     private void Select(AttentionArgs args, DeviceTensor q, CacheSequences c, CudaSelectorState s, CudaKeyPlan p)
     {
         CheckHeads(args);
         var module = SelectorModule(args.HeadDim);
         nint startAt = StartOnDevice(args.Step);
-        int extent = KeyExtent(args, c.Cache), sequences = c.Count, heads = sequences * args.Heads;
+        int extent = KeyExtent(args, c.Cache), sequences = c.Count, headRows = sequences * args.Heads;
         switch (s.Selector)
         {
             case KeySelector.Window window:
@@ -114,11 +115,11 @@ public sealed unsafe partial class CudaBackend
             }
             case KeySelector.UnionTopK union:
             {
-                var scores = Scratch(ref _selectorScores, (long)heads * extent * sizeof(float));
+                var scores = Scratch(ref _selectorScores, (long)headRows * extent * sizeof(float));
                 PoolTiles(args, ScorePooling.PreSoftmax, args.Heads, maxPool: false, q, c, scores.Pointer, extent, extent);
                 int perHead = Math.Max(TopKBudget.For(extent, union.Percent), 1);
-                var (indices, counts) = HeadRows(heads, perHead);
-                SelectRows(args, scores.Pointer, extent, indices, counts, perHead, heads, union.Percent, recentFraction: union.RecentFraction);
+                var (indices, counts) = HeadRows(headRows, perHead);
+                SelectRows(args, scores.Pointer, extent, indices, counts, perHead, headRows, union.Percent, recentFraction: union.RecentFraction);
                 var flags = Scratch(ref _unionFlags, (long)sequences * extent);
                 Launch(module, "union_sets", (uint)sequences, UnionThreads, indices, counts, perHead, args.Heads, flags.Pointer, p.Indices.Pointer, p.Counts.Pointer,
                     union.Sinks, union.Percent, union.RecentFraction, args.StartPosition, startAt, (long)extent, p.Capacity);
@@ -126,14 +127,14 @@ public sealed unsafe partial class CudaBackend
             }
             case KeySelector.PageTopK quest:
             {
-                var scores = Scratch(ref _selectorScores, (long)heads * s.MaxPages * sizeof(float));
+                var scores = Scratch(ref _selectorScores, (long)headRows * s.MaxPages * sizeof(float));
                 Launch(module, "page_scores", new Dim3((uint)args.Heads, (uint)((s.MaxPages + PagesPerBlock - 1) / PagesPerBlock), (uint)sequences), PagesPerBlock,
                     In(q), s.PageBounds(c.Layer), scores.Pointer, (long)s.MaxPages, args.Heads, args.KvHeads, s.MaxPages, quest.PageSize, args.StartPosition, startAt,
                     s.PageBoundsStride);
                 int pageCapacity = Math.Max(p.Capacity / quest.PageSize, 1);
-                var (indices, counts) = HeadRows(heads, pageCapacity);
-                SelectRows(args, scores.Pointer, s.MaxPages, indices, counts, pageCapacity, heads, quest.Percent, pageSize: quest.PageSize);
-                Launch(module, "expand_pages", (uint)heads, 256, indices, counts, pageCapacity, p.Indices.Pointer, p.Counts.Pointer, p.Capacity,
+                var (indices, counts) = HeadRows(headRows, pageCapacity);
+                SelectRows(args, scores.Pointer, s.MaxPages, indices, counts, pageCapacity, headRows, quest.Percent, pageSize: quest.PageSize);
+                Launch(module, "expand_pages", (uint)headRows, 256, indices, counts, pageCapacity, p.Indices.Pointer, p.Counts.Pointer, p.Capacity,
                     quest.PageSize, args.StartPosition, startAt);
                 break;
             }
@@ -141,11 +142,11 @@ public sealed unsafe partial class CudaBackend
             {
                 Launch(module, "sparcas_dimensions", new Dim3((uint)args.Heads, (uint)sequences, 1), (uint)args.HeadDim, In(q), s.Dimensions(c.Layer), s.Age(c.Layer),
                     s.DimensionCount, sparcas.RefreshSteps);
-                var scores = Scratch(ref _selectorScores, (long)heads * extent * sizeof(float));
+                var scores = Scratch(ref _selectorScores, (long)headRows * extent * sizeof(float));
                 Launch(module, "partial_scores", new Dim3((uint)args.Heads, (uint)((extent + PagesPerBlock - 1) / PagesPerBlock), (uint)sequences), PagesPerBlock,
                     In(q), c.Keys, s.Dimensions(c.Layer), s.Age(c.Layer), scores.Pointer, (long)extent, args.Heads, args.KvHeads,
                     c.Capacity, s.DimensionCount, args.StartPosition, startAt, c.Stride);
-                SelectRows(args, scores.Pointer, extent, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, heads, sparcas.Percent);
+                SelectRows(args, scores.Pointer, extent, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, headRows, sparcas.Percent);
                 break;
             }
             default:
