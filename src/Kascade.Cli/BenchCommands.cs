@@ -162,9 +162,10 @@ public static partial class CliApp
                     anchorCounts.SelectMany(a => refreshes.Select(r => p with { Schedule = KascadeSchedule.Spread(shape, a, p.TopKPercent), AnchorRefresh = r })));
             }).ToList();
             using var backend = Backends.Create(parse.GetValue(device)!, parse.GetValue(threads));
-            if (sequences > 1 && policies.FirstOrDefault(p => !AttentionOps.RunsBatched(backend, p, shape, sequences)) is { } refused)
+            // Before any timing: a policy the batched ops do not run is refused up front.
+            foreach (var policy in policies)
             {
-                throw new KascadeException($"--batch {sequences}: {refused.Info.Name}'s batched decode on {backend.Name} does not run this shape ({shape.Heads} heads, {shape.KvHeads} KV heads, head dim {shape.HeadDim})");
+                AttentionOps.CheckBatched(backend, policy, shape, sequences);
             }
             var options = new MethodBenchmarkOptions(shape, parse.GetValue(config)!, parse.GetValue(contexts)!, policies, parse.GetValue(runs), sequences);
             IReadOnlyList<MethodBenchmarkRow> rows = [];

@@ -28,10 +28,7 @@ public sealed partial class CpuBackend : IBatchedDecode
         for (int b = 0; b < args.Tokens; b++)
         {
             AnchorAttention(SequenceStep(args, b), selection, q.Slice(b, 1), cache, single, output.Slice(b, 1));
-            for (int row = 0; row < p.Selectors; row++)
-            {
-                p.Write(b * p.Selectors + row, single.Row(row).ToArray());
-            }
+            single.CopyUnit(0, p, b);
         }
         p.Serve(args, 1, recording: false);
     }
@@ -46,10 +43,7 @@ public sealed partial class CpuBackend : IBatchedDecode
         single.Serve(step, 1, recording: false);
         for (int b = 0; b < args.Tokens; b++)
         {
-            for (int row = 0; row < p.Selectors; row++)
-            {
-                single.Write(row, p.Row(b * p.Selectors + row).ToArray());
-            }
+            p.CopyUnit(b, single, 0);
             SparseAttention(SequenceStep(args, b), single, headMap, q.Slice(b, 1), cache, output.Slice(b, 1));
         }
     }
@@ -75,10 +69,7 @@ public sealed partial class CpuBackend : IBatchedDecode
         for (int b = 0; b < args.Tokens; b++)
         {
             SelectKeys(SequenceStep(args, b), q.Slice(b, 1), cache, state, single);
-            for (int row = 0; row < p.Selectors; row++)
-            {
-                p.Write(b * p.Selectors + row, single.Row(row).ToArray());
-            }
+            single.CopyUnit(0, p, b);
         }
         p.Serve(args, 1, recording: false);
     }

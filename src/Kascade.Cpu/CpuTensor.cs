@@ -144,6 +144,18 @@ public sealed class CpuKeyPlan(int units, int selectors, int capacity, PlanUnit 
         _counts[row] = positions.Length;
     }
 
+    /// <summary>
+    /// Copies the rows of unit <paramref name="unit"/> to unit <paramref name="toUnit"/> of <paramref name="to"/> (a plan
+    /// of as many selectors): a batch's plan unit to or from a single sequence's (<see cref="IBatchedDecode"/>).
+    /// </summary>
+    internal void CopyUnit(int unit, CpuKeyPlan to, int toUnit)
+    {
+        for (int selector = 0; selector < Selectors; selector++)
+        {
+            to.Write(toUnit * to.Selectors + selector, Row(unit * Selectors + selector).ToArray());
+        }
+    }
+
     public override void Dispose()
     {
     }

@@ -56,6 +56,22 @@ public abstract class AttentionOps
         };
     }
 
+    /// <summary>
+    /// Refuses, with one error saying why, a batch of <paramref name="sequences"/> (above 1) that <see cref="RunsBatched"/>
+    /// says <paramref name="backend"/> does not run under <paramref name="policy"/>: oracle-topk, or a shape its batched
+    /// kernels do not take (a backend without batched ops at all is refused by <see cref="For"/>).
+    /// </summary>
+    public static void CheckBatched(IBackend backend, AttentionPolicy policy, ModelConfig config, int sequences)
+    {
+        if (sequences == 1 || RunsBatched(backend, policy, config, sequences))
+        {
+            return;
+        }
+        throw new KascadeException(policy.Method == AttentionMethod.OracleTopK
+            ? $"{policy.Info.Name} has no batched decode (a batch of {sequences} sequences runs every other method)"
+            : $"{policy.Info.Name}'s batched decode on {backend.Name} does not run this shape ({config.Heads} heads, {config.KvHeads} KV heads, head dim {config.HeadDim}) at a batch of {sequences}");
+    }
+
     /// <summary>The ops of <paramref name="backend"/> over <paramref name="sequences"/> sequences: its own for one, its <see cref="IBatchedDecode"/> for more.</summary>
     public static AttentionOps For(IBackend backend, int sequences)
     {

@@ -20,15 +20,8 @@ internal abstract class LayerAttention : IDisposable
     /// </summary>
     public static LayerAttention Open(AttentionPolicy policy, IBackend backend, ModelConfig config, int capacity, int maxChunk, int sequences = 1)
     {
-        if (sequences > 1 && policy.Method == AttentionMethod.OracleTopK)
-        {
-            throw new KascadeException($"{policy.Info.Name} has no batched decode (a batch of {sequences} sequences runs every other method)");
-        }
         var ops = AttentionOps.For(backend, sequences);
-        if (sequences > 1 && !AttentionOps.RunsBatched(backend, policy, config, sequences))
-        {
-            throw new KascadeException($"{policy.Info.Name}'s batched decode on {backend.Name} does not run this shape ({config.Heads} heads, {config.KvHeads} KV heads, head dim {config.HeadDim})");
-        }
+        AttentionOps.CheckBatched(backend, policy, config, sequences);
         return policy.Method switch
         {
             AttentionMethod.Dense => new DenseLayers(backend, ops),
