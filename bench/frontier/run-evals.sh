@@ -2,7 +2,7 @@
 # Issue 16 §3 and §5, the accuracy side of the frontier on the embedded model, on the GPU: `kascade eval` of Kascade with
 # every anchor count of docs/results/frontier/schedules (K = 2–8, 12, 16, 20, 24 of 24 layers, written by one
 # `kascade calibrate … --write-counts`; and the log objective's K = 2, 3, 5, 12, 16, 20 from `--objective log`, where it
-# chooses other layers) at Top-k 10% and 20%, the oracle and each baseline at the same two budgets,
+# chooses other layers) at Top-k 10% and 20%, the knee's schedules with bf16 scores, the oracle and each baseline at the same two budgets,
 # and dense: pass key, single needle and multikey at 2k/4k/8k, 20 prompts per cell, and perplexity at 8k with the
 # windows of the recorded dense perplexity. One results directory per configuration under $FRONTIER (default
 # .frontier), several `kascade eval` processes side by side (the 21M model leaves the GPU mostly idle). Every job
@@ -28,6 +28,10 @@ COMMON="--device ${DEVICE:-cuda} --model models/kascade-instrument-21m --tasks $
     for k in 2 3 5 12 16 20; do echo "kascade-log-k$k-p$p kascade --schedule $SCHEDULES/instrument-log.k$k.json --topk-percent $p"; done
     for m in oracle-topk quest omnikv lessismore sparcas; do echo "$m-p$p $m --topk-percent $p"; done
   done
+  # Anchors scored with the queries' bf16 rounding (--score-precision bf16, the paper's kernels' numerics) at the
+  # frontier's knee: does the one-MMA score keep the exact score's accuracy?
+  echo "kascade-log-k5-p10-bf16 kascade --schedule $SCHEDULES/instrument-log.k5.json --topk-percent 10 --score-precision bf16"
+  echo "kascade-k6-p10-bf16 kascade --schedule $SCHEDULES/instrument.k6.json --topk-percent 10 --score-precision bf16"
   # streamingllm's budget is its window.
   for w in 10 20 30; do echo "streamingllm-w$w streamingllm --baseline streaming-window-percent=$w"; done
   # Issue 16 §4: anchor refresh R at the frontier's knee (KNEE = anchor counts of the schedules, once it is known).

@@ -5,7 +5,7 @@ using Kascade.Runtime.Kascade;
 
 namespace Kascade.Cli;
 
-/// <summary>The options that choose an attention policy (<c>--attention</c>, <c>--schedule</c>, <c>--topk-percent</c>, <c>--pooling</c>).</summary>
+/// <summary>The options that choose an attention policy (<c>--attention</c>, <c>--schedule</c>, <c>--topk-percent</c>, <c>--pooling</c>, <c>--score-precision</c>, …).</summary>
 internal sealed class AttentionOptions
 {
     /// <summary>Where <c>kascade calibrate</c> output is looked for when no <c>--schedule</c> is given.</summary>
@@ -16,6 +16,7 @@ internal sealed class AttentionOptions
     private readonly Option<double?> _percent = new Option<double?>("--topk-percent") { Description = "Top-k budget p in percent of the visible keys (default: the schedule's, else 10)" }.Percent();
     private readonly Option<string> _pooling = new("--pooling") { Description = "Anchor score pooling: post (post-softmax, the paper) or pre (raw scores)", DefaultValueFactory = _ => "post" };
     private readonly Option<string> _budgetRule = new("--budget-rule") { Description = "How anchors size their Top-k: rounded (ours: k rounded up to 128) or reference (the official PyTorch code's k − 32 and rolling per-tile count; docs/kascade.md)", DefaultValueFactory = _ => "rounded" };
+    private readonly Option<string> _precision = new("--score-precision") { Description = "The query anchors score keys with: exact (fp32, the default) or bf16 (rounded, as the paper's kernels; one tensor-core pass per score; docs/kascade.md)", DefaultValueFactory = _ => "exact" };
     private readonly Option<int> _refresh = new Option<int>("--anchor-refresh") { Description = "Kascade decode: anchors select on every R-th step and keep their selection (plus the keys appended since) in between; 1 selects every step (the paper)", DefaultValueFactory = _ => 1 }.AtLeast(1);
     private readonly Option<string[]> _baseline = BaselineOption();
 
@@ -24,6 +25,7 @@ internal sealed class AttentionOptions
         _method.AcceptOnlyFromAmong([.. AttentionMethods.All.Select(m => m.Name)]);
         _pooling.AcceptOnlyFromAmong("post", "pre");
         _budgetRule.AcceptOnlyFromAmong("rounded", "reference");
+        _precision.AcceptOnlyFromAmong("exact", "bf16");
     }
 
     /// <summary><c>--baseline NAME=VALUE</c>, repeatable, each setting checked as it parses; <see cref="Baselines"/> applies them.</summary>
@@ -89,6 +91,7 @@ internal sealed class AttentionOptions
         command.Add(_percent);
         command.Add(_pooling);
         command.Add(_budgetRule);
+        command.Add(_precision);
         command.Add(_refresh);
         command.Add(_baseline);
     }
@@ -111,11 +114,16 @@ internal sealed class AttentionOptions
         }
         var pooling = parse.GetValue(_pooling) == "pre" ? ScorePooling.PreSoftmax : ScorePooling.PostSoftmax;
         var rule = parse.GetValue(_budgetRule) == "reference" ? BudgetRule.Reference : BudgetRule.Rounded;
-        var policy = Build(name, parse.GetValue(_schedule), parse.GetValue(_percent), pooling, dir) with { Baselines = baselines, BudgetRule = rule };
+        var precision = parse.GetValue(_precision) == "bf16" ? ScorePrecision.Bf16 : ScorePrecision.Exact;
+        var policy = Build(name, parse.GetValue(_schedule), parse.GetValue(_percent), pooling, dir) with { Baselines = baselines, BudgetRule = rule, ScorePrecision = precision };
         int refresh = parse.GetValue(_refresh);
         if (refresh > 1 && !policy.NeedsSchedule)
         {
             throw new KascadeException($"--anchor-refresh applies to the Kascade methods, not '{name}'");
+        }
+        if (precision != ScorePrecision.Exact && !policy.NeedsSchedule)
+        {
+            throw new KascadeException($"--score-precision applies to the Kascade methods' anchors, not '{name}'");
         }
         return policy with { AnchorRefresh = refresh };
     }

@@ -235,7 +235,7 @@ public static partial class CliApp
                     backend.FastSelection = true;
                     var prefillRows = KascadePrefillBenchmark.Run(backend, options, percent, context => stderr.WriteLine($"  context {context} done"));
                     stdout.Write(KascadePrefillBenchmark.ToMarkdown(backend, options, percent, prefillRows));
-                    ours.AddRange(prefillRows.SelectMany(r => new[] { (r.Context, "our dense", r.Dense), (r.Context, "Kascade per-layer average", r.Average) }));
+                    ours.AddRange(prefillRows.SelectMany(r => new[] { (r.Context, "our dense", r.Dense), (r.Context, "Kascade per-layer average", r.Average), (r.Context, "Kascade per-layer average, bf16 scores", r.AverageBf16) }));
                 }
                 else if (withKascade)
                 {

@@ -154,7 +154,8 @@ public static partial class CliApp
         // Named only when not the default, so stores written before the option existed keep their identity.
         string rule = policy.NeedsSchedule && policy.BudgetRule != BudgetRule.Rounded ? $" budget {policy.BudgetRule}" : "";
         string refresh = policy.AnchorRefresh > 1 ? $" refresh {policy.AnchorRefresh}" : "";
+        string precision = policy.NeedsSchedule && policy.ScorePrecision != ScorePrecision.Exact ? $" scores {policy.ScorePrecision}" : "";
         string objective = AnchorObjectives.Parse(policy.Schedule?.Provenance?.Objective) is { } o && o != AnchorObjective.Weighted ? $" objective {o.Name()}" : "";
-        return string.Create(CultureInfo.InvariantCulture, $"{policy.Method} top-k {policy.TopKPercent}% {policy.Pooling}{schedule}{baselines}{rule}{refresh}{objective}");
+        return string.Create(CultureInfo.InvariantCulture, $"{policy.Method} top-k {policy.TopKPercent}% {policy.Pooling}{schedule}{baselines}{rule}{precision}{refresh}{objective}");
     }
 }

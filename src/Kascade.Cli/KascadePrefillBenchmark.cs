@@ -12,11 +12,16 @@ namespace Kascade.Cli;
 /// <see cref="KascadePrefillBenchmark.Chunk"/> as a Kascade session prefills (its plans and scores bounded by the
 /// chunk), dense, layer 0 (dense output + selection), an anchor (selection + sparse output) and a reuse layer.
 /// <paramref name="AnchorBytes"/>: device memory an anchor takes beyond dense attention (its plan and workspace), measured
-/// at the run's first context only (the workspace grows and is kept).
+/// at the run's first context only (the workspace grows and is kept). <paramref name="AnchorBf16"/>,
+/// <paramref name="LayerZeroBf16"/>: the same with <see cref="ScorePrecision.Bf16"/> scores (one MMA per score).
 /// </summary>
-public sealed record KascadePrefillRow(int Context, double Dense, double DenseChunked, double LayerZero, double Anchor, double Reuse, long? AnchorBytes)
+public sealed record KascadePrefillRow(int Context, double Dense, double DenseChunked, double LayerZero, double Anchor, double Reuse, long? AnchorBytes,
+    double LayerZeroBf16, double AnchorBf16)
 {
     public double Average => KascadeBenchmarkRow.AverageOf(LayerZero, Anchor, Reuse);
+
+    /// <summary>The per-layer average with bf16 scores in layer 0 and the anchors.</summary>
+    public double AverageBf16 => KascadeBenchmarkRow.AverageOf(LayerZeroBf16, AnchorBf16, Reuse);
 }
 
 /// <summary>
@@ -66,12 +71,15 @@ public static class KascadePrefillBenchmark
             long? anchorBytes = rows.Count == 0 ? freeBefore - backend.Device.MemoryInfo().Free : null;
             double layerZero = Time(() => Chunks((a, qs, os) => backend.AnchorAttention(a, anchor with { DenseOutput = true }, qs, cache, plan, os)));
             double anchorMs = Time(() => Chunks((a, qs, os) => backend.AnchorAttention(a, anchor, qs, cache, plan, os)));
+            var bf16 = anchor with { Precision = ScorePrecision.Bf16 };
+            double layerZeroBf16 = Time(() => Chunks((a, qs, os) => backend.AnchorAttention(a, bf16 with { DenseOutput = true }, qs, cache, plan, os)));
+            double anchorBf16 = Time(() => Chunks((a, qs, os) => backend.AnchorAttention(a, bf16, qs, cache, plan, os)));
             double both = Time(() => Chunks((a, qs, os) =>
             {
                 backend.AnchorAttention(a, anchor, qs, cache, plan, os);
                 backend.SparseAttention(a, plan, identity, qs, cache, os);
             }));
-            rows.Add(new KascadePrefillRow(context, dense, denseChunked, layerZero, anchorMs, Math.Max(0, both - anchorMs), anchorBytes));
+            rows.Add(new KascadePrefillRow(context, dense, denseChunked, layerZero, anchorMs, Math.Max(0, both - anchorMs), anchorBytes, layerZeroBf16, anchorBf16));
             onContext?.Invoke(context);
         }
         return rows;
@@ -82,14 +90,14 @@ public static class KascadePrefillBenchmark
         var sb = new StringBuilder();
         string flush = o.Flush == L2Flush.Read ? "reading" : "writing";
         sb.AppendLine(CultureInfo.InvariantCulture, $"device: {backend.Name}; prefill of one layer, batch 1, {o.Heads} query heads, {o.KvHeads} KV heads, head dim {o.HeadDim}, bf16 KV cache, Top-k {topKPercent}%, Kascade in chunks of {Chunk}; CUDA events, L2 flushed by {flush} {GpuTimer.FlushBytes >> 20} MiB, median of {Math.Max(3, o.Runs / 5)}");
-        sb.AppendLine(CultureInfo.InvariantCulture, $"{KascadeBenchmarkRow.AverageRule}; reuse = (anchor + reuse) − anchor");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"{KascadeBenchmarkRow.AverageRule}; reuse = (anchor + reuse) − anchor; bf16 scores: layer 0 and the anchors rank keys by the queries' bf16 rounding (--score-precision bf16)");
         sb.AppendLine();
-        sb.AppendLine("| context | dense ms (one call) | dense ms (chunks) | layer 0 ms | anchor ms | reuse ms | anchor / dense | per-layer average ms | speedup over dense | anchor extra memory MiB (first context) |");
-        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| context | dense ms (one call) | dense ms (chunks) | layer 0 ms | anchor ms | reuse ms | anchor / dense | per-layer average ms | speedup over dense | anchor extra memory MiB (first context) | layer 0 ms, bf16 scores | anchor ms, bf16 scores | anchor / dense, bf16 scores | speedup over dense, bf16 scores |");
+        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in rows)
         {
             sb.AppendLine(CultureInfo.InvariantCulture,
-                $"| {r.Context} | {r.Dense:F3} | {r.DenseChunked:F3} | {r.LayerZero:F3} | {r.Anchor:F3} | {r.Reuse:F3} | {r.Anchor / r.Dense:F2} | {r.Average:F3} | {r.Dense / r.Average:F2}× | {(r.AnchorBytes is { } bytes ? (bytes / 1048576.0).ToString("F1", CultureInfo.InvariantCulture) : "—")} |");
+                $"| {r.Context} | {r.Dense:F3} | {r.DenseChunked:F3} | {r.LayerZero:F3} | {r.Anchor:F3} | {r.Reuse:F3} | {r.Anchor / r.Dense:F2} | {r.Average:F3} | {r.Dense / r.Average:F2}× | {(r.AnchorBytes is { } bytes ? (bytes / 1048576.0).ToString("F1", CultureInfo.InvariantCulture) : "—")} | {r.LayerZeroBf16:F3} | {r.AnchorBf16:F3} | {r.AnchorBf16 / r.Dense:F2} | {r.Dense / r.AverageBf16:F2}× |");
         }
         return sb.ToString();
     }

@@ -7,7 +7,7 @@ namespace Kascade.Core;
 /// <param name="Name">The name on the command line (<c>--attention NAME</c>).</param>
 /// <param name="Method">The policy it builds.</param>
 /// <param name="Description">One line: what the method attends to.</param>
-/// <param name="Settings">The options it reads besides the model: <c>--topk-percent</c>, <c>--schedule</c>, <c>--pooling</c>, <c>--baseline NAME=VALUE</c>.</param>
+/// <param name="Settings">The options it reads besides the model: <c>--topk-percent</c>, <c>--schedule</c>, <c>--pooling</c>, <c>--score-precision</c>, <c>--baseline NAME=VALUE</c>, ….</param>
 /// <param name="NeedsSchedule">It reads a Kascade schedule (anchors and head maps).</param>
 /// <param name="Baseline">A baseline of DESIGN §4: it reads <c>--baseline NAME=VALUE</c> settings and selects keys with a <see cref="KeySelector"/>.</param>
 public sealed record AttentionMethodInfo(string Name, AttentionMethod Method, string Description, IReadOnlyList<string> Settings, bool NeedsSchedule, bool Baseline);
@@ -16,7 +16,7 @@ public sealed record AttentionMethodInfo(string Name, AttentionMethod Method, st
 public static class AttentionMethods
 {
     private static readonly string[] BudgetOnly = ["--topk-percent"];
-    private static readonly string[] KascadeSettings = ["--schedule", "--topk-percent", "--pooling"];
+    private static readonly string[] KascadeSettings = ["--schedule", "--topk-percent", "--pooling", "--budget-rule", "--score-precision", "--anchor-refresh"];
 
     public static IReadOnlyList<AttentionMethodInfo> All { get; } =
     [

@@ -70,6 +70,23 @@ public enum ScorePooling
     PreSoftmax,
 }
 
+/// <summary>The query an anchor's selection scores are computed from (<c>--score-precision</c>).</summary>
+public enum ScorePrecision
+{
+    /// <summary>
+    /// The fp32 query: scores to fp32 accuracy, so every backend's plans match up to ties (the tensor-core kernels run
+    /// the query as two bf16 halves, two MMAs per score).
+    /// </summary>
+    Exact,
+
+    /// <summary>
+    /// The bf16 rounding of each query element, scaled after the dot product: the numerics of the official reference's
+    /// bf16 model and the paper's kernels, one MMA per score (docs/attention-plans.md: the prefill anchor's floor drops
+    /// from about 2.1× dense to about 1.1×). Only the ranking changes; the anchor still attends with the fp32 query.
+    /// </summary>
+    Bf16,
+}
+
 /// <summary>What one layer does in a Kascade schedule.</summary>
 public abstract record LayerRole
 {
@@ -93,7 +110,9 @@ public abstract record LayerRole
 /// <param name="PoolAllHeads">One index row pooled over every query head (kascade-pooled) instead of one per KV head.</param>
 /// <param name="DenseOutput">Attend densely while still selecting (layer 0).</param>
 /// <param name="Rule">How the Top-k is sized (<see cref="TopKBudget.ForTile"/>).</param>
-public readonly record struct SelectionArgs(double TopKPercent, ScorePooling Pooling, bool PoolAllHeads, bool DenseOutput, BudgetRule Rule = BudgetRule.Rounded);
+/// <param name="Precision">The query the scores are computed from.</param>
+public readonly record struct SelectionArgs(double TopKPercent, ScorePooling Pooling, bool PoolAllHeads, bool DenseOutput, BudgetRule Rule = BudgetRule.Rounded,
+    ScorePrecision Precision = ScorePrecision.Exact);
 
 /// <summary>The attention methods a model can run with.</summary>
 public enum AttentionMethod
@@ -136,6 +155,9 @@ public sealed record AttentionPolicy(AttentionMethod Method, KascadeSchedule? Sc
 
     /// <summary>How the Kascade variants size their anchors' Top-k (the oracle and the baselines use <see cref="TopKBudget.For"/>).</summary>
     public BudgetRule BudgetRule { get; init; } = BudgetRule.Rounded;
+
+    /// <summary>The query the Kascade variants' anchors score keys with (the oracle and the baselines score exactly).</summary>
+    public ScorePrecision ScorePrecision { get; init; } = ScorePrecision.Exact;
 
     /// <summary>
     /// Kascade decode (issue 16 §4): an anchor selects on every R-th decode step after a prefill and, in between, keeps its

@@ -19,7 +19,8 @@ public sealed unsafe partial class CpuBackend
             throw new ArgumentException($"a plan of {p.Units} tiles × {p.Selectors} selectors cannot hold {tiles.Length} tiles × {selectors}");
         }
         using var scores = (CpuTensor)Allocate(tiles.Length * selectors, args.StartPosition + args.Tokens);
-        PooledTileScores(args, selection.Pooling, selectors, q, cache, scores);
+        using var scoringQuery = ScoringQuery((CpuTensor)q, selection.Precision);
+        PooledTileScores(args, selection.Pooling, selectors, scoringQuery ?? q, cache, scores);
         Parallel.For(0, tiles.Length * selectors, Parallelism, row =>
         {
             // Candidates are the keys before the tile's diagonal block; the diagonal is always attended.
@@ -36,6 +37,29 @@ public sealed unsafe partial class CpuBackend
         {
             SparseAttention(args, plan, Enumerable.Range(0, args.KvHeads).Select(g => selection.PoolAllHeads ? 0 : g).ToArray(), q, cache, output);
         }
+    }
+
+    /// <summary>
+    /// The query an anchor scores with at <paramref name="precision"/>: null for the fp32 query itself, else a copy of
+    /// <paramref name="q"/> (fp32 <c>[tokens, heads · headDim]</c>) with each element rounded to bf16 (to nearest even).
+    /// </summary>
+    private CpuTensor? ScoringQuery(CpuTensor q, ScorePrecision precision)
+    {
+        if (precision == ScorePrecision.Exact)
+        {
+            return null;
+        }
+        var rounded = (CpuTensor)Allocate(q.Rows, q.Cols);
+        for (int row = 0; row < q.Rows; row++)
+        {
+            var source = q.Row(row);
+            var target = rounded.Row(row);
+            for (int i = 0; i < source.Length; i++)
+            {
+                target[i] = DTypes.RoundToBf16(source[i]);
+            }
+        }
+        return rounded;
     }
 
     public void ExtendPlan(AttentionArgs args, KeyPlan plan)

@@ -12,7 +12,7 @@ internal struct AnchorScoreParams
     public nint KCache;     // bf16 [kv heads, capacity, head dim], one layer
     public nint Scores;     // fp32 [units · kv heads, stride]
     public long Stride;
-    public int Tokens, Heads, KvHeads, Capacity, Start, PostSoftmax;
+    public int Tokens, Heads, KvHeads, Capacity, Start, PostSoftmax, QueryParts;
     public float Scale;
 }
 
@@ -34,7 +34,7 @@ public sealed unsafe partial class CudaBackend
     /// per GQA group of 1 to 8 heads, summed, a tensor-core head dim — writing fp32 <c>[units · KvHeads, stride]</c>; false
     /// where it does not (the exact kernel runs instead).
     /// </summary>
-    private bool TryPoolPrefill(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, nint q, CudaKvCache c, nint scores, long stride)
+    private bool TryPoolPrefill(AttentionArgs args, ScorePooling pooling, ScorePrecision precision, int pools, bool maxPool, nint q, CudaKvCache c, nint scores, long stride)
     {
         int group = args.Heads / args.KvHeads;
         if (!FastSelection || args.Tokens == 1 || pools != args.KvHeads || maxPool || group is not (1 or 2 or 4 or 8) || AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
@@ -46,11 +46,18 @@ public sealed unsafe partial class CudaBackend
         var parameters = new AnchorScoreParams
         {
             Q = q, KCache = c.LayerKeys(args.Layer), Scores = scores, Stride = stride, Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads,
-            Capacity = c.Shape.Capacity, Start = args.StartPosition, PostSoftmax = pooling == ScorePooling.PostSoftmax ? 1 : 0, Scale = args.Scale,
+            Capacity = c.Shape.Capacity, Start = args.StartPosition, PostSoftmax = pooling == ScorePooling.PostSoftmax ? 1 : 0,
+            QueryParts = QueryParts(precision), Scale = args.Scale,
         };
         LaunchWith(function, "anchor_scores_mma", new Dim3((uint)Units(args), (uint)args.KvHeads, 1), (uint)(group * 32), (uint)shared, parameters);
         return true;
     }
+
+    /// <summary>
+    /// The tensor-core score kernels' <c>query_parts</c>: 2, the fp32 query as bf16 hi + lo (exact); 1, its bf16 rounding,
+    /// one MMA per score (<see cref="ScorePrecision.Bf16"/>).
+    /// </summary>
+    private static int QueryParts(ScorePrecision precision) => precision == ScorePrecision.Bf16 ? 1 : 2;
 
     private (nint Function, int SharedBytes) AnchorFunction(int headDim, int group)
     {

@@ -46,11 +46,11 @@ public sealed unsafe partial class CudaBackend
     /// <summary>
     /// A decode step's pooled scores (<see cref="IBackend.PooledTileScores"/>'s one-query tile) from one tensor-core pass
     /// over the keys (decode_scores.cu's <c>decode_scores_mma</c>: every query head of a GQA group scored per key, exact to
-    /// fp32 by the split queries) where the group and head dim fit attention_decode's specialisation; false where they do
+    /// fp32 by the split queries, or from their bf16 rounding) where the group and head dim fit attention_decode's specialisation; false where they do
     /// not (the exact kernels run instead). Writes fp32 <c>[sequences · pools, stride]</c> at <paramref name="scores"/>
     /// (<c>s.Count</c> sequences), the first <c>StartPosition + 1</c> columns.
     /// </summary>
-    private bool TryPoolDecode(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, nint q, CacheSequences s, nint scores, long stride, int extent)
+    private bool TryPoolDecode(AttentionArgs args, ScorePooling pooling, ScorePrecision precision, int pools, bool maxPool, nint q, CacheSequences s, nint scores, long stride, int extent)
     {
         if (!FastDecode(args))
         {
@@ -62,7 +62,8 @@ public sealed unsafe partial class CudaBackend
         var raw = Scratch(ref _decodeRaw, (long)rows * extent * sizeof(float));
         var partial = Scratch(ref _lsePartial, (long)rows * partials * 2 * sizeof(float));
         Launch(function.Function, "decode_scores_mma", new Dim3((uint)plan.Splits, 1, (uint)(s.Count * args.KvHeads)), (uint)kernel.Threads, (uint)function.SharedBytes, dependent: false,
-            q, s.Keys, raw.Pointer, (long)extent, partial.Pointer, s.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale, args.KvHeads, s.Stride);
+            q, s.Keys, raw.Pointer, (long)extent, partial.Pointer, s.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale, args.KvHeads, s.Stride,
+            QueryParts(precision));
         PoolDecodeScores(args, s.Count, pooling, pools, maxPool, raw.Pointer, partial.Pointer, partials, scores, stride, extent);
         return true;
     }

@@ -45,7 +45,7 @@ internal struct PoolParams
     public nint Scores;     // fp32 [units · pools, stride]
     public nint StartAt;
     public long Stride;
-    public int Tokens, Heads, KvHeads, Capacity, Start, Pools, MaxPool;
+    public int Tokens, Heads, KvHeads, Capacity, Start, Pools, MaxPool, RoundQuery;
     public float Scale;
 }
 
@@ -138,7 +138,7 @@ public sealed unsafe partial class CudaBackend
         {
             throw new ArgumentException($"pooled tile scores need a [{units * pools}, {args.StartPosition + args.Tokens}] tensor, not [{scores.Rows}, {scores.Cols}]");
         }
-        PoolTiles(args, pooling, pools, maxPool: false, q, CacheSequences.Of((CudaKvCache)cache, args.Layer), Out(scores), scores.Cols, scores.Cols);
+        PoolTiles(args, pooling, ScorePrecision.Exact, pools, maxPool: false, q, CacheSequences.Of((CudaKvCache)cache, args.Layer), Out(scores), scores.Cols, scores.Cols);
     }
 
     public void AttentionProbabilities(AttentionArgs args, DeviceTensor q, KvCache cache, DeviceTensor probabilities)
@@ -149,7 +149,7 @@ public sealed unsafe partial class CudaBackend
             throw new ArgumentException($"attention probabilities need a [{args.Tokens * args.Heads}, {cols}] tensor, not [{probabilities.Rows}, {probabilities.Cols}]");
         }
         var c = (CudaKvCache)cache;
-        nint lse = RowLogSumExp(args, In(q), c, cols);
+        nint lse = RowLogSumExp(args, In(q), ScorePrecision.Exact, c, cols);
         RowProbabilities(args, In(q), c, lse, Out(probabilities), cols, cols);
     }
 
@@ -170,11 +170,13 @@ public sealed unsafe partial class CudaBackend
         // A decode step's rows span the cache's capacity, so the recorded step replays at every later position.
         int extent = KeyExtent(args, s.Cache);
         var scores = Scratch(ref _tileScores, (long)units * selectors * extent * sizeof(float));
-        // Layer 0 of a decode step scores its keys in its dense pass where the fast kernels apply.
-        bool denseDone = selection.DenseOutput && TryDenseDecodeWithScores(args, selection.Pooling, selectors, q, s, scores.Pointer, extent, extent, output);
+        // Layer 0 of a decode step scores its keys in its dense pass where the fast kernels apply (with the fp32 query:
+        // that pass's scores are its output's).
+        bool denseDone = selection.DenseOutput && selection.Precision == ScorePrecision.Exact &&
+            TryDenseDecodeWithScores(args, selection.Pooling, selectors, q, s, scores.Pointer, extent, extent, output);
         if (!denseDone)
         {
-            PoolTiles(args, selection.Pooling, selectors, maxPool: false, q, s, scores.Pointer, extent, extent);
+            PoolTiles(args, selection.Pooling, selection.Precision, selectors, maxPool: false, q, s, scores.Pointer, extent, extent);
         }
         var parameters = new SelectParams
         {
@@ -231,7 +233,7 @@ public sealed unsafe partial class CudaBackend
         int extent = KeyExtent(args, c);
         // Positions a row's plan holds (at least one slot, so that buffers and strides are never empty).
         int budget = Math.Max(Math.Min(TopKBudget.For(extent, topKPercent), extent), 1);
-        nint lse = RowLogSumExp(args, In(q), c, extent);
+        nint lse = RowLogSumExp(args, In(q), ScorePrecision.Exact, c, extent);
         long rowBytes = (long)args.Heads * extent * sizeof(float);
         int groupTokens = (int)Math.Clamp(OracleWorkspaceBytes / rowBytes, 1, args.Tokens);
         var probabilities = Scratch(ref _oracleScores, groupTokens * rowBytes);
@@ -283,7 +285,7 @@ public sealed unsafe partial class CudaBackend
     /// (a decode step) split the keys so that the GPU fills; the split is fixed by <paramref name="extent"/> (the
     /// capacity in decode) so a recorded step replays at later positions.
     /// </summary>
-    private nint RowLogSumExp(AttentionArgs args, nint q, CudaKvCache c, int extent)
+    private nint RowLogSumExp(AttentionArgs args, nint q, ScorePrecision precision, CudaKvCache c, int extent)
     {
         int rows = args.Tokens * args.Heads;
         int splits = rows >= 2 * _device.Multiprocessors ? 1 : Math.Clamp((extent + LseKeysPerSplit - 1) / LseKeysPerSplit, 1, 256);
@@ -292,7 +294,7 @@ public sealed unsafe partial class CudaBackend
         var lse = Scratch(ref _rowLse, (long)rows * sizeof(float));
         var module = SelectionModule(args.HeadDim);
         Launch(module, "row_log_sum_exp", new Dim3((uint)rows, (uint)splits, 1), 128, q, c.LayerKeys(args.Layer), partial.Pointer,
-            args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale, keysPerSplit);
+            args.Heads, args.KvHeads, c.Shape.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale, keysPerSplit, precision == ScorePrecision.Bf16 ? 1 : 0);
         CombineLogSumExp(args.HeadDim, partial.Pointer, lse.Pointer, rows, splits);
         return lse.Pointer;
     }
@@ -311,26 +313,26 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>
     /// <c>pooled_tile_scores</c> (after <c>row_log_sum_exp</c> for post-softmax pooling) over the first <paramref name="extent"/>
-    /// keys: each pool's sum, or its largest value when <paramref name="maxPool"/>.
+    /// keys: each pool's sum, or its largest value when <paramref name="maxPool"/>; scored with the query at <paramref name="precision"/>.
     /// </summary>
-    private void PoolTiles(AttentionArgs args, ScorePooling pooling, int pools, bool maxPool, DeviceTensor q, CacheSequences s, nint scores, long stride, int extent)
+    private void PoolTiles(AttentionArgs args, ScorePooling pooling, ScorePrecision precision, int pools, bool maxPool, DeviceTensor q, CacheSequences s, nint scores, long stride, int extent)
     {
         args.CheckPools(pools);
-        if (TryPoolDecode(args, pooling, pools, maxPool, In(q), s, scores, stride, extent))
+        if (TryPoolDecode(args, pooling, precision, pools, maxPool, In(q), s, scores, stride, extent))
         {
             return;
         }
         s.CheckSingle("pooled scores off the fast decode kernels");
         var c = s.Cache;
-        if (TryPoolPrefill(args, pooling, pools, maxPool, In(q), c, scores, stride))
+        if (TryPoolPrefill(args, pooling, precision, pools, maxPool, In(q), c, scores, stride))
         {
             return;
         }
         var parameters = new PoolParams
         {
-            Q = In(q), KCache = c.LayerKeys(args.Layer), Lse = pooling == ScorePooling.PostSoftmax ? RowLogSumExp(args, In(q), c, extent) : 0, Scores = scores,
+            Q = In(q), KCache = c.LayerKeys(args.Layer), Lse = pooling == ScorePooling.PostSoftmax ? RowLogSumExp(args, In(q), precision, c, extent) : 0, Scores = scores,
             StartAt = StartOnDevice(args.Step), Stride = stride, Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads,
-            Capacity = c.Shape.Capacity, Start = args.StartPosition, Pools = pools, MaxPool = maxPool ? 1 : 0, Scale = args.Scale,
+            Capacity = c.Shape.Capacity, Start = args.StartPosition, Pools = pools, MaxPool = maxPool ? 1 : 0, RoundQuery = precision == ScorePrecision.Bf16 ? 1 : 0, Scale = args.Scale,
         };
         var grid = new Dim3((uint)(Units(args) * pools), (uint)((extent + KeysPerBlock - 1) / KeysPerBlock), 1);
         LaunchWith(SelectionModule(args.HeadDim).Function("pooled_tile_scores"), "pooled_tile_scores", grid, KeysPerBlock, 0, parameters);

@@ -109,14 +109,14 @@ public sealed unsafe partial class CudaBackend
             case KeySelector.MaxPooledTopK max:
             {
                 var scores = Scratch(ref _selectorScores, (long)sequences * extent * sizeof(float));
-                PoolTiles(args, ScorePooling.PostSoftmax, 1, maxPool: true, q, c, scores.Pointer, extent, extent);
+                PoolTiles(args, ScorePooling.PostSoftmax, ScorePrecision.Exact, 1, maxPool: true, q, c, scores.Pointer, extent, extent);
                 SelectRows(args, scores.Pointer, extent, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, rows: sequences, max.Percent);
                 break;
             }
             case KeySelector.UnionTopK union:
             {
                 var scores = Scratch(ref _selectorScores, (long)headRows * extent * sizeof(float));
-                PoolTiles(args, ScorePooling.PreSoftmax, args.Heads, maxPool: false, q, c, scores.Pointer, extent, extent);
+                PoolTiles(args, ScorePooling.PreSoftmax, ScorePrecision.Exact, args.Heads, maxPool: false, q, c, scores.Pointer, extent, extent);
                 int perHead = Math.Max(TopKBudget.For(extent, union.Percent), 1);
                 var (indices, counts) = HeadRows(headRows, perHead);
                 SelectRows(args, scores.Pointer, extent, indices, counts, perHead, headRows, union.Percent, recentFraction: union.RecentFraction);

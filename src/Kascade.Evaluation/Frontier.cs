@@ -20,16 +20,18 @@ public readonly record struct SpeedAt(int Context, int Batch = 1)
 /// evaluated model; <paramref name="Window"/>: streamingllm's window percent; <paramref name="Refresh"/>: a Kascade
 /// method's anchor refresh (1: every decode step); <paramref name="ReferenceBudget"/>: sized by the official code's
 /// budget rule (not timed: bench methods sizes by ours); <paramref name="Objective"/>: what the anchor DP of a Kascade
-/// method's schedule maximised. A missing speed was not timed.
+/// method's schedule maximised; <paramref name="Bf16Scores"/>: anchors scored with the queries' bf16 rounding
+/// (<see cref="ScorePrecision.Bf16"/>; not timed: bench methods scores exactly). A missing speed was not timed.
 /// </summary>
 public sealed record FrontierPoint(string Method, double TopKPercent, int? Anchors, double? Window, IReadOnlyDictionary<(string Task, int Length), double> Scores,
-    double? Perplexity, IReadOnlyDictionary<SpeedAt, double> Speedup, int Refresh = 1, bool ReferenceBudget = false, AnchorObjective Objective = AnchorObjective.Weighted)
+    double? Perplexity, IReadOnlyDictionary<SpeedAt, double> Speedup, int Refresh = 1, bool ReferenceBudget = false, AnchorObjective Objective = AnchorObjective.Weighted,
+    bool Bf16Scores = false)
 {
     /// <summary>A point's setting, as the tables name it.</summary>
     public string Setting => Method switch
     {
         "dense" => "",
-        _ when Anchors is { } k => string.Create(CultureInfo.InvariantCulture, $"K = {k}{ObjectiveSuffix}, {TopKPercent}%{(Refresh > 1 ? $", refresh {Refresh}" : "")}{(ReferenceBudget ? ", reference budget" : "")}"),
+        _ when Anchors is { } k => string.Create(CultureInfo.InvariantCulture, $"K = {k}{ObjectiveSuffix}, {TopKPercent}%{(Refresh > 1 ? $", refresh {Refresh}" : "")}{(ReferenceBudget ? ", reference budget" : "")}{(Bf16Scores ? ", bf16 scores" : "")}"),
         "streamingllm" => string.Create(CultureInfo.InvariantCulture, $"window {WindowPercent}%"),
         _ => string.Create(CultureInfo.InvariantCulture, $"{TopKPercent}%"),
     };
@@ -121,9 +123,10 @@ public static class Frontier
             double? window = method == "streamingllm" ? Number(description, @"streaming-window-percent=([0-9.]+)") : null;
             int refresh = (int)(Number(description, @" refresh ([0-9]+)") ?? 1);
             bool referenceBudget = description.Contains(" budget Reference", StringComparison.Ordinal);
+            bool bf16Scores = description.Contains(" scores Bf16", StringComparison.Ordinal);
             var objective = AnchorObjectives.Parse(Regex.Match(description, @" objective (\w+)").Groups[1].Value) ?? AnchorObjective.Weighted;
-            var point = new FrontierPoint(method, method == "dense" ? 100 : topK, anchors, window, scores, perplexity is > 0 ? perplexity : null, new Dictionary<SpeedAt, double>(), refresh, referenceBudget, objective);
-            points.Add(point with { Speedup = referenceBudget ? new Dictionary<SpeedAt, double>() : SpeedupOf(point, timings, modelLayers) });
+            var point = new FrontierPoint(method, method == "dense" ? 100 : topK, anchors, window, scores, perplexity is > 0 ? perplexity : null, new Dictionary<SpeedAt, double>(), refresh, referenceBudget, objective, bf16Scores);
+            points.Add(point with { Speedup = referenceBudget || bf16Scores ? new Dictionary<SpeedAt, double>() : SpeedupOf(point, timings, modelLayers) });
         }
         return points;
     }
@@ -214,7 +217,7 @@ public static class Frontier
         points.FirstOrDefault(p => p.Method == "dense") is { } dense ? FewestAnchorsNear(points, dense, method) : null;
 
     private static IEnumerable<FrontierPoint> Candidates(IReadOnlyList<FrontierPoint> points, string method, double? topK) =>
-        points.Where(p => p.Method == method && p.Anchors is not null && p.Refresh == 1 && !p.ReferenceBudget && (topK is null || p.TopKPercent == topK));
+        points.Where(p => p.Method == method && p.Anchors is not null && p.Refresh == 1 && !p.ReferenceBudget && !p.Bf16Scores && (topK is null || p.TopKPercent == topK));
 
     /// <summary>The table, the best point at each timed speed and the fewest anchors near dense, in Markdown.</summary>
     public static string ToMarkdown(IReadOnlyList<FrontierPoint> points, SpeedAt context)
@@ -236,7 +239,7 @@ public static class Frontier
         }
         sb.AppendLine();
         sb.AppendLine("|---|---|" + string.Concat(Enumerable.Repeat("---:|", tasks.Count + 2 + contexts.Count)));
-        foreach (var p in points.OrderBy(p => p.Method == "dense" ? 0 : 1).ThenBy(p => p.Method, StringComparer.Ordinal).ThenBy(p => p.Anchors ?? 0).ThenBy(p => p.Objective).ThenBy(p => p.TopKPercent).ThenBy(p => p.Refresh).ThenBy(p => p.Window ?? 0))
+        foreach (var p in points.OrderBy(p => p.Method == "dense" ? 0 : 1).ThenBy(p => p.Method, StringComparer.Ordinal).ThenBy(p => p.Anchors ?? 0).ThenBy(p => p.Objective).ThenBy(p => p.TopKPercent).ThenBy(p => p.Refresh).ThenBy(p => p.Bf16Scores).ThenBy(p => p.Window ?? 0))
         {
             sb.Append(Inv, $"| {p.Method} | {p.Setting} |");
             foreach (string task in tasks)

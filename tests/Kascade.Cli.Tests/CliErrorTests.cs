@@ -225,6 +225,8 @@ public sealed class CliErrorTests : IClassFixture<CliErrorTests.BadFiles>
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "kascade", "--budget-rule", "exact"], "Argument 'exact' not recognized. Must be one of: 'rounded' 'reference'" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "kascade", "--anchor-refresh", "0"], "--anchor-refresh must be" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "quest", "--anchor-refresh", "4"], "--anchor-refresh applies to the Kascade methods, not 'quest'" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "oracle-topk", "--score-precision", "bf16"], "--score-precision applies to the Kascade methods' anchors, not 'oracle-topk'" },
+        { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--attention", "kascade", "--score-precision", "fp8"], "Argument 'fp8' not recognized. Must be one of: 'exact' 'bf16'" },
         { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "d.jsonl", "--anchors", "auto", "--target-similarity", "1.5", "--out", "/tmp/s.json"], "--target-similarity must be in (0, 1], not 1.5" },
         { ["calibrate", "--model", TestPaths.InstrumentModel, "--dev-set", "d.jsonl", "--objective", "max", "--out", "/tmp/s.json"], "Argument 'max' not recognized. Must be one of:" },
         { ["generate", "--model", TestPaths.InstrumentModel, "--prompt", "x", "--temperature", "Infinity"], "--temperature must be a finite number ≥ 0, not Infinity" },

@@ -66,6 +66,7 @@ public class FrontierTests
         Eval(Path.Combine(evals, "k6"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,4,8,16,22 head map CD", 99, 94, 0),
             ("kascade-pooled", "KascadePooled top-k 10% PostSoftmax anchors 0,2,4,8,16,22 head map CD", 50, 50, 0));
         Eval(Path.Combine(evals, "k3r4"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB refresh 4", 100, 100, 40));
+        Eval(Path.Combine(evals, "k3bf16"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB scores Bf16", 100, 100, 100));
         Eval(Path.Combine(evals, "k3log"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,17,22 head map EF objective log", 10, 10, 0));
         Eval(Path.Combine(evals, "oracle"), ("oracle-topk", "OracleTopK top-k 10% PostSoftmax", 100, 100, 100));
         Eval(Path.Combine(evals, "window10"), ("streamingllm", "StreamingLlm top-k 10% PostSoftmax sinks=4 streaming-window-percent=10 min-window=128", 0, 0, 0));
@@ -81,7 +82,7 @@ public class FrontierTests
 
         var points = Frontier.Load(evals, speeds, modelLayers: 24);
         FrontierPoint Point(string method, int? anchors = null, double? window = null, int refresh = 1) =>
-            points.Single(p => p.Method == method && p.Anchors == anchors && p.Refresh == refresh && (window is null || p.Window == window) && p.Objective == AnchorObjective.Weighted);
+            points.Single(p => p.Method == method && p.Anchors == anchors && p.Refresh == refresh && (window is null || p.Window == window) && p.Objective == AnchorObjective.Weighted && !p.Bf16Scores);
         Assert.Equal(1.0, Point("dense").Speedup[new SpeedAt(131072)]);
         Assert.Equal(1.5, Point("kascade", 3).Speedup[new SpeedAt(131072)], 12);
         Assert.Equal(1.3, Point("kascade", 6).Speedup[new SpeedAt(131072)], 12);
@@ -97,6 +98,9 @@ public class FrontierTests
         var log = points.Single(p => p.Objective == AnchorObjective.LogWeighted);
         Assert.Equal(("K = 3 (log DP), 10%", 1.5), (log.Setting, log.Speedup[new SpeedAt(131072)]));
         Assert.Equal(170.5, Point("kascade", 3).Perplexity);
+        // bf16 scores: its own point, not timed (bench methods scores exactly), so on no frontier and in no anchor rule.
+        var bf16 = points.Single(p => p.Bf16Scores);
+        Assert.Equal(("K = 3, 10%, bf16 scores", 0), (bf16.Setting, bf16.Speedup.Count));
 
         // Dense passes passkey (mean 97.5), not single (40): K = 3 misses it by 1.5 points, K = 6 is within 1 (96.5)
         // (K = 3 with refresh 4 is too, but the rule ranks the paper's every-step selection).
@@ -104,6 +108,7 @@ public class FrontierTests
         string table = Frontier.ToMarkdown(points, new SpeedAt(131072));
         Assert.Contains("| kascade | K = 6, 10% | 96.5 | 0.0 | 64.3 | 170.50 | 1.30× |", table);
         Assert.Contains("| oracle-topk | 10% | 100.0 | 100.0 | 100.0 | 170.50 | — |", table);
+        Assert.Contains("| kascade | K = 3, 10%, bf16 scores | 100.0 | 100.0 | 100.0 | 170.50 | — |", table);
         // The frontier: quest at 20% (1.2×, mean 90) beats dense (1.0×, 78.3); K = 3 with refresh 4 (2.0×, 80.0) is the fastest.
         Assert.Equal(["quest 20%", "kascade K = 3, 10%, refresh 4"], Frontier.ParetoFront(points, new SpeedAt(131072)).Select(p => $"{p.Method} {p.Setting}"));
         Assert.Contains("- 2.00×: kascade K = 3, 10%, refresh 4 (mean 80.0)", table);

@@ -6,7 +6,9 @@
 // score matrix never leaves the registers, so memory is the chunk's output rows, whatever the context.
 // Exactness: the queries are split into two bf16 halves (q = hi + lo, hi the bf16 rounding of q); the keys are bf16, a
 // product of two bf16 values is exact in the fp32 accumulator, so the scores keep fp32 accuracy (the residual of the
-// split is below 2^-16 of q) and the plans match the CPU reference's up to ties, as the exact kernels' do.
+// split is below 2^-16 of q) and the plans match the CPU reference's up to ties, as the exact kernels' do. With
+// query_parts = 1 (--score-precision bf16) the query is rounded to bf16 unscaled and the scale applied to the fp32
+// products: the exact scores of the rounded query from one MMA per score instead of two.
 // Specialisation key: HEAD_DIM (a multiple of 32 up to 128) and GROUP (query heads per KV head, 1 to 8). Block: one
 // (tile, KV head), GROUP warps of two 16-row mma tiles: the tile's 32 queries × GROUP heads in the GQA-packed row order
 // of attention_common.cuh (row r: query r / GROUP, head KV head × GROUP + r % GROUP).
@@ -33,6 +35,7 @@ struct AnchorScoreParams
     long long stride;        // elements per scores row (≥ start + tokens)
     int tokens, heads, kv_heads, capacity, start;
     int post_softmax;        // 1: exp(s − lse) summed (the paper); 0: the raw scaled scores summed (--pooling pre)
+    int query_parts;         // 2: the fp32 query as bf16 hi + lo (exact); 1: its bf16 rounding (ScorePrecision.Bf16)
     float scale;
 };
 
@@ -76,15 +79,17 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) anchor_scores_mma(c
     stage_keys(ring, keys, 0, end);
     copy_async_commit();
 
-    // The queries as bf16 halves in log2 units (scale · log2 e folded in); padding rows are zeros.
+    // The queries as bf16 halves in log2 units (scale · log2 e folded in), or rounded unscaled (one part, the scale
+    // applied to the products); padding rows are zeros.
     const float log2e_scale = p.scale * 1.4426950408889634f;
+    const bool split_query = p.query_parts == 2;
     for (int i = threadIdx.x; i < ANCHOR_ROWS * HEAD_DIM / 2; i += blockDim.x)
     {
         int r = i / (HEAD_DIM / 2), c = (i % (HEAD_DIM / 2)) * 2;
-        float2 v = packed_query_pair(p.q, p.heads, g, tile.query_start - start, rows, r, c, log2e_scale);
+        float2 v = packed_query_pair(p.q, p.heads, g, tile.query_start - start, rows, r, c, split_query ? log2e_scale : 1.0f);
         unsigned hi = pack_bf16(v.x, v.y);
         *reinterpret_cast<unsigned*>(q_hi + r * TILE_STRIDE + c) = hi;
-        *reinterpret_cast<unsigned*>(q_lo + r * TILE_STRIDE + c) = pack_bf16_residual(v.x, v.y, hi);
+        if (split_query) *reinterpret_cast<unsigned*>(q_lo + r * TILE_STRIDE + c) = pack_bf16_residual(v.x, v.y, hi);
     }
 
     // This thread's rows: warp_row + 16 mt + gr (+ 8); a row sees keys below its limit (0 for padding rows).
@@ -121,11 +126,23 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) anchor_scores_mma(c
         else
         {
             float s[ATT_M_TILES][ATT_KEYS / 8][4];
-            // s = Q(hi + lo)·Kᵀ in log2 units.
+            // s = Q(hi + lo)·Kᵀ in log2 units, or bf16(Q)·Kᵀ · scale · log2 e.
             const bf16_t* k_tile = ring + (t % ATT_STAGES) * ATT_KEYS * TILE_STRIDE;
             zero_scores(s);
             qk_tile(q_hi, warp_row, k_tile, lane, s);
-            qk_tile(q_lo, warp_row, k_tile, lane, s);
+            if (split_query)
+            {
+                qk_tile(q_lo, warp_row, k_tile, lane, s);
+            }
+            else
+            {
+#pragma unroll
+                for (int mt = 0; mt < ATT_M_TILES; mt++)
+#pragma unroll
+                    for (int n = 0; n < ATT_KEYS / 8; n++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) s[mt][n][e] *= log2e_scale;
+            }
             if (!last_pass)
             {
                 // Pass 1: the running max and sum of 2^s over each row's visible keys.

@@ -18,6 +18,8 @@ static_assert(ATT_KEYS % 16 == 0, "decode_scores_mma takes 16-key MMA tiles");
 // copy bandwidth (decode_key_scores, 173 µs at 128k on the H100; ncu, bench/results/kascade-h100.md). Exactness: the
 // queries are split into two bf16 halves (q = hi + lo, as anchor_prefill.cu does); a bf16 key times a bf16 half is
 // exact in the fp32 accumulator, so the scores keep fp32 accuracy and the plans match the CPU reference's up to ties.
+// query_parts = 1 (--score-precision bf16): hi is the unscaled query's bf16 rounding, lo zero, and the scale multiplies
+// the products (the second MMA stays: the kernel is bound by the K read, not by its MMAs).
 // The split ranges come from the step's position on the device (the grid from the capacity), so a recorded step
 // replays at any position. raw fp32 [sequences · heads, stride]. A batch of decode steps (IBatchedDecode) runs as grid z =
 // sequence · kv_heads + g: sequence b's query (and raw, partial) rows are b · heads + …, its keys b · sequence_stride
@@ -26,7 +28,7 @@ static_assert(ATT_KEYS % 16 == 0, "decode_scores_mma takes 16-key MMA tiles");
 #define SCORE_STAGES (2 * ATT_STAGES)
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) decode_scores_mma(const float* q, const bf16_t* k_cache, float* raw, long long stride, float* partial,
                                                                              int capacity, int start, const int* start_at, float scale, int kv_heads,
-                                                                             long long sequence_stride)
+                                                                             long long sequence_stride, int query_parts)
 {
     extern __shared__ __align__(16) unsigned char score_shared[];
     const float neg_inf = __int_as_float(0xff800000);
@@ -49,8 +51,9 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) decode_scores_mma(c
         copy_async_commit();
     }
 
-    // Qᵀ's halves as B fragments (k-step kc: dims 16 kc + 2c, + 1 and + 8, + 9 of query row 8 nt + g), times scale;
-    // padding rows are zeros.
+    // Qᵀ's halves as B fragments (k-step kc: dims 16 kc + 2c, + 1 and + 8, + 9 of query row 8 nt + g), times scale
+    // (one part: rounded unscaled, lo zero); padding rows are zeros.
+    const bool split_query = query_parts == 2;
     unsigned q_halves[2][ATT_M_TILES][HEAD_DIM / 16][2];
 #pragma unroll
     for (int nt = 0; nt < ATT_M_TILES; nt++)
@@ -63,11 +66,12 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) decode_scores_mma(c
             for (int h = 0; h < 2; h++)
             {
                 float2 v = row < GROUP ? *reinterpret_cast<const float2*>(q_row + kc * 16 + 2 * gc + 8 * h) : make_float2(0.0f, 0.0f);
-                v.x *= scale;
-                v.y *= scale;
+                const float q_scale = split_query ? scale : 1.0f;
+                v.x *= q_scale;
+                v.y *= q_scale;
                 unsigned hi = pack_bf16(v.x, v.y);
                 q_halves[0][nt][kc][h] = hi;
-                q_halves[1][nt][kc][h] = pack_bf16_residual(v.x, v.y, hi);
+                q_halves[1][nt][kc][h] = split_query ? pack_bf16_residual(v.x, v.y, hi) : 0u;
             }
     }
 
@@ -88,6 +92,15 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) decode_scores_mma(c
         // s[kt][nt] holds keys k0 + 16 kt + g (+ 8) × query rows 8 nt + 2c (+ 1).
         float s[ATT_KEYS / 16][ATT_M_TILES][4];
         transposed_scores(k_tile, lane, q_halves, s);
+        if (!split_query)
+        {
+#pragma unroll
+            for (int kt = 0; kt < ATT_KEYS / 16; kt++)
+#pragma unroll
+                for (int nt = 0; nt < ATT_M_TILES; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) s[kt][nt][e] *= scale;
+        }
 
 #pragma unroll
         for (int nt = 0; nt < ATT_M_TILES; nt++)

@@ -33,21 +33,25 @@ __device__ __forceinline__ float scaled_dot(const float* q_shared, const bf16_t*
     return s * scale;
 }
 
+// An element of the query the scores are computed from: itself, or its bf16 rounding (round_query, ScorePrecision.Bf16).
+__device__ __forceinline__ float scoring_query(float x, int round_query) { return round_query ? bf16_to_float(float_to_bf16(x)) : x; }
+
 // The full-row normaliser the anchors' post-softmax scores divide by (exact, every visible key), in two kernels so that
 // a decode step's few rows still fill the GPU: row_log_sum_exp writes, per row (t, h) and split of the visible keys
 // [0, start + t], the running (max, sum) of exp(scale · q[t, h] · K[j]); combine_log_sum_exp merges the splits into
 // lse[row] = ln Σ. Splits cover `keys_per_split` keys each (fixed at launch from the capacity, so a recorded decode
-// step replays at later positions; splits past the row's keys write (−∞, 0)). q [tokens, heads, HEAD_DIM] fp32,
+// step replays at later positions; splits past the row's keys write (−∞, 0)). round_query 1: the query's bf16 rounding
+// scores (ScorePrecision.Bf16) instead of the query. q [tokens, heads, HEAD_DIM] fp32,
 // k_cache one layer bf16 [kv_heads, capacity, HEAD_DIM], partial fp32 [rows, splits, 2]. Grid: (rows, splits), 128
 // threads, a key per thread.
 extern "C" __global__ void row_log_sum_exp(const float* q, const bf16_t* k_cache, float* partial, int heads, int kv_heads,
-                                           int capacity, int start, const int* start_at, float scale, int keys_per_split)
+                                           int capacity, int start, const int* start_at, float scale, int keys_per_split, int round_query)
 {
     __shared__ float q_shared[HEAD_DIM];
     __shared__ float scratch[32];
     start = start_position(start_at, start);
     int row = blockIdx.x, t = row / heads, h = row % heads, g = h / (heads / kv_heads);
-    for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) q_shared[d] = q[(long)row * HEAD_DIM + d];
+    for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) q_shared[d] = scoring_query(q[(long)row * HEAD_DIM + d], round_query);
     __syncthreads();
     const bf16_t* keys = k_cache + (long)g * capacity * HEAD_DIM;
     int begin = blockIdx.y * keys_per_split, end = min(start + t + 1, begin + keys_per_split);
@@ -97,6 +101,7 @@ struct PoolParams
     int tokens, heads, kv_heads, capacity, start;
     int pools;              // pools of heads / pools consecutive heads: KvHeads (a GQA group each), heads (one each) or 1
     int max_pool;           // 1: the largest of the pool's values (omnikv) instead of their sum
+    int round_query;        // 1: score with the query's bf16 rounding (ScorePrecision.Bf16)
     float scale;
 };
 
@@ -125,7 +130,7 @@ extern "C" __global__ void pooled_tile_scores(PoolParams p)
         for (int e = threadIdx.x; e < queries * HEAD_DIM; e += blockDim.x)
         {
             int i = e / HEAD_DIM;
-            q_shared[i][e % HEAD_DIM] = p.q[((long)(tile.query_start - start + i) * p.heads + h) * HEAD_DIM + e % HEAD_DIM];
+            q_shared[i][e % HEAD_DIM] = scoring_query(p.q[((long)(tile.query_start - start + i) * p.heads + h) * HEAD_DIM + e % HEAD_DIM], p.round_query);
         }
         if (threadIdx.x < queries) lse_shared[threadIdx.x] = p.lse != nullptr ? p.lse[(long)(tile.query_start - start + threadIdx.x) * p.heads + h] : 0.0f;
         __syncthreads();

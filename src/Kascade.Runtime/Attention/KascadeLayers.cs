@@ -96,7 +96,7 @@ internal sealed class KascadeLayers : LayerAttention
                 _planLayer = args.Layer;
                 return;
             case LayerRole.Anchor:
-                var selection = new SelectionArgs(_policy.TopKPercent, _policy.Pooling, _policy.Method == AttentionMethod.KascadePooled, DenseOutput: args.Layer == 0, _policy.BudgetRule);
+                var selection = new SelectionArgs(_policy.TopKPercent, _policy.Pooling, _policy.Method == AttentionMethod.KascadePooled, DenseOutput: args.Layer == 0, _policy.BudgetRule, _policy.ScorePrecision);
                 _ops.Anchor(args, selection, q, cache, decode ? _decodePlans[args.Layer] : _plan, output);
                 _planLayer = args.Layer;
                 return;

@@ -82,6 +82,13 @@ public static partial class BackendParity
                     record(r);
                 }
             }
+            else
+            {
+                foreach (var r in BatchedAnchorCases(reference, candidate, inputs, shape + ", layer 0, bf16 scores", kascade with { DenseOutput = true, Precision = ScorePrecision.Bf16 }))
+                {
+                    record(r);
+                }
+            }
         }
     }
 
@@ -165,6 +172,7 @@ public static partial class BackendParity
         for (int s = 0; s < batch; s++)
         {
             var q = inputs.Q.AsSpan(s * inputs.Heads * inputs.HeadDim, inputs.Heads * inputs.HeadDim).ToArray();
+            q = selection.Precision == ScorePrecision.Bf16 ? Bf16(q) : q;
             using var tensor = Scores((IBackend)reference, (inputs.K[s], inputs.V[s], q, BatchedKvHeads, inputs.Heads, inputs.Keys), inputs.HeadDim, inputs.Keys - 1, 1, selection.Pooling, selectors);
             ((IBackend)reference).Read(tensor, scores.AsSpan(s * selectors * inputs.Keys, selectors * inputs.Keys));
         }

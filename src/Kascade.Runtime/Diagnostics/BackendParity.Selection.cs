@@ -7,7 +7,8 @@ namespace Kascade.Runtime.Diagnostics;
 /// plans (index sets equal up to score ties), sparse attention over a plan through a head map, and the oracle, over
 /// head dims 64 and 128, GQA groups 1–8, prefill chunks that start and end inside tiles, and decode steps. Scores are
 /// fp32-exact on every path (the prefill anchor kernel splits its queries into two bf16 halves), so plans match up to
-/// ties; sparse attention over a prefill chunk runs on tensor cores and is held to the dense kernels' bound.
+/// ties (with <see cref="ScorePrecision.Bf16"/>, the exact scores of the rounded queries); sparse attention over a
+/// prefill chunk runs on tensor cores and is held to the dense kernels' bound.
 /// </summary>
 public static partial class BackendParity
 {
@@ -44,8 +45,18 @@ public static partial class BackendParity
                         {
                             record(r);
                         }
+                        // Scores from the queries' bf16 rounding (one MMA per score on the GPU).
+                        foreach (var r in AnchorCases(shape + ", bf16 scores", reference, candidate, inputs, headDim, start, tokens, kascade with { Precision = ScorePrecision.Bf16 }))
+                        {
+                            record(r);
+                        }
                         if (tokens == 1)
                         {
+                            // A decode step's layer 0 with bf16 scores scores apart from its dense pass.
+                            foreach (var r in AnchorCases(shape + ", layer 0, bf16 scores", reference, candidate, inputs, headDim, start, tokens, kascade with { DenseOutput = true, Precision = ScorePrecision.Bf16 }))
+                            {
+                                record(r);
+                            }
                             foreach (var r in AnchorCases(shape + ", layer 0, pre-softmax, all heads", reference, candidate, inputs, headDim, start, tokens, kascade with { DenseOutput = true, Pooling = ScorePooling.PreSoftmax, PoolAllHeads = true }))
                             {
                                 record(r);
@@ -133,7 +144,9 @@ public static partial class BackendParity
         }
         var expected = Run(reference);
         var actual = Run(candidate);
-        using var scoreTensor = Scores(reference, inputs, headDim, start, tokens, selection.Pooling, selectors);
+        // Ties are judged on the scores of the query the anchor ranks by.
+        var scored = selection.Precision == ScorePrecision.Bf16 ? inputs with { Q = Bf16(inputs.Q) } : inputs;
+        using var scoreTensor = Scores(reference, scored, headDim, start, tokens, selection.Pooling, selectors);
         var scores = new float[scoreTensor.Rows * scoreTensor.Cols];
         reference.Read(scoreTensor, scores);
         var ties = ScoreTies(expected.Counts, expected.Indices, expected.Capacity, scores, scoreTensor.Cols);
