@@ -244,6 +244,14 @@ public interface IBackend : IDisposable
     /// </summary>
     void ReadPlan(KeyPlan plan, Span<int> counts, Span<int> indices);
 
+    /// <summary>
+    /// The inverse of <see cref="ReadPlan"/>: writes rows <c>[0, counts.Length)</c> of <paramref name="plan"/> from host
+    /// memory (int32 <c>counts [rows]</c>, <c>indices [rows, Capacity]</c>) and notes that it serves
+    /// <paramref name="args"/>' chunk (<see cref="KeyPlan.CheckWrite"/> refuses a count past the capacity or a position
+    /// outside the chunk's keys). For parity checks: the reference attends over a plan another backend made.
+    /// </summary>
+    void WritePlan(AttentionArgs args, KeyPlan plan, ReadOnlySpan<int> counts, ReadOnlySpan<int> indices);
+
     /// <summary>Every query head of every query attends over its own exact post-softmax Top-k of the visible keys.</summary>
     void OracleTopKAttention(AttentionArgs args, double topKPercent, DeviceTensor q, KvCache cache, DeviceTensor output);
 

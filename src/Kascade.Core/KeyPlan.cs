@@ -63,6 +63,32 @@ public abstract class KeyPlan : IDisposable
         Recorded = recording;
     }
 
+    /// <summary>
+    /// Refuses host rows <see cref="IBackend.WritePlan"/> cannot write: more rows than the plan has, fewer indices than
+    /// <c>counts.Length · Capacity</c>, a count outside <c>[0, Capacity]</c>, or a position outside the keys of
+    /// <paramref name="args"/>' chunk <c>[0, StartPosition + Tokens)</c>.
+    /// </summary>
+    public void CheckWrite(AttentionArgs args, ReadOnlySpan<int> counts, ReadOnlySpan<int> indices)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(counts.Length, Rows);
+        ArgumentOutOfRangeException.ThrowIfLessThan(indices.Length, counts.Length * Capacity);
+        int keys = args.StartPosition + args.Tokens;
+        for (int row = 0; row < counts.Length; row++)
+        {
+            if (counts[row] < 0 || counts[row] > Capacity)
+            {
+                throw new ArgumentException($"row {row} lists {counts[row]} positions; the plan holds 0 to {Capacity}");
+            }
+            foreach (int position in indices.Slice(row * Capacity, counts[row]))
+            {
+                if (position < 0 || position >= keys)
+                {
+                    throw new ArgumentException($"row {row} lists position {position}, outside the chunk's {keys} keys");
+                }
+            }
+        }
+    }
+
     /// <summary>Refuses to read the plan (sparse attention) for any chunk but the one it was written for.</summary>
     public void CheckServes(AttentionArgs args)
     {

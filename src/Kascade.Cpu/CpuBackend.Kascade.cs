@@ -85,6 +85,17 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
+    public void WritePlan(AttentionArgs args, KeyPlan plan, ReadOnlySpan<int> counts, ReadOnlySpan<int> indices)
+    {
+        var p = (CpuKeyPlan)plan;
+        p.CheckWrite(args, counts, indices);
+        for (int row = 0; row < counts.Length; row++)
+        {
+            p.Write(row, indices.Slice(row * p.Capacity, counts[row]).ToArray());
+        }
+        p.Serve(args, args.Tokens, recording: false);
+    }
+
     public void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output)
     {
         var p = (CpuKeyPlan)plan;

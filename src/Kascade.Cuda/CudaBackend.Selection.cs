@@ -122,6 +122,21 @@ public sealed unsafe partial class CudaBackend
         }
     }
 
+    public void WritePlan(AttentionArgs args, KeyPlan plan, ReadOnlySpan<int> counts, ReadOnlySpan<int> indices)
+    {
+        var p = (CudaKeyPlan)plan;
+        ThrowIfRecording("WritePlan");
+        p.CheckWrite(args, counts, indices);
+        // Queued work may still read the plan: the synchronous copies wait for it.
+        CudaCheck.ThrowIfFailed(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
+        fixed (int* c = counts, i = indices)
+        {
+            CudaCheck.ThrowIfFailed(Driver.cuMemcpyHtoD_v2(p.Counts.Pointer, (nint)c, (nuint)(counts.Length * sizeof(int))), "cuMemcpyHtoD");
+            CudaCheck.ThrowIfFailed(Driver.cuMemcpyHtoD_v2(p.Indices.Pointer, (nint)i, (nuint)((long)counts.Length * p.Capacity * sizeof(int))), "cuMemcpyHtoD");
+        }
+        p.Serve(args, args.Tokens, recording: false);
+    }
+
     public void ExtendPlan(AttentionArgs args, KeyPlan plan)
     {
         var p = (CudaKeyPlan)plan;

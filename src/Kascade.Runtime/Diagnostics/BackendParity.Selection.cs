@@ -116,14 +116,16 @@ public static partial class BackendParity
 
     /// <summary>
     /// An anchor's plan (sets compared up to ties, judged on the reference's scores), its sparse output, and a reuse
-    /// layer reading the plan through a head map that swaps the selectors.
+    /// layer reading the plan through a head map that swaps the selectors. Where the plans differ by ties, the
+    /// reference attends over the candidate's plan, so that the outputs compare attention over the same keys.
     /// </summary>
     private static IEnumerable<ParityResult> AnchorCases(string shape, IBackend reference, IBackend candidate, (float[] K, float[] V, float[] Q, int KvHeads, int Heads, int Total) inputs,
         int headDim, int start, int tokens, SelectionArgs selection)
     {
         int selectors = selection.PoolAllHeads ? 1 : inputs.KvHeads;
         var map = Enumerable.Range(0, inputs.KvHeads).Select(g => selection.PoolAllHeads ? 0 : inputs.KvHeads - 1 - g).ToArray();
-        (int[] Counts, int[] Indices, float[] Anchor, float[] Reuse, int Capacity) Run(IBackend b)
+        var anchorMap = Enumerable.Range(0, inputs.KvHeads).Select(g => selection.PoolAllHeads ? 0 : g).ToArray();
+        (int[] Counts, int[] Indices, float[] Anchor, float[] Reuse, int Capacity) Run(IBackend b, (int[] Counts, int[] Indices)? given = null)
         {
             var (cache, q) = Load(b, headDim, inputs, tokens);
             var args = Args(headDim, start, tokens, inputs);
@@ -131,19 +133,21 @@ public static partial class BackendParity
             using var anchor = b.Allocate(tokens, inputs.Heads * headDim);
             using var reuse = b.Allocate(tokens, inputs.Heads * headDim);
             b.AnchorAttention(args, selection, q, cache, plan, anchor);
+            if (given is { } g)
+            {
+                b.WritePlan(args, plan, g.Counts, g.Indices);
+                if (!selection.DenseOutput)
+                {
+                    b.SparseAttention(args, plan, anchorMap, q, cache, anchor);
+                }
+            }
             b.SparseAttention(args, plan, map, q, cache, reuse);
-            int rows = QueryTile.Of(start, tokens).Length * selectors;
-            var counts = new int[rows];
-            var indices = new int[rows * plan.Capacity];
-            b.ReadPlan(plan, counts, indices);
-            var a = new float[anchor.Rows * anchor.Cols];
-            var r = new float[reuse.Rows * reuse.Cols];
-            b.Read(anchor, a);
-            b.Read(reuse, r);
-            return (counts, indices, a, r, plan.Capacity);
+            var (counts, indices) = ReadPlan(b, plan, QueryTile.Of(start, tokens).Length * selectors);
+            return (counts, indices, Values(b, anchor), Values(b, reuse), plan.Capacity);
         }
-        var expected = Run(reference);
         var actual = Run(candidate);
+        var expected = Run(reference);
+        var over = SamePlan(expected.Counts, expected.Indices, actual.Counts, actual.Indices, expected.Capacity) ? expected : Run(reference, (actual.Counts, actual.Indices));
         // Ties are judged on the scores of the query the anchor ranks by.
         var scored = selection.Precision == ScorePrecision.Bf16 ? inputs with { Q = Bf16(inputs.Q) } : inputs;
         using var scoreTensor = Scores(reference, scored, headDim, start, tokens, selection.Pooling, selectors);
@@ -152,9 +156,29 @@ public static partial class BackendParity
         var ties = ScoreTies(expected.Counts, expected.Indices, expected.Capacity, scores, scoreTensor.Cols);
         yield return new ParityResult("anchor plan", shape, PlanMismatches(expected.Counts, expected.Indices, actual.Counts, actual.Indices, expected.Capacity, ties), 0);
         // Prefill chunks attend on tensor cores (bf16 queries and probabilities, as the dense kernels); decode steps in fp32.
-        yield return CompareValues("anchor attention", shape, expected.Anchor, actual.Anchor, TensorCoreBound);
-        yield return CompareValues("sparse attention (head map)", shape, expected.Reuse, actual.Reuse, TensorCoreBound);
+        yield return CompareValues("anchor attention", shape, over.Anchor, actual.Anchor, TensorCoreBound);
+        yield return CompareValues("sparse attention (head map)", shape, over.Reuse, actual.Reuse, TensorCoreBound);
     }
+
+    /// <summary>Rows <c>[0, rows)</c> of a plan (<see cref="IBackend.ReadPlan"/>).</summary>
+    private static (int[] Counts, int[] Indices) ReadPlan(IBackend b, KeyPlan plan, int rows)
+    {
+        var counts = new int[rows];
+        var indices = new int[rows * plan.Capacity];
+        b.ReadPlan(plan, counts, indices);
+        return (counts, indices);
+    }
+
+    private static float[] Values(IBackend b, DeviceTensor tensor)
+    {
+        var values = new float[tensor.Rows * tensor.Cols];
+        b.Read(tensor, values);
+        return values;
+    }
+
+    /// <summary>Whether two plans' rows hold the same position sets.</summary>
+    private static bool SamePlan(int[] expectedCounts, int[] expectedIndices, int[] actualCounts, int[] actualIndices, int capacity) =>
+        PlanMismatches(expectedCounts, expectedIndices, actualCounts, actualIndices, capacity, (_, _) => false) == 0;
 
     /// <summary>
     /// Positions in one plan's row and not the other's, or rows of different counts, that score ties cannot explain:
