@@ -98,8 +98,12 @@ internal sealed class AttentionOptions
 
     public AttentionPolicy Policy(ParseResult parse, ModelDirectory dir) => Policy(parse, dir, parse.GetValue(_method)!);
 
-    /// <summary>The policy named <paramref name="name"/> with this command's schedule, budget, pooling and baseline settings.</summary>
-    public AttentionPolicy Policy(ParseResult parse, ModelDirectory dir, string name)
+    /// <summary>
+    /// The policy named <paramref name="name"/> with this command's schedule, budget, pooling and baseline settings.
+    /// <paramref name="listed"/>: the command's whole list of methods (eval), where the anchors' options apply to its
+    /// Kascade methods and are refused only when it has none.
+    /// </summary>
+    public AttentionPolicy Policy(ParseResult parse, ModelDirectory dir, string name, IReadOnlyList<string>? listed = null)
     {
         var baselines = Baselines(parse, _baseline);
         var layers = AttentionMethods.Find(name).Method switch
@@ -117,13 +121,19 @@ internal sealed class AttentionOptions
         var precision = parse.GetValue(_precision) == "bf16" ? ScorePrecision.Bf16 : ScorePrecision.Exact;
         var policy = Build(name, parse.GetValue(_schedule), parse.GetValue(_percent), pooling, dir) with { Baselines = baselines, BudgetRule = rule, ScorePrecision = precision };
         int refresh = parse.GetValue(_refresh);
-        if (refresh > 1 && !policy.NeedsSchedule)
+        if (!policy.NeedsSchedule)
         {
-            throw new KascadeException($"--anchor-refresh applies to the Kascade methods, not '{name}'");
-        }
-        if (precision != ScorePrecision.Exact && !policy.NeedsSchedule)
-        {
-            throw new KascadeException($"--score-precision applies to the Kascade methods' anchors, not '{name}'");
+            string names = listed is null ? $"'{name}'" : $"any of '{string.Join(',', listed)}'";
+            bool anchorsListed = listed?.Any(n => AttentionMethods.Find(n).NeedsSchedule) == true;
+            if (refresh > 1 && !anchorsListed)
+            {
+                throw new KascadeException($"--anchor-refresh applies to the Kascade methods, not {names}");
+            }
+            if (precision != ScorePrecision.Exact && !anchorsListed)
+            {
+                throw new KascadeException($"--score-precision applies to the Kascade methods' anchors, not {names}");
+            }
+            return policy with { ScorePrecision = ScorePrecision.Exact };
         }
         return policy with { AnchorRefresh = refresh };
     }

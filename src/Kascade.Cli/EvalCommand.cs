@@ -56,7 +56,7 @@ public static partial class CliApp
             using var backend = parse.GetValue(reportOnly) ? new Kascade.Cpu.CpuBackend(parse.GetValue(threads)) : Backends.Create(deviceName, parse.GetValue(threads));
             using var dir = OpenModel(parse, parse.GetValue(model)!, backend);
             var methodList = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct().ToList();
-            var evalMethods = methodList.Select(name => new EvalMethod(name, attention.Policy(parse, dir, name))).ToList();
+            var evalMethods = methodList.Select(name => new EvalMethod(name, attention.Policy(parse, dir, name, methodList))).ToList();
             var taskList = ParseTasks(parse.GetValue(tasks)!, parse.GetValue(haystack), depthList, answerTokens);
             var perplexityWindowsSpec = parse.GetValue(perplexity) is { } text
                 ? new PerplexityWindows(text, dir.Tokenizer, parse.GetValue(perplexityLengths) is { Length: > 0 } own ? own : parse.GetValue(lengths)!, parse.GetValue(perplexityTokens), parse.GetValue(perplexityWindows))

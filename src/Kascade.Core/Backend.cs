@@ -248,7 +248,9 @@ public interface IBackend : IDisposable
     /// The inverse of <see cref="ReadPlan"/>: writes rows <c>[0, counts.Length)</c> of <paramref name="plan"/> from host
     /// memory (int32 <c>counts [rows]</c>, <c>indices [rows, Capacity]</c>) and notes that it serves
     /// <paramref name="args"/>' chunk (<see cref="KeyPlan.CheckWrite"/> refuses a count past the capacity or a position
-    /// outside the chunk's keys). For parity checks: the reference attends over a plan another backend made.
+    /// outside the chunk's keys; duplicates and the diagonal tile's keys are the caller's to avoid). A batch's plan
+    /// (<see cref="IBatchedDecode"/>) is written with the step's arguments: one query per sequence, <c>Tokens = 1</c>. For
+    /// parity checks: the reference attends over a plan another backend made.
     /// </summary>
     void WritePlan(AttentionArgs args, KeyPlan plan, ReadOnlySpan<int> counts, ReadOnlySpan<int> indices);
 

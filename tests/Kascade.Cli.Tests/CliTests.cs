@@ -66,6 +66,7 @@ public class CliTests
         { ["eval", "--model", TestPaths.InstrumentModel, "--tasks", "/no/such/tasks.jsonl", "--out", "/tmp/kascade-eval-bad"], "task file not found" },
         { ["eval", "--model", TestPaths.InstrumentModel, "--attention", "dense,bigbird", "--out", "/tmp/kascade-eval-bad"], "unknown attention 'bigbird'" },
         { ["eval", "--model", TestPaths.InstrumentModel, "--samples", "0", "--out", "/tmp/kascade-eval-bad"], "--samples must be a positive integer, not 0" },
+        { ["eval", "--model", TestPaths.InstrumentModel, "--attention", "dense,quest", "--score-precision", "bf16", "--out", "/tmp/kascade-eval-bad"], "--score-precision applies to the Kascade methods' anchors, not any of 'dense,quest'" },
         { ["eval", "--model", TestPaths.InstrumentModel, "--depths", "0.5,2", "--out", "/tmp/kascade-eval-bad"], "'2' is not a number in [0, 1]" },
         { ["eval", "--model", TestPaths.InstrumentModel, "--attention", "quest", "--baseline", "quest-page=-1", "--out", "/tmp/kascade-eval-bad"], "quest-page must be an integer" },
         { ["eval", "--model", TestPaths.InstrumentModel, "--attention", "omnikv", "--baseline", "omnikv-filter-layers=2,30", "--out", "/tmp/kascade-eval-bad"], "baseline layer 30 does not exist" },
@@ -110,6 +111,19 @@ public class CliTests
         var other = Run([.. args, "--seed", "9"]);
         Assert.Equal(1, other.Code);
         Assert.Contains("holds results of a different run (seed: '1' there, '9' now)", other.Err);
+    }
+
+    /// <summary>An eval's anchor options apply to its Kascade methods and leave the others as they are.</summary>
+    [Fact]
+    public void Eval_applies_the_score_precision_to_its_kascade_methods_only()
+    {
+        using var dir = new TempDirectory();
+        var (code, _, err) = Run("eval", "--model", TestPaths.InstrumentModel, "--attention", "dense,kascade", "--score-precision", "bf16", "--tasks", "passkey",
+            "--haystack", Path.Combine(TestPaths.RepoRoot, "tests", "data", "haystack"), "--lengths", "1k", "--samples", "1", "--out", dir.Path);
+        Assert.True(code == 0, err);
+        var identity = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(dir.File("run.json")))!["identity"]!;
+        Assert.Contains(" scores Bf16", identity["method kascade"]!.GetValue<string>());
+        Assert.DoesNotContain("scores", identity["method dense"]!.GetValue<string>());
     }
 
     [Fact]

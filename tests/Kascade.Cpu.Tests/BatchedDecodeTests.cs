@@ -192,6 +192,43 @@ public class BatchedDecodeTests
     /// The GPU's batched parity grid run with the CPU as both sides: every case runs (none refused, the Kascade cases
     /// included) and agrees with itself, so on the GPU a failure is the kernels', not the harness's.
     /// </summary>
+    /// <summary>
+    /// A batch's plan read back and written into another plan with the step's arguments (<see cref="IBackend.WritePlan"/>,
+    /// as the parity checks hand the reference a candidate's plan) serves the batched sparse attention, which gives the
+    /// same output over it.
+    /// </summary>
+    [Fact]
+    public void A_batch_plan_written_back_serves_the_step()
+    {
+        using var backend = new CpuBackend();
+        var (k, v, q) = Inputs();
+        int capacity = TopKBudget.For(Keys, 10), width = Heads * HeadDim;
+        int[] map = [1, 0];
+        using var cache = Cache(backend, k, v, Batch);
+        using var plan = backend.AllocatePlan(Batch, KvHeads, capacity);
+        using var copy = backend.AllocatePlan(Batch, KvHeads, capacity);
+        var queries = backend.Upload(q, Batch, width);
+        var anchor = (CpuTensor)backend.Allocate(Batch, width);
+        var expected = (CpuTensor)backend.Allocate(Batch, width);
+        var actual = (CpuTensor)backend.Allocate(Batch, width);
+        backend.BatchedAnchorAttention(Args, new SelectionArgs(10, ScorePooling.PostSoftmax, false, false), queries, cache, plan, anchor);
+        backend.BatchedSparseAttention(Args, plan, map, queries, cache, expected);
+        var counts = new int[plan.Rows];
+        var indices = new int[plan.Rows * capacity];
+        backend.ReadPlan(plan, counts, indices);
+
+        backend.WritePlan(Args with { Tokens = 1 }, copy, counts, indices);
+        backend.BatchedSparseAttention(Args, copy, map, queries, cache, actual);
+
+        Assert.Equal(expected.Span.ToArray(), actual.Span.ToArray());
+        // Written with the batch's rows as queries, it serves no step (and could list positions past the step's keys).
+        Assert.Throws<InvalidOperationException>(() =>
+        {
+            backend.WritePlan(Args, copy, counts, indices);
+            backend.BatchedSparseAttention(Args, copy, map, queries, cache, actual);
+        });
+    }
+
     [Fact]
     public void The_batched_parity_grid_runs_on_the_reference()
     {

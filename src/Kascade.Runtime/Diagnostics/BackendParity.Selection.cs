@@ -45,6 +45,10 @@ public static partial class BackendParity
                         {
                             record(r);
                         }
+                        foreach (var r in WrittenPlanCases(shape, reference, candidate, inputs, headDim, start, tokens))
+                        {
+                            record(r);
+                        }
                         // Scores from the queries' bf16 rounding (one MMA per score on the GPU).
                         foreach (var r in AnchorCases(shape + ", bf16 scores", reference, candidate, inputs, headDim, start, tokens, kascade with { Precision = ScorePrecision.Bf16 }))
                         {
@@ -147,17 +151,52 @@ public static partial class BackendParity
         }
         var actual = Run(candidate);
         var expected = Run(reference);
-        var over = SamePlan(expected.Counts, expected.Indices, actual.Counts, actual.Indices, expected.Capacity) ? expected : Run(reference, (actual.Counts, actual.Indices));
         // Ties are judged on the scores of the query the anchor ranks by.
         var scored = selection.Precision == ScorePrecision.Bf16 ? inputs with { Q = Bf16(inputs.Q) } : inputs;
         using var scoreTensor = Scores(reference, scored, headDim, start, tokens, selection.Pooling, selectors);
         var scores = new float[scoreTensor.Rows * scoreTensor.Cols];
         reference.Read(scoreTensor, scores);
         var ties = ScoreTies(expected.Counts, expected.Indices, expected.Capacity, scores, scoreTensor.Cols);
-        yield return new ParityResult("anchor plan", shape, PlanMismatches(expected.Counts, expected.Indices, actual.Counts, actual.Indices, expected.Capacity, ties), 0);
+        int mismatches = PlanMismatches(expected.Counts, expected.Indices, actual.Counts, actual.Indices, expected.Capacity, ties);
+        var over = OutputsToCompare(expected, mismatches, SamePlan(expected.Counts, expected.Indices, actual.Counts, actual.Indices, expected.Capacity),
+            () => Run(reference, (actual.Counts, actual.Indices)));
+        yield return new ParityResult("anchor plan", shape, mismatches, 0);
         // Prefill chunks attend on tensor cores (bf16 queries and probabilities, as the dense kernels); decode steps in fp32.
         yield return CompareValues("anchor attention", shape, over.Anchor, actual.Anchor, TensorCoreBound);
         yield return CompareValues("sparse attention (head map)", shape, over.Reuse, actual.Reuse, TensorCoreBound);
+    }
+
+    /// <summary>
+    /// <see cref="IBackend.WritePlan"/>: the reference's anchor plan written into the candidate's own reads back equal,
+    /// and the candidate's sparse attention over it, through a selector-swapping head map, matches the reference's.
+    /// </summary>
+    private static IEnumerable<ParityResult> WrittenPlanCases(string shape, IBackend reference, IBackend candidate, (float[] K, float[] V, float[] Q, int KvHeads, int Heads, int Total) inputs,
+        int headDim, int start, int tokens)
+    {
+        var map = Enumerable.Range(0, inputs.KvHeads).Select(g => inputs.KvHeads - 1 - g).ToArray();
+        int rows = QueryTile.Of(start, tokens).Length * inputs.KvHeads, capacity = TopKBudget.For(inputs.Total, 10);
+        (int[] Counts, int[] Indices, float[] Output) Run(IBackend b, (int[] Counts, int[] Indices)? given)
+        {
+            var (cache, q) = Load(b, headDim, inputs, tokens);
+            var args = Args(headDim, start, tokens, inputs);
+            using var plan = b.AllocatePlan(KeyPlan.UnitsFor(tokens), inputs.KvHeads, capacity);
+            using var output = b.Allocate(tokens, inputs.Heads * headDim);
+            if (given is { } g)
+            {
+                b.WritePlan(args, plan, g.Counts, g.Indices);
+            }
+            else
+            {
+                b.AnchorAttention(args, new SelectionArgs(10, ScorePooling.PostSoftmax, PoolAllHeads: false, DenseOutput: false), q, cache, plan, output);
+            }
+            b.SparseAttention(args, plan, map, q, cache, output);
+            var (counts, indices) = ReadPlan(b, plan, rows);
+            return (counts, indices, Values(b, output));
+        }
+        var expected = Run(reference, null);
+        var actual = Run(candidate, (expected.Counts, expected.Indices));
+        yield return new ParityResult("written plan", shape, PlanMismatches(expected.Counts, expected.Indices, actual.Counts, actual.Indices, capacity, (_, _) => false), 0);
+        yield return CompareValues("sparse attention (written plan)", shape, expected.Output, actual.Output, TensorCoreBound);
     }
 
     /// <summary>Rows <c>[0, rows)</c> of a plan (<see cref="IBackend.ReadPlan"/>).</summary>
@@ -175,6 +214,15 @@ public static partial class BackendParity
         b.Read(tensor, values);
         return values;
     }
+
+    /// <summary>
+    /// What a candidate's outputs are compared with: the reference's own, or — where the candidate's plan differs from the
+    /// reference's by ties alone (<paramref name="mismatches"/> 0) — the reference attending over the candidate's plan
+    /// (<paramref name="overCandidatePlan"/>), so that both attend over the same keys. A plan that differs otherwise fails
+    /// its own check, and its outputs are held to the reference's.
+    /// </summary>
+    private static T OutputsToCompare<T>(T expected, int mismatches, bool samePlan, Func<T> overCandidatePlan) =>
+        mismatches == 0 && !samePlan ? overCandidatePlan() : expected;
 
     /// <summary>Whether two plans' rows hold the same position sets.</summary>
     private static bool SamePlan(int[] expectedCounts, int[] expectedIndices, int[] actualCounts, int[] actualIndices, int capacity) =>
