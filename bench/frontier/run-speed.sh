@@ -4,7 +4,8 @@
 # same run (`kascade bench methods`): the per-layer cost of each schedule's mix of dense, anchor and reuse layers.
 # Kascade at every anchor count of bench/frontier/run-evals.sh scaled from the embedded model's 24 layers to 32
 # (K = 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 24 → 3, 4, 5, 7, 8, 9, 11, 16, 21, 27, 32 anchors spread over the layers), the
-# oracle and each baseline at Top-k 10% and 20%, streamingllm at windows of 10, 20 and 30%.
+# oracle and each baseline at Top-k 10% and 20%, streamingllm at windows of 10, 20 and 30%, and the knee's bf16-score
+# schedules (`--score-precision bf16`).
 # One markdown table and its JSON rows (what `kascade frontier` reads) per call in $FRONTIER/speed (default
 # .frontier/speed); tables already written are skipped, so the script can be run again after a time limit.
 # Then: kascade frontier --model models/kascade-instrument-21m --evals .frontier --speeds .frontier/speed --out docs/results/frontier
@@ -31,6 +32,9 @@ table() {
 anchors=$(for k in 2 3 4 5 6 7 8 12 16 20 24; do scaled $k; done | paste -sd,)
 table methods --attention kascade,oracle-topk,quest,omnikv,lessismore,sparcas --topk-percent 10,20 --anchors "$anchors"
 for w in 10 20 30; do table "streamingllm-w$w" --attention streamingllm --baseline streaming-window-percent=$w; done
+# The knee's bf16-score points of run-evals.sh (K = 5 and 6 of 24 layers: 7 and 8 of 32): layer 0 then scores apart
+# from its dense pass, so they are timed, not assumed equal to the exact ones.
+table methods-bf16 --attention kascade --topk-percent 10 --anchors "$(scaled 5),$(scaled 6)" --score-precision bf16
 if [ -n "${KNEE:-}" ]; then
   knee=$(for k in $KNEE; do scaled $k; done | paste -sd,)
   table "refresh-a${knee//,/-}" --attention kascade --topk-percent 10 --anchors "$knee" --anchor-refresh 4,16,64

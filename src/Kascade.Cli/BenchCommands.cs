@@ -114,13 +114,14 @@ public static partial class CliApp
         var percents = OptionRules.Percents("--topk-percent", "Top-k budgets of the sparse methods in percent of the keys, comma-separated (each sparse method is timed at each)", [10]);
         var anchors = OptionRules.Counts("--anchors", $"The Kascade methods' anchor counts, layer 0 included, each spread over the layers, comma-separated (default {SpreadAnchors}: the paper's mix of 32 layers)");
         var refresh = OptionRules.Counts("--anchor-refresh", "The Kascade methods' anchor refresh R, comma-separated: anchors select on every R-th decode step (default 1, the paper)");
+        var precisions = OptionRules.Precisions("--score-precision", "The Kascade methods' anchor score precisions, comma-separated: exact (the default), bf16 (docs/kascade.md)");
         var baseline = AttentionOptions.BaselineOption();
         var runs = new Option<int>("--runs") { Description = "Timed cycles per method and context (median reported)", DefaultValueFactory = _ => 20 }.AtLeast(1);
         var json = new Option<string>("--json") { Description = "Also write the rows as JSON to this file (what kascade frontier reads)" }.WritableFile();
         var batch = new Option<int>("--batch") { Description = "Sequences decoding together, each with its own cache of the context (above 1: every method but oracle-topk, on the batched decode ops)", DefaultValueFactory = _ => 1 }.AtLeast(1);
         var command = new Command("methods", "Time each attention method's decode-step attention over every layer of a model shape (random cache) beside dense in the same run: the per-layer cost of its mix of dense, selecting and reusing layers.")
         {
-            config, contexts, device, threads, methods, percents, anchors, refresh, baseline, runs, batch, json,
+            config, contexts, device, threads, methods, percents, anchors, refresh, precisions, baseline, runs, batch, json,
         };
         command.SetAction(parse =>
         {
@@ -128,6 +129,7 @@ public static partial class CliApp
             // An option left out parses to no values (Counts has no default): the defaults apply.
             int[] anchorCounts = parse.GetValue(anchors) is { Length: > 0 } asked ? asked : [Math.Min(SpreadAnchors, shape.Layers)];
             int[] refreshes = parse.GetValue(refresh) is { Length: > 0 } r ? r : [1];
+            var scorePrecisions = parse.GetValue(precisions) is { Length: > 0 } sp ? sp.Distinct().ToArray() : [ScorePrecision.Exact];
             if (anchorCounts.FirstOrDefault(a => a > shape.Layers) is > 0 and var tooMany)
             {
                 throw new KascadeException($"--anchors {tooMany}: the model has {shape.Layers} layers");
@@ -140,9 +142,9 @@ public static partial class CliApp
             {
                 throw new KascadeException($"--batch {sequences}: {unbatched} has no batched decode ops; a batch times every other method");
             }
-            if (!kascade && (parse.GetResult(anchors) is { Implicit: false } || parse.GetResult(refresh) is { Implicit: false }))
+            if (!kascade && (parse.GetResult(anchors) is { Implicit: false } || parse.GetResult(refresh) is { Implicit: false } || parse.GetResult(precisions) is { Implicit: false }))
             {
-                throw new KascadeException("--anchors and --anchor-refresh apply to the Kascade methods; --attention names none");
+                throw new KascadeException("--anchors, --anchor-refresh and --score-precision apply to the Kascade methods; --attention names none");
             }
             if (kascade && parse.GetValue(contexts)!.FirstOrDefault(l => l < refreshes.Max()) is > 0 and var tooShort)
             {
@@ -159,7 +161,8 @@ public static partial class CliApp
                 var budgets = info.Method == AttentionMethod.StreamingLlm ? [10.0] : parse.GetValue(percents)!;
                 var policies = budgets.Select(p => new AttentionPolicy(info.Method, null, p) { Baselines = baselines });
                 return !info.NeedsSchedule ? policies : policies.SelectMany(p =>
-                    anchorCounts.SelectMany(a => refreshes.Select(r => p with { Schedule = KascadeSchedule.Spread(shape, a, p.TopKPercent), AnchorRefresh = r })));
+                    anchorCounts.SelectMany(a => refreshes.SelectMany(r => scorePrecisions.Select(sp =>
+                        p with { Schedule = KascadeSchedule.Spread(shape, a, p.TopKPercent), AnchorRefresh = r, ScorePrecision = sp }))));
             }).ToList();
             using var backend = Backends.Create(parse.GetValue(device)!, parse.GetValue(threads));
             // Before any timing: a policy the batched ops do not run is refused up front.

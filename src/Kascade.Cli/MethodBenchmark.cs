@@ -34,7 +34,8 @@ public sealed record MethodBenchmarkRow(AttentionPolicy Policy, int Context, dou
     {
         AttentionMethod.Dense => "",
         AttentionMethod.StreamingLlm => string.Create(CultureInfo.InvariantCulture, $"window {WindowPercent}%"),
-        _ when Anchors is { } a => string.Create(CultureInfo.InvariantCulture, $"{a} anchors, {TopKPercent}%{(Policy.AnchorRefresh > 1 ? $", refresh {Policy.AnchorRefresh}" : "")}"),
+        _ when Anchors is { } a => string.Create(CultureInfo.InvariantCulture,
+            $"{a} anchors, {TopKPercent}%{(Policy.AnchorRefresh > 1 ? $", refresh {Policy.AnchorRefresh}" : "")}{(Policy.ScorePrecision == ScorePrecision.Bf16 ? ", bf16 scores" : "")}"),
         _ => string.Create(CultureInfo.InvariantCulture, $"{TopKPercent}%"),
     };
 }
@@ -118,7 +119,7 @@ public static class MethodBenchmark
 
     /// <summary>
     /// The rows as JSON (<c>bench methods --json</c>, what <c>kascade frontier</c> reads): the shape's layers and, per
-    /// row, the method, its Top-k percent, anchor count, refresh and window, the context and the step's and a layer's milliseconds.
+    /// row, the method, its Top-k percent, anchor count, refresh, score precision and window, the context and the step's and a layer's milliseconds.
     /// </summary>
     public static string ToJson(IBackend backend, MethodBenchmarkOptions o, IReadOnlyList<MethodBenchmarkRow> rows)
     {
@@ -134,6 +135,7 @@ public static class MethodBenchmark
                 ["topk_percent"] = r.TopKPercent,
                 ["anchors"] = r.Anchors,
                 ["anchor_refresh"] = r.Policy.AnchorRefresh,
+                ["score_precision"] = r.Policy.ScorePrecision == ScorePrecision.Bf16 ? "bf16" : "exact",
                 ["window_percent"] = r.WindowPercent,
                 ["context"] = r.Context,
                 ["step_ms"] = r.StepMilliseconds,

@@ -147,6 +147,19 @@ internal static class OptionRules
             int.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v > 0 ? v : (int?)null, "a positive integer"),
     };
 
+    /// <summary>Comma-separated anchor score precisions (<c>exact</c>, <c>bf16</c>); no values when left out.</summary>
+    public static Option<ScorePrecision[]?> Precisions(string name, string description) => new(name)
+    {
+        Description = description,
+        Arity = ArgumentArity.ExactlyOne,
+        CustomParser = result => Items<ScorePrecision>(result, name, t => t switch
+        {
+            "exact" => ScorePrecision.Exact,
+            "bf16" => ScorePrecision.Bf16,
+            _ => null,
+        }, "exact or bf16"),
+    };
+
     /// <summary>Comma-separated percents in (0, 100] (Top-k budgets).</summary>
     public static Option<double[]> Percents(string name, string description, double[] defaults) => new(name)
     {

@@ -21,7 +21,8 @@ public readonly record struct SpeedAt(int Context, int Batch = 1)
 /// method's anchor refresh (1: every decode step); <paramref name="ReferenceBudget"/>: sized by the official code's
 /// budget rule (not timed: bench methods sizes by ours); <paramref name="Objective"/>: what the anchor DP of a Kascade
 /// method's schedule maximised; <paramref name="Bf16Scores"/>: anchors scored with the queries' bf16 rounding
-/// (<see cref="ScorePrecision.Bf16"/>; not timed: bench methods scores exactly). A missing speed was not timed.
+/// (<see cref="ScorePrecision.Bf16"/>; timed by <c>bench methods --score-precision bf16</c> rows alone). A missing speed
+/// was not timed.
 /// </summary>
 public sealed record FrontierPoint(string Method, double TopKPercent, int? Anchors, double? Window, IReadOnlyDictionary<(string Task, int Length), double> Scores,
     double? Perplexity, IReadOnlyDictionary<SpeedAt, double> Speedup, int Refresh = 1, bool ReferenceBudget = false, AnchorObjective Objective = AnchorObjective.Weighted,
@@ -126,7 +127,7 @@ public static class Frontier
             bool bf16Scores = description.Contains(" scores Bf16", StringComparison.Ordinal);
             var objective = AnchorObjectives.Parse(Regex.Match(description, @" objective (\w+)").Groups[1].Value) ?? AnchorObjective.Weighted;
             var point = new FrontierPoint(method, method == "dense" ? 100 : topK, anchors, window, scores, perplexity is > 0 ? perplexity : null, new Dictionary<SpeedAt, double>(), refresh, referenceBudget, objective, bf16Scores);
-            points.Add(point with { Speedup = referenceBudget || bf16Scores ? new Dictionary<SpeedAt, double>() : SpeedupOf(point, timings, modelLayers) });
+            points.Add(point with { Speedup = referenceBudget ? new Dictionary<SpeedAt, double>() : SpeedupOf(point, timings, modelLayers) });
         }
         return points;
     }
@@ -135,7 +136,8 @@ public static class Frontier
         Regex.Match(text, pattern) is { Success: true } m ? double.Parse(m.Groups[1].Value, Inv) : null;
 
     /// <param name="LayerMilliseconds">One decode step's attention over every layer, per layer.</param>
-    private sealed record Timing(string Method, double TopKPercent, int? Anchors, int Refresh, double? WindowPercent, int Context, double LayerMilliseconds);
+    /// <param name="Bf16Scores">Timed with <see cref="ScorePrecision.Bf16"/> anchors (files that name no precision timed exact ones).</param>
+    private sealed record Timing(string Method, double TopKPercent, int? Anchors, int Refresh, double? WindowPercent, int Context, double LayerMilliseconds, bool Bf16Scores);
 
     /// <param name="Batch">The file's decode batch (bench methods --batch; 1 in files that name none).</param>
     private sealed record SpeedFile(int Layers, int Batch, IReadOnlyList<Timing> Rows);
@@ -147,7 +149,8 @@ public static class Frontier
             var root = JsonNode.Parse(File.ReadAllText(path))!;
             return new SpeedFile(root["layers"]!.GetValue<int>(), root["batch"]?.GetValue<int>() ?? 1, [.. root["rows"]!.AsArray().Select(r => new Timing(
                 r!["method"]!.GetValue<string>(), r["topk_percent"]!.GetValue<double>(), r["anchors"]?.GetValue<int>(), r["anchor_refresh"]?.GetValue<int>() ?? 1,
-                r["window_percent"]?.GetValue<double>(), r["context"]!.GetValue<int>(), r["layer_ms"]!.GetValue<double>()))]);
+                r["window_percent"]?.GetValue<double>(), r["context"]!.GetValue<int>(), r["layer_ms"]!.GetValue<double>(),
+                r["score_precision"]?.GetValue<string>() == "bf16"))]);
         }
         catch (Exception e) when (e is System.Text.Json.JsonException or NullReferenceException or InvalidOperationException or FormatException)
         {
@@ -174,7 +177,7 @@ public static class Frontier
             foreach (var row in file.Rows)
             {
                 bool match = row.Method == point.Method && (kascade
-                    ? row.Anchors == scaled && row.TopKPercent == point.TopKPercent && row.Refresh == point.Refresh
+                    ? row.Anchors == scaled && row.TopKPercent == point.TopKPercent && row.Refresh == point.Refresh && row.Bf16Scores == point.Bf16Scores
                     : point.Method == "streamingllm" ? row.WindowPercent == point.WindowPercent : row.TopKPercent == point.TopKPercent);
                 if (match && file.Rows.FirstOrDefault(d => d.Method == "dense" && d.Context == row.Context) is { } dense)
                 {
@@ -325,7 +328,7 @@ public static class Frontier
     {
         static string Line(FrontierPoint p) => p.Anchors is not { } k ? p.Method
             : p.Refresh > 1 ? string.Create(Inv, $"{p.Method} K = {k}, {p.TopKPercent}%, refresh")
-            : string.Create(Inv, $"{p.Method} {p.TopKPercent}%{p.ObjectiveSuffix}");
+            : string.Create(Inv, $"{p.Method} {p.TopKPercent}%{p.ObjectiveSuffix}{(p.Bf16Scores ? ", bf16 scores" : "")}");
         var series = points.Where(p => p.Speedup.ContainsKey(context)).GroupBy(Line).OrderBy(g => g.Key, StringComparer.Ordinal).Select(line =>
         {
             var ordered = line.OrderBy(p => p.Speedup[context]).ToList();

@@ -246,10 +246,16 @@ public class CliTests
         Assert.Equal(kept["step_ms"]!.GetValue<double>() / layers, kept["layer_ms"]!.GetValue<double>(), 12);
         Assert.Equal(20, rows.Single(r => r!["method"]!.GetValue<string>() == "streamingllm")!["window_percent"]!.GetValue<double>());
 
-        // Without --anchors and --anchor-refresh: the paper's 5 anchors (fewer on a smaller model), every step selecting.
-        var plain = Run("bench", "methods", "--config", TestPaths.InstrumentModel, "--device", "cpu", "--contexts", "300", "--runs", "1");
+        // Without --anchors and --anchor-refresh: the paper's 5 anchors (fewer on a smaller model), every step selecting;
+        // with both score precisions.
+        var plain = Run("bench", "methods", "--config", TestPaths.InstrumentModel, "--device", "cpu", "--contexts", "300", "--runs", "1",
+            "--score-precision", "exact,bf16", "--json", dir.File("precisions.json"));
         Assert.True(plain.Code == 0, plain.Err);
         Assert.Contains($"| kascade | {Math.Min(5, layers)} anchors, 10% | 300 |", plain.Out);
+        Assert.Contains($"| kascade | {Math.Min(5, layers)} anchors, 10%, bf16 scores | 300 |", plain.Out);
+        var precisions = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(dir.File("precisions.json")))!["rows"]!.AsArray()
+            .Where(r => r!["method"]!.GetValue<string>() == "kascade").Select(r => r!["score_precision"]!.GetValue<string>());
+        Assert.Equal(["exact", "bf16"], precisions);
 
         // A batch: dense, Kascade and a baseline on the batched decode ops, the batch in the table and the JSON.
         var batched = Run("bench", "methods", "--config", TestPaths.InstrumentModel, "--device", "cpu", "--contexts", "300", "--runs", "1", "--batch", "3",

@@ -116,6 +116,29 @@ public class FrontierTests
     }
 
     [Fact]
+    public void A_bf16_score_point_takes_only_the_bf16_scores_timing()
+    {
+        using var root = new TempDirectory();
+        string evals = root.File("evals"), speeds = root.File("speeds");
+        Directory.CreateDirectory(speeds);
+        Eval(Path.Combine(evals, "dense"), ("dense", "Dense top-k 10% PostSoftmax", 100, 100, 100));
+        Eval(Path.Combine(evals, "k3"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB", 100, 100, 100));
+        Eval(Path.Combine(evals, "k3bf16"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB scores Bf16", 100, 100, 90));
+        JsonObject Row(string method, int? anchors, string? precision, double ms) => new()
+        {
+            ["method"] = method, ["topk_percent"] = anchors is null ? 100 : 10, ["anchors"] = anchors, ["anchor_refresh"] = 1, ["score_precision"] = precision,
+            ["context"] = 131072, ["step_ms"] = ms * 32, ["layer_ms"] = ms,
+        };
+        File.WriteAllText(Path.Combine(speeds, "p.json"), new JsonObject
+        {
+            ["layers"] = 32, ["batch"] = 1, ["rows"] = new JsonArray(Row("dense", null, null, 6), Row("kascade", 4, "exact", 2), Row("kascade", 4, "bf16", 3)),
+        }.ToJsonString());
+        var points = Frontier.Load(evals, speeds, modelLayers: 24);
+        Assert.Equal(3.0, points.Single(p => p.Method == "kascade" && !p.Bf16Scores).Speedup[new SpeedAt(131072)], 12);
+        Assert.Equal(2.0, points.Single(p => p.Bf16Scores).Speedup[new SpeedAt(131072)], 12);
+    }
+
+    [Fact]
     public void A_batched_timing_is_its_own_speed_beside_batch_1()
     {
         using var root = new TempDirectory();
