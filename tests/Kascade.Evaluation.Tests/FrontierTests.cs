@@ -41,7 +41,11 @@ public class FrontierTests
         Speeds(file, refresh, 1, rows);
 
     /// <summary>The same timed at a decode batch.</summary>
-    private static void Speeds(string file, int refresh, int batch, params (string Method, double TopK, int? Anchors, double? Window, double LayerMs)[] rows)
+    private static void Speeds(string file, int refresh, int batch, params (string Method, double TopK, int? Anchors, double? Window, double LayerMs)[] rows) =>
+        Speeds(file, refresh, batch, null, rows);
+
+    /// <summary>The same with the Kascade rows' score precision (bench methods --score-precision; null: not named, as older files).</summary>
+    private static void Speeds(string file, int refresh, int batch, string? precision, params (string Method, double TopK, int? Anchors, double? Window, double LayerMs)[] rows)
     {
         var array = new JsonArray();
         foreach (var (method, topK, anchors, window, ms) in rows)
@@ -49,7 +53,7 @@ public class FrontierTests
             array.Add((JsonNode)new JsonObject
             {
                 ["method"] = method, ["topk_percent"] = topK, ["anchors"] = anchors, ["anchor_refresh"] = anchors is null ? 1 : refresh, ["window_percent"] = window,
-                ["context"] = 131072, ["step_ms"] = ms * 32, ["layer_ms"] = ms,
+                ["score_precision"] = anchors is null ? null : precision, ["context"] = 131072, ["step_ms"] = ms * 32, ["layer_ms"] = ms,
             });
         }
         File.WriteAllText(file, new JsonObject { ["layers"] = 32, ["batch"] = batch, ["rows"] = array }.ToJsonString());
@@ -124,15 +128,8 @@ public class FrontierTests
         Eval(Path.Combine(evals, "dense"), ("dense", "Dense top-k 10% PostSoftmax", 100, 100, 100));
         Eval(Path.Combine(evals, "k3"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB", 100, 100, 100));
         Eval(Path.Combine(evals, "k3bf16"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB scores Bf16", 100, 100, 90));
-        JsonObject Row(string method, int? anchors, string? precision, double ms) => new()
-        {
-            ["method"] = method, ["topk_percent"] = anchors is null ? 100 : 10, ["anchors"] = anchors, ["anchor_refresh"] = 1, ["score_precision"] = precision,
-            ["context"] = 131072, ["step_ms"] = ms * 32, ["layer_ms"] = ms,
-        };
-        File.WriteAllText(Path.Combine(speeds, "p.json"), new JsonObject
-        {
-            ["layers"] = 32, ["batch"] = 1, ["rows"] = new JsonArray(Row("dense", null, null, 6), Row("kascade", 4, "exact", 2), Row("kascade", 4, "bf16", 3)),
-        }.ToJsonString());
+        Speeds(Path.Combine(speeds, "exact.json"), 1, 1, "exact", ("dense", 100, null, null, 6), ("kascade", 10, 4, null, 2));
+        Speeds(Path.Combine(speeds, "bf16.json"), 1, 1, "bf16", ("dense", 100, null, null, 6), ("kascade", 10, 4, null, 3));
         var points = Frontier.Load(evals, speeds, modelLayers: 24);
         Assert.Equal(3.0, points.Single(p => p.Method == "kascade" && !p.Bf16Scores).Speedup[new SpeedAt(131072)], 12);
         Assert.Equal(2.0, points.Single(p => p.Bf16Scores).Speedup[new SpeedAt(131072)], 12);
