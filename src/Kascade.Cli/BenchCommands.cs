@@ -333,14 +333,22 @@ public static partial class CliApp
             }
             if (candidate is Kascade.Cuda.CudaBackend cuda)
             {
-                // The Top-k kernels alone: select_topk (many rows), cluster_topk (few long rows).
-                foreach (var (rows, cols) in new[] { (512, 40000), (300, 20000), (8, 50000) })
+                // The Top-k kernels alone: wide_topk (many rows: rows no longer than its candidate store, rows whose k-th
+                // digit's candidates it stores, rows of ties it counts down to the whole key), cluster_topk (few long rows),
+                // and select_topk (the exact kernels).
+                foreach (var (rows, cols) in Kascade.Cuda.TopKRowsCheck.Shapes)
                 {
                     foreach (string kind in Kascade.Cuda.TopKRowsCheck.Kinds)
                     {
                         var r = new ParityResult("top-k rows", $"{rows} rows × {cols} {kind}", Kascade.Cuda.TopKRowsCheck.Mismatches(cuda, rows, cols, 10, kind), 0);
                         Print(r);
                         results.Add(r);
+                        if (fastCuda is not null)
+                        {
+                            var exact = new ParityResult("exact top-k rows", r.Case, fastCuda.WithExactKernels(() => Kascade.Cuda.TopKRowsCheck.Mismatches(cuda, rows, cols, 10, kind)), 0);
+                            Print(exact);
+                            results.Add(exact);
+                        }
                     }
                 }
             }

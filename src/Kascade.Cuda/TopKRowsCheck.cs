@@ -3,13 +3,20 @@ using Kascade.Core;
 namespace Kascade.Cuda;
 
 /// <summary>
-/// <see cref="CudaBackend.TopKRows"/> against <see cref="Ranking.TopK"/> on many rows (<c>select_topk</c>) and few long
-/// ones (<c>cluster_topk</c>): random scores, scores rounded to a few values (long runs of ties at the k-th), tiny
+/// <see cref="CudaBackend.TopKRows"/> against <see cref="Ranking.TopK"/> on many rows (<c>wide_topk</c>, or
+/// <c>select_topk</c> with the exact kernels) and few long ones (<c>cluster_topk</c>): random scores, scores rounded to a few values (long runs of ties at the k-th), tiny
 /// post-softmax-like values and rows of one value. The Top-k kernels have no <see cref="IBackend"/> counterpart, so
 /// <c>test-backend</c> runs this beside the shared parity suite.
 /// </summary>
 public static class TopKRowsCheck
 {
+    /// <summary>
+    /// Rows × columns checked: many rows no longer than <c>wide_topk</c>'s candidate store (12,288), many longer ones (at
+    /// 128k the random rows' k-th digit holds about 4,096 candidates, the rounded rows' 13,107 ties more than it stores),
+    /// and few long rows (<c>cluster_topk</c> on Hopper).
+    /// </summary>
+    public static readonly (int Rows, int Cols)[] Shapes = [(300, 9000), (512, 40000), (300, 20000), (64, 131072), (8, 50000)];
+
     /// <summary>The kinds of row, by name.</summary>
     public static readonly string[] Kinds = ["random", "rounded", "tiny", "equal"];
 

@@ -90,6 +90,20 @@ __device__ __forceinline__ void select_row_budget(const SelectParams& p, int row
     k = min(k, min(n, p.capacity));
 }
 
+// A one-block Top-k kernel's row `row`: its candidates n and Top-k k (select_row_budget), its scores and plan row. Writes
+// the row's count, and the whole row where k is every candidate; false when nothing is left to rank. Every thread of
+// the block calls it.
+__device__ __forceinline__ bool begin_topk_row(const SelectParams& p, int row, int& n, int& k, const float*& scores, int*& out)
+{
+    select_row_budget(p, row, start_position(p.start_at, p.start), n, k);
+    scores = p.scores + (long)row * p.stride;
+    out = p.indices + (long)row * p.capacity;
+    if (threadIdx.x == 0) p.counts[row] = k;
+    if (k == n)
+        for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = i;
+    return k > 0 && k < n;
+}
+
 // Larger float, larger key: the sign bit flipped for positives, every bit for negatives. −0 keys as +0, so that ties
 // are the ties of Ranking.TopK's float comparisons (Quest's bounds and SparCas's partial scores can be −0; sampling's
 // key, which keeps −0 below +0 as Sampling.OrderKey does, is its own).
@@ -183,28 +197,37 @@ __device__ __forceinline__ int block_exclusive_count(bool flag, int* warp_counts
     return before;
 }
 
-// The ordered write of a radix Top-k over candidates [begin, end) of `scores`, once `prefix` (the k-th largest order
-// key) is known: every key above it at out[above_written + …] in ascending position, and the keys equal to it, in
-// ascending position, at out[above_total + ties_seen + …] while fewer than `remaining` ties are written — the set
-// Ranking.TopK chooses. above_written and ties_seen are what slices before `begin` wrote and saw. Every thread of the
-// block calls it.
-__device__ __forceinline__ void write_top_keys(const float* scores, int begin, int end, unsigned prefix, int remaining, int above_total,
-                                               int above_written, int ties_seen, int* out, int* warp_counts, int* shared_total)
+// The ordered write of a radix Top-k over candidates [begin, end), once `prefix` (the k-th largest order key) is known:
+// every candidate whose key_at(i) is above it at out[above_written + …], and those equal to it at out[above_total +
+// ties_seen + …] while fewer than `remaining` ties are written, each in candidate order, as position_at(i) — the set
+// Ranking.TopK chooses when candidates are in ascending position. above_written and ties_seen are what candidates
+// before `begin` wrote and saw. Every thread of the block calls it.
+template <class KeyAt, class PositionAt>
+__device__ __forceinline__ void write_top_keys_of(KeyAt key_at, PositionAt position_at, int begin, int end, unsigned prefix, int remaining,
+                                                  int above_total, int above_written, int ties_seen, int* out, int* warp_counts, int* shared_total)
 {
     for (int base = begin; base < end; base += blockDim.x)
     {
         int i = base + threadIdx.x;
-        unsigned key = i < end ? order_key(scores[i]) : 0u;
+        unsigned key = i < end ? key_at(i) : 0u;
         bool above = i < end && key > prefix, tie = i < end && key == prefix;
         int above_before = block_exclusive_count(above, warp_counts, shared_total);
         int above_here = *shared_total;
         int tie_before = block_exclusive_count(tie, warp_counts, shared_total);
         int ties_here = *shared_total;
-        if (above) out[above_written + above_before] = i;
-        if (tie && ties_seen + tie_before < remaining) out[above_total + ties_seen + tie_before] = i;
+        if (above) out[above_written + above_before] = position_at(i);
+        if (tie && ties_seen + tie_before < remaining) out[above_total + ties_seen + tie_before] = position_at(i);
         above_written += above_here;
         ties_seen += ties_here;
     }
+}
+
+// write_top_keys_of over positions [begin, end) of a score row.
+__device__ __forceinline__ void write_top_keys(const float* scores, int begin, int end, unsigned prefix, int remaining, int above_total,
+                                               int above_written, int ties_seen, int* out, int* warp_counts, int* shared_total)
+{
+    write_top_keys_of([&](int i) { return order_key(scores[i]); }, [](int i) { return i; }, begin, end, prefix, remaining, above_total,
+                      above_written, ties_seen, out, warp_counts, shared_total);
 }
 
 // dots[i] = q_rows[i] · K for the first `rows` of ROWS query rows in shared memory (fp32 [ROWS][HEAD_DIM]) and one

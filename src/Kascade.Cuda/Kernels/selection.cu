@@ -186,17 +186,10 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS, 2) select_topk(Sele
     __shared__ int warp_counts[32];
     __shared__ int shared_bin, shared_remaining, shared_total;
     int row = blockIdx.x;
-    int start = start_position(p.start_at, p.start), n, k;
-    select_row_budget(p, row, start, n, k);
-    const float* scores = p.scores + (long)row * p.stride;
-    int* out = p.indices + (long)row * p.capacity;
-    if (threadIdx.x == 0) p.counts[row] = k;
-    if (k <= 0) return;
-    if (k == n)
-    {
-        for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = i;
-        return;
-    }
+    int n, k;
+    const float* scores;
+    int* out;
+    if (!begin_topk_row(p, row, n, k, scores, out)) return;
     unsigned prefix = 0, prefix_mask = 0;
     int remaining = k;
     for (int shift = 24; shift >= 0; shift -= 8)
