@@ -12,7 +12,7 @@
 # KNEE="K …" adds anchor refresh R = 4, 16, 64 at each K's scaled anchor count and 10% (issue 16 §4).
 # BATCH=64 adds the same tables at batch 64 but the oracle's (`bench methods --batch`: every method but oracle-topk has
 # batched decode ops; every layer attends over the batch's one cache, 34 GB at 128k), BATCH_RUNS timed cycles each
-# (default 10); `kascade frontier --batch 64` then summarises that speed.
+# (default 10), the knee's bf16-score schedules included; `kascade frontier --batch 64` then summarises that speed.
 # Usage: [CONTEXTS=32k,128k] [KNEE="K …"] [BATCH=64] bench/frontier/run-speed.sh [KASCADE_BINARY]   (from the repository root)
 set -u
 BIN=${1:-.gpu/kascade/kascade}
@@ -42,4 +42,5 @@ fi
 if [ -n "${BATCH:-}" ]; then
   table "methods-b$BATCH" --attention kascade,quest,omnikv,lessismore,sparcas --topk-percent 10,20 --anchors "$anchors" --batch "$BATCH" --runs "${BATCH_RUNS:-10}"
   for w in 10 20 30; do table "streamingllm-w$w-b$BATCH" --attention streamingllm --baseline streaming-window-percent=$w --batch "$BATCH" --runs "${BATCH_RUNS:-10}"; done
+  table "methods-bf16-b$BATCH" --attention kascade --topk-percent 10 --anchors "$(scaled 5),$(scaled 6)" --score-precision bf16 --batch "$BATCH" --runs "${BATCH_RUNS:-10}"
 fi
