@@ -170,7 +170,7 @@ public sealed unsafe partial class CudaBackend
             LaunchWith(DecodeSelectionModule(headDim).Function("cluster_topk"), "cluster_topk", new Dim3((uint)(rows * TopKCluster), 1, 1), SelectThreads, 0, parameters);
             return;
         }
-        if (FastSelection && WideTopKShared <= _device.MaxSharedMemoryOptin)
+        if (FastSelection && WideTopKFits)
         {
             LaunchWith(WideTopK(headDim), "wide_topk", new Dim3((uint)rows, 1, 1), SelectThreads, (uint)WideTopKShared, parameters);
             return;
@@ -180,6 +180,16 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary><c>wide_topk</c>'s dynamic shared memory: a 12-bit digit's histogram (WIDE_BINS) and the candidate store (WIDE_CANDIDATES keys and positions).</summary>
     private const int WideTopKShared = (4096 + 2 * 12288) * sizeof(int);
+
+    /// <summary>
+    /// Whether two <c>wide_topk</c> blocks fit a multiprocessor (its dynamic and static shared memory and the 1 KiB the
+    /// driver reserves a block): its loads need both in flight; with one (164 KiB of an A100's multiprocessor)
+    /// <c>select_topk</c>, two a multiprocessor in less memory, is the faster choice (Hopper: 226.5 of 228 KiB).
+    /// </summary>
+    private bool WideTopKFits => WideTopKShared <= _device.MaxSharedMemoryOptin && 2 * (WideTopKShared + WideTopKStatic + 1024) <= _device.SharedMemoryPerMultiprocessor;
+
+    /// <summary><c>wide_topk</c>'s static shared memory, in bytes (ptxas: 272).</summary>
+    private const int WideTopKStatic = 272;
 
     private readonly Dictionary<int, nint> _wideTopKFunctions = [];
 
