@@ -225,9 +225,10 @@ public static partial class CliApp
                 parse.GetValue(flush) == "write" ? Kascade.Cuda.Runtime.L2Flush.Write : Kascade.Cuda.Runtime.L2Flush.Read);
             double percent = parse.GetValue(topK);
             bool withKascade = parse.GetValue(kascade);
-            // Ours per context for the closing comparison, and our 512-row Top-k beside torch.topk's.
+            // Ours per context for the closing comparison, and our Top-k beside torch.topk's on the same rows: a decode
+            // step's (batch × KV heads, what an anchor ranks) and issue 15's 512.
             var ours = new List<(int Context, string What, double Milliseconds)>();
-            var oursTopK = new List<(int Context, double Milliseconds)>();
+            var oursTopK = new List<(int Context, int Rows, double Milliseconds)>();
             using (var backend = new Kascade.Cuda.CudaBackend())
             {
                 backend.Tuning = Tuning(options.Phase, options.HeadDim, backend.Device.Hopper, parse.GetValue(kernel), parse.GetValue(splits));
@@ -246,7 +247,10 @@ public static partial class CliApp
                     var kascadeRows = KascadeAttentionBenchmark.Run(backend, options, percent, context => stderr.WriteLine($"  context {context} done"));
                     stdout.Write(KascadeAttentionBenchmark.ToMarkdown(backend, options, percent, kascadeRows, copyGBps));
                     ours.AddRange(kascadeRows.SelectMany(r => new[] { (r.Context, "our dense", r.Dense), (r.Context, "Kascade per-layer average", r.Average) }));
-                    oursTopK.AddRange(kascadeRows.Select(r => (r.Context, r.TopKWide)));
+                    int stepRows = options.Batch * options.KvHeads;
+                    oursTopK.AddRange(kascadeRows.SelectMany(r => stepRows == KascadeBenchmarkRow.WideRows
+                        ? new[] { (r.Context, stepRows, r.TopKDecode) }
+                        : [(r.Context, stepRows, r.TopKDecode), (r.Context, KascadeBenchmarkRow.WideRows, r.TopKWide)]));
                 }
                 else
                 {
@@ -268,9 +272,10 @@ public static partial class CliApp
                 stdout.Write(PeerBenchmarks.Comparison(ours, peerRows));
                 if (oursTopK.Count > 0)
                 {
-                    var topKRows = Peer("topk_peer.py", ["--contexts", contextList, "--topk-percent", Invariant(percent), "--rows", Invariant(KascadeBenchmarkRow.WideRows), "--runs", Invariant(options.Runs)], "torch.topk");
+                    string rowCounts = string.Join(',', oursTopK.Select(t => t.Rows).Distinct().Select(r => Invariant(r)));
+                    var topKRows = Peer("topk_peer.py", ["--contexts", contextList, "--topk-percent", Invariant(percent), "--rows", rowCounts, "--runs", Invariant(options.Runs)], "torch.topk");
                     stdout.WriteLine();
-                    stdout.Write(PeerBenchmarks.TopKComparison(oursTopK, KascadeBenchmarkRow.WideRows, topKRows));
+                    stdout.Write(PeerBenchmarks.TopKComparison(oursTopK, topKRows));
                 }
 
                 IReadOnlyList<PeerRow> Peer(string script, string[] arguments, string title)

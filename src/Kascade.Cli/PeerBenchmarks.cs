@@ -106,13 +106,13 @@ public static class PeerBenchmarks
         return sb.ToString();
     }
 
-    /// <summary>Our Top-k on <paramref name="rows"/> rows per context against torch.topk's on the same rows: time and ratio (ours / torch).</summary>
-    public static string TopKComparison(IEnumerable<(int Context, double Milliseconds)> ours, int rows, IReadOnlyList<PeerRow> peers)
+    /// <summary>Our Top-k per context and row count against torch.topk's on as many rows of that context: time and ratio (ours / torch).</summary>
+    public static string TopKComparison(IEnumerable<(int Context, int Rows, double Milliseconds)> ours, IReadOnlyList<PeerRow> peers)
     {
         var sb = new StringBuilder();
         sb.AppendLine("| context | rows | our Top-k ms | torch.topk ms | ours / torch.topk |");
         sb.AppendLine("|---:|---:|---:|---:|---:|");
-        foreach (var (context, ms) in ours)
+        foreach (var (context, rows, ms) in ours)
         {
             var torch = peers.FirstOrDefault(p => p.Context == context && p.Rows == rows && p.Implementation == "torch.topk");
             sb.AppendLine(torch is null

@@ -48,8 +48,10 @@ public class PeerBenchmarksTests
         Assert.Contains("| 32768 | Kascade per-layer average | 0.0240 | pytorch sdpa cudnn | 0.0543 | 2.26× |", table);
         Assert.Contains("| 131072 | our dense | 0.1788 | pytorch sdpa flash | 0.1980 | 1.11× |", table);
         Assert.Contains("| 65536 | our dense | 0.1000 | — | — | — |", table);
-        var topK = PeerBenchmarks.TopKComparison([(131072, 0.7238)], 512, PeerBenchmarks.Parse(TopK));
+        var topK = PeerBenchmarks.TopKComparison([(131072, 8, 0.0467), (131072, 512, 0.7238), (65536, 512, 0.3)], PeerBenchmarks.Parse(TopK));
+        Assert.Contains("| 131072 | 8 | 0.0467 | 0.0863 | 0.54× |", topK);
         Assert.Contains("| 131072 | 512 | 0.7238 | 0.9248 | 0.78× |", topK);
+        Assert.Contains("| 65536 | 512 | 0.3000 | — | — |", topK);
     }
 
     [Fact]
