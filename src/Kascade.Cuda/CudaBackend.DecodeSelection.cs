@@ -1,5 +1,6 @@
 using Kascade.Core;
 using Kascade.Cuda.Heuristics;
+using Kascade.Cuda.Interop;
 using Kascade.Cuda.Runtime;
 
 namespace Kascade.Cuda;
@@ -78,14 +79,15 @@ public sealed unsafe partial class CudaBackend
     /// <summary>
     /// A kernel that takes attention_decode's specialisation for the step's group (<paramref name="entry"/>), and its split
     /// of <paramref name="keys"/> keys as attention_decode would split a context of that length (fixed by the capacity in a
-    /// recorded step, so the step replays).
+    /// recorded step, so the step replays); <see cref="Tuning"/>'s decode kernel and split count apply here as they do to
+    /// attention_decode.
     /// </summary>
     private (AttentionKernel Kernel, TensorCoreFunction Function, AttentionLaunchPlan Plan) DecodeLaunch(AttentionArgs args, (string Source, string Function) entry, int keys, int sequences)
     {
         int group = args.Heads / args.KvHeads;
-        var kernel = AttentionKernel.For(group, args.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
+        var kernel = Tuning.Decode ?? AttentionKernel.For(group, args.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
         var function = TensorCoreFunction(args.HeadDim, group, kernel, entry);
-        return (kernel, function, AttentionLaunch.Choose(kernel, 1, group, args.KvHeads, sequences, keys, _device.Multiprocessors, function.ResidentBlocks));
+        return (kernel, function, AttentionLaunch.Choose(kernel, 1, group, args.KvHeads, sequences, keys, _device.Multiprocessors, function.ResidentBlocks, Tuning.Splits));
     }
 
     /// <summary>
@@ -167,7 +169,15 @@ public sealed unsafe partial class CudaBackend
     {
         if (FastSelection && Hopper && candidates >= ClusterTopKMinCandidates && rows * TopKCluster <= 2 * _device.Multiprocessors)
         {
-            LaunchWith(DecodeSelectionModule(headDim).Function("cluster_topk"), "cluster_topk", new Dim3((uint)(rows * TopKCluster), 1, 1), SelectThreads, 0, parameters);
+            // Each block holds its slice's keys in shared memory where they fit (rows up to 229,376 keys on Hopper), else
+            // reads them from the row at each pass.
+            var (function, longestSlice) = ClusterTopK(headDim);
+            int perSlice = (candidates + TopKCluster - 1) / TopKCluster;
+            int sliceCapacity = perSlice <= longestSlice ? perSlice : 0;
+            var slots = stackalloc void*[2];
+            slots[0] = &parameters;
+            slots[1] = &sliceCapacity;
+            Launch(function, "cluster_topk", new Dim3((uint)(rows * TopKCluster), 1, 1), SelectThreads, (uint)ClusterTopKShared(sliceCapacity), slots, dependent: false);
             return;
         }
         if (FastSelection && WideTopKFits)
@@ -178,7 +188,36 @@ public sealed unsafe partial class CudaBackend
         LaunchWith(SelectionModule(headDim).Function("select_topk"), "select_topk", new Dim3((uint)rows, 1, 1), SelectThreads, 0, parameters);
     }
 
-    /// <summary><c>wide_topk</c>'s dynamic shared memory: a 12-bit digit's histogram (WIDE_BINS) and the candidate store (WIDE_CANDIDATES keys and positions).</summary>
+    /// <summary>
+    /// <c>cluster_topk</c>'s dynamic shared memory with a slice cache of <paramref name="sliceKeys"/> order keys: a 12-bit
+    /// digit's histogram (TOPK_BINS), the block's share of the cluster's (CLUSTER_SHARE), the candidate store
+    /// (CLUSTER_CANDIDATES keys and positions) and the slice.
+    /// </summary>
+    private static int ClusterTopKShared(int sliceKeys) => (4096 + 512 + 2 * 12288 + sliceKeys) * sizeof(int);
+
+    private readonly Dictionary<int, (nint Function, int LongestSlice)> _clusterTopKFunctions = [];
+
+    /// <summary>
+    /// <c>cluster_topk</c>, its dynamic shared memory opted in to the most a block may have beside its static shared
+    /// memory, and the longest slice that leaves room for (28,672 keys on Hopper: rows up to 229,376 keys are read once).
+    /// </summary>
+    private (nint Function, int LongestSlice) ClusterTopK(int headDim)
+    {
+        if (!_clusterTopKFunctions.TryGetValue(headDim, out var entry))
+        {
+            nint function = DecodeSelectionModule(headDim).Function("cluster_topk");
+            CudaCheck.ThrowIfFailed(Driver.cuFuncGetAttribute(out int staticBytes, CuFunctionAttribute.SharedSizeBytes, function), "cuFuncGetAttribute(cluster_topk)");
+            // The kernel's static shared memory as the driver counts it (ptxas: 288 bytes; an opt-in computed from the 284
+            // the source declares was 4 bytes over the limit and refused on the H100), rounded up to 1 KiB of slack.
+            int reserved = (staticBytes + 1023) / 1024 * 1024;
+            int longestSlice = Math.Max(0, (_device.MaxSharedMemoryOptin - reserved - ClusterTopKShared(0)) / sizeof(int));
+            entry = (OptIn(function, "cluster_topk", ClusterTopKShared(longestSlice)), longestSlice);
+            _clusterTopKFunctions[headDim] = entry;
+        }
+        return entry;
+    }
+
+    /// <summary><c>wide_topk</c>'s dynamic shared memory: a 12-bit digit's histogram (TOPK_BINS) and the candidate store (WIDE_CANDIDATES keys and positions).</summary>
     private const int WideTopKShared = (4096 + 2 * 12288) * sizeof(int);
 
     /// <summary>
@@ -188,8 +227,8 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     private bool WideTopKFits => WideTopKShared <= _device.MaxSharedMemoryOptin && 2 * (WideTopKShared + WideTopKStatic + 1024) <= _device.SharedMemoryPerMultiprocessor;
 
-    /// <summary><c>wide_topk</c>'s static shared memory, in bytes (ptxas: 272).</summary>
-    private const int WideTopKStatic = 272;
+    /// <summary><c>wide_topk</c>'s static shared memory, in bytes (ptxas, sm_90a: 288).</summary>
+    private const int WideTopKStatic = 288;
 
     private readonly Dictionary<int, nint> _wideTopKFunctions = [];
 

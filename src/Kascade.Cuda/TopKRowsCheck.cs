@@ -17,9 +17,12 @@ public static class TopKRowsCheck
     /// Rows × columns checked: many rows no longer than <c>wide_topk</c>'s candidate store (12,288), rows just past it,
     /// many longer ones (at 128k the random rows' k-th digit holds about 4,096 candidates, the rounded rows' 13,107 ties
     /// more than it stores, the octave rows' every key until a second digit is counted), and few long rows
-    /// (<c>cluster_topk</c> on Hopper).
+    /// (<c>cluster_topk</c> on Hopper: rows short enough to gather whole, rows just past its candidate store, a decode
+    /// step's 8 × 128k, ragged slices, and rows whose slices are too long for shared memory, read from the row at each
+    /// pass).
     /// </summary>
-    public static readonly (int Rows, int Cols)[] Shapes = [(300, 9000), (300, 12289), (300, 12800), (512, 40000), (300, 20000), (64, 131072), (8, 50000)];
+    public static readonly (int Rows, int Cols)[] Shapes =
+        [(300, 9000), (300, 12289), (300, 12800), (512, 40000), (300, 20000), (64, 131072), (8, 50000), (16, 8192), (3, 12289), (8, 131072), (5, 100003), (4, 240007)];
 
     /// <summary>The kinds of row, by name.</summary>
     public static readonly string[] Kinds = ["random", "rounded", "tiny", "octave", "equal"];

@@ -103,6 +103,24 @@ public class AttentionLaunchTests
     }
 
     [Fact]
+    public void Every_header_a_kernel_includes_is_handed_to_nvrtc()
+    {
+        // NVRTC sees only the headers KernelCompiler passes it; one left out fails only on a GPU, at run time.
+        var assembly = typeof(KernelCompiler).Assembly;
+        var included = assembly.GetManifestResourceNames()
+            .Where(n => n.StartsWith("Kascade.Cuda.Kernels.", StringComparison.Ordinal))
+            .SelectMany(n =>
+            {
+                using var reader = new StreamReader(assembly.GetManifestResourceStream(n)!);
+                return System.Text.RegularExpressions.Regex.Matches(reader.ReadToEnd(), "^#include \"([^\"]+)\"", System.Text.RegularExpressions.RegexOptions.Multiline)
+                    .Select(m => m.Groups[1].Value).ToList();
+            })
+            .Distinct().ToList();
+        Assert.Contains("topk_digits.cuh", included);
+        Assert.All(included, header => Assert.Contains(header, KernelCompiler.Headers));
+    }
+
+    [Fact]
     public void Decode_uses_the_decode_kernel_and_splits_the_keys_to_fill_one_wave()
     {
         var plan = AttentionLaunch.Choose(AttentionKernel.For(4, 128, hopper: true), 1, 4, 8, 1, 131072, 132, Resident);

@@ -33,9 +33,10 @@ public enum CuDeviceAttribute
     MaxSharedMemoryPerBlockOptin = 97,
 }
 
-/// <summary>Kernel attributes we set (values of <c>CUfunction_attribute</c>).</summary>
+/// <summary>Kernel attributes we set or read (values of <c>CUfunction_attribute</c>).</summary>
 public enum CuFunctionAttribute
 {
+    SharedSizeBytes = 1,
     MaxDynamicSharedSizeBytes = 8,
 }
 
@@ -133,6 +134,9 @@ internal static partial class Driver
 
     [LibraryImport(NativeLibraries.Driver)]
     public static partial CuResult cuFuncSetAttribute(nint function, CuFunctionAttribute attribute, int value);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial CuResult cuFuncGetAttribute(out int value, CuFunctionAttribute attribute, nint function);
 
     [LibraryImport(NativeLibraries.Driver)]
     public static partial CuResult cuOccupancyMaxActiveBlocksPerMultiprocessor(out int blocks, nint function, int blockSize, nuint dynamicSharedBytes);

@@ -10,8 +10,11 @@
 #error "HEAD_DIM must be defined"
 #endif
 #include "plan_common.cuh"
-#define TOPK_CLUSTER 8      // cluster_topk: blocks per row (the portable cluster size)
-#define TOPK_THREADS 1024
+#include "topk_digits.cuh"
+#define TOPK_CLUSTER 8            // cluster_topk: blocks per row (the portable cluster size)
+#define CLUSTER_SHARE (TOPK_BINS / TOPK_CLUSTER)   // bins of the cluster's histogram each block sums
+#define CLUSTER_CANDIDATES 12288  // rank 0's candidate store (wide_topk's)
+#define CLUSTER_COUNT_LOADS 4     // keys a lane takes per step of a count
 
 // scores[pool, j] = Σ (or, with max_pool, the largest) over the pool's heads — heads / pools consecutive heads — of
 // exp(raw[h, j] − lse[h]) (post-softmax; lse null: the raw scaled score), for the visible keys j ≤ start; the order of
@@ -56,17 +59,68 @@ __device__ __forceinline__ int cluster_load(const int* local, unsigned rank)
     return value;
 }
 
-// select_topk's result (the same set, in the same order) for rows with many candidates: the TOPK_CLUSTER blocks of a
-// cluster split the row into equal slices, each counts its slice into a shared histogram per radix pass, and every
-// block sums the cluster's histograms through distributed shared memory to pick the pass's bin; the ordered write
-// then starts each block at the counts of the slices before it. Takes select_topk's SelectParams (mode 1 rows with
-// page_size 1 and mode 0 tiles alike). Grid: rows · TOPK_CLUSTER, TOPK_THREADS.
-extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds__(TOPK_THREADS) cluster_topk(SelectParams p)
+// Stores `value` at `local`'s place in block `rank`'s shared memory.
+__device__ __forceinline__ void cluster_store(void* local, unsigned rank, unsigned value)
 {
-    __shared__ int histogram[256], totals[256];
+    unsigned address = (unsigned)__cvta_generic_to_shared(local), remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(address), "r"(rank));
+    asm volatile("st.shared::cluster.u32 [%0], %1;" ::"r"(remote), "r"(value) : "memory");
+}
+
+// Counts digit `digit` of the keys of [begin, end) whose bits under `mask` equal `prefix` into `histogram`, the lanes of
+// a warp that share a bin adding once (match.any): pooled post-softmax scores crowd into few bins, where one atomic a
+// lane can serialise up to 32 ways. (The match's wait is about 13% of the kernel's stall samples at 128k, ncu, session
+// 11; one atomic a lane is untried here.) Warp w takes keys begin + 32 w + TOPK_THREADS u + lane. The histogram is
+// zeroed and synchronised by the caller.
+template <class KeyAt>
+__device__ __forceinline__ void count_slice_digit(KeyAt key_at, int begin, int end, unsigned prefix, unsigned mask, int digit, int* histogram)
+{
+    const int lane = threadIdx.x & 31, shift = digit_shift(digit);
+    const unsigned bits = digit_bits(digit);
+    for (int base = begin + (int)(threadIdx.x & ~31u); base < end; base += CLUSTER_COUNT_LOADS * TOPK_THREADS)
+    {
+        unsigned keys[CLUSTER_COUNT_LOADS];
+#pragma unroll
+        for (int u = 0; u < CLUSTER_COUNT_LOADS; u++)
+        {
+            int i = base + u * TOPK_THREADS + lane;
+            keys[u] = i < end ? key_at(i) : 0u;
+        }
+#pragma unroll
+        for (int u = 0; u < CLUSTER_COUNT_LOADS; u++)
+        {
+            const bool counted = base + u * TOPK_THREADS + lane < end && (keys[u] & mask) == prefix;
+            if (__ballot_sync(0xffffffffu, counted) == 0u) continue;          // uniform over the warp
+            const unsigned bin = counted ? (keys[u] >> shift) & bits : 0xffffffffu;
+            const unsigned peers = __match_any_sync(0xffffffffu, bin);
+            if (counted && lane == __ffs(peers) - 1) atomicAdd(&histogram[bin], __popc(peers));
+        }
+    }
+}
+
+// A row's exact Top-k for the few long rows of a decode step (the set of select_topk and Ranking.TopK; the order within
+// it wide_topk's), on a cluster of TOPK_CLUSTER blocks: block `rank` takes slice [rank · ⌈n / 8⌉, …) of the row and,
+// when it fits `slice_capacity`, holds its order keys in shared memory, so the row is read once. Radix selection on
+// topk_digits.cuh's 12-bit digits: each digit is counted per slice, the cluster's histogram summed through distributed
+// shared memory (block r sums bins [512 r, 512 r + 512) over the cluster) and its k-th digit found by every block from
+// those shares — until the keys sharing the k-th's leading digits fit rank 0's candidate store (the first digit, unless
+// the row has few distinct values) or the key is whole. One ordered pass per slice then writes the keys above those
+// digits to the plan (each slice after the counts of the slices before it) and gathers the rest into rank 0's store,
+// where rank 0 settles the remaining digits alone. 8 rows × 128k keys: 40.0 µs on the H100 against the previous
+// kernel's 46.7 (four 8-bit passes and an ordered write, each reading the row from L2, one key a lane per block-wide
+// step); 21.3 against 24.2 at 32k (bench/results/kascade-h100-2026-12-06-s11.md).
+// Grid: rows · TOPK_CLUSTER, TOPK_THREADS; dynamic shared memory ClusterTopKShared(slice_capacity) (CudaBackend).
+extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds__(TOPK_THREADS, 1) cluster_topk(SelectParams p, int slice_capacity)
+{
+    extern __shared__ int cluster_shared[];
+    int* histogram = cluster_shared;                                        // [TOPK_BINS]: this slice's counts
+    int* owned = histogram + TOPK_BINS;                                     // [CLUSTER_SHARE]: the cluster's, this block's share
+    unsigned* candidate_keys = (unsigned*)(owned + CLUSTER_SHARE);          // [CLUSTER_CANDIDATES] (rank 0's is the store)
+    int* candidate_positions = (int*)(candidate_keys + CLUSTER_CANDIDATES); // [CLUSTER_CANDIDATES]
+    unsigned* slice = (unsigned*)(candidate_positions + CLUSTER_CANDIDATES); // [slice_capacity]: the slice's order keys
+    __shared__ int sums[TOPK_WARPS + 1];
     __shared__ int warp_counts[32];
-    __shared__ float scratch[32];
-    __shared__ int shared_bin, shared_remaining, shared_total, slice_above, slice_ties;
+    __shared__ int chosen, left, in_bin, shared_total, slice_above, slice_equal;
     const int row = blockIdx.x / TOPK_CLUSTER;
     const unsigned rank = cluster_rank();
     int start = start_position(p.start_at, p.start), n, k;
@@ -82,78 +136,95 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
     }
     const int per_slice = (n + TOPK_CLUSTER - 1) / TOPK_CLUSTER;
     const int begin = min(n, (int)rank * per_slice), end = min(n, begin + per_slice);
-    unsigned prefix = 0, prefix_mask = 0;
-    int remaining = k;
-    for (int shift = 24; shift >= 0; shift -= 8)
+    const bool cached = per_slice <= slice_capacity;                        // the same in every block of the cluster
+    if (cached)
     {
-        for (int b = threadIdx.x; b < 256; b += blockDim.x) histogram[b] = 0;
-        __syncthreads();
-        radix_histogram(scores, begin, end, prefix, prefix_mask, shift, histogram);
-        cluster_sync();
-        // The cluster's histograms summed, a bin per thread with its TOPK_CLUSTER remote loads in flight together (warp
-        // 0 summing them window by window waited for one remote load after another), then warp 0 finds the bin holding
-        // the remaining-th largest key.
-        for (int b = threadIdx.x; b < 256; b += blockDim.x)
+        for (int base = begin + threadIdx.x; base < end; base += 8 * TOPK_THREADS)
         {
-            int counts[TOPK_CLUSTER];
+            float v[8];
 #pragma unroll
-            for (unsigned r = 0; r < TOPK_CLUSTER; r++) counts[r] = cluster_load(&histogram[b], r);
-            int total = 0;
+            for (int u = 0; u < 8; u++) v[u] = base + u * TOPK_THREADS < end ? scores[base + u * TOPK_THREADS] : 0.0f;
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                if (base + u * TOPK_THREADS < end) slice[base + u * TOPK_THREADS - begin] = order_key(v[u]);
+        }
+        __syncthreads();
+    }
+    auto key_at = [&](int i) { return cached ? slice[i - begin] : order_key(scores[i]); };
+
+    unsigned prefix = 0, mask = 0;
+    int remaining = k, candidates = n, digit = 0;
+    for (; digit < TOPK_DIGITS && candidates > CLUSTER_CANDIDATES; digit++)
+    {
+        for (int b = threadIdx.x; b < TOPK_BINS; b += blockDim.x) histogram[b] = 0;
+        __syncthreads();
+        count_slice_digit(key_at, begin, end, prefix, mask, digit, histogram);
+        // Every slice counted. `owned` is rewritten only here: each block has read the others' shares (find_digit,
+        // the previous digit) before it arrives.
+        cluster_sync();
+        if (threadIdx.x < CLUSTER_SHARE)
+        {
+            int counts[TOPK_CLUSTER], total = 0;
+#pragma unroll
+            for (unsigned r = 0; r < TOPK_CLUSTER; r++) counts[r] = cluster_load(&histogram[rank * CLUSTER_SHARE + threadIdx.x], r);
 #pragma unroll
             for (int r = 0; r < TOPK_CLUSTER; r++) total += counts[r];
-            totals[b] = total;
+            owned[threadIdx.x] = total;
         }
-        __syncthreads();
-        if (threadIdx.x < 32)
-        {
-            int chosen, left;
-            radix_find_bin([&](int b) { return totals[b]; }, remaining, chosen, left);
-            if (threadIdx.x == 0)
-            {
-                shared_bin = chosen;
-                shared_remaining = left;
-            }
-        }
-        // No block may clear its histogram while another still reads it.
+        // Every share summed; no block clears its histogram while another still reads it.
         cluster_sync();
-        prefix |= (unsigned)shared_bin << shift;
-        prefix_mask |= 0xffu << shift;
-        remaining = shared_remaining;
+        find_digit([&](int b) { return cluster_load(&owned[b % CLUSTER_SHARE], (unsigned)(b / CLUSTER_SHARE)); }, remaining, sums, &chosen, &left, &in_bin);
+        prefix |= (unsigned)chosen << digit_shift(digit);
+        mask |= digit_bits(digit) << digit_shift(digit);
+        remaining = left;
+        candidates = in_bin;
+        __syncthreads();
     }
-    // prefix is the k-th largest key; `remaining` of the keys equal to it complete the set, lowest positions first.
-    int above_count = 0, tie_count = 0;
+
+    // This slice's keys above the digits and equal to them, for the slices after it.
+    int above = 0, equal = 0;
     for (int i = begin + threadIdx.x; i < end; i += blockDim.x)
     {
-        unsigned key = order_key(scores[i]);
-        above_count += key > prefix;
-        tie_count += key == prefix;
+        const unsigned masked = key_at(i) & mask;
+        above += masked > prefix;
+        equal += masked == prefix;
     }
-    // Counts up to a slice's length are exact in fp32.
-    above_count = (int)block_sum((float)above_count, scratch);
-    tie_count = (int)block_sum((float)tie_count, scratch);
-    if (threadIdx.x == 0)
-    {
-        slice_above = above_count;
-        slice_ties = tie_count;
-    }
+    block_exclusive_sum(above, sums);
+    if (threadIdx.x == 0) slice_above = sums[TOPK_WARPS];
+    block_exclusive_sum(equal, sums);
+    if (threadIdx.x == 0) slice_equal = sums[TOPK_WARPS];
     cluster_sync();
-    // The slices before this one: their counts loaded together, then added.
-    int above_before[TOPK_CLUSTER], ties_before[TOPK_CLUSTER];
+    int above_before[TOPK_CLUSTER], equal_before[TOPK_CLUSTER];
 #pragma unroll
     for (unsigned r = 0; r < TOPK_CLUSTER; r++)
     {
         above_before[r] = r < rank ? cluster_load(&slice_above, r) : 0;
-        ties_before[r] = r < rank ? cluster_load(&slice_ties, r) : 0;
+        equal_before[r] = r < rank ? cluster_load(&slice_equal, r) : 0;
     }
-    int above_written = 0, ties_seen = 0;
+    int above_base = 0, equal_base = 0;
 #pragma unroll
     for (int r = 0; r < TOPK_CLUSTER; r++)
     {
-        above_written += above_before[r];
-        ties_seen += ties_before[r];
+        above_base += above_before[r];
+        equal_base += equal_before[r];
     }
-    write_top_keys(scores, begin, end, prefix, remaining, k - remaining, above_written, ties_seen, out, warp_counts, &shared_total);
-    // The others may still read this block's slice counts.
+    if (digit == TOPK_DIGITS)
+    {
+        // prefix is the k-th largest key: the keys above it, then its first `remaining` ties, in one pass.
+        const int tie_base = k - remaining, ties = remaining;
+        ordered_pass(key_at, begin, end, prefix, mask, out, above_base, equal_base, [&](int j, unsigned, int i) { if (j < ties) out[tie_base + j] = i; }, sums);
+        // The others may still read this block's slice counts.
+        cluster_sync();
+        return;
+    }
+    ordered_pass(key_at, begin, end, prefix, mask, out, above_base, equal_base, [&](int j, unsigned key, int i) {
+        cluster_store(&candidate_keys[j], 0, key);
+        cluster_store(&candidate_positions[j], 0, (unsigned)i);
+    }, sums);
+    // Rank 0's store is whole; no block reads another's shared memory after this.
     cluster_sync();
+    if (rank != 0) return;
+    settle_candidates(candidate_keys, candidate_positions, candidates, digit, prefix, mask, k, remaining, out, histogram, sums, warp_counts, &shared_total,
+                      &chosen, &left, &in_bin);
 }
 #endif

@@ -24,8 +24,16 @@ public sealed class KernelCompiler
         _nvrtcVersion = (major, minor);
     }
 
-    /// <summary>Headers every source may include, by name.</summary>
-    private static readonly string[] Headers = ["common.cuh", "warp_attention.cuh", "attention_common.cuh", "plan_common.cuh"];
+    /// <summary>The prefix of the kernels' embedded resource names (Kernels/*.cu, *.cuh).</summary>
+    private const string ResourcePrefix = "Kascade.Cuda.Kernels.";
+
+    /// <summary>
+    /// Headers every source may include, by name: every header embedded beside the kernels, so that a new one needs no
+    /// list kept by hand (a header missing from such a list failed NVRTC on the GPU only, 2026-12-06).
+    /// </summary>
+    public static IReadOnlyList<string> Headers { get; } = typeof(KernelCompiler).Assembly.GetManifestResourceNames()
+        .Where(n => n.StartsWith(ResourcePrefix, StringComparison.Ordinal) && n.EndsWith(".cuh", StringComparison.Ordinal))
+        .Select(n => n[ResourcePrefix.Length..]).Order(StringComparer.Ordinal).ToArray();
 
     public static string DefaultCacheDirectory() =>
         Path.Combine(Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } x ? x : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache"), "kascade", "kernels");
@@ -113,7 +121,7 @@ public sealed class KernelCompiler
 
     private static string ReadResource(string name)
     {
-        using var stream = typeof(KernelCompiler).Assembly.GetManifestResourceStream("Kascade.Cuda.Kernels." + name)
+        using var stream = typeof(KernelCompiler).Assembly.GetManifestResourceStream(ResourcePrefix + name)
             ?? throw new InvalidOperationException($"kernel source {name} is not embedded");
         using var reader = new StreamReader(stream);
         return reader.ReadToEnd();

@@ -1,0 +1,166 @@
+// Radix selection on 12-bit digits, shared by the fast Top-k kernels: wide_topk.cu (a row per block, many rows) and
+// decode_selection.cu's cluster_topk (a row per cluster of blocks, a decode step's few rows). A row's exact Top-k is
+// found by counting the leading digit of every order key, which fixes the digit of the k-th largest; one ordered pass
+// then writes the keys above that digit straight to the plan, in ascending position, and gathers the keys that share
+// it (the candidates) into a store in shared memory, where the remaining digits and the ties are settled without
+// touching the row again. Blocks of TOPK_THREADS threads. The including file includes plan_common.cuh.
+#pragma once
+
+#define TOPK_THREADS 1024
+#define TOPK_WARPS (TOPK_THREADS / 32)
+#define TOPK_BINS 4096          // a 12-bit digit's histogram
+#define TOPK_BINS_PER_THREAD (TOPK_BINS / TOPK_THREADS)
+#define TOPK_ORDER_LOADS 4      // keys a lane takes per step of an ordered pass (its ballots stay in registers)
+#define TOPK_DIGITS 3
+
+// The digits, most significant first: bits [20, 32), [8, 20), [0, 8).
+__device__ __forceinline__ int digit_shift(int digit) { return digit == 0 ? 20 : digit == 1 ? 8 : 0; }
+__device__ __forceinline__ unsigned digit_bits(int digit) { return digit == 2 ? 0xffu : 0xfffu; }
+
+// Exclusive prefix sum of `value` over the block in thread order; `sums` holds TOPK_WARPS + 1 ints and gets the block's
+// total at sums[TOPK_WARPS].
+__device__ __forceinline__ int block_exclusive_sum(int value, int* sums)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int inclusive = value;
+    for (int offset = 1; offset < 32; offset <<= 1)
+    {
+        int v = __shfl_up_sync(0xffffffffu, inclusive, offset);
+        if (lane >= offset) inclusive += v;
+    }
+    if (lane == 31) sums[warp] = inclusive;
+    __syncthreads();
+    if (warp == 0)
+    {
+        int total = sums[lane], running = total;
+        for (int offset = 1; offset < 32; offset <<= 1)
+        {
+            int v = __shfl_up_sync(0xffffffffu, running, offset);
+            if (lane >= offset) running += v;
+        }
+        sums[lane] = running - total;
+        if (lane == 31) sums[TOPK_WARPS] = running;
+    }
+    __syncthreads();
+    int before = sums[warp] + inclusive - value;
+    __syncthreads();
+    return before;
+}
+
+// The bin of a digit's histogram that holds the remaining-th largest key, count(b) being bin b's count: thread t owns
+// TOPK_BINS_PER_THREAD bins, thread 0 the highest, so a block prefix sum gives each thread the keys in the bins above its
+// own, and the one thread whose bins reach `remaining` walks them down. Sets *chosen, *left (how many of the bin's keys
+// complete the set) and *in_bin (the bin's count).
+template <class Count>
+__device__ __forceinline__ void find_digit(Count count, int remaining, int* sums, int* chosen, int* left, int* in_bin)
+{
+    const int first = (TOPK_THREADS - 1 - (int)threadIdx.x) * TOPK_BINS_PER_THREAD;
+    int counts[TOPK_BINS_PER_THREAD], own = 0;
+#pragma unroll
+    for (int e = 0; e < TOPK_BINS_PER_THREAD; e++)
+    {
+        counts[e] = count(first + e);
+        own += counts[e];
+    }
+    int above = block_exclusive_sum(own, sums);
+    if (above < remaining && above + own >= remaining)
+    {
+#pragma unroll
+        for (int e = TOPK_BINS_PER_THREAD - 1; e >= 0; e--)
+        {
+            if (above < remaining && above + counts[e] >= remaining)
+            {
+                *chosen = first + e;
+                *left = remaining - above;
+                *in_bin = counts[e];
+            }
+            above += counts[e];
+        }
+    }
+    __syncthreads();
+}
+
+// One ordered pass over positions [begin, end) of a row whose order keys key_at(i) gives: positions whose key is above
+// `prefix` under `mask` go to out[above_base + …] in ascending position; each key equal to it under `mask` is handed,
+// in ascending position, to on_equal(j, key, position) with j = equal_base + its rank among them. Each warp orders its
+// 32 · TOPK_ORDER_LOADS keys of a stretch by ballots, the block its warps by a prefix sum of their counts (above in the
+// low 16 bits, equal in the high: at most 4,096 each a stretch). Every thread of the block calls it.
+template <class KeyAt, class OnEqual>
+__device__ __forceinline__ void ordered_pass(KeyAt key_at, int begin, int end, unsigned prefix, unsigned mask, int* out, int above_base, int equal_base,
+                                             OnEqual on_equal, int* sums)
+{
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const unsigned lower = (1u << lane) - 1u;
+    int above_done = above_base, equal_done = equal_base;
+    for (int stretch = begin; stretch < end; stretch += TOPK_THREADS * TOPK_ORDER_LOADS)
+    {
+        const int base = stretch + warp * 32 * TOPK_ORDER_LOADS + lane;
+        unsigned keys[TOPK_ORDER_LOADS], above[TOPK_ORDER_LOADS], equal[TOPK_ORDER_LOADS];
+#pragma unroll
+        for (int u = 0; u < TOPK_ORDER_LOADS; u++)
+        {
+            int i = base + u * 32;
+            keys[u] = i < end ? key_at(i) : 0u;
+        }
+        int counts = 0;
+#pragma unroll
+        for (int u = 0; u < TOPK_ORDER_LOADS; u++)
+        {
+            bool valid = base + u * 32 < end;
+            unsigned masked = keys[u] & mask;
+            above[u] = __ballot_sync(0xffffffffu, valid && masked > prefix);
+            equal[u] = __ballot_sync(0xffffffffu, valid && masked == prefix);
+            counts += __popc(above[u]) | (__popc(equal[u]) << 16);
+        }
+        // Lane 0 carries its warp's counts into the block's prefix sum.
+        int before = block_exclusive_sum(lane == 0 ? counts : 0, sums);
+        before = __shfl_sync(0xffffffffu, before, 0);
+        const int total = sums[TOPK_WARPS];
+        int above_at = above_done + (before & 0xffff), equal_at = equal_done + (before >> 16);
+#pragma unroll
+        for (int u = 0; u < TOPK_ORDER_LOADS; u++)
+        {
+            const int i = base + u * 32;
+            if ((above[u] >> lane) & 1u) out[above_at + __popc(above[u] & lower)] = i;
+            if ((equal[u] >> lane) & 1u) on_equal(equal_at + __popc(equal[u] & lower), keys[u], i);
+            above_at += __popc(above[u]);
+            equal_at += __popc(equal[u]);
+        }
+        above_done += total & 0xffff;
+        equal_done += total >> 16;
+        // sums[TOPK_WARPS] is read above before the next stretch's prefix sum rewrites it.
+        __syncthreads();
+    }
+}
+
+// The candidates' remaining digits (from `digit` on), settled in shared memory, then the rest of the row's Top-k written:
+// the `candidates` keys and positions of the store share the k-th largest's digits under `mask` (equal to `prefix`),
+// `remaining` of them complete the set, and the keys above them (k − remaining) are already at out[0, …). Writes the
+// candidates above the k-th key, then its first ties, each in store order (ascending position). Every thread of the
+// block calls it; `histogram` holds TOPK_BINS ints.
+__device__ __forceinline__ void settle_candidates(const unsigned* candidate_keys, const int* candidate_positions, int candidates, int digit, unsigned prefix,
+                                                  unsigned mask, int k, int remaining, int* out, int* histogram, int* sums, int* warp_counts,
+                                                  int* shared_total, int* chosen, int* left, int* in_bin)
+{
+    const int above_digits = k - remaining;
+    for (; digit < TOPK_DIGITS; digit++)
+    {
+        for (int b = threadIdx.x; b < TOPK_BINS; b += blockDim.x) histogram[b] = 0;
+        __syncthreads();
+        const int shift = digit_shift(digit);
+        const unsigned bits = digit_bits(digit);
+        for (int j = threadIdx.x; j < candidates; j += blockDim.x)
+        {
+            unsigned key = candidate_keys[j];
+            if ((key & mask) == prefix) atomicAdd(&histogram[(key >> shift) & bits], 1);
+        }
+        __syncthreads();
+        find_digit([&](int b) { return histogram[b]; }, remaining, sums, chosen, left, in_bin);
+        prefix |= (unsigned)*chosen << shift;
+        mask |= bits << shift;
+        remaining = *left;
+        __syncthreads();
+    }
+    write_top_keys_of([&](int j) { return candidate_keys[j]; }, [&](int j) { return candidate_positions[j]; }, 0, candidates, prefix, remaining,
+                      k - remaining, above_digits, 0, out, warp_counts, shared_total);
+}
