@@ -53,8 +53,11 @@ internal sealed class CudaSelectorState : SelectorState
 /// </summary>
 public sealed unsafe partial class CudaBackend
 {
-    /// <summary>Threads of a block of <c>page_scores</c> and <c>partial_scores</c> (PAGES_PER_BLOCK).</summary>
-    private const int PagesPerBlock = 128;
+    /// <summary>Pages or keys a block of <c>page_scores</c> and <c>partial_scores</c> scores (SCORE_ROWS), for every head of a KV head's group.</summary>
+    private const int ScoreRows = 32;
+
+    /// <summary>Threads of a block of <c>page_scores</c> and <c>partial_scores</c> (32 · SCORE_WARPS).</summary>
+    private const uint ScoreThreads = 128;
 
     private readonly Dictionary<int, CudaModule> _selectorModules = [];
     private DeviceMemory? _selectorScores, _headIndices, _headCounts, _unionFlags;
@@ -128,7 +131,7 @@ public sealed unsafe partial class CudaBackend
             case KeySelector.PageTopK quest:
             {
                 var scores = Scratch(ref _selectorScores, (long)headRows * s.MaxPages * sizeof(float));
-                Launch(module, "page_scores", new Dim3((uint)args.Heads, (uint)((s.MaxPages + PagesPerBlock - 1) / PagesPerBlock), (uint)sequences), PagesPerBlock,
+                Launch(module, "page_scores", new Dim3((uint)args.KvHeads, (uint)((s.MaxPages + ScoreRows - 1) / ScoreRows), (uint)sequences), ScoreThreads,
                     In(q), s.PageBounds(c.Layer), scores.Pointer, (long)s.MaxPages, args.Heads, args.KvHeads, s.MaxPages, quest.PageSize, args.StartPosition, startAt,
                     s.PageBoundsStride);
                 int pageCapacity = Math.Max(p.Capacity / quest.PageSize, 1);
@@ -143,7 +146,7 @@ public sealed unsafe partial class CudaBackend
                 Launch(module, "sparcas_dimensions", new Dim3((uint)args.Heads, (uint)sequences, 1), (uint)args.HeadDim, In(q), s.Dimensions(c.Layer), s.Age(c.Layer),
                     s.DimensionCount, sparcas.RefreshSteps);
                 var scores = Scratch(ref _selectorScores, (long)headRows * extent * sizeof(float));
-                Launch(module, "partial_scores", new Dim3((uint)args.Heads, (uint)((extent + PagesPerBlock - 1) / PagesPerBlock), (uint)sequences), PagesPerBlock,
+                Launch(module, "partial_scores", new Dim3((uint)args.KvHeads, (uint)((extent + ScoreRows - 1) / ScoreRows), (uint)sequences), ScoreThreads,
                     In(q), c.Keys, s.Dimensions(c.Layer), s.Age(c.Layer), scores.Pointer, (long)extent, args.Heads, args.KvHeads,
                     c.Capacity, s.DimensionCount, args.StartPosition, startAt, c.Stride);
                 SelectRows(args, scores.Pointer, extent, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, headRows, sparcas.Percent);

@@ -15,7 +15,34 @@
 #error "HEAD_DIM must be defined"
 #endif
 #include "plan_common.cuh"
-#define PAGES_PER_BLOCK 128 // page_scores and partial_scores: one page or key per thread
+// page_scores and partial_scores: a block stages SCORE_ROWS pages' bounds or keys in shared memory with coalesced loads
+// and scores them for every head of the KV head's group, warp w taking heads w, w + SCORE_WARPS, … and lane l row l.
+// (One thread a page or key, each reading its own row two bytes at a time, and a block a query head: 0.12 and 0.49
+// TB/s, 275 and 545 µs a step at 128k for 32 heads, quest and sparcas being slower than dense; session 11, H100.)
+#define SCORE_ROWS 32
+#define SCORE_WARPS 4
+// A staged row of 2 · HEAD_DIM (page bounds) or HEAD_DIM (a key) bf16 as 32-bit words, one padding word after it, so
+// that the lanes of a warp, each reading the same word of its own row, hit distinct banks.
+#define SCORE_STRIDE(words) ((words) + 1)
+
+// Copies `rows` rows of `words` 32-bit words, row r at src + r · words (16-byte aligned), into dst[r · SCORE_STRIDE(words)].
+__device__ __forceinline__ void stage_rows(unsigned* dst, const unsigned* src, int rows, int words)
+{
+    const int chunks = rows * (words / 4);
+    for (int c = threadIdx.x; c < chunks; c += blockDim.x)
+    {
+        const int r = c / (words / 4), w = (c % (words / 4)) * 4;
+        const uint4 v = *reinterpret_cast<const uint4*>(src + (long)r * words + w);
+        unsigned* row = dst + r * SCORE_STRIDE(words) + w;
+        row[0] = v.x;
+        row[1] = v.y;
+        row[2] = v.z;
+        row[3] = v.w;
+    }
+}
+
+// The bf16 of a staged word at dimension parity `odd` (the low half holds the even dimension), widened.
+__device__ __forceinline__ float staged_bf16(unsigned word, int odd) { return __uint_as_float(odd ? word & 0xffff0000u : word << 16); }
 
 // streamingllm (KeySelector.Window): row t of the plan lists query t's window — the first min(sinks, size) keys and the
 // most recent rest, size = min(visible, max(min_window, ⌊percent/100 · visible⌋)) of its visible keys. Grid: rows; row
@@ -58,26 +85,36 @@ extern "C" __global__ void page_bounds(const bf16_t* k_cache, bf16_t* bounds, in
 }
 
 // quest's page scores: scores[h, page] = Σ_d max(q_d · min_d, q_d · max_d) over the pages of the visible keys (the
-// query's upper bound on any q·k in the page; q unscaled), summed in dimension order. Grid: (heads, page blocks,
-// sequences); sequence b's bounds are b · bounds_stride elements on, its rows b · heads on.
-extern "C" __global__ void page_scores(const float* q, const bf16_t* bounds, float* scores, long long stride, int heads, int kv_heads,
-                                       int max_pages, int page_size, int start, const int* start_at, long long bounds_stride)
+// query's upper bound on any q·k in the page; q unscaled), summed in dimension order. Grid: (kv_heads, page blocks of
+// SCORE_ROWS, sequences), 32 · SCORE_WARPS threads; sequence b's bounds are b · bounds_stride elements on, its rows
+// b · heads on.
+extern "C" __global__ void __launch_bounds__(32 * SCORE_WARPS) page_scores(const float* q, const bf16_t* bounds, float* scores, long long stride, int heads,
+                                                                         int kv_heads, int max_pages, int page_size, int start, const int* start_at,
+                                                                         long long bounds_stride)
 {
-    __shared__ float q_shared[HEAD_DIM];
+    __shared__ unsigned staged[SCORE_ROWS * SCORE_STRIDE(HEAD_DIM)];
     start = start_position(start_at, start);
-    int h = blockIdx.x, g = h / (heads / kv_heads), page = blockIdx.y * PAGES_PER_BLOCK + threadIdx.x;
+    const int g = blockIdx.x, group = heads / kv_heads, first = blockIdx.y * SCORE_ROWS, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int pages = (start + page_size) / page_size, page = first + lane;
+    if (first >= pages) return;
     q += (long)blockIdx.z * heads * HEAD_DIM;
-    bounds += blockIdx.z * bounds_stride;
     scores += (long)blockIdx.z * heads * stride;
-    int pages = (start + page_size) / page_size;
-    for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) q_shared[d] = q[(long)h * HEAD_DIM + d];
+    // A page's bounds are HEAD_DIM words: the minima's pairs of dimensions, then the maxima's.
+    stage_rows(staged, reinterpret_cast<const unsigned*>(bounds + blockIdx.z * bounds_stride + ((long)g * max_pages + first) * 2 * HEAD_DIM),
+               min(SCORE_ROWS, pages - first), HEAD_DIM);
     __syncthreads();
-    if (page >= pages) return;
-    const bf16_t* bound = bounds + ((long)g * max_pages + page) * 2 * HEAD_DIM;
-    float s = 0.0f;
-    for (int d = 0; d < HEAD_DIM; d++)
-        s += fmaxf(q_shared[d] * bf16_to_float(bound[d]), q_shared[d] * bf16_to_float(bound[HEAD_DIM + d]));
-    scores[(long)h * stride + page] = s;
+    const unsigned* row = staged + lane * SCORE_STRIDE(HEAD_DIM);
+    for (int h = g * group + warp; h < (g + 1) * group; h += SCORE_WARPS)
+    {
+        const float* qh = q + (long)h * HEAD_DIM;
+        float s = 0.0f;
+        for (int d = 0; d < HEAD_DIM; d++)
+        {
+            const float qd = qh[d];
+            s += fmaxf(qd * staged_bf16(row[d >> 1], d & 1), qd * staged_bf16(row[HEAD_DIM / 2 + (d >> 1)], d & 1));
+        }
+        if (page < pages) scores[(long)h * stride + page] = s;
+    }
 }
 
 // quest: row h of the plan gets the keys of the pages select_topk chose for head h (page_indices [heads,
@@ -175,31 +212,48 @@ extern "C" __global__ void sparcas_dimensions(const float* q, int* dims, const i
 
 // sparcas's partial scores: scores[h, j] = Σ over head h's dims (ascending) of q_d · K[j, d], unscaled, for the visible
 // keys, multiplied and added without fusing as the reference does. Block (0, 0) moves the layer's age on. Grid:
-// (heads, key blocks, sequences); sequence b's keys are b · sequence_stride elements on, its dims, age and rows as in
-// sparcas_dimensions.
-extern "C" __global__ void partial_scores(const float* q, const bf16_t* k_cache, const int* dims, int* age, float* scores, long long stride,
-                                          int heads, int kv_heads, int capacity, int count, int start, const int* start_at,
-                                          long long sequence_stride)
+// (kv_heads, key blocks of SCORE_ROWS, sequences), 32 · SCORE_WARPS threads; sequence b's keys are b · sequence_stride
+// elements on, its dims, age and rows as in sparcas_dimensions.
+extern "C" __global__ void __launch_bounds__(32 * SCORE_WARPS) partial_scores(const float* q, const bf16_t* k_cache, const int* dims, int* age, float* scores,
+                                                                            long long stride, int heads, int kv_heads, int capacity, int count, int start,
+                                                                            const int* start_at, long long sequence_stride)
 {
-    __shared__ float q_shared[HEAD_DIM];
-    __shared__ int dims_shared[HEAD_DIM];
+    __shared__ unsigned staged[SCORE_ROWS * SCORE_STRIDE(HEAD_DIM / 2)];
     start = start_position(start_at, start);
-    int h = blockIdx.x, g = h / (heads / kv_heads), j = blockIdx.y * PAGES_PER_BLOCK + threadIdx.x;
+    const int g = blockIdx.x, group = heads / kv_heads, first = blockIdx.y * SCORE_ROWS, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) age[blockIdx.z] += 1;
+    if (first > start) return;
     q += (long)blockIdx.z * heads * HEAD_DIM;
-    k_cache += blockIdx.z * sequence_stride;
     dims += (long)blockIdx.z * heads * count;
-    age += blockIdx.z;
     scores += (long)blockIdx.z * heads * stride;
-    for (int i = threadIdx.x; i < count; i += blockDim.x)
-    {
-        dims_shared[i] = dims[(long)h * count + i];
-        q_shared[i] = q[(long)h * HEAD_DIM + dims_shared[i]];
-    }
+    stage_rows(staged, reinterpret_cast<const unsigned*>(k_cache + blockIdx.z * sequence_stride + ((long)g * capacity + first) * HEAD_DIM),
+               min(SCORE_ROWS, start + 1 - first), HEAD_DIM / 2);
     __syncthreads();
-    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *age += 1;
-    if (j > start) return;
-    const bf16_t* key = k_cache + ((long)g * capacity + j) * HEAD_DIM;
-    float s = 0.0f;
-    for (int i = 0; i < count; i++) s = __fadd_rn(s, __fmul_rn(q_shared[i], bf16_to_float(key[dims_shared[i]])));
-    scores[(long)h * stride + j] = s;
+    const unsigned* row = staged + lane * SCORE_STRIDE(HEAD_DIM / 2);
+    const int j = first + lane;
+    for (int h = g * group + warp; h < (g + 1) * group; h += SCORE_WARPS)
+    {
+        // The head's dims and their query values, lane l holding entries l, l + 32, …, handed round by shuffles.
+        int held_dims[(HEAD_DIM + 31) / 32];
+        float held_q[(HEAD_DIM + 31) / 32];
+#pragma unroll
+        for (int e = 0; e < (HEAD_DIM + 31) / 32; e++)
+        {
+            const int i = e * 32 + lane;
+            held_dims[e] = i < count ? dims[(long)h * count + i] : 0;
+            held_q[e] = i < count ? q[(long)h * HEAD_DIM + held_dims[e]] : 0.0f;
+        }
+        float s = 0.0f;
+#pragma unroll
+        for (int e = 0; e < (HEAD_DIM + 31) / 32; e++)
+        {
+            for (int l = 0; l < 32 && e * 32 + l < count; l++)
+            {
+                const int d = __shfl_sync(0xffffffffu, held_dims[e], l);
+                const float qd = __shfl_sync(0xffffffffu, held_q[e], l);
+                s = __fadd_rn(s, __fmul_rn(qd, staged_bf16(row[d >> 1], d & 1)));
+            }
+        }
+        if (j <= start) scores[(long)h * stride + j] = s;
+    }
 }
