@@ -8,7 +8,7 @@ namespace Kascade.Cuda;
 /// <summary>
 /// The fast path of a decode step's selection (<c>decode_selection.cu</c>): scores of a whole GQA group in one pass over
 /// the keys, and a Top-k that spreads each of a decode step's few rows over a cluster of blocks. Both replace the exact
-/// first kernels where they apply and give the same scores (up to summation order) and the same plans.
+/// first kernels where they apply and give the same scores (up to summation order) and the same key sets.
 /// </summary>
 public sealed unsafe partial class CudaBackend
 {
@@ -80,12 +80,15 @@ public sealed unsafe partial class CudaBackend
     /// A kernel that takes attention_decode's specialisation for the step's group (<paramref name="entry"/>), and its split
     /// of <paramref name="keys"/> keys as attention_decode would split a context of that length (fixed by the capacity in a
     /// recorded step, so the step replays); <see cref="Tuning"/>'s decode kernel and split count apply here as they do to
-    /// attention_decode.
+    /// attention_decode, unless the kernel cannot take it (another kind, or fewer rows a block than the group: these grids
+    /// have one row tile), where the default runs.
     /// </summary>
     private (AttentionKernel Kernel, TensorCoreFunction Function, AttentionLaunchPlan Plan) DecodeLaunch(AttentionArgs args, (string Source, string Function) entry, int keys, int sequences)
     {
         int group = args.Heads / args.KvHeads;
-        var kernel = Tuning.Decode ?? AttentionKernel.For(group, args.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
+        var kernel = Tuning.Decode is { Kind: AttentionKernelKind.Decode } tuned && group <= tuned.BlockRows
+            ? tuned
+            : AttentionKernel.For(group, args.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
         var function = TensorCoreFunction(args.HeadDim, group, kernel, entry);
         return (kernel, function, AttentionLaunch.Choose(kernel, 1, group, args.KvHeads, sequences, keys, _device.Multiprocessors, function.ResidentBlocks, Tuning.Splits));
     }

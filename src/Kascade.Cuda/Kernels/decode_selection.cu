@@ -105,8 +105,8 @@ __device__ __forceinline__ void count_slice_digit(KeyAt key_at, int begin, int e
 // shared memory (block r sums bins [512 r, 512 r + 512) over the cluster) and its k-th digit found by every block from
 // those shares — until the keys sharing the k-th's leading digits fit rank 0's candidate store (the first digit, unless
 // the row has few distinct values) or the key is whole. One ordered pass per slice then writes the keys above those
-// digits to the plan (each slice after the counts of the slices before it) and gathers the rest into rank 0's store,
-// where rank 0 settles the remaining digits alone. 8 rows × 128k keys: 40.0 µs on the H100 against the previous
+// digits to the plan (each slice after the counts of the slices before it) and gathers the keys sharing them (the
+// candidates) into rank 0's store, where rank 0 settles the remaining digits alone. 8 rows × 128k keys: 40.0 µs on the H100 against the previous
 // kernel's 46.7 (four 8-bit passes and an ordered write, each reading the row from L2, one key a lane per block-wide
 // step); 21.3 against 24.2 at 32k (bench/results/kascade-h100-2026-12-06-s11.md).
 // Grid: rows · TOPK_CLUSTER, TOPK_THREADS; dynamic shared memory ClusterTopKShared(slice_capacity) (CudaBackend).

@@ -20,6 +20,7 @@
 // (One thread a page or key, each reading its own row two bytes at a time, and a block a query head: 0.12 and 0.49
 // TB/s, 275 and 545 µs a step at 128k for 32 heads, quest and sparcas being slower than dense; session 11, H100.)
 #define SCORE_ROWS 32
+static_assert(HEAD_DIM % 8 == 0, "page_scores and partial_scores stage rows of HEAD_DIM bf16 in 16-byte loads");
 #define SCORE_WARPS 4
 // A staged row of 2 · HEAD_DIM (page bounds) or HEAD_DIM (a key) bf16 as 32-bit words, one padding word after it, so
 // that the lanes of a warp, each reading the same word of its own row, hit distinct banks.
