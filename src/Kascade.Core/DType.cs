@@ -77,6 +77,19 @@ public static class DTypes
     /// <summary>The fp32 value a bf16 store keeps of <paramref name="value"/> (round to nearest even, then widen).</summary>
     public static float RoundToBf16(float value) => BitConverter.UInt32BitsToSingle((uint)SingleToBf16(value) << 16);
 
+    /// <summary><see cref="RoundToBf16(float)"/> of each of <paramref name="source"/> into <paramref name="target"/> (the same length; may be the same span).</summary>
+    public static void RoundToBf16(ReadOnlySpan<float> source, Span<float> target)
+    {
+        if (target.Length != source.Length)
+        {
+            throw new ArgumentException($"target holds {target.Length} values, source {source.Length}", nameof(target));
+        }
+        for (int i = 0; i < source.Length; i++)
+        {
+            target[i] = RoundToBf16(source[i]);
+        }
+    }
+
     /// <summary>fp32 → bf16 with round-to-nearest-even, the rounding PyTorch uses.</summary>
     public static ushort SingleToBf16(float value)
     {

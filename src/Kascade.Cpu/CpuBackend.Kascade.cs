@@ -52,12 +52,7 @@ public sealed unsafe partial class CpuBackend
         var rounded = (CpuTensor)Allocate(q.Rows, q.Cols);
         for (int row = 0; row < q.Rows; row++)
         {
-            var source = q.Row(row);
-            var target = rounded.Row(row);
-            for (int i = 0; i < source.Length; i++)
-            {
-                target[i] = DTypes.RoundToBf16(source[i]);
-            }
+            DTypes.RoundToBf16(q.Row(row), rounded.Row(row));
         }
         return rounded;
     }

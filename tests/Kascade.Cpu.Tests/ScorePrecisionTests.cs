@@ -30,6 +30,21 @@ public class ScorePrecisionTests
         Assert.Equal(Enumerable.Range(0, keys).Where(j => j != dropped), rows.Single().Order());
     }
 
+    [Fact]
+    public void A_span_rounds_each_value_as_one_value_rounds_and_refuses_a_target_of_another_length()
+    {
+        // Halfway cases round to even: 1 + 2⁻⁸ (between 1 and 1 + 2⁻⁷) to 1, 1 + 3·2⁻⁸ to 1 + 2⁻⁶.
+        float[] values = [1f + 1f / 256, 1f + 3f / 256, -2.75f, 1e-40f, float.NaN, float.PositiveInfinity];
+        var rounded = new float[values.Length];
+        DTypes.RoundToBf16(values, rounded);
+        Assert.Equal(values.Select(DTypes.RoundToBf16), rounded);
+        Assert.Equal(1f, rounded[0]);
+        Assert.Equal(1f + 1f / 64, rounded[1]);
+        DTypes.RoundToBf16(values, values);
+        Assert.Equal(rounded, values);
+        Assert.Throws<ArgumentException>(() => DTypes.RoundToBf16(values, new float[2]));
+    }
+
     /// <summary>
     /// On random chunks (prefill tiles and a decode step, GQA), the bf16 plan is the exact plan of the rounded queries,
     /// and the anchor's output is the sparse attention of the fp32 queries over that plan.

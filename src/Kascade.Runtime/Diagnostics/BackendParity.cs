@@ -337,6 +337,10 @@ public static unsafe partial class BackendParity
         Enumerable.Range(0, n).Select(_ => scale * (float)(rng.NextDouble() * 2 - 1)).ToArray();
 
     /// <summary>Rounds to bf16 and back, so both backends start from values a bf16 store holds exactly.</summary>
-    internal static float[] Bf16(float[] values) =>
-        values.Select(DTypes.RoundToBf16).ToArray();
+    internal static float[] Bf16(float[] values)
+    {
+        var rounded = new float[values.Length];
+        DTypes.RoundToBf16(values, rounded);
+        return rounded;
+    }
 }
