@@ -183,9 +183,9 @@ public sealed unsafe partial class CudaBackend
             Launch(function, "cluster_topk", new Dim3((uint)(rows * TopKCluster), 1, 1), SelectThreads, (uint)ClusterTopKShared(sliceCapacity), slots, dependent: false);
             return;
         }
-        if (FastSelection && WideTopKFits)
+        if (FastSelection && WideTopK(headDim) is { } wide)
         {
-            LaunchWith(WideTopK(headDim), "wide_topk", new Dim3((uint)rows, 1, 1), SelectThreads, (uint)WideTopKShared, parameters);
+            LaunchWith(wide, "wide_topk", new Dim3((uint)rows, 1, 1), SelectThreads, (uint)WideTopKShared, parameters);
             return;
         }
         LaunchWith(SelectionModule(headDim).Function("select_topk"), "select_topk", new Dim3((uint)rows, 1, 1), SelectThreads, 0, parameters);
@@ -223,26 +223,26 @@ public sealed unsafe partial class CudaBackend
     /// <summary><c>wide_topk</c>'s dynamic shared memory: a 12-bit digit's histogram (TOPK_BINS) and the candidate store (WIDE_CANDIDATES keys and positions).</summary>
     private const int WideTopKShared = (4096 + 2 * 12288) * sizeof(int);
 
+    private readonly Dictionary<int, nint?> _wideTopKFunctions = [];
+
     /// <summary>
-    /// Whether two <c>wide_topk</c> blocks fit a multiprocessor (its dynamic and static shared memory and the 1 KiB the
-    /// driver reserves a block): its loads need both in flight; with one (164 KiB of an A100's multiprocessor)
-    /// <c>select_topk</c>, two a multiprocessor in less memory, is the faster choice (Hopper: 226.5 of 228 KiB).
+    /// <c>wide_topk</c> with its shared memory opted in, or null where two of its blocks do not fit a multiprocessor by
+    /// the driver's occupancy (its loads need both in flight; with one — an A100's 164 KiB a multiprocessor —
+    /// <c>select_topk</c>, two a multiprocessor in less memory, is the faster choice; Hopper fits two).
     /// </summary>
-    private bool WideTopKFits => WideTopKShared <= _device.MaxSharedMemoryOptin && 2 * (WideTopKShared + WideTopKStatic + 1024) <= _device.SharedMemoryPerMultiprocessor;
-
-    /// <summary><c>wide_topk</c>'s static shared memory, in bytes (ptxas, sm_90a: 288).</summary>
-    private const int WideTopKStatic = 288;
-
-    private readonly Dictionary<int, nint> _wideTopKFunctions = [];
-
-    private nint WideTopK(int headDim)
+    private nint? WideTopK(int headDim)
     {
-        if (!_wideTopKFunctions.TryGetValue(headDim, out nint function))
+        if (!_wideTopKFunctions.TryGetValue(headDim, out nint? wide))
         {
-            function = OptIn(PlanModule(_wideTopKModules, "wide_topk.cu", headDim).Function("wide_topk"), "wide_topk", WideTopKShared);
-            _wideTopKFunctions[headDim] = function;
+            if (WideTopKShared <= _device.MaxSharedMemoryOptin)
+            {
+                nint function = OptIn(PlanModule(_wideTopKModules, "wide_topk.cu", headDim).Function("wide_topk"), "wide_topk", WideTopKShared);
+                CudaCheck.ThrowIfFailed(Driver.cuOccupancyMaxActiveBlocksPerMultiprocessor(out int resident, function, (int)SelectThreads, WideTopKShared), "cuOccupancyMaxActiveBlocksPerMultiprocessor(wide_topk)");
+                wide = resident >= 2 ? function : null;
+            }
+            _wideTopKFunctions[headDim] = wide;
         }
-        return function;
+        return wide;
     }
 
     private readonly Dictionary<int, CudaModule> _wideTopKModules = [];
