@@ -71,7 +71,7 @@ public sealed unsafe partial class CudaBackend : IBatchedDecode
     }
 
     /// <summary>
-    /// Runs on sparse_decode_mma (a per-KV-head map, the fast kernels) or on sparse_decode (a head dim of at most 128,
+    /// Runs on sparse_decode_mma (the fast kernels; a per-query-head map as groups of one) or on sparse_decode (a head dim of at most 128,
     /// any map), the sequence in grid z; refused with one error where neither applies.
     /// </summary>
     public void BatchedSparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output)

@@ -77,20 +77,22 @@ public sealed unsafe partial class CudaBackend
         FastSelection && args.Tokens == 1 && args.Heads / args.KvHeads <= AttentionKernel.DecodeRows && AttentionHeadDims.Family(args.HeadDim) == AttentionFamily.TensorCores;
 
     /// <summary>
-    /// A kernel that takes attention_decode's specialisation for the step's group (<paramref name="entry"/>), and its split
+    /// A kernel that takes attention_decode's specialisation for the step's group, or for one query head with
+    /// <paramref name="perQueryHead"/> (<paramref name="entry"/>), and its split
     /// of <paramref name="keys"/> keys as attention_decode would split a context of that length (fixed by the capacity in a
     /// recorded step, so the step replays); <see cref="Tuning"/>'s decode kernel and split count apply here as they do to
     /// attention_decode, unless the kernel cannot take it (another kind, or fewer rows a block than the group: these grids
     /// have one row tile), where the default runs.
     /// </summary>
-    private (AttentionKernel Kernel, TensorCoreFunction Function, AttentionLaunchPlan Plan) DecodeLaunch(AttentionArgs args, (string Source, string Function) entry, int keys, int sequences)
+    private (AttentionKernel Kernel, TensorCoreFunction Function, AttentionLaunchPlan Plan) DecodeLaunch(AttentionArgs args, (string Source, string Function) entry, int keys, int sequences, bool perQueryHead = false)
     {
-        int group = args.Heads / args.KvHeads;
+        // A per-query-head launch runs each query head as a group of one, a block per query head.
+        int group = perQueryHead ? 1 : args.Heads / args.KvHeads, units = perQueryHead ? args.Heads : args.KvHeads;
         var kernel = Tuning.Decode is { Kind: AttentionKernelKind.Decode } tuned && group <= tuned.BlockRows
             ? tuned
             : AttentionKernel.For(group, args.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
         var function = TensorCoreFunction(args.HeadDim, group, kernel, entry);
-        return (kernel, function, AttentionLaunch.Choose(kernel, 1, group, args.KvHeads, sequences, keys, _device.Multiprocessors, function.ResidentBlocks, Tuning.Splits));
+        return (kernel, function, AttentionLaunch.Choose(kernel, 1, group, units, sequences, keys, _device.Multiprocessors, function.ResidentBlocks, Tuning.Splits));
     }
 
     /// <summary>

@@ -366,7 +366,7 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>
     /// Sparse attention over a plan: a decode step's rows through <c>sparse_decode_mma</c> (tensor cores, attention_decode's
-    /// loop over gathered K/V tiles) where the fast kernels are on and a KV head's query heads share a plan row, else
+    /// loop over gathered K/V tiles) where the fast kernels are on, else
     /// <c>sparse_decode</c> (CUDA cores) where its head dim and head sets fit it, both split over the row's keys and merged
     /// by <c>attention_combine</c>; a prefill chunk of a tile plan through <c>sparse_prefill_mma</c> (tensor cores, a block
     /// per tile and KV head) where it fits; every other chunk through <c>sparse_attention</c> (a warp per query row). A
@@ -407,24 +407,25 @@ public sealed unsafe partial class CudaBackend
     /// <summary>
     /// A decode step's sparse attention on tensor cores (<c>sparse_decode_mma</c>): attention_decode's specialisation for
     /// the group, split over the plan row's capacity as attention_decode splits a context (the capacity is fixed, so a
-    /// recorded step replays), the splits merged by <c>attention_combine</c>; false where it does not apply (fast kernels
-    /// off, a per-query-head map, a prefill chunk, a group past <see cref="AttentionKernel.DecodeRows"/> or a head dim off
-    /// the tensor cores).
+    /// recorded step replays), the splits merged by <c>attention_combine</c>; a per-query-head map (the baselines' plans)
+    /// runs each query head as a group of one. False where it does not apply (fast kernels off, a prefill chunk, a group
+    /// past <see cref="AttentionKernel.DecodeRows"/> or a head dim off the tensor cores).
     /// </summary>
     private bool TrySparseDecodeMma(AttentionArgs args, SparseParams parameters, int sequences)
     {
-        if (!FastDecode(args) || parameters.GroupRows == 0)
+        if (!FastDecode(args))
         {
             return false;
         }
-        var (kernel, function, plan) = DecodeLaunch(args, ("attention_decode.cu", "sparse_decode_mma"), parameters.PlanCapacity, sequences);
+        bool perQueryHead = parameters.GroupRows == 0;
+        var (kernel, function, plan) = DecodeLaunch(args, ("attention_decode.cu", "sparse_decode_mma"), parameters.PlanCapacity, sequences, perQueryHead);
         int rows = sequences * args.Heads;
         var (po, pm) = SparsePartials(rows, plan.Splits, args.HeadDim);
         var slots = stackalloc void*[3];
         slots[0] = &parameters;
         slots[1] = &po;
         slots[2] = &pm;
-        Launch(function.Function, "sparse_decode_mma", new Dim3((uint)plan.Splits, 1, (uint)(sequences * args.KvHeads)), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
+        Launch(function.Function, "sparse_decode_mma", new Dim3((uint)plan.Splits, 1, (uint)(sequences * (perQueryHead ? args.Heads : args.KvHeads))), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
         if (plan.Splits > 1)
         {
             Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, po, pm, parameters.Out, plan.Splits);

@@ -359,13 +359,17 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode_sc
     decode_attend(p, w, tiles, raw, raw_stride);
 }
 
-// IBackend.SparseAttention for a decode step whose KV heads' GROUP query heads read one plan row (a per-KV-head map):
-// block (split, 0, g) attends KV head g's heads over its split of plan row head_map[g · GROUP] — the row's capacity
-// cut into gridDim.x ranges of whole tiles (fixed by the capacity, so a recorded step replays at any position and
-// count) — and writes (max, sum, unnormalised output) per head and split for attention_combine (normalised output
-// with one split). A batch of decode steps (IBatchedDecode) runs as grid z = sequence · kv_heads + g: sequence b's
-// query rows are b · heads + …, its K/V b · sequence_stride elements on, its plan rows unit b's. Needs GROUP ≤
-// BLOCK_ROWS. Grid: (splits, 1, sequences · kv_heads), ATT_WARPS · 32 threads, attention_decode's shared memory.
+// IBackend.SparseAttention for a decode step on tensor cores. With a per-KV-head map (group_rows), block (split, 0, g)
+// attends KV head g's GROUP query heads over its split of plan row head_map[g · GROUP]; with a per-query-head map (the
+// baselines' plans: quest, sparcas, the oracle; compiled with GROUP 1), block (split, 0, h) attends query head h alone
+// over plan row head_map[h], reading K/V head h / (heads / kv_heads) — the same keys the CUDA-core sparse_decode
+// gathers, at the tensor-core loop's bandwidth (sparse_decode: ~1.1 TB/s, 143–151 µs a layer at 128k for quest and
+// sparcas, session 11). The split: the row's capacity cut into gridDim.x ranges of whole tiles (fixed by the capacity,
+// so a recorded step replays at any position and count); each block writes (max, sum, unnormalised output) per head
+// and split for attention_combine (normalised output with one split). A batch of decode steps (IBatchedDecode) runs as
+// grid z = sequence · units + unit (units: kv_heads or heads): sequence b's query rows are b · heads + …, its K/V b ·
+// sequence_stride elements on, its plan rows unit b's. Needs GROUP ≤ BLOCK_ROWS. Grid: (splits, 1, sequences · units),
+// ATT_WARPS · 32 threads, attention_decode's shared memory.
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_mma(const SparseParams s, float* partial_out, float* partial_ml)
 {
     AttentionParams p{};
@@ -378,8 +382,9 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_mma(c
     p.kv_heads = s.kv_heads;
     p.capacity = s.capacity;
     p.scale = s.scale;
-    const int g = blockIdx.z % s.kv_heads, sequence = blockIdx.z / s.kv_heads;
-    const int plan_row = sequence * s.rows_per_unit + s.head_map[g * GROUP];
+    const int units = s.group_rows ? s.kv_heads : s.heads, unit = blockIdx.z % units, sequence = blockIdx.z / units;
+    const int g = s.group_rows ? unit : unit / (s.heads / s.kv_heads);
+    const int plan_row = sequence * s.rows_per_unit + s.head_map[s.group_rows ? g * GROUP : unit];
     BlockWork w;
     w.start = 0;
     w.split = blockIdx.x;
@@ -392,7 +397,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_mma(c
     const long head = sequence * s.sequence_stride + (long)g * s.capacity * HEAD_DIM;
     w.k_cache = s.k_cache + head;
     w.v_cache = s.v_cache + head;
-    w.q_base = (long)blockIdx.z * GROUP;                        // sequence · heads + g · GROUP
+    w.q_base = (long)sequence * s.heads + (s.group_rows ? g * GROUP : unit);
     const TileCopy copy = padded_tile_copy(threadIdx.x & 31);
     GatheredTiles tiles{s.indices + (long)plan_row * s.plan_capacity, w.k_cache, w.v_cache, copy.row, (int)(copy.source % HEAD_DIM)};
     decode_attend(p, w, tiles);
