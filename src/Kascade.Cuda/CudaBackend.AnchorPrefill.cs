@@ -17,22 +17,26 @@ internal struct AnchorScoreParams
 }
 
 /// <summary>
-/// The anchors' pooled scores for a prefill chunk on tensor cores (<c>anchor_prefill.cu</c>): the scores of a
-/// FlashAttention pass, twice (the rows' log-sum-exp, then each key's pooled probability), where the exact CUDA-core
-/// kernel spends 32 · group dot products per key and tile. It serves Kascade's pooling (one pool per GQA group, summed);
+/// The anchors' pooled scores for a prefill chunk on tensor cores (<c>anchor_scores_wgmma.cu</c> on Hopper,
+/// <c>anchor_prefill.cu</c>'s mma.sync kernel elsewhere): the scores of a FlashAttention pass, twice (the rows'
+/// log-sum-exp, then each key's pooled probability), where the exact CUDA-core kernel spends 32 · group dot products per
+/// key and tile. It serves Kascade's pooling (one pool per GQA group, summed);
 /// the other poolings keep <c>pooled_tile_scores</c>.
 /// </summary>
 public sealed unsafe partial class CudaBackend
 {
-    /// <summary>anchor_prefill.cu's ATT_KEYS (keys per tile of its ring, two tiles).</summary>
+    /// <summary>anchor_prefill.cu's ATT_KEYS (keys per tile of its ring, two tiles); anchor_scores_wgmma.cu's too.</summary>
     private const int AnchorKeys = 64, AnchorStages = 2;
 
-    private readonly Dictionary<(int HeadDim, int Group), (nint Function, int SharedBytes)> _anchorFunctions = [];
+    private readonly Dictionary<(int HeadDim, int Group, int QueryParts, bool Wgmma), AnchorKernel> _anchorFunctions = [];
+
+    /// <summary>A compiled anchor-score kernel: its function, name, threads per block and dynamic shared memory.</summary>
+    private readonly record struct AnchorKernel(nint Function, string Name, int Threads, int SharedBytes);
 
     /// <summary>
-    /// <see cref="IBackend.PooledTileScores"/> of a prefill chunk through <c>anchor_scores_mma</c> where it applies — a pool
-    /// per GQA group of 1 to 8 heads, summed, a tensor-core head dim — writing fp32 <c>[units · KvHeads, stride]</c>; false
-    /// where it does not (the exact kernel runs instead).
+    /// <see cref="IBackend.PooledTileScores"/> of a prefill chunk on tensor cores where it applies — a pool per GQA group
+    /// of 1 to 8 heads, summed, a tensor-core head dim — writing fp32 <c>[units · KvHeads, stride]</c>; false where it
+    /// does not (the exact kernel runs instead). <see cref="AnchorFunction"/> picks the kernel.
     /// </summary>
     private bool TryPoolPrefill(AttentionArgs args, ScorePooling pooling, ScorePrecision precision, int pools, bool maxPool, nint q, CudaKvCache c, nint scores, long stride)
     {
@@ -41,7 +45,7 @@ public sealed unsafe partial class CudaBackend
         {
             return false;
         }
-        var (function, shared) = AnchorFunction(args.HeadDim, group);
+        var kernel = AnchorFunction(args.HeadDim, group, QueryParts(precision));
         // Prefill is never recorded: the host's start position is the step's.
         var parameters = new AnchorScoreParams
         {
@@ -49,7 +53,7 @@ public sealed unsafe partial class CudaBackend
             Capacity = c.Shape.Capacity, Start = args.StartPosition, PostSoftmax = pooling == ScorePooling.PostSoftmax ? 1 : 0,
             QueryParts = QueryParts(precision), Scale = args.Scale,
         };
-        LaunchWith(function, "anchor_scores_mma", new Dim3((uint)Units(args), (uint)args.KvHeads, 1), (uint)(group * 32), (uint)shared, parameters);
+        LaunchWith(kernel.Function, kernel.Name, new Dim3((uint)Units(args), (uint)args.KvHeads, 1), (uint)kernel.Threads, (uint)kernel.SharedBytes, parameters);
         return true;
     }
 
@@ -59,15 +63,38 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     private static int QueryParts(ScorePrecision precision) => precision == ScorePrecision.Bf16 ? 1 : 2;
 
-    private (nint Function, int SharedBytes) AnchorFunction(int headDim, int group)
+    /// <summary>
+    /// Whether the anchor scores of a (head dim, group) run on <c>anchor_scores_wgmma</c>: Hopper, a head dim of 64 or 128,
+    /// and a block of 32 · group rows that fills whole 64-row warpgroup tiles (group 2, 4 or 8); else
+    /// <c>anchor_scores_mma</c>.
+    /// </summary>
+    internal static bool AnchorRunsWgmma(int headDim, int group, bool hopper) => AttentionHeadDims.RunsWgmma(headDim, hopper) && group is 2 or 4 or 8;
+
+    /// <summary>
+    /// anchor_scores_wgmma's dynamic shared memory: the query parts and the two key slots in the swizzled layout (bf16),
+    /// the rows' log-sum-exp (fp32) and 1 KiB to align the swizzle atoms.
+    /// </summary>
+    internal static int AnchorWgmmaShared(int headDim, int group, int queryParts) =>
+        (queryParts * TopKBudget.TileSize * group + AnchorStages * AnchorKeys) * headDim * sizeof(ushort) + TopKBudget.TileSize * group * sizeof(float) + 1024;
+
+    private AnchorKernel AnchorFunction(int headDim, int group, int queryParts)
     {
-        if (!_anchorFunctions.TryGetValue((headDim, group), out var entry))
+        bool wgmma = AnchorRunsWgmma(headDim, group, Hopper);
+        if (!_anchorFunctions.TryGetValue((headDim, group, queryParts, wgmma), out var entry))
         {
-            nint function = Module("anchor_prefill.cu", AttentionDefines(headDim, group)).Function("anchor_scores_mma");
-            // The queries' two bf16 halves (32 · group rows) and the key ring, rows padded by 8 bf16 (TILE_STRIDE).
-            int shared = (2 * TopKBudget.TileSize * group + AnchorStages * AnchorKeys) * (headDim + 8) * sizeof(ushort);
-            entry = (OptIn(function, "anchor_scores_mma", shared), shared);
-            _anchorFunctions[(headDim, group)] = entry;
+            if (wgmma)
+            {
+                string name = queryParts == 2 ? "anchor_scores_wgmma" : "anchor_scores_wgmma_bf16";
+                int shared = AnchorWgmmaShared(headDim, group, queryParts);
+                entry = new AnchorKernel(OptIn(Module("anchor_scores_wgmma.cu", AttentionDefines(headDim, group)).Function(name), name, shared), name, 128, shared);
+            }
+            else
+            {
+                // The queries' two bf16 halves (32 · group rows) and the key ring, rows padded by 8 bf16 (TILE_STRIDE).
+                int shared = (2 * TopKBudget.TileSize * group + AnchorStages * AnchorKeys) * (headDim + 8) * sizeof(ushort);
+                entry = new AnchorKernel(OptIn(Module("anchor_prefill.cu", AttentionDefines(headDim, group)).Function("anchor_scores_mma"), "anchor_scores_mma", shared), "anchor_scores_mma", group * 32, shared);
+            }
+            _anchorFunctions[(headDim, group, queryParts, wgmma)] = entry;
         }
         return entry;
     }

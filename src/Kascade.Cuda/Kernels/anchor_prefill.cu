@@ -23,21 +23,9 @@
 #define ATT_STAGES 2
 #include "attention_common.cuh"
 #include "plan_common.cuh"
+#include "anchor_common.cuh"
 
 #define ANCHOR_ROWS (TILE_SIZE * GROUP)   // = ATT_WARPS · ATT_M_TILES · 16 = BLOCK_ROWS
-
-// The arguments of anchor_scores_mma (AnchorScoreParams in CudaBackend.AnchorPrefill.cs).
-struct AnchorScoreParams
-{
-    const float* q;          // fp32 [tokens, heads, HEAD_DIM]
-    const bf16_t* k_cache;   // bf16 [kv_heads, capacity, HEAD_DIM], one layer
-    float* scores;           // fp32 [units · kv_heads, stride]: row unit · kv_heads + g
-    long long stride;        // elements per scores row (≥ start + tokens)
-    int tokens, heads, kv_heads, capacity, start;
-    int post_softmax;        // 1: exp(s − lse) summed (the paper); 0: the raw scaled scores summed (--pooling pre)
-    int query_parts;         // 2: the fp32 query as bf16 hi + lo (exact); 1: its bf16 rounding (ScorePrecision.Bf16)
-    float scale;
-};
 
 // Starts copying keys [first, first + ATT_KEYS) of the KV head into a ring slot ([ATT_KEYS][TILE_STRIDE]); rows at or
 // past `end` are zero-filled.
@@ -63,12 +51,9 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) anchor_scores_mma(c
     __shared__ float columns[ATT_WARPS][ATT_KEYS];           // pass 2: each warp's column sums, added in warp order
     const float neg_inf = __int_as_float(0xff800000);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, gc = lane & 3;
-    const int start = p.start, unit = blockIdx.x, g = blockIdx.y;
-    const Tile tile = tile_of(start, p.tokens, unit);
-    const int rows = (tile.query_end - tile.query_start) * GROUP, end = tile.query_end, visible = start + p.tokens;
-    const bf16_t* keys = p.k_cache + (long)g * p.capacity * HEAD_DIM;
-    float* out = p.scores + ((long)unit * p.kv_heads + g) * p.stride;
-    const int tiles = (end + ATT_KEYS - 1) / ATT_KEYS;
+    const AnchorBlock block = anchor_block(p);
+    const Tile tile = block.tile;
+    const int start = p.start, g = blockIdx.y, rows = block.rows, end = block.end, tiles = block.tiles;
     const int warp_row = warp * ATT_M_TILES * 16;
     // The last key any of the warp's rows sees (its last real row's query), or −1 for a warp of padding rows.
     const int warp_last_key = warp_row < rows ? tile.query_start + (min(warp_row + ATT_M_TILES * 16, rows) - 1) / GROUP : -1;
@@ -76,7 +61,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) anchor_scores_mma(c
     // Pass 1 and pass 2 each walk the key tiles through the ring; tile i of the walk of pass `pass` is number
     // pass · tiles + i of the block's stream of tiles.
     const int passes = p.post_softmax ? 2 : 1, stream = passes * tiles;
-    stage_keys(ring, keys, 0, end);
+    stage_keys(ring, block.keys, 0, end);
     copy_async_commit();
 
     // The queries as bf16 halves in log2 units (scale · log2 e folded in), or rounded unscaled (one part, the scale
@@ -113,7 +98,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) anchor_scores_mma(c
         __syncthreads();                                         // tile t is in; every warp is done with tile t − 1 and the columns
         if (t + 1 < stream)
         {
-            stage_keys(ring + ((t + 1) % ATT_STAGES) * ATT_KEYS * TILE_STRIDE, keys, ((t + 1) % tiles) * ATT_KEYS, end);
+            stage_keys(ring + ((t + 1) % ATT_STAGES) * ATT_KEYS * TILE_STRIDE, block.keys, ((t + 1) % tiles) * ATT_KEYS, end);
         }
         copy_async_commit();
         const bool last_pass = pass == passes - 1;
@@ -224,10 +209,9 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) anchor_scores_mma(c
                 float total = 0.0f;
 #pragma unroll
                 for (int w = 0; w < ATT_WARPS; w++) total += columns[w][i];
-                if (k0 + i < end) out[k0 + i] = total;
+                if (k0 + i < end) block.out[k0 + i] = total;
             }
         }
     }
-    // Keys after every query of the tile score 0 (the row spans the chunk's keys).
-    for (int j = end + threadIdx.x; j < visible; j += blockDim.x) out[j] = 0.0f;
+    block.zero_later_keys();
 }
