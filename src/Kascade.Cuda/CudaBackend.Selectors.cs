@@ -131,7 +131,7 @@ public sealed unsafe partial class CudaBackend
             case KeySelector.PageTopK quest:
             {
                 var scores = Scratch(ref _selectorScores, (long)headRows * s.MaxPages * sizeof(float));
-                Launch(module, "page_scores", new Dim3((uint)args.KvHeads, (uint)((s.MaxPages + ScoreRows - 1) / ScoreRows), (uint)sequences), ScoreThreads,
+                Launch(module, "page_scores", new Dim3((uint)((s.MaxPages + ScoreRows - 1) / ScoreRows), (uint)args.KvHeads, (uint)sequences), ScoreThreads,
                     In(q), s.PageBounds(c.Layer), scores.Pointer, (long)s.MaxPages, args.Heads, args.KvHeads, s.MaxPages, quest.PageSize, args.StartPosition, startAt,
                     s.PageBoundsStride);
                 int pageCapacity = Math.Max(p.Capacity / quest.PageSize, 1);
@@ -146,7 +146,7 @@ public sealed unsafe partial class CudaBackend
                 Launch(module, "sparcas_dimensions", new Dim3((uint)args.Heads, (uint)sequences, 1), (uint)args.HeadDim, In(q), s.Dimensions(c.Layer), s.Age(c.Layer),
                     s.DimensionCount, sparcas.RefreshSteps);
                 var scores = Scratch(ref _selectorScores, (long)headRows * extent * sizeof(float));
-                Launch(module, "partial_scores", new Dim3((uint)args.KvHeads, (uint)((extent + ScoreRows - 1) / ScoreRows), (uint)sequences), ScoreThreads,
+                Launch(module, "partial_scores", new Dim3((uint)((extent + ScoreRows - 1) / ScoreRows), (uint)args.KvHeads, (uint)sequences), ScoreThreads,
                     In(q), c.Keys, s.Dimensions(c.Layer), s.Age(c.Layer), scores.Pointer, (long)extent, args.Heads, args.KvHeads,
                     c.Capacity, s.DimensionCount, args.StartPosition, startAt, c.Stride);
                 SelectRows(args, scores.Pointer, extent, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, headRows, sparcas.Percent);

@@ -86,8 +86,8 @@ extern "C" __global__ void page_bounds(const bf16_t* k_cache, bf16_t* bounds, in
 }
 
 // quest's page scores: scores[h, page] = Σ_d max(q_d · min_d, q_d · max_d) over the pages of the visible keys (the
-// query's upper bound on any q·k in the page; q unscaled), summed in dimension order. Grid: (kv_heads, page blocks of
-// SCORE_ROWS, sequences), 32 · SCORE_WARPS threads; sequence b's bounds are b · bounds_stride elements on, its rows
+// query's upper bound on any q·k in the page; q unscaled), summed in dimension order. Grid: (page blocks of SCORE_ROWS,
+// kv_heads, sequences: the blocks of rows in x, whose limit is 2^31 − 1, not y's 65,535), 32 · SCORE_WARPS threads; sequence b's bounds are b · bounds_stride elements on, its rows
 // b · heads on.
 extern "C" __global__ void __launch_bounds__(32 * SCORE_WARPS) page_scores(const float* q, const bf16_t* bounds, float* scores, long long stride, int heads,
                                                                          int kv_heads, int max_pages, int page_size, int start, const int* start_at,
@@ -95,7 +95,7 @@ extern "C" __global__ void __launch_bounds__(32 * SCORE_WARPS) page_scores(const
 {
     __shared__ unsigned staged[SCORE_ROWS * SCORE_STRIDE(HEAD_DIM)];
     start = start_position(start_at, start);
-    const int g = blockIdx.x, group = heads / kv_heads, first = blockIdx.y * SCORE_ROWS, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = blockIdx.y, group = heads / kv_heads, first = blockIdx.x * SCORE_ROWS, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int pages = (start + page_size) / page_size, page = first + lane;
     if (first >= pages) return;
     q += (long)blockIdx.z * heads * HEAD_DIM;
@@ -213,7 +213,7 @@ extern "C" __global__ void sparcas_dimensions(const float* q, int* dims, const i
 
 // sparcas's partial scores: scores[h, j] = Σ over head h's dims (ascending) of q_d · K[j, d], unscaled, for the visible
 // keys, multiplied and added without fusing as the reference does. Block (0, 0) moves the layer's age on. Grid:
-// (kv_heads, key blocks of SCORE_ROWS, sequences), 32 · SCORE_WARPS threads; sequence b's keys are b · sequence_stride
+// (key blocks of SCORE_ROWS, kv_heads, sequences: as page_scores), 32 · SCORE_WARPS threads; sequence b's keys are b · sequence_stride
 // elements on, its dims, age and rows as in sparcas_dimensions.
 extern "C" __global__ void __launch_bounds__(32 * SCORE_WARPS) partial_scores(const float* q, const bf16_t* k_cache, const int* dims, int* age, float* scores,
                                                                             long long stride, int heads, int kv_heads, int capacity, int count, int start,
@@ -221,7 +221,7 @@ extern "C" __global__ void __launch_bounds__(32 * SCORE_WARPS) partial_scores(co
 {
     __shared__ unsigned staged[SCORE_ROWS * SCORE_STRIDE(HEAD_DIM / 2)];
     start = start_position(start_at, start);
-    const int g = blockIdx.x, group = heads / kv_heads, first = blockIdx.y * SCORE_ROWS, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = blockIdx.y, group = heads / kv_heads, first = blockIdx.x * SCORE_ROWS, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) age[blockIdx.z] += 1;
     if (first > start) return;
     q += (long)blockIdx.z * heads * HEAD_DIM;

@@ -54,6 +54,30 @@ public static unsafe partial class BackendParity
         return results;
     }
 
+    /// <summary>Dense attention over head dims 32–256, GQA groups 1–8, decode steps and prefill chunks that start and end inside tiles.</summary>
+    private static void AttentionCases(IBackend reference, IBackend candidate, Random rng, Action<ParityResult> record)
+    {
+        foreach (int headDim in new[] { 64, 128 })
+        {
+            foreach (int group in new[] { 1, 2, 4, 8 })
+            {
+                foreach (var (start, tokens) in new[] { (0, 1), (0, 37), (50, 1), (45, 20), (0, 100), (0, 300), (500, 300), (0, 1000), (7000, 64), (1000, 1), (3000, 3), (20000, 1) })
+                {
+                    record(AttentionCase(reference, candidate, rng, headDim, group, start, tokens));
+                }
+            }
+        }
+        // Head dims the kernels handle through other paths: 32 and 96 (tensor cores, rows not a power of two chunks
+        // for 96), 256 (the reference kernel).
+        foreach (int headDim in new[] { 32, 96, 256 })
+        {
+            foreach (var (start, tokens) in new[] { (0, 37), (45, 20), (0, 300), (1000, 1), (3000, 3) })
+            {
+                record(AttentionCase(reference, candidate, rng, headDim, 4, start, tokens));
+            }
+        }
+    }
+
     public static IReadOnlyList<ParityResult> Run(IBackend reference, IBackend candidate, Action<ParityResult>? onResult = null)
     {
         var results = new List<ParityResult>();
@@ -139,25 +163,7 @@ public static unsafe partial class BackendParity
                 return gt;
             }, []));
         }
-        foreach (int headDim in new[] { 64, 128 })
-        {
-            foreach (int group in new[] { 1, 2, 4, 8 })
-            {
-                foreach (var (start, tokens) in new[] { (0, 1), (0, 37), (50, 1), (45, 20), (0, 100), (0, 300), (500, 300), (0, 1000), (7000, 64), (1000, 1), (3000, 3), (20000, 1) })
-                {
-                    Record(AttentionCase(reference, candidate, rng, headDim, group, start, tokens));
-                }
-            }
-        }
-        // Head dims the kernels handle through other paths: 32 and 96 (tensor cores, rows not a power of two chunks
-        // for 96), 256 (the reference kernel).
-        foreach (int headDim in new[] { 32, 96, 256 })
-        {
-            foreach (var (start, tokens) in new[] { (0, 37), (45, 20), (0, 300), (1000, 1), (3000, 3) })
-            {
-                Record(AttentionCase(reference, candidate, rng, headDim, 4, start, tokens));
-            }
-        }
+        AttentionCases(reference, candidate, rng, Record);
         SelectionCases(reference, candidate, new Random(101), Record);
         BaselineCases(reference, candidate, new Random(102), Record);
         foreach (int headDim in new[] { 64, 128 })
