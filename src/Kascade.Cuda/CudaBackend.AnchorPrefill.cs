@@ -4,7 +4,7 @@ using Kascade.Cuda.Heuristics;
 
 namespace Kascade.Cuda;
 
-/// <summary>The arguments of <c>anchor_scores_mma</c> (its <c>AnchorScoreParams</c>, field for field).</summary>
+/// <summary>The arguments of <c>anchor_scores_mma</c> and <c>anchor_scores_wgmma</c> (their <c>AnchorScoreParams</c>, field for field).</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct AnchorScoreParams
 {
@@ -45,7 +45,10 @@ public sealed unsafe partial class CudaBackend
         {
             return false;
         }
-        var kernel = AnchorFunction(args.HeadDim, group, QueryParts(precision));
+        if (AnchorFunction(args.HeadDim, group, QueryParts(precision)) is not { } kernel)
+        {
+            return false;
+        }
         // Prefill is never recorded: the host's start position is the step's.
         var parameters = new AnchorScoreParams
         {
@@ -77,21 +80,29 @@ public sealed unsafe partial class CudaBackend
     internal static int AnchorWgmmaShared(int headDim, int group, int queryParts) =>
         (queryParts * TopKBudget.TileSize * group + AnchorStages * AnchorKeys) * headDim * sizeof(ushort) + TopKBudget.TileSize * group * sizeof(float) + 1024;
 
-    private AnchorKernel AnchorFunction(int headDim, int group, int queryParts)
+    /// <summary>
+    /// The anchor-score kernel for (head dim, group, query parts), or null where its shared memory is more than the GPU
+    /// allows a block (anchor_scores_mma at group 8 and head dim 128 needs 170 KiB; an A100 allows 163): the exact
+    /// kernel runs there.
+    /// </summary>
+    private AnchorKernel? AnchorFunction(int headDim, int group, int queryParts)
     {
         bool wgmma = AnchorRunsWgmma(headDim, group, Hopper);
         if (!_anchorFunctions.TryGetValue((headDim, group, queryParts, wgmma), out var entry))
         {
+            // anchor_scores_mma: the queries' two bf16 halves (32 · group rows) and the key ring, rows padded by 8 bf16 (TILE_STRIDE).
+            int shared = wgmma ? AnchorWgmmaShared(headDim, group, queryParts) : (2 * TopKBudget.TileSize * group + AnchorStages * AnchorKeys) * (headDim + 8) * sizeof(ushort);
+            if (shared > _device.MaxSharedMemoryOptin)
+            {
+                return null;
+            }
             if (wgmma)
             {
                 string name = queryParts == 2 ? "anchor_scores_wgmma" : "anchor_scores_wgmma_bf16";
-                int shared = AnchorWgmmaShared(headDim, group, queryParts);
                 entry = new AnchorKernel(OptIn(Module("anchor_scores_wgmma.cu", AttentionDefines(headDim, group)).Function(name), name, shared), name, 128, shared);
             }
             else
             {
-                // The queries' two bf16 halves (32 · group rows) and the key ring, rows padded by 8 bf16 (TILE_STRIDE).
-                int shared = (2 * TopKBudget.TileSize * group + AnchorStages * AnchorKeys) * (headDim + 8) * sizeof(ushort);
                 entry = new AnchorKernel(OptIn(Module("anchor_prefill.cu", AttentionDefines(headDim, group)).Function("anchor_scores_mma"), "anchor_scores_mma", shared), "anchor_scores_mma", group * 32, shared);
             }
             _anchorFunctions[(headDim, group, queryParts, wgmma)] = entry;

@@ -46,7 +46,7 @@ public sealed unsafe partial class CudaBackend : IBackend
     /// turned off after the Hopper grids in one process, stopped on the H100 with an illegal address (session 12; the
     /// failing kernel is not yet found).
     /// </summary>
-    public bool HopperKernels { get; set; } = Environment.GetEnvironmentVariable("KASCADE_HOPPER_KERNELS") != "0";
+    public bool HopperKernels { get; } = Environment.GetEnvironmentVariable("KASCADE_HOPPER_KERNELS") != "0";
 
     private bool Hopper => _device.Hopper && HopperKernels;
 

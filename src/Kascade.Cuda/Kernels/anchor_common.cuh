@@ -17,7 +17,8 @@ struct AnchorScoreParams
     long long stride;        // elements per scores row (≥ start + tokens)
     int tokens, heads, kv_heads, capacity, start;
     int post_softmax;        // 1: exp(s − lse) summed (the paper); 0: the raw scaled scores summed (--pooling pre)
-    int query_parts;         // 2: the fp32 query as bf16 hi + lo (exact); 1: its bf16 rounding (ScorePrecision.Bf16)
+    int query_parts;         // 2: the fp32 query as bf16 hi + lo (exact); 1: its bf16 rounding (ScorePrecision.Bf16);
+                             //    anchor_scores_wgmma takes it from its entry point instead (one per setting)
     float scale;
 };
 

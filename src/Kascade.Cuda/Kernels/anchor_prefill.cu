@@ -1,4 +1,5 @@
-// Kascade's anchor scores for a prefill chunk on tensor cores (issue 15 §3): for each 32-query tile and KV head, the
+// Kascade's anchor scores for a prefill chunk on tensor cores (issue 15 §3; on Hopper only for a GQA group of 1 — groups
+// 2, 4 and 8 run anchor_scores_wgmma.cu there): for each 32-query tile and KV head, the
 // GQA group's post-softmax probabilities of every key, summed over the tile's queries and the group — selection.cu's
 // pooled_tile_scores (which stays the reference and serves the other poolings) with Q·Kᵀ on mma.sync, so the cost is
 // that of the scores of a FlashAttention pass instead of CUDA-core dot products. Pass 1 finds each row's log-sum-exp

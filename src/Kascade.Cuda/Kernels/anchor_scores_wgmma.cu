@@ -100,8 +100,8 @@ struct Max
 };
 
 // IBackend.PooledTileScores for pools = KvHeads: scores[unit · kv_heads + g, j] for j < start + tokens, as
-// anchor_scores_mma writes them, with PARTS query parts (p.query_parts; a template parameter so that no branch runs
-// around a wgmma). Grid: (units, kv_heads), 128 threads, dynamic shared memory: PARTS × [ROWS][HEAD_DIM] swizzled
+// anchor_scores_mma writes them, with PARTS query parts (p.query_parts; a template parameter so that the loops that
+// issue the wgmma groups have constant bounds; the branch on post_softmax around pass 1 is the same for every thread). Grid: (units, kv_heads), 128 threads, dynamic shared memory: PARTS × [ROWS][HEAD_DIM] swizzled
 // queries, two [ATT_KEYS][HEAD_DIM] swizzled key slots, ROWS floats of log-sum-exp, from a 1024-byte-aligned start
 // (AnchorWgmmaShared in CudaBackend.AnchorPrefill.cs).
 template <int PARTS>
@@ -292,7 +292,7 @@ __device__ __forceinline__ void anchor_scores(const AnchorScoreParams& p)
     block.zero_later_keys();
 }
 
-extern "C" __global__ void __launch_bounds__(128, 2) anchor_scores_wgmma(const AnchorScoreParams p) { anchor_scores<2>(p); }
+extern "C" __global__ void __launch_bounds__(128) anchor_scores_wgmma(const AnchorScoreParams p) { anchor_scores<2>(p); }
 
 // ScorePrecision.Bf16: the queries' bf16 rounding, one MMA per score.
-extern "C" __global__ void __launch_bounds__(128, 2) anchor_scores_wgmma_bf16(const AnchorScoreParams p) { anchor_scores<1>(p); }
+extern "C" __global__ void __launch_bounds__(128) anchor_scores_wgmma_bf16(const AnchorScoreParams p) { anchor_scores<1>(p); }

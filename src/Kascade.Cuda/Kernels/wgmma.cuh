@@ -2,8 +2,8 @@
 // and anchor_scores_wgmma.cu (the anchors' pooled scores): proxy fences, wgmma fence / commit / wait, mbarriers, the
 // 128-byte-swizzled matrix descriptor, the wgmma shapes the kernels issue, and the swizzled staging of a K/V tile.
 // Tiles are stored in the layout wgmma reads: a [rows][HEAD_DIM] bf16 tile is HEAD_DIM / 64 regions [rows][64]
-// (128-byte rows), 16-byte chunk c of row r stored at chunk c ^ (r % 8), 8-row groups 1024 bytes apart. Include after
-// attention_common.cuh (TileCopy, CHUNKS_PER_ROW, ATT_KEYS).
+// (128-byte rows), 16-byte chunk c of row r stored at chunk c ^ (r % 8), 8-row groups 1024 bytes apart. The including
+// kernel defines attention_common.cuh's ATT_* first (TileCopy, CHUNKS_PER_ROW, ATT_KEYS).
 #pragma once
 #include "attention_common.cuh"
 

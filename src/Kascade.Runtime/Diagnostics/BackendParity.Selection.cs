@@ -36,6 +36,8 @@ public static partial class BackendParity
                     if (variants)
                     {
                         record(ScoresCase("pooled tile scores (pre-softmax, all heads)", shape, reference, candidate, inputs, headDim, start, tokens, ScorePooling.PreSoftmax, 1));
+                        // A pool per KV head: the tensor-core anchor kernels' pre-softmax branch (--pooling pre).
+                        record(ScoresCase("pooled tile scores (pre-softmax)", shape, reference, candidate, inputs, headDim, start, tokens, ScorePooling.PreSoftmax, inputs.KvHeads));
                         foreach (var r in AnchorCases(shape + ", all heads, reference budget", reference, candidate, inputs, headDim, start, tokens, kascade with { PoolAllHeads = true, Rule = BudgetRule.Reference, TopKPercent = 20 }))
                         {
                             record(r);
