@@ -12,8 +12,11 @@ namespace Kascade.Runtime.Diagnostics;
 /// </summary>
 public static partial class BackendParity
 {
-    /// <summary>Chunks (start, tokens): one query, ragged tiles, several tiles from inside one, and decode at 1k and 20k keys.</summary>
-    private static readonly (int Start, int Tokens)[] SelectionChunks = [(0, 1), (45, 20), (0, 300), (500, 300), (1000, 1), (3000, 3), (4000, 64), (20000, 1)];
+    /// <summary>
+    /// Chunks (start, tokens): one query, ragged tiles, several tiles from inside one, a chunk far into a 9k context that
+    /// starts and ends inside tiles (the anchor kernels' unmasked key tiles before the diagonal), and decode at 1k and 20k keys.
+    /// </summary>
+    private static readonly (int Start, int Tokens)[] SelectionChunks = [(0, 1), (45, 20), (0, 300), (500, 300), (1000, 1), (3000, 3), (4000, 64), (9000, 77), (20000, 1)];
 
     private static void SelectionCases(IBackend reference, IBackend candidate, Random rng, Action<ParityResult> record)
     {
