@@ -67,11 +67,11 @@ public sealed unsafe partial class CudaBackend
     private static int QueryParts(ScorePrecision precision) => precision == ScorePrecision.Bf16 ? 1 : 2;
 
     /// <summary>
-    /// Whether the anchor scores of a (head dim, group) run on <c>anchor_scores_wgmma</c>: Hopper, a head dim of 64 or 128,
-    /// and a block of 32 · group rows that fills whole 64-row warpgroup tiles (group 2, 4 or 8); else
-    /// <c>anchor_scores_mma</c>.
+    /// Whether a 32-query tile's kernels of a (head dim, group) run on warpgroup MMA (<c>anchor_scores_wgmma</c>,
+    /// <c>sparse_prefill_wgmma</c>): Hopper, a head dim of 64 or 128, and a block of 32 · group rows that fills whole
+    /// 64-row warpgroup tiles (group 2, 4 or 8); else their mma.sync kernels.
     /// </summary>
-    internal static bool AnchorRunsWgmma(int headDim, int group, bool hopper) => AttentionHeadDims.RunsWgmma(headDim, hopper) && group is 2 or 4 or 8;
+    internal static bool TileRunsWgmma(int headDim, int group, bool hopper) => AttentionHeadDims.RunsWgmma(headDim, hopper) && group is 2 or 4 or 8;
 
     /// <summary>
     /// anchor_scores_wgmma's dynamic shared memory: the query parts and the two key slots in the swizzled layout (bf16),
@@ -87,7 +87,7 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     private AnchorKernel? AnchorFunction(int headDim, int group, int queryParts)
     {
-        bool wgmma = AnchorRunsWgmma(headDim, group, Hopper);
+        bool wgmma = TileRunsWgmma(headDim, group, Hopper);
         if (!_anchorFunctions.TryGetValue((headDim, group, queryParts, wgmma), out var entry))
         {
             // anchor_scores_mma: the queries' two bf16 halves (32 · group rows) and the key ring, rows padded by 8 bf16 (TILE_STRIDE).

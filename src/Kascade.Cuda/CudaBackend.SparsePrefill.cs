@@ -6,17 +6,20 @@ using Kascade.Cuda.Runtime;
 namespace Kascade.Cuda;
 
 /// <summary>
-/// Sparse attention of a prefill chunk over a tile plan on tensor cores (<c>sparse_prefill_mma</c>): a block per (tile,
-/// KV head) whose 32 · group query rows share every gathered K/V tile, where <c>sparse_attention</c> gives each query
-/// row a warp that gathers its keys alone.
+/// Sparse attention of a prefill chunk over a tile plan on tensor cores: a block per (tile, KV head) whose 32 · group
+/// query rows share every gathered K/V tile, where <c>sparse_attention</c> gives each query row a warp that gathers its
+/// keys alone — <c>sparse_prefill_wgmma</c> on Hopper (groups 2/4/8, head dims 64/128), else <c>sparse_prefill_mma</c>.
 /// </summary>
 public sealed unsafe partial class CudaBackend
 {
-    private readonly Dictionary<(int HeadDim, int Group), (nint Function, int SharedBytes)> _sparsePrefillFunctions = [];
+    private readonly Dictionary<(int HeadDim, int Group, bool Wgmma), SparsePrefillKernel> _sparsePrefillFunctions = [];
+
+    /// <summary>A compiled sparse-prefill kernel: its function, name, threads per block, row blocks per tile (grid z) and dynamic shared memory.</summary>
+    private readonly record struct SparsePrefillKernel(nint Function, string Name, int Threads, int RowBlocks, int SharedBytes);
 
     /// <summary>
-    /// Runs <paramref name="parameters"/>' chunk through <c>sparse_prefill_mma</c> where it applies — a prefill chunk of a
-    /// tile plan whose KV heads' query heads share a row, groups of 1 to 8, a tensor-core head dim; false where it does not.
+    /// Runs <paramref name="parameters"/>' chunk through the tensor-core sparse prefill where it applies — a prefill chunk of
+    /// a tile plan whose KV heads' query heads share a row, groups of 1 to 8, a tensor-core head dim; false where it does not.
     /// </summary>
     private bool TrySparsePrefill(AttentionArgs args, SparseParams parameters)
     {
@@ -26,20 +29,37 @@ public sealed unsafe partial class CudaBackend
         {
             return false;
         }
-        var (function, shared) = SparsePrefillFunction(args.HeadDim, group);
-        LaunchWith(function, "sparse_prefill_mma", new Dim3((uint)Units(args), (uint)args.KvHeads, 1), (uint)(group * 32), (uint)shared, parameters);
+        var kernel = SparsePrefillFunction(args.HeadDim, group);
+        LaunchWith(kernel.Function, kernel.Name, new Dim3((uint)Units(args), (uint)args.KvHeads, (uint)kernel.RowBlocks), (uint)kernel.Threads, (uint)kernel.SharedBytes, parameters);
         return true;
     }
 
-    private (nint Function, int SharedBytes) SparsePrefillFunction(int headDim, int group)
+    /// <summary>
+    /// sparse_prefill_wgmma's dynamic shared memory: three swizzled (K, V) tiles of 64 keys (bf16) and 1 KiB to align the
+    /// swizzle atoms.
+    /// </summary>
+    internal static int SparsePrefillWgmmaShared(int headDim) => 3 * 2 * AnchorKeys * headDim * sizeof(ushort) + 1024;
+
+    private SparsePrefillKernel SparsePrefillFunction(int headDim, int group)
     {
-        if (!_sparsePrefillFunctions.TryGetValue((headDim, group), out var entry))
+        bool wgmma = TileRunsWgmma(headDim, group, Hopper);
+        if (!_sparsePrefillFunctions.TryGetValue((headDim, group, wgmma), out var entry))
         {
-            nint function = Module("sparse_prefill.cu", AttentionDefines(headDim, group)).Function("sparse_prefill_mma");
-            // The queries (32 · group rows) and two (K, V) tiles of 64 keys, rows padded by 8 bf16 (TILE_STRIDE).
-            int shared = (TopKBudget.TileSize * group + 2 * 2 * AnchorKeys) * (headDim + 8) * sizeof(ushort);
-            entry = (OptIn(function, "sparse_prefill_mma", shared), shared);
-            _sparsePrefillFunctions[(headDim, group)] = entry;
+            if (wgmma)
+            {
+                // sparse_prefill_wgmma.cu's ATT_WARPS: a warpgroup per 64 of the tile's rows, at most two a block.
+                int warps = group == 2 ? 4 : 8, shared = SparsePrefillWgmmaShared(headDim);
+                var function = Module("sparse_prefill_wgmma.cu", AttentionDefines(headDim, group)).Function("sparse_prefill_wgmma");
+                entry = new SparsePrefillKernel(OptIn(function, "sparse_prefill_wgmma", shared), "sparse_prefill_wgmma", warps * 32, TopKBudget.TileSize * group / (warps * 16), shared);
+            }
+            else
+            {
+                // The queries (32 · group rows) and two (K, V) tiles of 64 keys, rows padded by 8 bf16 (TILE_STRIDE).
+                int shared = (TopKBudget.TileSize * group + 2 * 2 * AnchorKeys) * (headDim + 8) * sizeof(ushort);
+                var function = Module("sparse_prefill.cu", AttentionDefines(headDim, group)).Function("sparse_prefill_mma");
+                entry = new SparsePrefillKernel(OptIn(function, "sparse_prefill_mma", shared), "sparse_prefill_mma", group * 32, 1, shared);
+            }
+            _sparsePrefillFunctions[(headDim, group, wgmma)] = entry;
         }
         return entry;
     }

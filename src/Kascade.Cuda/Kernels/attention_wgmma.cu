@@ -1,71 +1,13 @@
-// Hopper (sm_90a) prefill: attention_mma's scheme on warpgroup MMA, pipelined as FlashAttention-3 does within a
-// warpgroup. A block is ATT_WARPS / 4 warpgroups of 64 rows sharing one K/V ring; S = Q·K(j)ᵀ and O += P·V(j) are
-// wgmma.mma_async with the A operand (Q, then P) in registers and K/V read by the tensor cores straight from shared
-// memory, so no K/V fragment passes through the register file. While the softmax of tile j + 1 runs, P(j)·V(j) is
-// still on the tensor cores. K/V tiles are staged in the 128-byte-swizzled layout wgmma reads: each tile is HEAD_DIM / 64
-// regions [ATT_KEYS][64] (128-byte rows), 16-byte chunk c of row r stored at chunk c ^ (r % 8), 8-row groups 1024
-// bytes apart. The accumulator of m64nNk16 gives warp w of a warpgroup rows 16w + g and 16w + g + 8 and, for each 8
-// columns n, the columns 8n + 2c, 8n + 2c + 1: the mma.m16n8 C layout, so the masking, softmax and P packing are
-// attention_mma's. Needs ATT_STAGES ≥ 3: tile j + 1 is read (S) while tile j is (PV) and tile j + 2 loads.
+// Hopper (sm_90a) dense prefill: attention_mma's scheme on warpgroup MMA, pipelined as FlashAttention-3 does within a
+// warpgroup (wgmma_attention.cuh's attend_ring). A block is ATT_WARPS / 4 warpgroups of 64 rows of one KV head sharing
+// one ring of contiguous K/V tiles; with several key splits it writes (max, sum, unnormalised output) per row for
+// attention_combine.
 #include "attention_common.cuh"
-#include "wgmma.cuh"
+#include "wgmma_attention.cuh"
 
 #if !defined(ATT_WGMMA)
 #error "attention_wgmma.cu needs ATT_WGMMA"
 #endif
-
-#define HALVES (HEAD_DIM / 64)
-
-#if ATT_KEYS == 64
-#define WGMMA_S wgmma_m64n64k16
-#elif ATT_KEYS == 128
-#define WGMMA_S wgmma_m64n128k16
-#else
-#error "attention_wgmma takes ATT_KEYS 64 or 128"
-#endif
-#define TILE_BYTES (ATT_KEYS * HEAD_DIM * 2)
-
-// Issues S = Q·Kᵀ over the K tile whose descriptor is `k_tile` for the warpgroup's 64 rows as one wgmma group (not
-// waited for). k-step ks reads dims 16 ks … of every key: 32 bytes further into its 64-dim region (descriptor
-// addresses count 16-byte units).
-__device__ __forceinline__ void issue_scores(float (*s)[4], const unsigned (*qa)[4], unsigned long long k_tile)
-{
-    wgmma_fence();
-    WGMMA_S<0, 0>(&s[0][0], qa[0], k_tile);                     // the first k-step overwrites s: no zeroing needed
-#pragma unroll
-    for (int ks = 1; ks < HEAD_DIM / 16; ks++)
-        WGMMA_S<0, 1>(&s[0][0], qa[ks], k_tile + (((ks / 4) * ATT_KEYS * 128 + (ks % 4) * 32) >> 4));
-    wgmma_commit();
-}
-
-// Issues O = O · correction + P·V as one wgmma group (not waited for): P (the softmax of S, in the C layout) becomes
-// the A fragments, k-step kk being keys 16 kk … of the V tile whose descriptor is `v_tile`, 2048 bytes into each of
-// its 64-dim regions; one n64 MMA per region. Every register a wgmma reads is written before the fence (PTX ISA).
-__device__ __forceinline__ void accumulate_values(float (*o)[4], float (*s)[4], const float* correction, unsigned long long v_tile)
-{
-    unsigned pa[ATT_KEYS / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < ATT_KEYS / 16; kk++)
-    {
-        pa[kk][0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-        pa[kk][1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-        pa[kk][2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        pa[kk][3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-    }
-#pragma unroll
-    for (int n = 0; n < HEAD_DIM / 8; n++)
-    {
-        o[n][0] *= correction[0]; o[n][1] *= correction[0];
-        o[n][2] *= correction[1]; o[n][3] *= correction[1];
-    }
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < ATT_KEYS / 16; kk++)
-#pragma unroll
-        for (int half = 0; half < HALVES; half++)
-            wgmma_m64n64k16<1, 1>(&o[8 * half][0], pa[kk], v_tile + ((half * ATT_KEYS * 128 + kk * 2048) >> 4));
-    wgmma_commit();
-}
 
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_wgmma(const AttentionParams p)
 {
@@ -77,46 +19,15 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_wgmma(con
     const int warp_row = w.block_row + warp * 16;
     const int warp_first_limit = min(w.start + warp_row / GROUP + 1, w.end);
 
-    // Every warpgroup walks every tile of the block, even one none of its rows sees (at most one tile on the
-    // diagonal): a branch around wgmma that the compiler cannot prove uniform makes it serialise the MMAs.
-    // The ring has no block-wide barrier: slot s is `full` once every thread's copies into it have landed and `empty`
-    // once every warp is done reading it, so the warpgroups drift apart (one's softmax under the other's MMAs).
     const int tiles = w.end > w.begin ? (w.end - w.begin + ATT_KEYS - 1) / ATT_KEYS : 0;
     __shared__ __align__(8) unsigned long long full[ATT_STAGES], empty[ATT_STAGES];
-    if (threadIdx.x == 0)
-    {
-        for (int s = 0; s < ATT_STAGES; s++)
-        {
-            mbarrier_init(&full[s], STAGE_THREADS);
-            mbarrier_init(&empty[s], ATT_WARPS);
-        }
-    }
-    __syncthreads();
+    init_ring(full, empty);
     const TileCopy copy = swizzled_tile_copy();
-    auto stage = [&](int tile) {                                 // tile's slot was last used by tile − ATT_STAGES
-        int slot = tile % ATT_STAGES;
-        if (tile >= ATT_STAGES) mbarrier_wait(&empty[slot], (tile / ATT_STAGES - 1) & 1);
-        bf16_t* k_tile = reinterpret_cast<bf16_t*>(ring + slot * 2 * TILE_BYTES);
-        copy.stage(k_tile, k_tile + TILE_BYTES / 2, w.k_cache, w.v_cache, w.begin + tile * ATT_KEYS, w.end, ROW_STEP * 64);
-        mbarrier_arrive_after_copies(&full[slot]);
+    auto fill = [&](bf16_t* k_tile, bf16_t* v_tile, int tile) {
+        copy.stage(k_tile, v_tile, w.k_cache, w.v_cache, w.begin + tile * ATT_KEYS, w.end, ROW_STEP * 64);
     };
-    auto arrived = [&](int tile) {                               // the block's copies of tile are in; wgmma may read them
-        mbarrier_wait(&full[tile % ATT_STAGES], (tile / ATT_STAGES) & 1);
-        fence_proxy_async();
-    };
-    auto release = [&](int tile) {                               // this warp's MMAs reading tile are done
-        __syncwarp();
-        if (lane == 0) mbarrier_arrive(&empty[tile % ATT_STAGES]);
-    };
-#pragma unroll
-    for (int s = 0; s < ATT_STAGES - 1; s++)
-        if (s < tiles) stage(s);
-    // Descriptors of slot 0's K and V tiles; a slot or k-step is an offset in 16-byte units.
-    const unsigned long long k_descriptor = swizzled_descriptor(ring, 16, 1024);
-    const unsigned long long v_descriptor = swizzled_descriptor(ring + TILE_BYTES, 1024, 1024);
 
-    // The warp's 16 query rows as wgmma A fragments, straight from global memory, in log2 units; padding rows zero.
-    const float log2e_scale = p.scale * 1.4426950408889634f;
+    // The warp's 16 query rows, in log2 units; padding rows zero.
     int limit[2];
     long q_row[2];
 #pragma unroll
@@ -127,54 +38,12 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_wgmma(con
         q_row[h] = w.q_row(row, p.heads);
     }
     unsigned qa[HEAD_DIM / 16][4];
-#pragma unroll
-    for (int ks = 0; ks < HEAD_DIM / 16; ks++)
-    {
-        int col = ks * 16 + 2 * gc;
-        float2 v[4];
-#pragma unroll
-        for (int i = 0; i < 4; i++)                              // a0: row g, a1: row g+8, a2/a3: the same at col + 8
-        {
-            long r = q_row[i & 1];
-            v[i] = r >= 0 ? *reinterpret_cast<const float2*>(p.q + r * HEAD_DIM + col + (i >> 1) * 8) : make_float2(0.0f, 0.0f);
-            qa[ks][i] = pack_bf16(v[i].x * log2e_scale, v[i].y * log2e_scale);
-        }
-    }
+    query_fragments(p.q, q_row, p.scale * 1.4426950408889634f, gc, qa);
 
-    float o[HEAD_DIM / 8][4], m[2] = {neg_inf, neg_inf}, l[2] = {0.0f, 0.0f}, correction[2] = {1.0f, 1.0f};
+    float o[HEAD_DIM / 8][4], m[2] = {neg_inf, neg_inf}, l[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int n = 0; n < HEAD_DIM / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float s[ATT_KEYS / 8][4], s_next[ATT_KEYS / 8][4];
-
-    // Tile j's steps: S(j) = Q·K(j)ᵀ, its softmax (P(j), the running max and sum, the factor O is rescaled by), then
-    // O = O · correction + P(j)·V(j). Each loop step issues S(j + 1) and P(j)·V(j) to the tensor cores and runs the
-    // softmax of tile j + 1 while P(j)·V(j) is still on them; O is only touched once that MMA has been waited for. The
-    // last tile, which has no successor, is peeled off so that the loop body has no branch around a wgmma.
-    if (tiles > 0)
-    {
-        arrived(0);
-        issue_scores(s, qa, k_descriptor);
-        wgmma_wait_all();
-        softmax_tile(s, w.begin, warp_first_limit, limit, gc, m, l, correction);
-    }
-    for (int j = 0; j + 1 < tiles; j++)
-    {
-        if (j + ATT_STAGES - 1 < tiles) stage(j + ATT_STAGES - 1);
-        arrived(j + 1);
-        issue_scores(s_next, qa, k_descriptor + ((((j + 1) % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
-        accumulate_values(o, s, correction, v_descriptor + (((j % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
-        wgmma_wait<1>();                                         // S(j + 1) is done; P(j)·V(j) may still run
-#pragma unroll
-        for (int n = 0; n < ATT_KEYS / 8; n++) { s[n][0] = s_next[n][0]; s[n][1] = s_next[n][1]; s[n][2] = s_next[n][2]; s[n][3] = s_next[n][3]; }
-        softmax_tile(s, w.begin + (j + 1) * ATT_KEYS, warp_first_limit, limit, gc, m, l, correction);
-        wgmma_wait_all();
-        release(j);
-    }
-    if (tiles > 0)
-    {
-        accumulate_values(o, s, correction, v_descriptor + ((((tiles - 1) % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
-        wgmma_wait_all();
-    }
+    attend_ring(ring, full, empty, tiles, w.begin, fill, qa, warp_first_limit, limit, gc, lane, o, m, l);
 
     allow_dependent_launch();                                    // attention_combine may start launching
 #pragma unroll

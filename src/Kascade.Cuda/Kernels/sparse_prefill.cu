@@ -17,19 +17,19 @@
 #define ATT_STAGES 2
 #include "attention_common.cuh"
 #include "plan_common.cuh"
+#include "sparse_tile.cuh"
 
 // Starts gathering keys and values [first, first + ATT_KEYS) of the block's key order into a ring slot (K then V,
-// [ATT_KEYS][TILE_STRIDE] each); keys at or past `total` are zero-filled.
-__device__ __forceinline__ void gather_tile(bf16_t* k_slot, bf16_t* v_slot, const bf16_t* k_cache, const bf16_t* v_cache, const int* listed, int count,
-                                            int diagonal_start, int first, int total)
+// [ATT_KEYS][TILE_STRIDE] each); keys at or past the block's total are zero-filled.
+__device__ __forceinline__ void gather_tile(bf16_t* k_slot, bf16_t* v_slot, const SparseTile& block, int first)
 {
     for (int chunk = threadIdx.x; chunk < ATT_KEYS * CHUNKS_PER_ROW; chunk += blockDim.x)
     {
         int row = chunk / CHUNKS_PER_ROW, column = (chunk % CHUNKS_PER_ROW) * 8, key = first + row;
-        bool valid = key < total;
-        long at = valid ? (long)(key < count ? listed[key] : diagonal_start + key - count) * HEAD_DIM + column : 0;
-        copy_async16(k_slot + row * TILE_STRIDE + column, k_cache + at, valid);
-        copy_async16(v_slot + row * TILE_STRIDE + column, v_cache + at, valid);
+        bool valid = key < block.total;
+        long at = valid ? (long)block.position(key) * HEAD_DIM + column : 0;
+        copy_async16(k_slot + row * TILE_STRIDE + column, block.k_cache + at, valid);
+        copy_async16(v_slot + row * TILE_STRIDE + column, block.v_cache + at, valid);
     }
 }
 
@@ -42,26 +42,17 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_mma(
     bf16_t* ring = shared + BLOCK_ROWS * TILE_STRIDE;
     const float neg_inf = __int_as_float(0xff800000);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, gc = lane & 3;
-    const int unit = blockIdx.x, g = blockIdx.y, start = start_position(p.start_at, p.start);
-    const Tile tile = tile_of(start, p.tokens, unit);
-    const int rows = (tile.query_end - tile.query_start) * GROUP;
-    const int plan_row = unit * p.rows_per_unit + p.head_map[g * GROUP];
-    const int count = p.counts[plan_row];
-    const int* listed = p.indices + (long)plan_row * p.plan_capacity;
-    const int total = count + (tile.query_end - tile.diagonal_start);
-    const long head = (long)g * p.capacity * HEAD_DIM;
-    const bf16_t* k_cache = p.k_cache + head;
-    const bf16_t* v_cache = p.v_cache + head;
+    const SparseTile block = sparse_tile(p);
+    const Tile tile = block.tile;
+    const int g = blockIdx.y, start = block.start, rows = block.rows, total = block.total;
     const int warp_row = warp * ATT_M_TILES * 16;
-    // Row r (query tile.query_start + r / GROUP) sees keys below count + query − diagonal_start + 1.
-    auto row_limit = [&](int r) { return r < rows ? count + tile.query_start + r / GROUP - tile.diagonal_start + 1 : 0; };
-    const int warp_first_limit = row_limit(warp_row);
-    const int warp_last_key = warp_row < rows ? row_limit(min(warp_row + ATT_M_TILES * 16, rows) - 1) - 1 : -1;
+    const int warp_first_limit = block.row_limit(warp_row);
+    const int warp_last_key = warp_row < rows ? block.row_limit(min(warp_row + ATT_M_TILES * 16, rows) - 1) - 1 : -1;
     const int tiles = (total + ATT_KEYS - 1) / ATT_KEYS;
 
     auto stage = [&](int t) {
         bf16_t* k_slot = ring + (t % ATT_STAGES) * 2 * ATT_KEYS * TILE_STRIDE;
-        gather_tile(k_slot, k_slot + ATT_KEYS * TILE_STRIDE, k_cache, v_cache, listed, count, tile.diagonal_start, t * ATT_KEYS, total);
+        gather_tile(k_slot, k_slot + ATT_KEYS * TILE_STRIDE, block, t * ATT_KEYS);
     };
     if (tiles > 0) stage(0);
     copy_async_commit();
@@ -83,7 +74,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_mma(
 #pragma unroll
         for (int h = 0; h < 2; h++)
         {
-            limit[mt][h] = row_limit(warp_row + 16 * mt + gr + 8 * h);
+            limit[mt][h] = block.row_limit(warp_row + 16 * mt + gr + 8 * h);
             m[mt][h] = neg_inf;
             l[mt][h] = 0.0f;
         }

@@ -1,5 +1,6 @@
-// Hopper (sm_90a) warpgroup MMA and the shared-memory plumbing around it, shared by attention_wgmma.cu (dense prefill)
-// and anchor_scores_wgmma.cu (the anchors' pooled scores): proxy fences, wgmma fence / commit / wait, mbarriers, the
+// Hopper (sm_90a) warpgroup MMA and the shared-memory plumbing around it, shared by the attention loop of
+// wgmma_attention.cuh (attention_wgmma.cu, sparse_prefill_wgmma.cu) and anchor_scores_wgmma.cu (the anchors' pooled
+// scores): proxy fences, wgmma fence / commit / wait, mbarriers, the
 // 128-byte-swizzled matrix descriptor, the wgmma shapes the kernels issue, and the swizzled staging of a K/V tile.
 // Tiles are stored in the layout wgmma reads: a [rows][HEAD_DIM] bf16 tile is HEAD_DIM / 64 regions [rows][64]
 // (128-byte rows), 16-byte chunk c of row r stored at chunk c ^ (r % 8), 8-row groups 1024 bytes apart. The including

@@ -1,0 +1,42 @@
+// A prefill tile's block in the sparse prefill kernels (sparse_prefill.cu on mma.sync, sparse_prefill_wgmma.cu on
+// Hopper): the 32-query tile `unit` (grid x) of KV head g (grid y), its plan row (the row its GROUP query heads share)
+// and the block's key order — the plan's positions 0 … count − 1 (all before the tile, seen by every query), then the
+// tile's diagonal keys count … total − 1 (diagonal_start + i, seen by the queries at or after it).
+#pragma once
+#include "plan_common.cuh"
+
+#if !defined(HEAD_DIM) || !defined(GROUP)
+#error "HEAD_DIM and GROUP must be defined"
+#endif
+
+struct SparseTile
+{
+    Tile tile;
+    int start, rows, count, total;
+    const int* listed;        // int32 [count]: the plan row's positions
+    const bf16_t* k_cache;    // bf16 [capacity, HEAD_DIM]: KV head g's keys
+    const bf16_t* v_cache;    // bf16, as k_cache
+
+    // Row r (query tile.query_start + r / GROUP) sees keys below count + query − diagonal_start + 1; none for padding.
+    __device__ __forceinline__ int row_limit(int r) const { return r < rows ? count + tile.query_start + r / GROUP - tile.diagonal_start + 1 : 0; }
+
+    // The cache position of key `key` of the block's order (key < total).
+    __device__ __forceinline__ int position(int key) const { return key < count ? listed[key] : tile.diagonal_start + key - count; }
+};
+
+__device__ __forceinline__ SparseTile sparse_tile(const SparseParams& p)
+{
+    const int unit = blockIdx.x, g = blockIdx.y;
+    SparseTile t;
+    t.start = start_position(p.start_at, p.start);
+    t.tile = tile_of(t.start, p.tokens, unit);
+    t.rows = (t.tile.query_end - t.tile.query_start) * GROUP;
+    const int plan_row = unit * p.rows_per_unit + p.head_map[g * GROUP];
+    t.count = p.counts[plan_row];
+    t.listed = p.indices + (long)plan_row * p.plan_capacity;
+    t.total = t.count + (t.tile.query_end - t.tile.diagonal_start);
+    const long head = (long)g * p.capacity * HEAD_DIM;
+    t.k_cache = p.k_cache + head;
+    t.v_cache = p.v_cache + head;
+    return t;
+}
