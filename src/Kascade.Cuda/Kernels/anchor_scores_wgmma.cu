@@ -108,7 +108,7 @@ template <int PARTS>
 __device__ __forceinline__ void anchor_scores(const AnchorScoreParams& p)
 {
     extern __shared__ __align__(1024) unsigned char anchor_shared[];
-    bf16_t* queries = reinterpret_cast<bf16_t*>(anchor_shared + ((1024 - (shared_address(anchor_shared) & 1023)) & 1023));
+    bf16_t* queries = reinterpret_cast<bf16_t*>(swizzle_aligned(anchor_shared));
     bf16_t* ring = queries + PARTS * QUERY_ELEMENTS;
     float* lse_rows = reinterpret_cast<float*>(ring + 2 * TILE_ELEMENTS);
     const float neg_inf = __int_as_float(0xff800000), pos_inf = __int_as_float(0x7f800000);
@@ -135,7 +135,7 @@ __device__ __forceinline__ void anchor_scores(const AnchorScoreParams& p)
     {
         int r = i / (HEAD_DIM / 2), c = (i % (HEAD_DIM / 2)) * 2;
         float2 v = packed_query_pair(p.q, p.heads, g, tile.query_start - start, rows, r, c, split_query ? log2e_scale : 1.0f);
-        int at = (c / 64) * ROWS * 64 + r * 64 + ((((c % 64) >> 3) ^ (r & 7)) << 3) + (c & 7);
+        int at = swizzled_offset(ROWS, r, c);
         unsigned hi = pack_bf16(v.x, v.y);
         *reinterpret_cast<unsigned*>(queries + at) = hi;
         if (split_query) *reinterpret_cast<unsigned*>(queries + QUERY_ELEMENTS + at) = pack_bf16_residual(v.x, v.y, hi);

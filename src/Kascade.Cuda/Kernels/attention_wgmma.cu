@@ -12,7 +12,7 @@
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_wgmma(const AttentionParams p)
 {
     extern __shared__ __align__(1024) unsigned char wg_shared[];
-    unsigned char* ring = wg_shared + ((1024 - (shared_address(wg_shared) & 1023)) & 1023);  // swizzle atoms need 1024-byte alignment
+    unsigned char* ring = swizzle_aligned(wg_shared);
     const float neg_inf = __int_as_float(0xff800000);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, gc = lane & 3;
     const BlockWork w = block_work(p);

@@ -29,7 +29,7 @@
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_wgmma(const SparseParams p)
 {
     extern __shared__ __align__(1024) unsigned char sparse_shared[];
-    unsigned char* ring = sparse_shared + ((1024 - (shared_address(sparse_shared) & 1023)) & 1023);
+    unsigned char* ring = swizzle_aligned(sparse_shared);
     const float neg_inf = __int_as_float(0xff800000);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, gc = lane & 3;
     const SparseTile block = sparse_tile(p);

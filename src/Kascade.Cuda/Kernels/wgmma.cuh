@@ -85,11 +85,21 @@ __device__ __forceinline__ void wgmma_ss_m64n64k16(float* d, unsigned long long 
                  : "l"(a), "l"(b), "n"(ACCUMULATE));
 }
 
+// The element offset of (row r, column) in a swizzled [rows][HEAD_DIM] bf16 tile: region column / 64 (rows · 64
+// elements each), row r's 64 elements, its 16-byte chunk (column % 64) / 8 stored at that chunk ^ (r % 8).
+__device__ __forceinline__ int swizzled_offset(int rows, int r, int column)
+{
+    return (column / 64) * rows * 64 + r * 64 + ((((column % 64) >> 3) ^ (r & 7)) << 3) + (column & 7);
+}
+
+// A dynamic shared-memory start rounded up to the 1024-byte swizzle atom (the kernels ask for 1 KiB of slack for it).
+__device__ __forceinline__ unsigned char* swizzle_aligned(unsigned char* shared) { return shared + ((1024 - (shared_address(shared) & 1023)) & 1023); }
+
 // A ring slot's copy (TileCopy) in the swizzled layout: each tile region [ATT_KEYS][64] of 128-byte rows, chunk c of
 // row r at chunk c ^ (r % 8). A thread's rows are ROW_STEP (a multiple of 8) apart, so its XOR, like the rest of its address, is fixed.
 static_assert(ROW_STEP % 8 == 0, "the swizzled copy stages rows a multiple of 8 apart");
 __device__ __forceinline__ TileCopy swizzled_tile_copy()
 {
     int row = threadIdx.x / CHUNKS_PER_ROW, c = threadIdx.x % CHUNKS_PER_ROW;
-    return TileCopy{row, (long)row * HEAD_DIM + c * 8, (c / 8) * ATT_KEYS * 64 + row * 64 + (((c % 8) ^ (row & 7)) << 3)};
+    return TileCopy{row, (long)row * HEAD_DIM + c * 8, swizzled_offset(ATT_KEYS, row, c * 8)};
 }
