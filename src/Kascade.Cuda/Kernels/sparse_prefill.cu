@@ -20,17 +20,22 @@
 #include "sparse_tile.cuh"
 
 // Starts gathering keys and values [first, first + ATT_KEYS) of the block's key order into a ring slot (K then V,
-// [ATT_KEYS][TILE_STRIDE] each); keys at or past the block's total are zero-filled.
-__device__ __forceinline__ void gather_tile(bf16_t* k_slot, bf16_t* v_slot, const SparseTile& block, int first)
+// [ATT_KEYS][TILE_STRIDE] each) from their held positions, then loads the next tile's; keys at or past the block's
+// total are zero-filled. Every thread runs the same number of steps (HeldPositions.of shuffles across the warp).
+__device__ __forceinline__ void gather_tile(bf16_t* k_slot, bf16_t* v_slot, const SparseTile& block, HeldPositions& held, int first)
 {
-    for (int chunk = threadIdx.x; chunk < ATT_KEYS * CHUNKS_PER_ROW; chunk += blockDim.x)
+    for (int base = 0; base < ATT_KEYS * CHUNKS_PER_ROW; base += blockDim.x)
     {
-        int row = chunk / CHUNKS_PER_ROW, column = (chunk % CHUNKS_PER_ROW) * 8, key = first + row;
-        bool valid = key < block.total;
-        long at = valid ? (long)block.position(key) * HEAD_DIM + column : 0;
+        const int chunk = base + threadIdx.x;
+        const int row = min(chunk / CHUNKS_PER_ROW, ATT_KEYS - 1), column = (chunk % CHUNKS_PER_ROW) * 8;
+        const int position = held.of(row);
+        if (chunk >= ATT_KEYS * CHUNKS_PER_ROW) continue;
+        const bool valid = position >= 0;
+        const long at = valid ? (long)position * HEAD_DIM + column : 0;
         copy_async16(k_slot + row * TILE_STRIDE + column, block.k_cache + at, valid);
         copy_async16(v_slot + row * TILE_STRIDE + column, block.v_cache + at, valid);
     }
+    held.load(block, first + ATT_KEYS);
 }
 
 // Grid: (units, kv_heads), ATT_WARPS · 32 threads; dynamic shared memory: the queries [BLOCK_ROWS][TILE_STRIDE] and
@@ -50,9 +55,11 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_mma(
     const int warp_last_key = warp_row < rows ? block.row_limit(min(warp_row + ATT_M_TILES * 16, rows) - 1) - 1 : -1;
     const int tiles = (total + ATT_KEYS - 1) / ATT_KEYS;
 
-    auto stage = [&](int t) {
+    HeldPositions held;
+    held.load(block, 0);
+    auto stage = [&](int t) {                                    // tiles are staged in order: held has tile t's positions
         bf16_t* k_slot = ring + (t % ATT_STAGES) * 2 * ATT_KEYS * TILE_STRIDE;
-        gather_tile(k_slot, k_slot + ATT_KEYS * TILE_STRIDE, block, t * ATT_KEYS);
+        gather_tile(k_slot, k_slot + ATT_KEYS * TILE_STRIDE, block, held, t * ATT_KEYS);
     };
     if (tiles > 0) stage(0);
     copy_async_commit();

@@ -40,20 +40,26 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_wgmm
 
     __shared__ __align__(8) unsigned long long full[ATT_STAGES], empty[ATT_STAGES];
     init_ring(full, empty);
-    // Each thread copies column `column` of its rows copy.row + i · ROW_STEP of a tile, gathered by position.
+    static_assert(ATT_KEYS % ROW_STEP == 0, "a thread's rows copy.row + i · ROW_STEP stay inside the tile");
+    // Each thread copies column `column` of its rows copy.row + i · ROW_STEP of a tile, gathered by position; attend_ring
+    // fills tiles 0, 1, 2, … in order, so `held` has tile t's positions when t is filled.
     const TileCopy copy = swizzled_tile_copy();
     const int column = (int)(copy.source % HEAD_DIM);
+    HeldPositions held;
+    held.load(block, 0);
     auto fill = [&](bf16_t* k_tile, bf16_t* v_tile, int t) {
-        if (STAGE_THREADS % CHUNKS_PER_ROW != 0 && copy.row >= ROW_STEP) return;
+        const bool copies = STAGE_THREADS % CHUNKS_PER_ROW == 0 || copy.row < ROW_STEP;
 #pragma unroll
         for (int i = 0; i < ROWS_PER_THREAD; i++)
         {
-            const int key = t * ATT_KEYS + copy.row + i * ROW_STEP;
-            const bool valid = key < total;
-            const long at = valid ? (long)block.position(key) * HEAD_DIM + column : 0;
+            const int position = held.of(copy.row + i * ROW_STEP);
+            if (!copies) continue;
+            const bool valid = position >= 0;
+            const long at = valid ? (long)position * HEAD_DIM + column : 0;
             copy_async16(k_tile + copy.destination + i * ROW_STEP * 64, block.k_cache + at, valid);
             copy_async16(v_tile + copy.destination + i * ROW_STEP * 64, block.v_cache + at, valid);
         }
+        held.load(block, (t + 1) * ATT_KEYS);
     };
 
     int limit[2];

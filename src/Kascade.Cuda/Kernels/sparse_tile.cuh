@@ -5,8 +5,8 @@
 #pragma once
 #include "plan_common.cuh"
 
-#if !defined(HEAD_DIM) || !defined(GROUP)
-#error "HEAD_DIM and GROUP must be defined"
+#if !defined(HEAD_DIM) || !defined(GROUP) || !defined(ATT_KEYS)
+#error "HEAD_DIM, GROUP and ATT_KEYS must be defined"
 #endif
 
 struct SparseTile
@@ -40,3 +40,39 @@ __device__ __forceinline__ SparseTile sparse_tile(const SparseParams& p)
     t.v_cache = p.v_cache + head;
     return t;
 }
+
+// The positions of the next gathered tile's ATT_KEYS keys, loaded a tile ahead by every warp (lane l holds key
+// first + 32 j + l in word j) and handed to the lanes that copy each row by shuffles. Read just before its copies, a
+// position is a dependent global load in front of them that stalls the warps' MMAs: ncu put the address arithmetic
+// waiting on it at 43% of sparse_prefill_wgmma's stall samples, with the DRAM 6% busy (128k, session 13). The decode
+// kernels' GatheredTiles (attention_decode.cu) holds its positions the same way.
+struct HeldPositions
+{
+    static constexpr int Words = (ATT_KEYS + 31) / 32;
+    int word[Words];
+
+    // Loads the positions of keys first … first + ATT_KEYS − 1 of the block's order; −1 past its total.
+    __device__ __forceinline__ void load(const SparseTile& block, int first)
+    {
+        const int lane = threadIdx.x & 31;
+#pragma unroll
+        for (int j = 0; j < Words; j++)
+        {
+            const int key = first + 32 * j + lane;
+            word[j] = 32 * j + lane < ATT_KEYS && key < block.total ? block.position(key) : -1;
+        }
+    }
+
+    // The position of the held tile's row r (0 … ATT_KEYS − 1), or −1 past the block's keys; every lane of the warp calls it together.
+    __device__ __forceinline__ int of(int r) const
+    {
+        int position = -1;
+#pragma unroll
+        for (int j = 0; j < Words; j++)
+        {
+            const int held = __shfl_sync(0xffffffffu, word[j], r & 31);
+            if ((r >> 5) == j) position = held;
+        }
+        return position;
+    }
+};
