@@ -39,12 +39,11 @@ public sealed unsafe partial class CudaBackend : IBackend
     public CudaDevice Device => _device;
 
     /// <summary>
-    /// Whether a Hopper GPU runs Hopper's own kernels (warpgroup-MMA prefill and anchor scores, the cluster Top-k,
-    /// programmatic dependent launch). Off, the backend runs what it runs on the GPUs before Hopper, so that those kernels
-    /// can be checked on an H100 (<c>KASCADE_HOPPER_KERNELS=0 kascade test-backend</c>; the variable turns it off for a
-    /// process). Not yet part of test-backend's default run: its attention and select/attend grids, run with this switch
-    /// turned off after the Hopper grids in one process, stopped on the H100 with an illegal address (session 12; the
-    /// failing kernel is not yet found).
+    /// Whether a Hopper GPU runs Hopper's own kernels (warpgroup-MMA prefill, anchor scores and sparse prefill, the
+    /// cluster Top-k, programmatic dependent launch). Off, the backend runs what it runs on the GPUs before Hopper, so
+    /// that those kernels can be checked on an H100: <c>KASCADE_HOPPER_KERNELS=0 kascade test-backend</c> (4517 of 4517 on
+    /// the H100, session 13). Read once from the environment: switched inside one process after the Hopper grids had run,
+    /// session 12's test-backend stopped with an illegal address that a fresh process does not reproduce.
     /// </summary>
     public bool HopperKernels { get; } = Environment.GetEnvironmentVariable("KASCADE_HOPPER_KERNELS") != "0";
 
