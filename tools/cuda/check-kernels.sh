@@ -1,0 +1,33 @@
+#!/bin/bash
+# Compiles the tensor-core kernels' Hopper specialisations (sm_90a) with tools/cuda/nvcc-local.sh's compiler and prints
+# each one's registers, stack frame and spills, and any ptxas performance note (C75xx): a check of a kernel change
+# before it goes to the GPU machine. Exit 1 on a compile error. Usage: tools/cuda/check-kernels.sh [kernels directory]
+set -uo pipefail
+nvcc=$(bash "$(dirname "$0")/nvcc-local.sh") || exit 1
+kernels=${1:-src/Kascade.Cuda/Kernels}
+failed=0
+check() { # source, then its defines
+  local source=$1; shift
+  local log
+  if ! log=$("$nvcc" -arch=sm_90a -std=c++17 "$@" -I "$kernels" --resource-usage -cubin -o /dev/null "$kernels/$source" 2>&1); then
+    echo "FAILED $source $*"; echo "$log" | grep -m 10 error; failed=1; return
+  fi
+  echo "$log" | awk -v what="$source $*" '
+    /Function properties for/ { name = $NF }
+    /stack frame/ { frame = $1 " B stack, " $5 " B spilled" }
+    /Used [0-9]+ registers/ { for (i = 1; i <= NF; i++) if ($i == "Used") regs = $(i + 1); print what ": " name ": " regs " registers, " frame }
+    /\(C75[0-9][0-9]\)/ { sub(/.*\(C/, "(C"); print what ": note " substr($0, 1, 140) }'
+}
+wgmma="-DATT_WARPS=8 -DATT_M_TILES=1 -DATT_KEYS=64 -DATT_STAGES=3 -DATT_WGMMA=1"
+for d in 64 128; do
+  for g in 1 4; do check attention_wgmma.cu -DHEAD_DIM=$d -DGROUP=$g $wgmma; done
+  for g in 2 4 8; do
+    check sparse_prefill_wgmma.cu -DHEAD_DIM=$d -DGROUP=$g
+    check anchor_scores_wgmma.cu -DHEAD_DIM=$d -DGROUP=$g
+  done
+  for g in 1 8; do
+    check sparse_prefill.cu -DHEAD_DIM=$d -DGROUP=$g
+    check anchor_prefill.cu -DHEAD_DIM=$d -DGROUP=$g
+  done
+done
+exit $failed
