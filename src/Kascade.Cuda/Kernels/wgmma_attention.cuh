@@ -24,20 +24,22 @@
 // Issues S = Q·Kᵀ over the K tile whose descriptor is `k_tile` for the warpgroup's 64 rows as one wgmma group (not
 // waited for). k-step ks reads dims 16 ks … of every key: 32 bytes further into its 64-dim region (descriptor
 // addresses count 16-byte units).
-__device__ __forceinline__ void issue_scores(float (*s)[4], const unsigned (*qa)[4], unsigned long long k_tile)
+__device__ __forceinline__ void issue_scores(float (&s)[ATT_KEYS / 8][4], const unsigned (*qa)[4], unsigned long long k_tile)
 {
+    pin_registers(s);
     wgmma_fence();
     WGMMA_S<0, 0>(&s[0][0], qa[0], k_tile);                     // the first k-step overwrites s: no zeroing needed
 #pragma unroll
     for (int ks = 1; ks < HEAD_DIM / 16; ks++)
         WGMMA_S<0, 1>(&s[0][0], qa[ks], k_tile + (((ks / 4) * ATT_KEYS * 128 + (ks % 4) * 32) >> 4));
     wgmma_commit();
+    pin_registers(s);
 }
 
 // Issues O = O · correction + P·V as one wgmma group (not waited for): P (the softmax of S, in the C layout) becomes
 // the A fragments, k-step kk being keys 16 kk … of the V tile whose descriptor is `v_tile`, 2048 bytes into each of
 // its 64-dim regions; one n64 MMA per region. Every register a wgmma reads is written before the fence (PTX ISA).
-__device__ __forceinline__ void accumulate_values(float (*o)[4], float (*s)[4], const float* correction, unsigned long long v_tile)
+__device__ __forceinline__ void accumulate_values(float (&o)[HEAD_DIM / 8][4], float (*s)[4], const float* correction, unsigned long long v_tile)
 {
     unsigned pa[ATT_KEYS / 16][4];
 #pragma unroll
@@ -54,6 +56,8 @@ __device__ __forceinline__ void accumulate_values(float (*o)[4], float (*s)[4], 
         o[n][0] *= correction[0]; o[n][1] *= correction[0];
         o[n][2] *= correction[1]; o[n][3] *= correction[1];
     }
+    pin_registers(o);
+    pin_registers(pa);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < ATT_KEYS / 16; kk++)
@@ -61,6 +65,7 @@ __device__ __forceinline__ void accumulate_values(float (*o)[4], float (*s)[4], 
         for (int half = 0; half < HALVES; half++)
             wgmma_m64n64k16<1, 1>(&o[8 * half][0], pa[kk], v_tile + ((half * ATT_KEYS * 128 + kk * 2048) >> 4));
     wgmma_commit();
+    pin_registers(o);
 }
 
 // The ring's barriers: slot s is `full` once every staging thread's copies into it have landed and `empty` once every
