@@ -36,12 +36,11 @@ __device__ __forceinline__ void issue_scores(float (&s)[ATT_KEYS / 8][4], const 
     pin_registers(s);
 }
 
-// Issues O = O · correction + P·V as one wgmma group (not waited for): P (the softmax of S, in the C layout) becomes
-// the A fragments, k-step kk being keys 16 kk … of the V tile whose descriptor is `v_tile`, 2048 bytes into each of
-// its 64-dim regions; one n64 MMA per region. Every register a wgmma reads is written before the fence (PTX ISA).
-__device__ __forceinline__ void accumulate_values(float (&o)[HEAD_DIM / 8][4], float (*s)[4], const float* correction, unsigned long long v_tile)
+// P (the softmax of S, in the C layout) as wgmma A fragments: k-step kk is keys 16 kk … of the tile. Packed as soon as
+// the softmax is done, so S's fp32 registers are free for the next tile's scores while P·V runs: one tile of scores
+// and one of bf16 probabilities live, not two of fp32 scores.
+__device__ __forceinline__ void pack_probabilities(const float (&s)[ATT_KEYS / 8][4], unsigned (&pa)[ATT_KEYS / 16][4])
 {
-    unsigned pa[ATT_KEYS / 16][4];
 #pragma unroll
     for (int kk = 0; kk < ATT_KEYS / 16; kk++)
     {
@@ -50,6 +49,13 @@ __device__ __forceinline__ void accumulate_values(float (&o)[HEAD_DIM / 8][4], f
         pa[kk][2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
         pa[kk][3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
     }
+}
+
+// Issues O = O · correction + P·V as one wgmma group (not waited for; pa must stay unchanged until it is): k-step kk
+// reads keys 16 kk … of the V tile whose descriptor is `v_tile`, 2048 bytes into each of its 64-dim regions; one n64
+// MMA per region. Every register a wgmma reads is written before the fence (PTX ISA).
+__device__ __forceinline__ void accumulate_values(float (&o)[HEAD_DIM / 8][4], unsigned (&pa)[ATT_KEYS / 16][4], const float* correction, unsigned long long v_tile)
+{
 #pragma unroll
     for (int n = 0; n < HEAD_DIM / 8; n++)
     {
@@ -66,6 +72,7 @@ __device__ __forceinline__ void accumulate_values(float (&o)[HEAD_DIM / 8][4], f
             wgmma_m64n64k16<1, 1>(&o[8 * half][0], pa[kk], v_tile + ((half * ATT_KEYS * 128 + kk * 2048) >> 4));
     wgmma_commit();
     pin_registers(o);
+    pin_registers(pa);
 }
 
 // The ring's barriers: slot s is `full` once every staging thread's copies into it have landed and `empty` once every
@@ -138,35 +145,37 @@ __device__ __forceinline__ void attend_ring(unsigned char* ring, unsigned long l
     const unsigned long long v_descriptor = swizzled_descriptor(ring + TILE_BYTES, 1024, 1024);
 
     float correction[2] = {1.0f, 1.0f};
-    float s[ATT_KEYS / 8][4], s_next[ATT_KEYS / 8][4];
+    float s[ATT_KEYS / 8][4];
+    unsigned pa[ATT_KEYS / 16][4];
 
-    // Tile j's steps: S(j) = Q·K(j)ᵀ, its softmax (P(j), the running max and sum, the factor O is rescaled by), then
-    // O = O · correction + P(j)·V(j). Each loop step issues S(j + 1) and P(j)·V(j) to the tensor cores and runs the
-    // softmax of tile j + 1 while P(j)·V(j) is still on them; O is only touched once that MMA has been waited for. The
-    // last tile, which has no successor, is peeled off so that the loop body has no branch around a wgmma.
+    // Tile j's steps: S(j) = Q·K(j)ᵀ, its softmax (P(j) packed to bf16, the running max and sum, the factor O is rescaled
+    // by), then O = O · correction + P(j)·V(j). Each loop step issues S(j + 1) and P(j)·V(j) to the tensor cores and runs
+    // the softmax of tile j + 1 while P(j)·V(j) is still on them; O and P's registers are only touched once that MMA has
+    // been waited for. The last tile, which has no successor, is peeled off so that the loop body has no branch around
+    // a wgmma.
     if (tiles > 0)
     {
         arrived(0);
         issue_scores(s, qa, k_descriptor);
         wgmma_wait_all();
         softmax_tile(s, key_base, warp_first_limit, limit, gc, m, l, correction);
+        pack_probabilities(s, pa);
     }
     for (int j = 0; j + 1 < tiles; j++)
     {
         if (j + ATT_STAGES - 1 < tiles) stage(j + ATT_STAGES - 1);
         arrived(j + 1);
-        issue_scores(s_next, qa, k_descriptor + ((((j + 1) % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
-        accumulate_values(o, s, correction, v_descriptor + (((j % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
+        issue_scores(s, qa, k_descriptor + ((((j + 1) % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
+        accumulate_values(o, pa, correction, v_descriptor + (((j % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
         wgmma_wait<1>();                                         // S(j + 1) is done; P(j)·V(j) may still run
-#pragma unroll
-        for (int n = 0; n < ATT_KEYS / 8; n++) { s[n][0] = s_next[n][0]; s[n][1] = s_next[n][1]; s[n][2] = s_next[n][2]; s[n][3] = s_next[n][3]; }
         softmax_tile(s, key_base + (j + 1) * ATT_KEYS, warp_first_limit, limit, gc, m, l, correction);
         wgmma_wait_all();
         release(j);
+        pack_probabilities(s, pa);
     }
     if (tiles > 0)
     {
-        accumulate_values(o, s, correction, v_descriptor + ((((tiles - 1) % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
+        accumulate_values(o, pa, correction, v_descriptor + ((((tiles - 1) % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
         wgmma_wait_all();
     }
 }
