@@ -19,6 +19,7 @@ internal struct AttentionParams
     public long SequenceStride;
     public int Tokens, Heads, KvHeads, Capacity, Start;
     public float Scale;
+    public nint Lse;          // fp32 [sequences × tokens, heads]: the rows' log2-sum-exp (attention_wgmma_lse*), else 0
 }
 
 /// <summary>What an attention call's plan depends on besides the position: rows per sequence, group, KV heads, head dim, sequences.</summary>

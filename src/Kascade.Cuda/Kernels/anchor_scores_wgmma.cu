@@ -119,7 +119,9 @@ __device__ __forceinline__ void anchor_scores(const AnchorScoreParams& p)
     // Key tiles before `clear` are seen by every row of the tile (the first row sees keys ≤ query_start): no mask.
     const int clear = (tile.query_start + 1) / ATT_KEYS;
     const bool post_softmax = p.post_softmax != 0;
-    const int passes = post_softmax ? 2 : 1, stream = passes * tiles;
+    // Pass 1 only where the rows' log-sum-exp is not given.
+    const bool given_lse = p.row_lse != nullptr;
+    const int passes = post_softmax && !given_lse ? 2 : 1, stream = passes * tiles;
 
     const TileCopy copy = swizzled_tile_copy();
     auto stage = [&](int t) { copy.stage_keys(ring + (t % 2) * TILE_ELEMENTS, block.keys, (t % tiles) * ATT_KEYS, end, ROW_STEP * 64); };
@@ -161,7 +163,13 @@ __device__ __forceinline__ void anchor_scores(const AnchorScoreParams& p)
 #pragma unroll
     for (int mt = 0; mt < M_TILES; mt++)
         for (int h = 0; h < 2; h++) { m[mt][h] = neg_inf; l[mt][h] = 0.0f; }
-    if (post_softmax)
+    if (post_softmax && given_lse)
+    {
+        // Read before pass 2's first barrier, which orders these writes before its reads.
+        for (int row = threadIdx.x; row < ROWS; row += blockDim.x)
+            lse_rows[row] = row < rows ? p.row_lse[(long)(tile.query_start - start + row / GROUP) * p.heads + g * GROUP + row % GROUP] : pos_inf;
+    }
+    else if (post_softmax)
     {
         for (int j = 0; j < tiles; j++)
         {
