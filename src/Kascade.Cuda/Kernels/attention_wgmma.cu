@@ -10,7 +10,7 @@
 #endif
 
 // The kernel for PARTS query parts; SCALE_SCORES: the queries rounded unscaled and the scale applied to the scores;
-// WRITE_LSE: each row's log-sum-exp written to p.lse (one split only).
+// WRITE_LSE: each row's log-sum-exp written to p.lse with one split (with several, the host merges the splits').
 template <int PARTS, bool SCALE_SCORES, bool WRITE_LSE>
 __device__ __forceinline__ void attention_wgmma_rows(const AttentionParams& p)
 {
@@ -49,13 +49,12 @@ __device__ __forceinline__ void attention_wgmma_rows(const AttentionParams& p)
     for (int n = 0; n < HEAD_DIM / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     attend_ring<PARTS, SCALE_SCORES>(ring, full, empty, tiles, w.begin, fill, qa, log2e_scale, warp_first_limit, limit, gc, lane, o, m, l);
 
-    allow_dependent_launch();                                    // attention_combine may start launching
 #pragma unroll
     for (int h = 0; h < 2; h++)
-    {
-        if (WRITE_LSE) write_row_lse(p, q_row[h], m[h], l[h]);
-        write_row(p, w, q_row[h], o, h, m[h], l[h], gc);
-    }
+        if constexpr (WRITE_LSE) write_row_lse(p, w, q_row[h], m[h], l[h]);
+    allow_dependent_launch();                                    // attention_combine may start launching
+#pragma unroll
+    for (int h = 0; h < 2; h++) write_row(p, w, q_row[h], o, h, m[h], l[h], gc);
 }
 
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_wgmma(const AttentionParams p) { attention_wgmma_rows<1, false, false>(p); }

@@ -31,10 +31,14 @@ __device__ __forceinline__ void issue_scores(float (*s)[4], const unsigned (*con
     wgmma_fence();
     WGMMA_S<0, 0>(&s[0][0], qa[0][0], k_tile);                  // the first k-step overwrites s: no zeroing needed
 #pragma unroll
-    for (int part = 0; part < PARTS; part++)
+    for (int ks = 1; ks < HEAD_DIM / 16; ks++)
+        WGMMA_S<0, 1>(&s[0][0], qa[0][ks], k_tile + (((ks / 4) * ATT_KEYS * 128 + (ks % 4) * 32) >> 4));
+    if constexpr (PARTS == 2)
+    {
 #pragma unroll
-        for (int ks = part == 0 ? 1 : 0; ks < HEAD_DIM / 16; ks++)
-            WGMMA_S<0, 1>(&s[0][0], qa[part][ks], k_tile + (((ks / 4) * ATT_KEYS * 128 + (ks % 4) * 32) >> 4));
+        for (int ks = 0; ks < HEAD_DIM / 16; ks++)
+            WGMMA_S<0, 1>(&s[0][0], qa[1][ks], k_tile + (((ks / 4) * ATT_KEYS * 128 + (ks % 4) * 32) >> 4));
+    }
     wgmma_commit();
 }
 
@@ -100,7 +104,7 @@ __device__ __forceinline__ void query_fragments(const float* q, const long (&q_r
             long r = q_row[i & 1];
             float2 v = r >= 0 ? *reinterpret_cast<const float2*>(q + r * HEAD_DIM + col + (i >> 1) * 8) : make_float2(0.0f, 0.0f);
             qa[0][ks][i] = pack_bf16(v.x * fold, v.y * fold);
-            if (PARTS == 2) qa[PARTS - 1][ks][i] = pack_bf16_residual(v.x * fold, v.y * fold, qa[0][ks][i]);
+            if constexpr (PARTS == 2) qa[1][ks][i] = pack_bf16_residual(v.x * fold, v.y * fold, qa[0][ks][i]);
         }
     }
 }
@@ -120,9 +124,11 @@ __device__ __forceinline__ void attend_ring(unsigned char* ring, unsigned long l
                                             int gc, int lane, float (&o)[HEAD_DIM / 8][4], float (&m)[2], float (&l)[2])
 {
     auto scaled = [&](float (*t)[4]) {
-        if (!SCALE_SCORES) return;
+        if constexpr (SCALE_SCORES)
+        {
 #pragma unroll
-        for (int n = 0; n < ATT_KEYS / 8; n++) { t[n][0] *= score_scale; t[n][1] *= score_scale; t[n][2] *= score_scale; t[n][3] *= score_scale; }
+            for (int n = 0; n < ATT_KEYS / 8; n++) { t[n][0] *= score_scale; t[n][1] *= score_scale; t[n][2] *= score_scale; t[n][3] *= score_scale; }
+        }
     };
     auto stage = [&](int tile) {                                 // tile's slot was last used by tile − ATT_STAGES
         int slot = tile % ATT_STAGES;
