@@ -14,6 +14,7 @@ internal struct AnchorScoreParams
     public long Stride;
     public int Tokens, Heads, KvHeads, Capacity, Start, PostSoftmax, QueryParts;
     public float Scale;
+    public nint RowLse;     // fp32 [tokens, heads]: the rows' natural-log log-sum-exp from layer 0's dense pass, or 0 (anchor_scores_wgmma only)
 }
 
 /// <summary>
@@ -38,7 +39,9 @@ public sealed unsafe partial class CudaBackend
     /// of 1 to 8 heads, summed, a tensor-core head dim — writing fp32 <c>[units · KvHeads, stride]</c>; false where it
     /// does not (the exact kernel runs instead). <see cref="AnchorFunction"/> picks the kernel.
     /// </summary>
-    private bool TryPoolPrefill(AttentionArgs args, ScorePooling pooling, ScorePrecision precision, int pools, bool maxPool, nint q, CudaKvCache c, nint scores, long stride)
+    /// <param name="rowLse">fp32 <c>[Tokens, Heads]</c>: each row's natural-log log-sum-exp from <see cref="TryLayerZeroPrefill"/>'s
+    /// dense pass, which <c>anchor_scores_wgmma</c> takes instead of its first pass; 0 for both passes.</param>
+    private bool TryPoolPrefill(AttentionArgs args, ScorePooling pooling, ScorePrecision precision, int pools, bool maxPool, nint q, CudaKvCache c, nint scores, long stride, nint rowLse = 0)
     {
         int group = args.Heads / args.KvHeads;
         if (!FastSelection || args.Tokens == 1 || pools != args.KvHeads || maxPool || group is not (1 or 2 or 4 or 8) || AttentionHeadDims.Family(args.HeadDim) != AttentionFamily.TensorCores)
@@ -54,9 +57,44 @@ public sealed unsafe partial class CudaBackend
         {
             Q = q, KCache = c.LayerKeys(args.Layer), Scores = scores, Stride = stride, Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads,
             Capacity = c.Shape.Capacity, Start = args.StartPosition, PostSoftmax = pooling == ScorePooling.PostSoftmax ? 1 : 0,
-            QueryParts = QueryParts(precision), Scale = args.Scale,
+            QueryParts = QueryParts(precision), Scale = args.Scale, RowLse = rowLse,
         };
         LaunchWith(kernel.Function, kernel.Name, new Dim3((uint)Units(args), (uint)args.KvHeads, 1), (uint)kernel.Threads, (uint)kernel.SharedBytes, parameters);
+        return true;
+    }
+
+    /// <summary>
+    /// Layer 0 of a prefill chunk where its scores run on <c>anchor_scores_wgmma</c> (Kascade's pooling, post-softmax): the
+    /// dense output by <c>attention_wgmma_lse</c> (the fp32 query as bf16 hi + lo, as the exact anchor scores) or
+    /// <c>attention_wgmma_lse_bf16</c> (the query's unscaled bf16 rounding, the scale applied to the scores, as the bf16
+    /// ones), which also gives each row's log-sum-exp of those scores, then the pooled scores from it without their first
+    /// pass — a pass of Q·Kᵀ over the chunk's keys that the dense pass already made (at 128k about 250 of layer 0's 870 ms,
+    /// session 12). Layer 0's exact output thus comes from the hi + lo query here. Writes <paramref name="output"/> and the
+    /// scores; false where it does not apply (another kernel, a tuned key tile, an output that is the query), and the
+    /// caller runs the dense kernel and both passes.
+    /// </summary>
+    private bool TryLayerZeroPrefill(AttentionArgs args, ScorePrecision precision, int pools, DeviceTensor q, CudaKvCache c, nint scores, long stride, DeviceTensor output)
+    {
+        int group = args.Heads / args.KvHeads;
+        if (!FastSelection || args.Tokens == 1 || pools != args.KvHeads || !TileRunsWgmma(args.HeadDim, group, Hopper) ||
+            AnchorFunction(args.HeadDim, group, QueryParts(precision)) is null || In(q) == Out(output))
+        {
+            return false;
+        }
+        // The plain kernel's specialisation: Hopper's (a 64-key tile; with 128 keys the hi + lo query spills), not a tuned one.
+        var kernel = KernelFor(new AttentionShape(args.Tokens, group, args.KvHeads, args.HeadDim, 1));
+        if (kernel.Kind != AttentionKernelKind.Wgmma || kernel.Keys != 64)
+        {
+            return false;
+        }
+        args.CheckPools(pools);
+        nint rowLse = Scratch(ref _rowLse, (long)args.Tokens * args.Heads * sizeof(float)).Pointer;
+        TensorCoreAttention(args, 1, q, c.LayerKeys(args.Layer), c.LayerValues(args.Layer), c.Shape.Capacity, 0, output,
+            precision == ScorePrecision.Bf16 ? "attention_wgmma_lse_bf16" : "attention_wgmma_lse", rowLse);
+        if (!TryPoolPrefill(args, ScorePooling.PostSoftmax, precision, pools, maxPool: false, In(q), c, scores, stride, rowLse))
+        {
+            throw new InvalidOperationException("internal error: layer 0's pooled scores did not take the tensor-core kernel its dense pass was chosen for");
+        }
         return true;
     }
 

@@ -19,6 +19,7 @@ internal struct AttentionParams
     public long SequenceStride;
     public int Tokens, Heads, KvHeads, Capacity, Start;
     public float Scale;
+    public nint Lse;          // fp32 [sequences × tokens, heads]: the rows' natural-log log-sum-exp (attention_wgmma_lse*, one split), else 0
 }
 
 /// <summary>What an attention call's plan depends on besides the position: rows per sequence, group, KV heads, head dim, sequences.</summary>
@@ -57,26 +58,40 @@ public sealed unsafe partial class CudaBackend
     /// <paramref name="sequences"/> sequences of <c>args.Tokens</c> queries each (sequence s's cache
     /// <paramref name="sequenceStride"/> elements after s − 1's), then <c>attention_combine</c> if the keys were split.
     /// </summary>
-    private void TensorCoreAttention(AttentionArgs args, int sequences, DeviceTensor q, nint keys, nint values, int capacity, long sequenceStride, DeviceTensor output)
+    /// <param name="rowLse">With <paramref name="lseEntry"/> (an entry point of the kernel's source that writes
+    /// <c>AttentionParams.lse</c>): fp32 <c>[sequences × tokens, heads]</c> receives each row's natural-log log-sum-exp of the
+    /// scaled scores — from the kernel with one split, else merged from the splits' (max, sum) by <c>combine_log_sum_exp</c>.</param>
+    private void TensorCoreAttention(AttentionArgs args, int sequences, DeviceTensor q, nint keys, nint values, int capacity, long sequenceStride, DeviceTensor output,
+        string? lseEntry = null, nint rowLse = 0)
     {
         var shape = new AttentionShape(args.Tokens, args.Heads / args.KvHeads, args.KvHeads, args.HeadDim, sequences);
         var (kernel, function, plan) = PlanAttention(shape, args.StartPosition);
         _recording?.Attention.TryAdd(shape, (plan.Kernel, plan.Splits));
+        string entry = lseEntry ?? kernel.Function;
+        if (lseEntry is not null)
+        {
+            function = TensorCoreFunction(args.HeadDim, shape.Group, kernel, (kernel.Source, lseEntry));
+        }
         long queryRows = (long)sequences * args.Tokens * args.Heads;
         var parameters = new AttentionParams
         {
             Q = In(q), KCache = keys, VCache = values, Out = Out(output), StartAt = StartOnDevice(args.Step), SequenceStride = sequenceStride,
             Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads, Capacity = capacity, Start = args.StartPosition, Scale = args.Scale,
+            Lse = plan.Splits == 1 ? rowLse : 0,
         };
         if (plan.Splits > 1)
         {
             parameters.PartialOut = Scratch(ref _partialOut, queryRows * plan.Splits * args.HeadDim * sizeof(float)).Pointer;
             parameters.PartialMl = Scratch(ref _partialMl, queryRows * plan.Splits * 2 * sizeof(float)).Pointer;
         }
-        LaunchWith(function.Function, kernel.Function, new Dim3((uint)plan.Splits, (uint)plan.RowTiles, (uint)(sequences * args.KvHeads)), (uint)kernel.Threads, (uint)function.SharedBytes, parameters);
+        LaunchWith(function.Function, entry, new Dim3((uint)plan.Splits, (uint)plan.RowTiles, (uint)(sequences * args.KvHeads)), (uint)kernel.Threads, (uint)function.SharedBytes, parameters);
         if (plan.Splits > 1)
         {
             Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)queryRows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, parameters.PartialOut, parameters.PartialMl, Out(output), plan.Splits);
+            if (rowLse != 0)
+            {
+                CombineLogSumExp(args.HeadDim, parameters.PartialMl, rowLse, (int)queryRows, plan.Splits);
+            }
         }
     }
 
@@ -86,11 +101,17 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     private (AttentionKernel Kernel, TensorCoreFunction Function, AttentionLaunchPlan Plan) PlanAttention(AttentionShape shape, int startPosition)
     {
-        bool decode = shape.Tokens * shape.Group <= AttentionKernel.DecodeRows;
-        var kernel = (decode ? Tuning.Decode : Tuning.Prefill) ?? AttentionKernel.For(shape.Tokens * shape.Group, shape.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
+        var kernel = KernelFor(shape);
         var function = TensorCoreFunction(shape.HeadDim, shape.Group, kernel);
         var plan = AttentionLaunch.Choose(kernel, shape.Tokens, shape.Group, shape.KvHeads, shape.Sequences, startPosition + shape.Tokens, _device.Multiprocessors, function.ResidentBlocks, Tuning.Splits);
         return (kernel, function, plan);
+    }
+
+    /// <summary>The specialisation an attention call of <paramref name="shape"/> runs: the tuning's override, else <see cref="AttentionKernel.For"/>'s.</summary>
+    private AttentionKernel KernelFor(AttentionShape shape)
+    {
+        bool decode = shape.Tokens * shape.Group <= AttentionKernel.DecodeRows;
+        return (decode ? Tuning.Decode : Tuning.Prefill) ?? AttentionKernel.For(shape.Tokens * shape.Group, shape.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
     }
 
     /// <summary>Threads per head dimension in <c>attention_combine</c> (its COMBINE_LANES), each summing a share of the splits.</summary>

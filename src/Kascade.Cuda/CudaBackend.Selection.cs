@@ -186,9 +186,12 @@ public sealed unsafe partial class CudaBackend
         int extent = KeyExtent(args, s.Cache);
         var scores = Scratch(ref _tileScores, (long)units * selectors * extent * sizeof(float));
         // Layer 0 of a decode step scores its keys in its dense pass where the fast kernels apply (with the fp32 query:
-        // that pass's scores are its output's).
+        // that pass's scores are its output's); denseDone: the output and the scores are written.
         bool denseDone = selection.DenseOutput && selection.Precision == ScorePrecision.Exact &&
             TryDenseDecodeWithScores(args, selection.Pooling, selectors, q, s, scores.Pointer, extent, extent, output);
+        // Layer 0 of a prefill chunk hands its dense pass's log-sum-exp to the pooled scores where the Hopper kernels apply.
+        denseDone = denseDone || (selection.DenseOutput && s.Count == 1 && selection.Pooling == ScorePooling.PostSoftmax &&
+            TryLayerZeroPrefill(args, selection.Precision, selectors, q, s.Cache, scores.Pointer, extent, output));
         if (!denseDone)
         {
             PoolTiles(args, selection.Pooling, selection.Precision, selectors, maxPool: false, q, s, scores.Pointer, extent, extent);

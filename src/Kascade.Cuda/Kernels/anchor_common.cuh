@@ -20,6 +20,9 @@ struct AnchorScoreParams
     int query_parts;         // 2: the fp32 query as bf16 hi + lo (exact); 1: its bf16 rounding (ScorePrecision.Bf16);
                              //    anchor_scores_wgmma takes it from its entry point instead (one per setting)
     float scale;
+    const float* row_lse;    // fp32 [tokens, heads]: each row's natural-log log-sum-exp from layer 0's dense pass
+                             //    (attention_wgmma_lse*, the same scores), which anchor_scores_wgmma then takes instead of
+                             //    its first pass; null: both passes (anchor_scores_mma always)
 };
 
 // A block's share of the work, the same in both kernels: the 32-query tile `unit` (grid x) of the chunk and KV head g

@@ -13,6 +13,8 @@
 // passes issue their 64-row wgmma groups in pairs and work on the first while the second runs.
 // Exactness is anchor_prefill.cu's: the queries as bf16 hi + lo accumulated into one fp32 accumulator (products of
 // bf16 values are exact), or with query_parts = 1 their bf16 rounding, the scale applied to the fp32 scores.
+// Layer 0 in prefill skips pass 1: its dense pass (attention_wgmma_lse*, from the same scores) hands over the rows'
+// log-sum-exp in p.row_lse, and the key stream is pass 2's tiles alone.
 // Layout: the block's queries are staged once, each part in the swizzled layout of wgmma.cuh ([ROWS][HEAD_DIM] as
 // HEAD_DIM / 64 regions), then the K tiles stream through a two-slot cp.async ring, pass 1's tiles then pass 2's.
 // Specialisation key: HEAD_DIM (64 or 128) and GROUP (2, 4 or 8: ROWS = 32 · GROUP rows, a multiple of 64; GROUP 1
@@ -119,7 +121,9 @@ __device__ __forceinline__ void anchor_scores(const AnchorScoreParams& p)
     // Key tiles before `clear` are seen by every row of the tile (the first row sees keys ≤ query_start): no mask.
     const int clear = (tile.query_start + 1) / ATT_KEYS;
     const bool post_softmax = p.post_softmax != 0;
-    const int passes = post_softmax ? 2 : 1, stream = passes * tiles;
+    // Pass 1 only where the rows' log-sum-exp is not given.
+    const bool given_lse = p.row_lse != nullptr;
+    const int passes = post_softmax && !given_lse ? 2 : 1, stream = passes * tiles;
 
     const TileCopy copy = swizzled_tile_copy();
     auto stage = [&](int t) { copy.stage_keys(ring + (t % 2) * TILE_ELEMENTS, block.keys, (t % tiles) * ATT_KEYS, end, ROW_STEP * 64); };
@@ -161,7 +165,13 @@ __device__ __forceinline__ void anchor_scores(const AnchorScoreParams& p)
 #pragma unroll
     for (int mt = 0; mt < M_TILES; mt++)
         for (int h = 0; h < 2; h++) { m[mt][h] = neg_inf; l[mt][h] = 0.0f; }
-    if (post_softmax)
+    if (post_softmax && given_lse)
+    {
+        // Natural-log units to log2 ones; written before pass 2's first barrier, which orders them before its reads.
+        for (int row = threadIdx.x; row < ROWS; row += blockDim.x)
+            lse_rows[row] = row < rows ? p.row_lse[(long)(tile.query_start - start + row / GROUP) * p.heads + g * GROUP + row % GROUP] * 1.4426950408889634f : pos_inf;
+    }
+    else if (post_softmax)
     {
         for (int j = 0; j < tiles; j++)
         {
@@ -201,7 +211,10 @@ __device__ __forceinline__ void anchor_scores(const AnchorScoreParams& p)
                         const float shift = m_new * unit_scale;
 #pragma unroll
                         for (int i = 0; i < ATT_KEYS / 4; i++) v[i] = fast_exp2(fmaf(v[i], unit_scale, -shift));
-                        l[mt][h] = l[mt][h] * fast_exp2(fmaf(m[mt][h], unit_scale, -shift)) + tree(v, Add{});
+                        // m · unit_scale − shift, not an fma: exactly 0 while the max stays, where the fma's exact
+                        // product left the rounding of shift and the sum drifted by it every tile (bf16 scores: about
+                        // 7e-4 relative over 128k keys, emulated in session 13's review).
+                        l[mt][h] = l[mt][h] * fast_exp2(m[mt][h] * unit_scale - shift) + tree(v, Add{});
                         m[mt][h] = m_new;
                     }
                 }

@@ -55,6 +55,8 @@ struct AttentionParams
     int heads, kv_heads, capacity;
     int start;               // position of the first query token: token t sees keys [0, start + t]
     float scale;
+    float* lse;              // fp32 [sequences × tokens, heads]: each row's natural-log log-sum-exp of its scaled scores
+                             // (attention_wgmma_lse*, one split); null elsewhere
 };
 
 // Two floats as a bf16 pair (lo in the low half), rounded to nearest even in one instruction (sm_80+).
@@ -296,6 +298,17 @@ __device__ __forceinline__ void write_row(const AttentionParams& p, const BlockW
         p.partial_ml[out_row * 2] = m * 0.6931471805599453f;
         p.partial_ml[out_row * 2 + 1] = l;
     }
+}
+
+// Writes row q_row's log-sum-exp of its scaled scores in natural-log units (m, the running max, is in log2 units) to
+// p.lse, with one split (with several, attention_combine's caller merges the splits' (max, sum) instead); l is this
+// thread's share of the sum, the quad's shares added here, so every lane calls it. Every row of a causal prefill sees
+// at least its own key, so the sum is at least 1.
+__device__ __forceinline__ void write_row_lse(const AttentionParams& p, const BlockWork& w, long q_row, float m, float l)
+{
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    if (w.splits == 1 && q_row >= 0 && (threadIdx.x & 3) == 0) p.lse[q_row] = (m + __log2f(l)) * 0.6931471805599453f;
 }
 
 // The online softmax of one tile of scores (log2 units, the mma C layout; this thread's rows g and g + 8 of its warp):

@@ -71,13 +71,13 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_wgmm
         limit[h] = block.row_limit(r);
         q_row[h] = r < rows ? (long)(tile.query_start - start + r / GROUP) * p.heads + g * GROUP + r % GROUP : -1;
     }
-    unsigned qa[HEAD_DIM / 16][4];
-    query_fragments(p.q, q_row, p.scale * 1.4426950408889634f, gc, qa);
+    unsigned qa[1][HEAD_DIM / 16][4];
+    query_fragments<1>(p.q, q_row, p.scale * 1.4426950408889634f, gc, qa);
 
     float o[HEAD_DIM / 8][4], m[2] = {neg_inf, neg_inf}, l[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int n = 0; n < HEAD_DIM / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    attend_ring(ring, full, empty, tiles, 0, fill, qa, block.row_limit(warp_row), limit, gc, lane, o, m, l);
+    attend_ring<1, false>(ring, full, empty, tiles, 0, fill, qa, 1.0f, block.row_limit(warp_row), limit, gc, lane, o, m, l);
 
     // Normalised output rows; a row that saw no key (an empty plan row and no diagonal) is zeros, as the CPU's.
 #pragma unroll

@@ -22,16 +22,24 @@
 #define TILE_BYTES (ATT_KEYS * HEAD_DIM * 2)
 
 // Issues S = Q·Kᵀ over the K tile whose descriptor is `k_tile` for the warpgroup's 64 rows as one wgmma group (not
-// waited for). k-step ks reads dims 16 ks … of every key: 32 bytes further into its 64-dim region (descriptor
-// addresses count 16-byte units).
-__device__ __forceinline__ void issue_scores(float (&s)[ATT_KEYS / 8][4], const unsigned (*qa)[4], unsigned long long k_tile)
+// waited for): the query's PARTS bf16 parts (2: hi + lo of an fp32 query, scores to fp32 accuracy) one after another
+// into the same accumulators. k-step ks reads dims 16 ks … of every key: 32 bytes further into its 64-dim region
+// (descriptor addresses count 16-byte units).
+template <int PARTS>
+__device__ __forceinline__ void issue_scores(float (&s)[ATT_KEYS / 8][4], const unsigned (*const qa)[HEAD_DIM / 16][4], unsigned long long k_tile)
 {
     pin_registers(s);
     wgmma_fence();
-    WGMMA_S<0, 0>(&s[0][0], qa[0], k_tile);                     // the first k-step overwrites s: no zeroing needed
+    WGMMA_S<0, 0>(&s[0][0], qa[0][0], k_tile);                  // the first k-step overwrites s: no zeroing needed
 #pragma unroll
     for (int ks = 1; ks < HEAD_DIM / 16; ks++)
-        WGMMA_S<0, 1>(&s[0][0], qa[ks], k_tile + (((ks / 4) * ATT_KEYS * 128 + (ks % 4) * 32) >> 4));
+        WGMMA_S<0, 1>(&s[0][0], qa[0][ks], k_tile + (((ks / 4) * ATT_KEYS * 128 + (ks % 4) * 32) >> 4));
+    if constexpr (PARTS == 2)
+    {
+#pragma unroll
+        for (int ks = 0; ks < HEAD_DIM / 16; ks++)
+            WGMMA_S<0, 1>(&s[0][0], qa[1][ks], k_tile + (((ks / 4) * ATT_KEYS * 128 + (ks % 4) * 32) >> 4));
+    }
     wgmma_commit();
     pin_registers(s);
 }
@@ -91,9 +99,12 @@ __device__ __forceinline__ void init_ring(unsigned long long* full, unsigned lon
     __syncthreads();
 }
 
-// The warp's 16 query rows as wgmma A fragments in log2 units (scale · log2 e folded in), read from global memory:
-// q_row[h] is the fp32 row of this thread's row g (h = 0) and g + 8 (h = 1), or −1 for a padding row (zeros).
-__device__ __forceinline__ void query_fragments(const float* q, const long (&q_row)[2], float log2e_scale, int gc, unsigned (&qa)[HEAD_DIM / 16][4])
+// The warp's 16 query rows as wgmma A fragments, read from global memory and multiplied by `fold` (scale · log2 e, for
+// scores in log2 units; 1 for the unscaled bf16 rounding that the anchors' bf16 scores use) before rounding; with
+// PARTS 2 also what rounding left (pack_bf16_residual). q_row[h] is the fp32 row of this thread's row g (h = 0) and
+// g + 8 (h = 1), or −1 for a padding row (zeros).
+template <int PARTS>
+__device__ __forceinline__ void query_fragments(const float* q, const long (&q_row)[2], float fold, int gc, unsigned (&qa)[PARTS][HEAD_DIM / 16][4])
 {
 #pragma unroll
     for (int ks = 0; ks < HEAD_DIM / 16; ks++)
@@ -104,7 +115,8 @@ __device__ __forceinline__ void query_fragments(const float* q, const long (&q_r
         {
             long r = q_row[i & 1];
             float2 v = r >= 0 ? *reinterpret_cast<const float2*>(q + r * HEAD_DIM + col + (i >> 1) * 8) : make_float2(0.0f, 0.0f);
-            qa[ks][i] = pack_bf16(v.x * log2e_scale, v.y * log2e_scale);
+            qa[0][ks][i] = pack_bf16(v.x * fold, v.y * fold);
+            if constexpr (PARTS == 2) qa[1][ks][i] = pack_bf16_residual(v.x * fold, v.y * fold, qa[0][ks][i]);
         }
     }
 }
@@ -114,14 +126,22 @@ __device__ __forceinline__ void query_fragments(const float* q, const long (&q_r
 // tile j is numbered key_base + j · ATT_KEYS + i for the masks: this thread's rows see keys below limit[0] and
 // limit[1], and warp_first_limit is the smallest limit of the warp's rows (a tile below it needs no mask;
 // softmax_tile). Accumulates the unnormalised output o, the running max m (log2 units) and this thread's share of the
-// sum l.
+// sum l. With SCALE_SCORES the queries were rounded unscaled and each tile's scores are multiplied by score_scale
+// (scale · log2 e) before its softmax, as the anchors' bf16 scores are.
 // Every warpgroup walks every tile of the block, even one none of its rows sees (at most one tile on the diagonal): a
 // branch around wgmma that the compiler cannot prove uniform makes it serialise the MMAs.
-template <typename Fill>
+template <int PARTS, bool SCALE_SCORES, typename Fill>
 __device__ __forceinline__ void attend_ring(unsigned char* ring, unsigned long long* full, unsigned long long* empty, int tiles, int key_base, Fill fill,
-                                            const unsigned (&qa)[HEAD_DIM / 16][4], int warp_first_limit, const int (&limit)[2], int gc, int lane,
-                                            float (&o)[HEAD_DIM / 8][4], float (&m)[2], float (&l)[2])
+                                            const unsigned (&qa)[PARTS][HEAD_DIM / 16][4], float score_scale, int warp_first_limit, const int (&limit)[2],
+                                            int gc, int lane, float (&o)[HEAD_DIM / 8][4], float (&m)[2], float (&l)[2])
 {
+    auto scaled = [&](float (*t)[4]) {
+        if constexpr (SCALE_SCORES)
+        {
+#pragma unroll
+            for (int n = 0; n < ATT_KEYS / 8; n++) { t[n][0] *= score_scale; t[n][1] *= score_scale; t[n][2] *= score_scale; t[n][3] *= score_scale; }
+        }
+    };
     auto stage = [&](int tile) {                                 // tile's slot was last used by tile − ATT_STAGES
         int slot = tile % ATT_STAGES;
         if (tile >= ATT_STAGES) mbarrier_wait(&empty[slot], (tile / ATT_STAGES - 1) & 1);
@@ -156,8 +176,9 @@ __device__ __forceinline__ void attend_ring(unsigned char* ring, unsigned long l
     if (tiles > 0)
     {
         arrived(0);
-        issue_scores(s, qa, k_descriptor);
+        issue_scores<PARTS>(s, qa, k_descriptor);
         wgmma_wait_all();
+        scaled(s);
         softmax_tile(s, key_base, warp_first_limit, limit, gc, m, l, correction);
         pack_probabilities(s, pa);
     }
@@ -165,9 +186,10 @@ __device__ __forceinline__ void attend_ring(unsigned char* ring, unsigned long l
     {
         if (j + ATT_STAGES - 1 < tiles) stage(j + ATT_STAGES - 1);
         arrived(j + 1);
-        issue_scores(s, qa, k_descriptor + ((((j + 1) % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
+        issue_scores<PARTS>(s, qa, k_descriptor + ((((j + 1) % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
         accumulate_values(o, pa, correction, v_descriptor + (((j % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
         wgmma_wait<1>();                                         // S(j + 1) is done; P(j)·V(j) may still run
+        scaled(s);
         softmax_tile(s, key_base + (j + 1) * ATT_KEYS, warp_first_limit, limit, gc, m, l, correction);
         wgmma_wait_all();
         release(j);

@@ -59,13 +59,14 @@ public static partial class BackendParity
                         {
                             record(r);
                         }
+                        // Layer 0 with bf16 scores: a decode step scores apart from its dense pass; a prefill chunk on Hopper
+                        // takes its rows' log-sum-exp from a dense pass over the same rounded queries (attention_wgmma_lse_bf16).
+                        foreach (var r in AnchorCases(shape + ", layer 0, bf16 scores", reference, candidate, inputs, headDim, start, tokens, kascade with { DenseOutput = true, Precision = ScorePrecision.Bf16 }))
+                        {
+                            record(r);
+                        }
                         if (tokens == 1)
                         {
-                            // A decode step's layer 0 with bf16 scores scores apart from its dense pass.
-                            foreach (var r in AnchorCases(shape + ", layer 0, bf16 scores", reference, candidate, inputs, headDim, start, tokens, kascade with { DenseOutput = true, Precision = ScorePrecision.Bf16 }))
-                            {
-                                record(r);
-                            }
                             foreach (var r in AnchorCases(shape + ", layer 0, pre-softmax, all heads", reference, candidate, inputs, headDim, start, tokens, kascade with { DenseOutput = true, Pooling = ScorePooling.PreSoftmax, PoolAllHeads = true }))
                             {
                                 record(r);
