@@ -108,8 +108,8 @@ public sealed unsafe partial class CudaBackend
     /// Whether a 32-query tile's kernels of a (head dim, group) run on warpgroup MMA (<c>anchor_scores_wgmma</c>,
     /// <c>sparse_prefill_wgmma</c>): Hopper, a head dim of 64 or 128, and a block of 32 · group rows that fills whole
     /// 64-row warpgroup tiles (group 2, 4 or 8); else their mma.sync kernels. On the H100 (session 13, head dim 128) the
-    /// anchor scores run 3.0×, 2.2× and 1.8× faster at groups 2, 4 and 8 (32k prefill), the reuse layer 2.2× at group 4
-    /// (128k; the other groups not timed).
+    /// anchor scores run 3.0×, 2.2× and 1.8× faster at groups 2, 4 and 8 (32k prefill), the reuse layer 80 → 36 ms at
+    /// group 4 (128k, over two calls; the other groups not timed).
     /// </summary>
     internal static bool TileRunsWgmma(int headDim, int group, bool hopper) => AttentionHeadDims.RunsWgmma(headDim, hopper) && group is 2 or 4 or 8;
 

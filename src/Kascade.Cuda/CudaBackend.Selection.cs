@@ -371,8 +371,8 @@ public sealed unsafe partial class CudaBackend
     /// Sparse attention over a plan: a decode step's rows through <c>sparse_decode_mma</c> (tensor cores, attention_decode's
     /// loop over gathered K/V tiles) where the fast kernels are on, else
     /// <c>sparse_decode</c> (CUDA cores) where its head dim and head sets fit it, both split over the row's keys and merged
-    /// by <c>attention_combine</c>; a prefill chunk of a tile plan through <c>sparse_prefill_mma</c> (tensor cores, a block
-    /// per tile and KV head) where it fits; every other chunk through <c>sparse_attention</c> (a warp per query row). A
+    /// by <c>attention_combine</c>; a prefill chunk of a tile plan through <see cref="TrySparsePrefill"/> (tensor cores, a
+    /// block per tile and KV head: <c>sparse_prefill_wgmma</c> on Hopper, else <c>sparse_prefill_mma</c>) where it fits; every other chunk through <c>sparse_attention</c> (a warp per query row). A
     /// batch of <paramref name="sequences"/> decode steps runs on the two decode kernels, the sequence in grid z.
     /// </summary>
     private void LaunchSparse(AttentionArgs args, SparseParams parameters, int sequences)

@@ -13,6 +13,14 @@ namespace Kascade.Evaluation.Tests;
 public class FrontierTests
 {
     /// <summary>An eval directory holding <paramref name="methods"/> (name → identity description) with one score per (task, length).</summary>
+    /// <summary>The eval results directory (not created: each <see cref="Eval"/> makes its own) and an empty speed directory under <paramref name="root"/>.</summary>
+    private static (string Evals, string Speeds) Directories(TempDirectory root)
+    {
+        string evals = root.File("evals"), speeds = root.File("speeds");
+        Directory.CreateDirectory(speeds);
+        return (evals, speeds);
+    }
+
     private static void Eval(string dir, params (string Method, string Description, double Passkey2k, double Passkey4k, double Single2k)[] methods)
     {
         Directory.CreateDirectory(dir);
@@ -63,8 +71,7 @@ public class FrontierTests
     public void Each_point_takes_its_own_timing_and_the_fewest_anchors_near_dense_is_found()
     {
         using var root = new TempDirectory();
-        string evals = root.File("evals"), speeds = root.File("speeds");
-        Directory.CreateDirectory(speeds);
+        var (evals, speeds) = Directories(root);
         Eval(Path.Combine(evals, "dense"), ("dense", "Dense top-k 10% PostSoftmax", 100, 95, 40));
         Eval(Path.Combine(evals, "k3"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB", 100, 92, 0));
         Eval(Path.Combine(evals, "k6"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,4,8,16,22 head map CD", 99, 94, 0),
@@ -123,8 +130,7 @@ public class FrontierTests
     public void A_bf16_score_point_takes_only_the_bf16_scores_timing()
     {
         using var root = new TempDirectory();
-        string evals = root.File("evals"), speeds = root.File("speeds");
-        Directory.CreateDirectory(speeds);
+        var (evals, speeds) = Directories(root);
         Eval(Path.Combine(evals, "dense"), ("dense", "Dense top-k 10% PostSoftmax", 100, 100, 100));
         Eval(Path.Combine(evals, "k3"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB", 100, 100, 100));
         Eval(Path.Combine(evals, "k3bf16"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB scores Bf16", 100, 100, 90));
@@ -139,8 +145,7 @@ public class FrontierTests
     public void A_batched_timing_is_its_own_speed_beside_batch_1()
     {
         using var root = new TempDirectory();
-        string evals = root.File("evals"), speeds = root.File("speeds");
-        Directory.CreateDirectory(speeds);
+        var (evals, speeds) = Directories(root);
         Eval(Path.Combine(evals, "dense"), ("dense", "Dense top-k 10% PostSoftmax", 100, 100, 100));
         Eval(Path.Combine(evals, "k3"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB", 100, 100, 100));
         Speeds(Path.Combine(speeds, "b1.json"), ("dense", 100, null, null, 3), ("kascade", 10, 4, null, 1));
@@ -179,8 +184,7 @@ public class FrontierTests
     public void Without_a_task_dense_passes_no_anchor_count_is_recommended()
     {
         using var root = new TempDirectory();
-        string evals = root.File("evals"), speeds = root.File("speeds");
-        Directory.CreateDirectory(speeds);
+        var (evals, speeds) = Directories(root);
         Eval(Path.Combine(evals, "dense"), ("dense", "Dense top-k 10% PostSoftmax", 50, 40, 30));
         Eval(Path.Combine(evals, "k3"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB", 50, 40, 30));
         var points = Frontier.Load(evals, speeds, 24);
@@ -192,8 +196,7 @@ public class FrontierTests
     public void Without_a_point_near_dense_the_closest_is_named_and_each_budget_is_ranked_against_its_most_anchors()
     {
         using var root = new TempDirectory();
-        string evals = root.File("evals"), speeds = root.File("speeds");
-        Directory.CreateDirectory(speeds);
+        var (evals, speeds) = Directories(root);
         // Passkey means: dense 100, K = 24 98 (2 below), K = 12 97.5 (0.5 below K = 24), K = 3 90.
         Eval(Path.Combine(evals, "dense"), ("dense", "Dense top-k 10% PostSoftmax", 100, 100, 30));
         Eval(Path.Combine(evals, "k3"), ("kascade", "Kascade top-k 10% PostSoftmax anchors 0,2,22 head map AB", 90, 90, 30));

@@ -254,7 +254,8 @@ __device__ __forceinline__ void key_dots(const bf16_t* key, const float (*q_rows
 }
 
 // The arguments of sparse attention over a plan (selection.cu's sparse_attention and sparse_decode, sparse_prefill.cu's
-// sparse_prefill_mma, attention_decode.cu's sparse_decode_mma; SparseParams in CudaBackend.Selection.cs).
+// sparse_prefill_mma, sparse_prefill_wgmma.cu's sparse_prefill_wgmma, attention_decode.cu's sparse_decode_mma;
+// SparseParams in CudaBackend.Selection.cs).
 struct SparseParams
 {
     const float* q;          // fp32 [tokens, heads, HEAD_DIM]
