@@ -70,7 +70,7 @@ public sealed unsafe partial class CudaBackend
     /// ones), which also gives each row's log-sum-exp of those scores, then the pooled scores from it without their first
     /// pass — a pass of Q·Kᵀ over the chunk's keys that the dense pass already made (at 128k about 250 of layer 0's 870 ms,
     /// session 12). Layer 0's exact output thus comes from the hi + lo query here. Writes <paramref name="output"/> and the
-    /// scores; false where it does not apply (another kernel, a tuned key tile, an output that is the query), and the
+    /// scores; false where it does not apply (a kernel other than attention_wgmma, an output that is the query), and the
     /// caller runs the dense kernel and both passes.
     /// </summary>
     private bool TryLayerZeroPrefill(AttentionArgs args, ScorePrecision precision, int pools, DeviceTensor q, CudaKvCache c, nint scores, long stride, DeviceTensor output)
@@ -81,9 +81,8 @@ public sealed unsafe partial class CudaBackend
         {
             return false;
         }
-        // The plain kernel's specialisation: Hopper's (a 64-key tile; with 128 keys the hi + lo query spills), not a tuned one.
         var kernel = KernelFor(new AttentionShape(args.Tokens, group, args.KvHeads, args.HeadDim, 1));
-        if (kernel.Kind != AttentionKernelKind.Wgmma || kernel.Keys != 64)
+        if (kernel.Kind != AttentionKernelKind.Wgmma)
         {
             return false;
         }
