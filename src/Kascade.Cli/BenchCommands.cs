@@ -302,7 +302,7 @@ public static partial class CliApp
             var defaults = Kascade.Cuda.Heuristics.AttentionKernel.For(phase == "decode" ? 1 : int.MaxValue, headDim, hopper);
             try
             {
-                parsed = Kascade.Cuda.Heuristics.AttentionKernel.Parse(kernel, defaults);
+                parsed = Kascade.Cuda.Heuristics.AttentionKernel.Parse(kernel, defaults, headDim);
             }
             catch (FormatException e)
             {

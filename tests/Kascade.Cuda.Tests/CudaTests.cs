@@ -152,7 +152,7 @@ public class AttentionLaunchTests
     [InlineData(32, true, false)]
     [InlineData(128, false, false)]
     public void Prefill_uses_wgmma_on_hopper_for_head_dims_it_is_built_for(int headDim, bool hopper, bool wgmma) =>
-        Assert.Equal(wgmma ? AttentionKernel.PrefillWgmma : AttentionKernel.Prefill, AttentionKernel.For(200, headDim, hopper));
+        Assert.Equal(wgmma ? AttentionKernel.PrefillWgmma with { Keys = headDim == 128 ? 128 : 64 } : AttentionKernel.Prefill, AttentionKernel.For(200, headDim, hopper));
 
     [Theory]
     [InlineData(64, AttentionFamily.TensorCores)]
@@ -177,16 +177,17 @@ public class AttentionLaunchTests
     [InlineData("keys=64,stages=4", 4, 1, 64, 4)]
     [InlineData("warps=8, mtiles=2", 8, 2, 32, 2)]
     public void Kernel_settings_parse_over_the_defaults(string text, int warps, int mTiles, int keys, int stages) =>
-        Assert.Equal(new AttentionKernel(warps, mTiles, keys, stages, AttentionKernelKind.Decode), AttentionKernel.Parse(text, AttentionKernel.Decode));
+        Assert.Equal(new AttentionKernel(warps, mTiles, keys, stages, AttentionKernelKind.Decode), AttentionKernel.Parse(text, AttentionKernel.Decode, 128));
 
     [Fact]
     public void Kind_picks_a_kernel_family_that_later_settings_adjust()
     {
-        Assert.Equal(AttentionKernel.PrefillWgmma, AttentionKernel.Parse("kind=wgmma", AttentionKernel.Prefill));
-        Assert.Equal(new AttentionKernel(4, 1, 128, 4, AttentionKernelKind.Wgmma), AttentionKernel.Parse("kind=wgmma,warps=4,keys=128,stages=4", AttentionKernel.Prefill));
-        Assert.Equal(AttentionKernel.Prefill with { Keys = 64 }, AttentionKernel.Parse("kind=mma,keys=64", AttentionKernel.PrefillWgmma));
-        Assert.Equal(AttentionKernel.Decode with { Warps = 4 }, AttentionKernel.Parse("kind=decode,warps=4", AttentionKernel.Prefill));
-        Assert.Equal(AttentionKernel.Decode, AttentionKernel.Parse(AttentionKernel.Decode.ToString(), AttentionKernel.Prefill));
+        Assert.Equal(AttentionKernel.PrefillWgmma, AttentionKernel.Parse("kind=wgmma", AttentionKernel.Prefill, 64));
+        Assert.Equal(AttentionKernel.PrefillWgmma with { Keys = 128 }, AttentionKernel.Parse("kind=wgmma", AttentionKernel.Prefill, 128));
+        Assert.Equal(new AttentionKernel(4, 1, 128, 4, AttentionKernelKind.Wgmma), AttentionKernel.Parse("kind=wgmma,warps=4,keys=128,stages=4", AttentionKernel.Prefill, 128));
+        Assert.Equal(AttentionKernel.Prefill with { Keys = 64 }, AttentionKernel.Parse("kind=mma,keys=64", AttentionKernel.PrefillWgmma, 128));
+        Assert.Equal(AttentionKernel.Decode with { Warps = 4 }, AttentionKernel.Parse("kind=decode,warps=4", AttentionKernel.Prefill, 128));
+        Assert.Equal(AttentionKernel.Decode, AttentionKernel.Parse(AttentionKernel.Decode.ToString(), AttentionKernel.Prefill, 128));
     }
 
     [Fact]
@@ -222,5 +223,5 @@ public class AttentionLaunchTests
     [InlineData("kind=decode,keys=128")]
     [InlineData("mtiles=3")]
     public void Bad_kernel_settings_are_refused(string text) =>
-        Assert.Throws<FormatException>(() => AttentionKernel.Parse(text, AttentionKernel.Decode));
+        Assert.Throws<FormatException>(() => AttentionKernel.Parse(text, AttentionKernel.Decode, 128));
 }

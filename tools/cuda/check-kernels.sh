@@ -19,8 +19,9 @@ check() { # source, then its defines
     /Used [0-9]+ registers/ { for (i = 1; i <= NF; i++) if ($i == "Used") regs = $(i + 1); print what ": " name ": " regs " registers, " frame }
     /\(C75[0-9][0-9]\)/ { sub(/.*\(C/, "(C"); print what ": note " substr($0, 1, 140) }'
 }
-# The specialisations AttentionKernel.For picks (Heuristics/AttentionLaunch.cs): Hopper prefill, prefill elsewhere, decode.
-wgmma="-DATT_WARPS=8 -DATT_M_TILES=1 -DATT_KEYS=64 -DATT_STAGES=3 -DATT_WGMMA=1"
+# The specialisations AttentionKernel.For picks (Heuristics/AttentionLaunch.cs): Hopper prefill (PrefillWgmmaFor: 128-key
+# tiles at head dim 128, 64 at 64), prefill elsewhere, decode.
+wgmma() { echo "-DATT_WARPS=8 -DATT_M_TILES=1 -DATT_KEYS=$(($1 == 128 ? 128 : 64)) -DATT_STAGES=3 -DATT_WGMMA=1"; }
 mma="-DATT_WARPS=4 -DATT_M_TILES=2 -DATT_KEYS=32 -DATT_STAGES=2"
 decode="-DATT_WARPS=4 -DATT_M_TILES=1 -DATT_KEYS=32 -DATT_STAGES=2 -DATT_DECODE=1"
 check ops.cu
@@ -33,7 +34,7 @@ for d in 64 128; do
   check decode_scores.cu -DHEAD_DIM=$d -DGROUP=4 $decode
 done
 for d in 64 128; do
-  for g in 1 4; do check attention_wgmma.cu -DHEAD_DIM=$d -DGROUP=$g $wgmma; done
+  for g in 1 4; do check attention_wgmma.cu -DHEAD_DIM=$d -DGROUP=$g $(wgmma $d); done
   for g in 2 4 8; do
     check sparse_prefill_wgmma.cu -DHEAD_DIM=$d -DGROUP=$g
     check anchor_scores_wgmma.cu -DHEAD_DIM=$d -DGROUP=$g

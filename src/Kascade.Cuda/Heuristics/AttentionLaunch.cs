@@ -38,13 +38,16 @@ public readonly record struct AttentionKernel(int Warps, int MTiles, int Keys, i
     /// <summary>Four warps of 32 rows (128 rows) over two 32-key tiles (mma.sync, sm_80+; 64-key tiles spill registers).</summary>
     public static AttentionKernel Prefill { get; } = new(4, 2, 32, 2);
 
+    /// <summary>Hopper prefill: two warpgroups of 64 rows sharing a ring of three 64-key tiles (wgmma, sm_90a); see <see cref="PrefillWgmmaFor"/>.</summary>
+    public static AttentionKernel PrefillWgmma { get; } = new(8, 1, 64, 3, AttentionKernelKind.Wgmma);
+
     /// <summary>
-    /// Hopper prefill: two warpgroups of 64 rows sharing a ring of three 128-key tiles (wgmma, sm_90a; 193 KiB of shared
-    /// memory at head dim 128), FlashAttention-3's tile. Against 64-key tiles on the H100 (session 14, call F, head dim
-    /// 128): 546 / 464 / 515 TFLOP/s at 8k / 32k / 128k instead of 505 / 441 / 447; possible since P is packed to bf16
-    /// as soon as its softmax is done (<c>pack_probabilities</c>), which left room in the registers for the wider tile.
+    /// The Hopper prefill kernel for a head dim: <see cref="PrefillWgmma"/>, with 128-key tiles at head dim 128
+    /// (FlashAttention-3's tile; 193 KiB of shared memory). On the H100 (session 14, calls F and G, packed-P loop, causal,
+    /// 8k / 32k / 128k): head dim 128 runs 545 / 475 / 505 TFLOP/s with 128 keys against 505 / 441 / 447 with 64; head
+    /// dim 64 runs 405 / 366 / 417 with 64 keys against 369 / 343 / 403 with 128 (and 361 / 332 / 389 with 4 stages).
     /// </summary>
-    public static AttentionKernel PrefillWgmma { get; } = new(8, 1, 128, 3, AttentionKernelKind.Wgmma);
+    public static AttentionKernel PrefillWgmmaFor(int headDim) => headDim == 128 ? PrefillWgmma with { Keys = 128 } : PrefillWgmma;
 
     /// <summary>Rows of one KV head a block covers.</summary>
     public int BlockRows => Kind == AttentionKernelKind.Decode ? 8 * MTiles : 16 * Warps * MTiles;
@@ -80,14 +83,14 @@ public readonly record struct AttentionKernel(int Warps, int MTiles, int Keys, i
     /// <summary>
     /// The kernel for <paramref name="rows"/> rows of one KV head: <see cref="Decode"/> (8-row tiles as needed) up to
     /// <see cref="DecodeRows"/>, with its warps halved until their rings fit <paramref name="maxSharedBytes"/> (a
-    /// block's shared memory on the device: 99 KiB on sm_86/sm_89); else <see cref="PrefillWgmma"/> on a Hopper GPU
+    /// block's shared memory on the device: 99 KiB on sm_86/sm_89); else <see cref="PrefillWgmmaFor"/> on a Hopper GPU
     /// (sm_90a) for head dims 64 and 128, else <see cref="Prefill"/>.
     /// </summary>
     public static AttentionKernel For(int rows, int headDim, bool hopper, int maxSharedBytes = int.MaxValue)
     {
         if (rows > DecodeRows)
         {
-            return AttentionHeadDims.RunsWgmma(headDim, hopper) ? PrefillWgmma : Prefill;
+            return AttentionHeadDims.RunsWgmma(headDim, hopper) ? PrefillWgmmaFor(headDim) : Prefill;
         }
         var kernel = Decode with { MTiles = rows > 8 ? 2 : 1 };
         while (kernel.Warps > 1 && kernel.SharedBytes(headDim) > maxSharedBytes)
@@ -118,9 +121,9 @@ public readonly record struct AttentionKernel(int Warps, int MTiles, int Keys, i
     /// <summary>
     /// Parses <c>kind=mma|wgmma|decode,warps=W,mtiles=M,keys=K,stages=S</c>, left to right over
     /// <paramref name="defaults"/>; <c>kind</c> starts again from that kind's defaults (<see cref="Prefill"/>,
-    /// <see cref="PrefillWgmma"/>, <see cref="Decode"/>).
+    /// <see cref="PrefillWgmmaFor"/> <paramref name="headDim"/>, <see cref="Decode"/>).
     /// </summary>
-    public static AttentionKernel Parse(string text, AttentionKernel defaults)
+    public static AttentionKernel Parse(string text, AttentionKernel defaults, int headDim)
     {
         var kernel = defaults;
         foreach (string part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
@@ -131,7 +134,7 @@ public readonly record struct AttentionKernel(int Warps, int MTiles, int Keys, i
                 kernel = part[(eq + 1)..] switch
                 {
                     "mma" => Prefill,
-                    "wgmma" => PrefillWgmma,
+                    "wgmma" => PrefillWgmmaFor(headDim),
                     "decode" => Decode,
                     _ => throw new FormatException($"'{part}': the kinds are mma, wgmma and decode"),
                 };
