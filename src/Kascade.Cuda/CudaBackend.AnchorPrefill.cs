@@ -26,9 +26,6 @@ internal struct AnchorScoreParams
 /// </summary>
 public sealed unsafe partial class CudaBackend
 {
-    /// <summary>anchor_prefill.cu's ATT_KEYS (keys per tile of its ring, two tiles); anchor_scores_wgmma.cu's too.</summary>
-    private const int AnchorKeys = 64, AnchorStages = 2;
-
     private readonly Dictionary<(int HeadDim, int Group, int QueryParts, bool Wgmma), AnchorKernel> _anchorFunctions = [];
 
     /// <summary>A compiled anchor-score kernel: its function, name, threads per block and dynamic shared memory.</summary>
@@ -117,7 +114,7 @@ public sealed unsafe partial class CudaBackend
     /// the rows' log-sum-exp (fp32) and 1 KiB to align the swizzle atoms.
     /// </summary>
     internal static int AnchorWgmmaShared(int headDim, int group, int queryParts) =>
-        (queryParts * TopKBudget.TileSize * group + AnchorStages * AnchorKeys) * headDim * sizeof(ushort) + TopKBudget.TileSize * group * sizeof(float) + 1024;
+        (queryParts * TopKBudget.TileSize * group + TileKernels.AnchorWgmma.Stages * TileKernels.Keys) * headDim * sizeof(ushort) + TopKBudget.TileSize * group * sizeof(float) + 1024;
 
     /// <summary>
     /// The anchor-score kernel for (head dim, group, query parts), or null where its shared memory is more than the GPU
@@ -129,8 +126,9 @@ public sealed unsafe partial class CudaBackend
         bool wgmma = TileRunsWgmma(headDim, group, Hopper);
         if (!_anchorFunctions.TryGetValue((headDim, group, queryParts, wgmma), out var entry))
         {
+            var spec = wgmma ? TileKernels.AnchorWgmma : TileKernels.Mma(group);
             // anchor_scores_mma: the queries' two bf16 halves (32 · group rows) and the key ring, rows padded by 8 bf16 (TILE_STRIDE).
-            int shared = wgmma ? AnchorWgmmaShared(headDim, group, queryParts) : (2 * TopKBudget.TileSize * group + AnchorStages * AnchorKeys) * (headDim + 8) * sizeof(ushort);
+            int shared = wgmma ? AnchorWgmmaShared(headDim, group, queryParts) : (2 * TopKBudget.TileSize * group + spec.Stages * spec.Keys) * (headDim + 8) * sizeof(ushort);
             if (shared > _device.MaxSharedMemoryOptin)
             {
                 return null;
@@ -138,11 +136,11 @@ public sealed unsafe partial class CudaBackend
             if (wgmma)
             {
                 string name = queryParts == 2 ? "anchor_scores_wgmma" : "anchor_scores_wgmma_bf16";
-                entry = new AnchorKernel(OptIn(Module("anchor_scores_wgmma.cu", AttentionDefines(headDim, group)).Function(name), name, shared), name, 128, shared);
+                entry = new AnchorKernel(OptIn(Module("anchor_scores_wgmma.cu", AttentionDefines(headDim, group, spec)).Function(name), name, shared), name, spec.Threads, shared);
             }
             else
             {
-                entry = new AnchorKernel(OptIn(Module("anchor_prefill.cu", AttentionDefines(headDim, group)).Function("anchor_scores_mma"), "anchor_scores_mma", shared), "anchor_scores_mma", group * 32, shared);
+                entry = new AnchorKernel(OptIn(Module("anchor_prefill.cu", AttentionDefines(headDim, group, spec)).Function("anchor_scores_mma"), "anchor_scores_mma", shared), "anchor_scores_mma", spec.Threads, shared);
             }
             _anchorFunctions[(headDim, group, queryParts, wgmma)] = entry;
         }

@@ -153,6 +153,17 @@ public sealed unsafe partial class CudaBackend
         return defines;
     }
 
+    /// <summary>The defines of a tensor-core source specialised for (head dim, group, kernel): <see cref="AttentionKernel.Defines"/>'s too.</summary>
+    private static Dictionary<string, string> AttentionDefines(int headDim, int group, AttentionKernel kernel)
+    {
+        var defines = AttentionDefines(headDim, group);
+        foreach (var (define, value) in kernel.Defines())
+        {
+            defines[define] = value;
+        }
+        return defines;
+    }
+
     /// <summary>
     /// The tensor-core attention kernel specialised for (head dim, group, kernel) — or <paramref name="other"/>, a kernel that
     /// takes the same specialisation and shared memory (attention_decode.cu's <c>sparse_decode_mma</c>, decode_scores.cu's
@@ -168,12 +179,7 @@ public sealed unsafe partial class CudaBackend
             {
                 throw new KascadeException($"attention kernel {kernel} needs a Hopper GPU (sm_90a) and a head dim of 64 or 128; this is {_device.Architecture}, head dim {headDim}");
             }
-            var defines = AttentionDefines(headDim, group);
-            foreach (var (define, value) in kernel.Defines())
-            {
-                defines[define] = value;
-            }
-            nint handle = Module(source, defines).Function(name);
+            nint handle = Module(source, AttentionDefines(headDim, group, kernel)).Function(name);
             int shared = kernel.SharedBytes(headDim);
             if (shared > _device.MaxSharedMemoryOptin)
             {

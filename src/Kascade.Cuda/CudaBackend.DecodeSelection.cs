@@ -58,11 +58,11 @@ public sealed unsafe partial class CudaBackend
             return false;
         }
         // Splits fixed by the extent (the capacity in a recorded step), as attention_decode splits a context of that length.
-        var (kernel, function, plan) = DecodeLaunch(args, ("decode_scores.cu", "decode_scores_mma"), extent, s.Count);
+        var (kernel, function, plan, units) = DecodeLaunch(args, ("decode_scores.cu", "decode_scores_mma"), extent, s.Count);
         int partials = plan.Splits * kernel.Warps, rows = s.Count * args.Heads;
         var raw = Scratch(ref _decodeRaw, (long)rows * extent * sizeof(float));
         var partial = Scratch(ref _lsePartial, (long)rows * partials * 2 * sizeof(float));
-        Launch(function.Function, "decode_scores_mma", new Dim3((uint)plan.Splits, 1, (uint)(s.Count * args.KvHeads)), (uint)kernel.Threads, (uint)function.SharedBytes, dependent: false,
+        Launch(function.Function, "decode_scores_mma", new Dim3((uint)plan.Splits, 1, (uint)(s.Count * units)), (uint)kernel.Threads, (uint)function.SharedBytes, dependent: false,
             q, s.Keys, raw.Pointer, (long)extent, partial.Pointer, s.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale, args.KvHeads, s.Stride,
             QueryParts(precision));
         PoolDecodeScores(args, s.Count, pooling, pools, maxPool, raw.Pointer, partial.Pointer, partials, scores, stride, extent);
@@ -82,9 +82,10 @@ public sealed unsafe partial class CudaBackend
     /// of <paramref name="keys"/> keys as attention_decode would split a context of that length (fixed by the capacity in a
     /// recorded step, so the step replays); <see cref="Tuning"/>'s decode kernel and split count apply here as they do to
     /// attention_decode, unless the kernel cannot take it (another kind, or fewer rows a block than the group: these grids
-    /// have one row tile), where the default runs.
+    /// have one row tile), where the default runs. <c>Units</c>: the blocks a sequence takes in grid z (its KV heads, or its
+    /// query heads with <paramref name="perQueryHead"/>).
     /// </summary>
-    private (AttentionKernel Kernel, TensorCoreFunction Function, AttentionLaunchPlan Plan) DecodeLaunch(AttentionArgs args, (string Source, string Function) entry, int keys, int sequences, bool perQueryHead = false)
+    private (AttentionKernel Kernel, TensorCoreFunction Function, AttentionLaunchPlan Plan, int Units) DecodeLaunch(AttentionArgs args, (string Source, string Function) entry, int keys, int sequences, bool perQueryHead = false)
     {
         // A per-query-head launch runs each query head as a group of one, a block per query head.
         int group = perQueryHead ? 1 : args.Heads / args.KvHeads, units = perQueryHead ? args.Heads : args.KvHeads;
@@ -92,7 +93,7 @@ public sealed unsafe partial class CudaBackend
             ? tuned
             : AttentionKernel.For(group, args.HeadDim, Hopper, _device.MaxSharedMemoryOptin);
         var function = TensorCoreFunction(args.HeadDim, group, kernel, entry);
-        return (kernel, function, AttentionLaunch.Choose(kernel, 1, group, units, sequences, keys, _device.Multiprocessors, function.ResidentBlocks, Tuning.Splits));
+        return (kernel, function, AttentionLaunch.Choose(kernel, 1, group, units, sequences, keys, _device.Multiprocessors, function.ResidentBlocks, Tuning.Splits), units);
     }
 
     /// <summary>

@@ -420,15 +420,14 @@ public sealed unsafe partial class CudaBackend
         {
             return false;
         }
-        bool perQueryHead = parameters.GroupRows == 0;
-        var (kernel, function, plan) = DecodeLaunch(args, ("attention_decode.cu", "sparse_decode_mma"), parameters.PlanCapacity, sequences, perQueryHead);
+        var (kernel, function, plan, units) = DecodeLaunch(args, ("attention_decode.cu", "sparse_decode_mma"), parameters.PlanCapacity, sequences, perQueryHead: parameters.GroupRows == 0);
         int rows = sequences * args.Heads;
         var (po, pm) = SparsePartials(rows, plan.Splits, args.HeadDim);
         var slots = stackalloc void*[3];
         slots[0] = &parameters;
         slots[1] = &po;
         slots[2] = &pm;
-        Launch(function.Function, "sparse_decode_mma", new Dim3((uint)plan.Splits, 1, (uint)(sequences * (perQueryHead ? args.Heads : args.KvHeads))), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
+        Launch(function.Function, "sparse_decode_mma", new Dim3((uint)plan.Splits, 1, (uint)(sequences * units)), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
         if (plan.Splits > 1)
         {
             Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, po, pm, parameters.Out, plan.Splits);

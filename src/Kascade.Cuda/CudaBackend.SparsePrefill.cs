@@ -34,31 +34,18 @@ public sealed unsafe partial class CudaBackend
         return true;
     }
 
-    /// <summary>
-    /// sparse_prefill_wgmma's dynamic shared memory: three swizzled (K, V) tiles of 64 keys (bf16) and 1 KiB to align the
-    /// swizzle atoms.
-    /// </summary>
-    internal static int SparsePrefillWgmmaShared(int headDim) => 3 * 2 * AnchorKeys * headDim * sizeof(ushort) + 1024;
-
     private SparsePrefillKernel SparsePrefillFunction(int headDim, int group)
     {
         bool wgmma = TileRunsWgmma(headDim, group, Hopper);
         if (!_sparsePrefillFunctions.TryGetValue((headDim, group, wgmma), out var entry))
         {
-            if (wgmma)
-            {
-                // sparse_prefill_wgmma.cu's ATT_WARPS: a warpgroup per 64 of the tile's rows, at most two a block.
-                int warps = group == 2 ? 4 : 8, shared = SparsePrefillWgmmaShared(headDim);
-                var function = Module("sparse_prefill_wgmma.cu", AttentionDefines(headDim, group)).Function("sparse_prefill_wgmma");
-                entry = new SparsePrefillKernel(OptIn(function, "sparse_prefill_wgmma", shared), "sparse_prefill_wgmma", warps * 32, TopKBudget.TileSize * group / (warps * 16), shared);
-            }
-            else
-            {
-                // The queries (32 · group rows) and two (K, V) tiles of 64 keys, rows padded by 8 bf16 (TILE_STRIDE).
-                int shared = (TopKBudget.TileSize * group + 2 * 2 * AnchorKeys) * (headDim + 8) * sizeof(ushort);
-                var function = Module("sparse_prefill.cu", AttentionDefines(headDim, group)).Function("sparse_prefill_mma");
-                entry = new SparsePrefillKernel(OptIn(function, "sparse_prefill_mma", shared), "sparse_prefill_mma", group * 32, 1, shared);
-            }
+            var spec = wgmma ? TileKernels.SparseWgmma(group) : TileKernels.Mma(group);
+            // wgmma: the swizzled K/V ring (the queries stay in registers); mma: the tile's queries and the K/V ring, rows
+            // padded by 8 bf16 — AttentionKernel.SharedBytes's layouts of the dense kernels, whose loops these share.
+            int shared = spec.SharedBytes(headDim);
+            string name = wgmma ? "sparse_prefill_wgmma" : "sparse_prefill_mma";
+            var function = Module(wgmma ? "sparse_prefill_wgmma.cu" : "sparse_prefill.cu", AttentionDefines(headDim, group, spec)).Function(name);
+            entry = new SparsePrefillKernel(OptIn(function, name, shared), name, spec.Threads, TileKernels.RowBlocks(spec, group), shared);
             _sparsePrefillFunctions[(headDim, group, wgmma)] = entry;
         }
         return entry;

@@ -35,13 +35,14 @@ for d in 64 128; do
 done
 for d in 64 128; do
   for g in 1 4; do check attention_wgmma.cu -DHEAD_DIM=$d -DGROUP=$g $(wgmma $d); done
+  # The 32-query tile kernels' specialisations (Heuristics/TileKernels.cs).
   for g in 2 4 8; do
-    check sparse_prefill_wgmma.cu -DHEAD_DIM=$d -DGROUP=$g
-    check anchor_scores_wgmma.cu -DHEAD_DIM=$d -DGROUP=$g
+    check sparse_prefill_wgmma.cu -DHEAD_DIM=$d -DGROUP=$g -DATT_WARPS=$((g == 2 ? 4 : 8)) -DATT_M_TILES=1 -DATT_KEYS=64 -DATT_STAGES=3 -DATT_WGMMA=1
+    check anchor_scores_wgmma.cu -DHEAD_DIM=$d -DGROUP=$g -DATT_WARPS=4 -DATT_M_TILES=1 -DATT_KEYS=64 -DATT_STAGES=2 -DATT_WGMMA=1
   done
   for g in 1 8; do
-    check sparse_prefill.cu -DHEAD_DIM=$d -DGROUP=$g
-    check anchor_prefill.cu -DHEAD_DIM=$d -DGROUP=$g
+    check sparse_prefill.cu -DHEAD_DIM=$d -DGROUP=$g -DATT_WARPS=$g -DATT_M_TILES=2 -DATT_KEYS=64 -DATT_STAGES=2
+    check anchor_prefill.cu -DHEAD_DIM=$d -DGROUP=$g -DATT_WARPS=$g -DATT_M_TILES=2 -DATT_KEYS=64 -DATT_STAGES=2
   done
 done
 exit $failed

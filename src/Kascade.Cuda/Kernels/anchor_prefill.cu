@@ -18,12 +18,12 @@
 #if !defined(HEAD_DIM) || !defined(GROUP)
 #error "HEAD_DIM and GROUP must be defined"
 #endif
-#define ATT_WARPS GROUP
-#define ATT_M_TILES 2
-#define ATT_KEYS 64
-#define ATT_STAGES 2
+// ATT_WARPS, ATT_M_TILES, ATT_KEYS, ATT_STAGES: the host's (Heuristics/TileKernels.cs, Mma).
 #include "attention_common.cuh"
 #include "plan_common.cuh"
+#if BLOCK_ROWS != TILE_SIZE * GROUP
+#error "a block's warps cover the tile's rows: ATT_WARPS · ATT_M_TILES · 16 = 32 · GROUP"
+#endif
 #include "anchor_common.cuh"
 
 #define ANCHOR_ROWS (TILE_SIZE * GROUP)   // = ATT_WARPS · ATT_M_TILES · 16 = BLOCK_ROWS

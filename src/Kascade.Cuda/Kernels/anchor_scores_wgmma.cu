@@ -25,10 +25,7 @@
 #if !defined(HEAD_DIM) || !defined(GROUP)
 #error "HEAD_DIM and GROUP must be defined"
 #endif
-#define ATT_WARPS 4
-#define ATT_M_TILES 1
-#define ATT_KEYS 64
-#define ATT_STAGES 2
+// ATT_WARPS, ATT_M_TILES, ATT_KEYS, ATT_STAGES: the host's (Heuristics/TileKernels.cs, AnchorWgmma).
 #include "attention_common.cuh"
 #include "plan_common.cuh"
 #include "anchor_common.cuh"
@@ -36,6 +33,9 @@
 
 #if HEAD_DIM % 64 != 0 || (GROUP != 2 && GROUP != 4 && GROUP != 8)
 #error "anchor_scores_wgmma takes HEAD_DIM 64 or 128 and GROUP 2, 4 or 8"
+#endif
+#if ATT_WARPS != 4 || ATT_M_TILES != 1
+#error "anchor_scores_wgmma runs one warpgroup (ATT_WARPS 4, ATT_M_TILES 1)"
 #endif
 
 #define ROWS (TILE_SIZE * GROUP)                     // the block's rows: 64, 128 or 256

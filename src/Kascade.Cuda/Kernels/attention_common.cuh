@@ -268,14 +268,34 @@ __device__ __forceinline__ BlockWork block_work(const AttentionParams& p)
     return w;
 }
 
-// Columns c, c + 1 of row r of a KV head's GQA-packed query rows (query token first_token + r / GROUP of head
-// g · GROUP + r % GROUP; q fp32 [tokens, heads, HEAD_DIM]) times `scale`, or zeros for a padding row (r ≥ rows): how
-// the prefill tile kernels (anchor_prefill.cu, sparse_prefill.cu) stage a tile's queries.
+// The row of q (fp32 [tokens, heads, HEAD_DIM]) that row r of KV head g's GQA-packed rows is: query token
+// first_token + r / GROUP of head g · GROUP + r % GROUP — the prefill tile kernels' row order.
+__device__ __forceinline__ long packed_row(int first_token, int heads, int g, int r) { return (long)(first_token + r / GROUP) * heads + g * GROUP + r % GROUP; }
+
+// Columns c, c + 1 of packed row r (packed_row) times `scale`, or zeros for a padding row (r ≥ rows): how the prefill
+// tile kernels (anchor_prefill.cu, anchor_scores_wgmma.cu, sparse_prefill.cu) stage a tile's queries.
 __device__ __forceinline__ float2 packed_query_pair(const float* q, int heads, int g, int first_token, int rows, int r, int c, float scale)
 {
     if (r >= rows) return make_float2(0.0f, 0.0f);
-    float2 v = *reinterpret_cast<const float2*>(q + ((long)(first_token + r / GROUP) * heads + g * GROUP + r % GROUP) * HEAD_DIM + c);
+    float2 v = *reinterpret_cast<const float2*>(q + packed_row(first_token, heads, g, r) * HEAD_DIM + c);
     return make_float2(v.x * scale, v.y * scale);
+}
+
+// The sum of a row's shares over the quad of lanes that hold it (the mma C layout: lanes 4g … 4g + 3 hold row g);
+// every lane calls it.
+__device__ __forceinline__ float quad_sum(float x)
+{
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// Stores row h (0: g, 1: g + 8) of this thread's output fragment o (the mma C layout: columns 8n + 2c, 8n + 2c + 1)
+// times `factor` into target, one fp32 row of HEAD_DIM.
+__device__ __forceinline__ void store_row(float* target, const float (*o)[4], int h, float factor, int gc)
+{
+#pragma unroll
+    for (int n = 0; n < HEAD_DIM / 8; n++)
+        *reinterpret_cast<float2*>(target + n * 8 + 2 * gc) = make_float2(o[n][2 * h] * factor, o[n][2 * h + 1] * factor);
 }
 
 // Writes row h (0: g, 1: g + 8) of this thread's output fragment o (the mma C layout: columns 8n + 2c, 8n + 2c + 1) as
@@ -284,15 +304,10 @@ __device__ __forceinline__ float2 packed_query_pair(const float* q, int heads, i
 // added here, so every lane calls it.
 __device__ __forceinline__ void write_row(const AttentionParams& p, const BlockWork& w, long q_row, const float (*o)[4], int h, float m, float l, int gc)
 {
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    l = quad_sum(l);
     if (q_row < 0) return;
     long out_row = w.splits == 1 ? q_row : q_row * w.splits + w.split;
-    float* target = (w.splits == 1 ? p.out : p.partial_out) + out_row * HEAD_DIM;
-    float factor = w.splits == 1 ? 1.0f / l : 1.0f;
-#pragma unroll
-    for (int n = 0; n < HEAD_DIM / 8; n++)
-        *reinterpret_cast<float2*>(target + n * 8 + 2 * gc) = make_float2(o[n][2 * h] * factor, o[n][2 * h + 1] * factor);
+    store_row((w.splits == 1 ? p.out : p.partial_out) + out_row * HEAD_DIM, o, h, w.splits == 1 ? 1.0f / l : 1.0f, gc);
     if (w.splits > 1 && gc == 0)
     {
         p.partial_ml[out_row * 2] = m * 0.6931471805599453f;
@@ -306,8 +321,7 @@ __device__ __forceinline__ void write_row(const AttentionParams& p, const BlockW
 // at least its own key, so the sum is at least 1.
 __device__ __forceinline__ void write_row_lse(const AttentionParams& p, const BlockWork& w, long q_row, float m, float l)
 {
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    l = quad_sum(l);
     if (w.splits == 1 && q_row >= 0 && (threadIdx.x & 3) == 0) p.lse[q_row] = (m + __log2f(l)) * 0.6931471805599453f;
 }
 

@@ -11,12 +11,12 @@
 #if !defined(HEAD_DIM) || !defined(GROUP)
 #error "HEAD_DIM and GROUP must be defined"
 #endif
-#define ATT_WARPS GROUP
-#define ATT_M_TILES 2
-#define ATT_KEYS 64
-#define ATT_STAGES 2
+// ATT_WARPS, ATT_M_TILES, ATT_KEYS, ATT_STAGES: the host's (Heuristics/TileKernels.cs, Mma).
 #include "attention_common.cuh"
 #include "plan_common.cuh"
+#if BLOCK_ROWS != TILE_SIZE * GROUP
+#error "a block's warps cover the tile's rows: ATT_WARPS · ATT_M_TILES · 16 = 32 · GROUP"
+#endif
 #include "sparse_tile.cuh"
 
 // Starts gathering keys and values [first, first + ATT_KEYS) of the block's key order into a ring slot (K then V,
@@ -107,21 +107,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_mma(
         pv_tile(s, v_tile, lane, o);
     }
 
-    // Normalised output rows; a row that saw no key (an empty plan row and no diagonal) is zeros, as the CPU's.
 #pragma unroll
     for (int mt = 0; mt < ATT_M_TILES; mt++)
 #pragma unroll
-        for (int h = 0; h < 2; h++)
-        {
-            float sum = l[mt][h];
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-            int r = warp_row + 16 * mt + gr + 8 * h;
-            if (r >= rows) continue;
-            float factor = sum > 0.0f ? 1.0f / sum : 0.0f;
-            float* target = p.out + ((long)(tile.query_start - start + r / GROUP) * p.heads + g * GROUP + r % GROUP) * HEAD_DIM;
-#pragma unroll
-            for (int n = 0; n < HEAD_DIM / 8; n++)
-                *reinterpret_cast<float2*>(target + n * 8 + 2 * gc) = make_float2(o[mt][n][2 * h] * factor, o[mt][n][2 * h + 1] * factor);
-        }
+        for (int h = 0; h < 2; h++) write_sparse_row(p.out, block.q_row(warp_row + 16 * mt + gr + 8 * h, p.heads, g), o[mt], h, l[mt][h], gc);
 }

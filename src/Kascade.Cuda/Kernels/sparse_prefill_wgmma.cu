@@ -15,17 +15,17 @@
 #if HEAD_DIM % 64 != 0 || (GROUP != 2 && GROUP != 4 && GROUP != 8)
 #error "sparse_prefill_wgmma takes HEAD_DIM 64 or 128 and GROUP 2, 4 or 8"
 #endif
-#define ATT_WARPS (GROUP == 2 ? 4 : 8)                 // one warpgroup per 64 of the tile's rows, at most two a block
-#define ATT_M_TILES 1
-#define ATT_KEYS 64
-#define ATT_STAGES 3
+// ATT_WARPS, ATT_M_TILES, ATT_KEYS, ATT_STAGES: the host's (Heuristics/TileKernels.cs, SparseWgmma).
 #include "attention_common.cuh"
 #include "plan_common.cuh"
+#if ATT_M_TILES != 1 || (ATT_WARPS != 4 && ATT_WARPS != 8) || (TILE_SIZE * GROUP) % BLOCK_ROWS != 0
+#error "sparse_prefill_wgmma runs whole warpgroups (ATT_WARPS 4 or 8, ATT_M_TILES 1) over a whole number of the tile's rows"
+#endif
 #include "sparse_tile.cuh"
 #include "wgmma_attention.cuh"
 
 // Grid: (units, kv_heads, 32 · GROUP / (ATT_WARPS · 16)), ATT_WARPS · 32 threads; dynamic shared memory: ATT_STAGES
-// swizzled (K, V) tiles from a 1024-byte-aligned start (SparsePrefillWgmmaShared in CudaBackend.SparsePrefill.cs).
+// swizzled (K, V) tiles from a 1024-byte-aligned start (AttentionKernel.SharedBytes, as attention_wgmma's).
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_wgmma(const SparseParams p)
 {
     extern __shared__ __align__(1024) unsigned char sparse_shared[];
@@ -33,10 +33,9 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_wgmm
     const float neg_inf = __int_as_float(0xff800000);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, gc = lane & 3;
     const SparseTile block = sparse_tile(p);
-    const Tile tile = block.tile;
-    const int g = blockIdx.y, start = block.start, rows = block.rows, total = block.total;
-    const int warp_row = blockIdx.z * ATT_WARPS * 16 + warp * 16;
-    const int tiles = (total + ATT_KEYS - 1) / ATT_KEYS;
+    const int g = blockIdx.y;
+    const int warp_row = blockIdx.z * BLOCK_ROWS + warp * 16;
+    const int tiles = (block.total + ATT_KEYS - 1) / ATT_KEYS;
 
     __shared__ __align__(8) unsigned long long full[ATT_STAGES], empty[ATT_STAGES];
     init_ring(full, empty);
@@ -69,7 +68,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_wgmm
     {
         const int r = warp_row + gr + 8 * h;
         limit[h] = block.row_limit(r);
-        q_row[h] = r < rows ? (long)(tile.query_start - start + r / GROUP) * p.heads + g * GROUP + r % GROUP : -1;
+        q_row[h] = block.q_row(r, p.heads, g);
     }
     unsigned qa[1][HEAD_DIM / 16][4];
     query_fragments<1>(p.q, q_row, p.scale * 1.4426950408889634f, gc, qa);
@@ -79,18 +78,6 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_prefill_wgmm
     for (int n = 0; n < HEAD_DIM / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     attend_ring<1, false>(ring, full, empty, tiles, 0, fill, qa, 1.0f, block.row_limit(warp_row), limit, gc, lane, o, m, l);
 
-    // Normalised output rows; a row that saw no key (an empty plan row and no diagonal) is zeros, as the CPU's.
 #pragma unroll
-    for (int h = 0; h < 2; h++)
-    {
-        float sum = l[h];
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-        if (q_row[h] < 0) continue;
-        const float factor = sum > 0.0f ? 1.0f / sum : 0.0f;
-        float* target = p.out + q_row[h] * HEAD_DIM;
-#pragma unroll
-        for (int n = 0; n < HEAD_DIM / 8; n++)
-            *reinterpret_cast<float2*>(target + n * 8 + 2 * gc) = make_float2(o[n][2 * h] * factor, o[n][2 * h + 1] * factor);
-    }
+    for (int h = 0; h < 2; h++) write_sparse_row(p.out, q_row[h], o, h, l[h], gc);
 }

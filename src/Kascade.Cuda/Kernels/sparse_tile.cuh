@@ -1,7 +1,8 @@
 // A prefill tile's block in the sparse prefill kernels (sparse_prefill.cu on mma.sync, sparse_prefill_wgmma.cu on
 // Hopper): the 32-query tile `unit` (grid x) of KV head g (grid y), its plan row (the row its GROUP query heads share)
 // and the block's key order — the plan's positions 0 … count − 1 (all before the tile, seen by every query), then the
-// tile's diagonal keys count … total − 1 (diagonal_start + i, seen by the queries at or after it).
+// tile's diagonal keys count … total − 1 (diagonal_start + i, seen by the queries at or after it). Include after
+// attention_common.cuh (packed_row, quad_sum, store_row).
 #pragma once
 #include "plan_common.cuh"
 
@@ -22,7 +23,20 @@ struct SparseTile
 
     // The cache position of key `key` of the block's order (key < total).
     __device__ __forceinline__ int position(int key) const { return key < count ? listed[key] : tile.diagonal_start + key - count; }
+
+    // The q and output row of the tile's packed row r for KV head g, or −1 for a padding row.
+    __device__ __forceinline__ long q_row(int r, int heads, int g) const { return r < rows ? packed_row(tile.query_start - start, heads, g, r) : -1; }
 };
+
+// Writes row h (0: g, 1: g + 8) of this thread's output fragment o as out row q_row (−1: a padding row), normalised by
+// the row's sum, of which l is this thread's share (every lane calls it). A row that saw no key (an empty plan row and
+// no diagonal) is zeros, as the CPU's.
+__device__ __forceinline__ void write_sparse_row(float* out, long q_row, const float (*o)[4], int h, float l, int gc)
+{
+    const float sum = quad_sum(l);
+    if (q_row < 0) return;
+    store_row(out + q_row * HEAD_DIM, o, h, sum > 0.0f ? 1.0f / sum : 0.0f, gc);
+}
 
 __device__ __forceinline__ SparseTile sparse_tile(const SparseParams& p)
 {
