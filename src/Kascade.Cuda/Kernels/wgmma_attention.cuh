@@ -2,7 +2,8 @@
 // sparse_prefill_wgmma.cu (prefill over a Kascade plan's gathered keys): a block's warpgroups of 64 rows walk one ring
 // of ATT_STAGES (K, V) tiles in the swizzled layout of wgmma.cuh; S = Q·K(j)ᵀ and O += P·V(j) are wgmma.mma_async
 // with the A operand (Q, then P) in registers and K/V read by the tensor cores from shared memory; while the softmax
-// of tile j + 1 runs, P(j)·V(j) is still on the tensor cores. The accumulator of m64nNk16 gives warp w of a warpgroup
+// of tile j + 1 runs, P(j)·V(j) is still on the tensor cores, and a block's two warpgroups take turns at issuing their
+// MMAs (ping-pong, `Turns`). The accumulator of m64nNk16 gives warp w of a warpgroup
 // rows 16w + g and 16w + g + 8 and, for each 8 columns n, the columns 8n + 2c, 8n + 2c + 1: the mma.m16n8 C layout,
 // so the masking, softmax and P packing are attention_mma's (attention_common.cuh). The kernels differ only in where a
 // tile's rows come from (`fill`) and how keys are numbered for the masks. Needs ATT_STAGES ≥ 3: tile j + 1 is read
@@ -99,6 +100,33 @@ __device__ __forceinline__ void init_ring(unsigned long long* full, unsigned lon
     __syncthreads();
 }
 
+// Ping-pong between a block's two warpgroups (FlashAttention-3 §3.1): each issues its MMAs only in its turn and hands
+// the turn to the other once they are issued, so one warpgroup's softmax runs while the other's MMAs are on the tensor
+// cores instead of both contending for them at once. Warpgroup w's turn is named barrier 1 + w (0 is __syncthreads),
+// complete when its 128 threads wait there and the other warpgroup's 128 have arrived. Warpgroup 1 hands the first
+// turn to warpgroup 0 and not its own last one, so each barrier sees as many arrivals as waits. With one warpgroup a
+// block (ATT_WARPS 4), there is no one to alternate with. Both warpgroups walk the block's `tiles`, so their turns pair.
+// On the H100 against the same loop without turns (session 14, calls G and H, same call each): dense prefill at head
+// dim 128 562 / 480 / 496 and 565 / 465 / 498 TFLOP/s at 8k / 32k / 128k against 545 / 475 / 505 and 547 / 454 / 496,
+// Kascade's layer 0 at 128k (attention_wgmma_lse) 658 ms against 702 and 703, head dim 64 level. Session 13's turns,
+// on the loop that kept two fp32 score tiles live, made ptxas serialise the wgmma (C7520) and cost 40%.
+#define PING_PONG (ATT_WARPS == 8)
+struct Turns
+{
+    int warpgroup;
+
+    __device__ __forceinline__ void wait() const
+    {
+        if (PING_PONG) asm volatile("bar.sync %0, 256;" ::"r"(1 + warpgroup) : "memory");
+    }
+    // Predicated, not branched: ptxas serialises wgmma near code it cannot prove warpgroup-uniform.
+    __device__ __forceinline__ void pass(bool when = true) const
+    {
+        if (PING_PONG)
+            asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %1, 0;\n @p bar.arrive %0, 256;\n}" ::"r"(2 - warpgroup), "r"((int)when) : "memory");
+    }
+};
+
 // The warp's 16 query rows as wgmma A fragments, read from global memory and multiplied by `fold` (scale · log2 e, for
 // scores in log2 units; 1 for the unscaled bf16 rounding that the anchors' bf16 scores use) before rounding; with
 // PARTS 2 also what rounding left (pack_bf16_residual). q_row[h] is the fp32 row of this thread's row g (h = 0) and
@@ -167,6 +195,10 @@ __device__ __forceinline__ void attend_ring(unsigned char* ring, unsigned long l
     float correction[2] = {1.0f, 1.0f};
     float s[ATT_KEYS / 8][4];
     unsigned pa[ATT_KEYS / 16][4];
+    // tiles + 1 turns (S(0); S(j + 1) with P(j)·V(j); P·V of the last tile); the first is warpgroup 0's. The warpgroup's
+    // index through a shuffle, so that ptxas sees it uniform.
+    const Turns turns{__shfl_sync(0xffffffffu, (int)(threadIdx.x >> 7), 0)};
+    turns.pass(tiles > 0 && turns.warpgroup == 1);
 
     // Tile j's steps: S(j) = Q·K(j)ᵀ, its softmax (P(j) packed to bf16, the running max and sum, the factor O is rescaled
     // by), then O = O · correction + P(j)·V(j). Each loop step issues S(j + 1) and P(j)·V(j) to the tensor cores and runs
@@ -176,7 +208,9 @@ __device__ __forceinline__ void attend_ring(unsigned char* ring, unsigned long l
     if (tiles > 0)
     {
         arrived(0);
+        turns.wait();
         issue_scores<PARTS>(s, qa, k_descriptor);
+        turns.pass();
         wgmma_wait_all();
         scaled(s);
         softmax_tile(s, key_base, warp_first_limit, limit, gc, m, l, correction);
@@ -186,8 +220,10 @@ __device__ __forceinline__ void attend_ring(unsigned char* ring, unsigned long l
     {
         if (j + ATT_STAGES - 1 < tiles) stage(j + ATT_STAGES - 1);
         arrived(j + 1);
+        turns.wait();
         issue_scores<PARTS>(s, qa, k_descriptor + ((((j + 1) % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
         accumulate_values(o, pa, correction, v_descriptor + (((j % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
+        turns.pass();
         wgmma_wait<1>();                                         // S(j + 1) is done; P(j)·V(j) may still run
         scaled(s);
         softmax_tile(s, key_base + (j + 1) * ATT_KEYS, warp_first_limit, limit, gc, m, l, correction);
@@ -197,7 +233,9 @@ __device__ __forceinline__ void attend_ring(unsigned char* ring, unsigned long l
     }
     if (tiles > 0)
     {
+        turns.wait();
         accumulate_values(o, pa, correction, v_descriptor + ((((tiles - 1) % ATT_STAGES) * 2 * TILE_BYTES) >> 4));
+        turns.pass(turns.warpgroup == 0);
         wgmma_wait_all();
     }
 }
