@@ -12,7 +12,6 @@ namespace Kascade.Evaluation.Tests;
 /// </summary>
 public class FrontierTests
 {
-    /// <summary>An eval directory holding <paramref name="methods"/> (name → identity description) with one score per (task, length).</summary>
     /// <summary>The eval results directory (not created: each <see cref="Eval"/> makes its own) and an empty speed directory under <paramref name="root"/>.</summary>
     private static (string Evals, string Speeds) Directories(TempDirectory root)
     {
@@ -21,6 +20,7 @@ public class FrontierTests
         return (evals, speeds);
     }
 
+    /// <summary>An eval directory holding <paramref name="methods"/> (name → identity description) with one score per (task, length).</summary>
     private static void Eval(string dir, params (string Method, string Description, double Passkey2k, double Passkey4k, double Single2k)[] methods)
     {
         Directory.CreateDirectory(dir);
