@@ -127,8 +127,8 @@ public sealed unsafe partial class CudaBackend
         if (!_anchorFunctions.TryGetValue((headDim, group, queryParts, wgmma), out var entry))
         {
             var spec = wgmma ? TileKernels.AnchorWgmma : TileKernels.Mma(group);
-            // anchor_scores_mma: the queries' two bf16 halves (32 · group rows) and the key ring, rows padded by 8 bf16 (TILE_STRIDE).
-            int shared = wgmma ? AnchorWgmmaShared(headDim, group, queryParts) : (2 * TopKBudget.TileSize * group + spec.Stages * spec.Keys) * (headDim + 8) * sizeof(ushort);
+            // anchor_scores_mma: the queries' two bf16 halves (the block's 32 · group rows) and the key ring, rows padded by 8 bf16 (TILE_STRIDE).
+            int shared = wgmma ? AnchorWgmmaShared(headDim, group, queryParts) : (2 * spec.BlockRows + spec.Stages * spec.Keys) * (headDim + 8) * sizeof(ushort);
             if (shared > _device.MaxSharedMemoryOptin)
             {
                 return null;

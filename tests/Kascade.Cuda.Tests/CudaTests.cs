@@ -190,6 +190,22 @@ public class AttentionLaunchTests
         Assert.Equal(AttentionKernel.Decode, AttentionKernel.Parse(AttentionKernel.Decode.ToString(), AttentionKernel.Prefill, 128));
     }
 
+    [Theory]
+    [InlineData(2, 4, 1)]
+    [InlineData(4, 8, 1)]
+    [InlineData(8, 8, 2)]
+    public void The_tile_kernels_cover_a_tiles_rows(int group, int sparseWarps, int sparseRowBlocks)
+    {
+        // anchor_prefill.cu and sparse_prefill.cu check BLOCK_ROWS == 32 · GROUP; sparse_prefill_wgmma.cu whole warpgroups.
+        Assert.Equal(32 * group, TileKernels.Mma(group).BlockRows);
+        Assert.Equal(sparseWarps, TileKernels.SparseWgmma(group).Warps);
+        Assert.Equal(sparseRowBlocks, TileKernels.RowBlocks(TileKernels.SparseWgmma(group), group));
+        Assert.Equal(32 * group, sparseRowBlocks * TileKernels.SparseWgmma(group).BlockRows);
+        Assert.Equal(128, TileKernels.AnchorWgmma.Threads);
+        // Three swizzled 64-key (K, V) tiles of head dim 128 and the 1 KiB alignment slack.
+        Assert.Equal(3 * 2 * 64 * 128 * 2 + 1024, TileKernels.SparseWgmma(group).SharedBytes(128));
+    }
+
     [Fact]
     public void Decode_rows_take_one_or_two_eight_row_tiles()
     {
