@@ -169,7 +169,7 @@ __device__ __forceinline__ void anchor_scores(const AnchorScoreParams& p)
     {
         // Natural-log units to log2 ones; written before pass 2's first barrier, which orders them before its reads.
         for (int row = threadIdx.x; row < ROWS; row += blockDim.x)
-            lse_rows[row] = row < rows ? p.row_lse[(long)(tile.query_start - start + row / GROUP) * p.heads + g * GROUP + row % GROUP] * 1.4426950408889634f : pos_inf;
+            lse_rows[row] = row < rows ? p.row_lse[packed_row(tile.query_start - start, p.heads, g, row)] * 1.4426950408889634f : pos_inf;
     }
     else if (post_softmax)
     {
@@ -240,12 +240,11 @@ __device__ __forceinline__ void anchor_scores(const AnchorScoreParams& p)
     // Pass 2: Sᵀ for keys k0 + 16 warp + gr (+ 8) × rows 64 nc + 8 n + 2 gc (+ 1); the lse of this thread's rows is read
     // once (the barrier of the first pass-2 tile orders it after pass 1's writes).
     float lse[N_CHUNKS][8][2];
-    bool lse_read = false;
     for (int j = 0; j < tiles; j++)
     {
         const int t = (passes - 1) * tiles + j;
         next(t);
-        if (!lse_read)
+        if (j == 0)
         {
 #pragma unroll
             for (int nc = 0; nc < N_CHUNKS; nc++)
@@ -253,7 +252,6 @@ __device__ __forceinline__ void anchor_scores(const AnchorScoreParams& p)
                 for (int n = 0; n < 8; n++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) lse[nc][n][e] = post_softmax ? lse_rows[nc * 64 + 8 * n + 2 * gc + e] : 0.0f;
-            lse_read = true;
         }
         const int k0 = j * ATT_KEYS;
         const unsigned long long slot = slot_descriptor + (t % 2) * slot_step;
