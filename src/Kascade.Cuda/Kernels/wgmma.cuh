@@ -25,21 +25,16 @@ __device__ __forceinline__ void wgmma_wait_all() { wgmma_wait<0>(); }
 // Pins registers a wgmma group reads or accumulates into at this point of the program: ptxas may not move the
 // instructions that define them into the group's stage (between its fence and the wait), where it serialises the MMAs
 // or injects a warpgroup.arrive (ptxas notes C7515 with CUDA 12.4 and C7519 with 13 on attention_wgmma without it).
-template <int N>
-__device__ __forceinline__ void pin_registers(float (&r)[N][4])
+// One register, by its asm constraint: "f" for an fp32 accumulator, "r" for a packed bf16 pair.
+__device__ __forceinline__ void pin_register(float& x) { asm volatile("" : "+f"(x)::"memory"); }
+__device__ __forceinline__ void pin_register(unsigned& x) { asm volatile("" : "+r"(x)::"memory"); }
+template <typename T, int N>
+__device__ __forceinline__ void pin_registers(T (&r)[N][4])
 {
 #pragma unroll
     for (int n = 0; n < N; n++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) asm volatile("" : "+f"(r[n][i])::"memory");
-}
-template <int N>
-__device__ __forceinline__ void pin_registers(unsigned (&r)[N][4])
-{
-#pragma unroll
-    for (int n = 0; n < N; n++)
-#pragma unroll
-        for (int i = 0; i < 4; i++) asm volatile("" : "+r"(r[n][i])::"memory");
+        for (int i = 0; i < 4; i++) pin_register(r[n][i]);
 }
 
 // mbarriers (sm_80+ shared-memory barriers with phases) for attention_wgmma's ring.
