@@ -114,11 +114,11 @@ public readonly record struct AttentionArgs(int Layer, int Tokens, int StartPosi
     }
 }
 
-/// <summary>
-/// Rotary embedding of <paramref name="Heads"/> heads of <paramref name="HeadDim"/> per row, for rows at positions
-/// <c>StartPosition + row</c> (read from <paramref name="Step"/> when given, as in <see cref="AttentionArgs"/>).
-/// </summary>
-public readonly record struct RopeArgs(int Heads, int HeadDim, int StartPosition, StepInputs? Step = null);
+/// <summary>One weight applied to an input shared with others (<see cref="IBackend.MatMul(DeviceTensor, ReadOnlySpan{Projection})"/>).</summary>
+/// <param name="Weight"><c>[n, k]</c>.</param>
+/// <param name="Bias"><c>[n]</c>, or null.</param>
+/// <param name="Output"><c>[m, n]</c> fp32, written.</param>
+public readonly record struct Projection(Weight Weight, Weight? Bias, DeviceTensor Output);
 
 /// <summary>
 /// The op-level interface a model forward is written against. Every tensor argument is fp32
@@ -171,14 +171,30 @@ public interface IBackend : IDisposable
     /// </summary>
     void RmsNorm(DeviceTensor x, Weight weight, int width, float eps, DeviceTensor output);
 
-    /// <summary>output <c>[m, n]</c> = x <c>[m, k]</c> · weightᵀ (<c>[n, k]</c>) + bias (<c>[n]</c>, optional).</summary>
-    void MatMul(DeviceTensor x, Weight weight, Weight? bias, DeviceTensor output);
+    /// <summary>
+    /// output <c>[m, n]</c> = x <c>[m, k]</c> · weightᵀ (<c>[n, k]</c>) + bias (<c>[n]</c>, optional); with
+    /// <paramref name="accumulate"/>, output += x · weightᵀ + bias instead (a residual connection).
+    /// </summary>
+    void MatMul(DeviceTensor x, Weight weight, Weight? bias, DeviceTensor output, bool accumulate = false);
 
-    /// <summary>Rotates x <c>[tokens, Heads·HeadDim]</c> in place.</summary>
-    void ApplyRope(DeviceTensor x, RopeArgs args);
+    /// <summary>
+    /// Each projection's <c>Output = x · Weightᵀ + Bias</c> over the same x <c>[m, k]</c> (a layer's q, k and v): one
+    /// pass where the backend can (CUDA decode: one launch).
+    /// </summary>
+    void MatMul(DeviceTensor x, ReadOnlySpan<Projection> projections);
 
-    /// <summary>gate = silu(gate) · up, elementwise, in place; both <c>[tokens, intermediate]</c>.</summary>
-    void SwiGlu(DeviceTensor gate, DeviceTensor up);
+    /// <summary>
+    /// The Llama MLP's gated activation: output <c>[m, n]</c> = silu(x · gateᵀ) ⊙ (x · upᵀ), x <c>[m, k]</c>, gate and up
+    /// <c>[n, k]</c>. <paramref name="workspace"/> (<c>[m, n]</c> fp32) holds x · upᵀ where the backend needs it.
+    /// </summary>
+    void MatMulSwiGlu(DeviceTensor x, Weight gate, Weight up, DeviceTensor output, DeviceTensor workspace);
+
+    /// <summary>
+    /// The step's attention inputs for layer <c>args.Layer</c>: rotates q <c>[Tokens, Heads·HeadDim]</c> and k
+    /// <c>[Tokens, KvHeads·HeadDim]</c> in place (rotary embedding at positions <c>StartPosition + row</c>, read from
+    /// <c>args.Step</c> when given) and stores k and v (<c>[Tokens, KvHeads·HeadDim]</c>) in the cache at those positions.
+    /// </summary>
+    void RopeAppendKv(AttentionArgs args, DeviceTensor q, DeviceTensor k, DeviceTensor v, KvCache cache);
 
     /// <summary>x += y, elementwise.</summary>
     void Add(DeviceTensor x, DeviceTensor y);

@@ -120,7 +120,46 @@ public sealed unsafe partial class CpuBackend : IBackend
         });
     }
 
-    public void MatMul(DeviceTensor x, Weight weight, Weight? bias, DeviceTensor output)
+    public void MatMul(DeviceTensor x, Weight weight, Weight? bias, DeviceTensor output, bool accumulate = false)
+    {
+        if (!accumulate)
+        {
+            Multiply(x, weight, bias, output);
+            return;
+        }
+        // output += x · wᵀ + bias, summed in the order of a product followed by Add: the same numbers as the two ops.
+        float[] product = ArrayPool<float>.Shared.Rent(output.Rows * output.Cols);
+        var p = new CpuTensor(product, 0, output.Rows, output.Cols);
+        Multiply(x, weight, bias, p);
+        Add(output, p);
+        ArrayPool<float>.Shared.Return(product);
+    }
+
+    public void MatMul(DeviceTensor x, ReadOnlySpan<Projection> projections)
+    {
+        foreach (var p in projections)
+        {
+            Multiply(x, p.Weight, p.Bias, p.Output);
+        }
+    }
+
+    public void MatMulSwiGlu(DeviceTensor x, Weight gate, Weight up, DeviceTensor output, DeviceTensor workspace)
+    {
+        Multiply(x, gate, null, output);
+        Multiply(x, up, null, workspace);
+        SwiGlu(output, workspace);
+    }
+
+    public void RopeAppendKv(AttentionArgs args, DeviceTensor q, DeviceTensor k, DeviceTensor v, KvCache cache)
+    {
+        int start = CpuStepInputs.Start(args.Step, args.StartPosition);
+        Rotate(q, args.Heads, args.HeadDim, start);
+        Rotate(k, args.KvHeads, args.HeadDim, start);
+        AppendKv(cache, args.Layer, start, k, v);
+    }
+
+    /// <summary>output <c>[m, n]</c> = x <c>[m, k]</c> · weightᵀ + bias, in blocks of weight rows over the cores.</summary>
+    private void Multiply(DeviceTensor x, Weight weight, Weight? bias, DeviceTensor output)
     {
         var xs = (CpuTensor)x;
         var os = (CpuTensor)output;
@@ -164,13 +203,14 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    public void ApplyRope(DeviceTensor x, RopeArgs args)
+    /// <summary>Rotates x <c>[tokens, heads·headDim]</c> in place, row t at position start + t.</summary>
+    private void Rotate(DeviceTensor x, int heads, int headDim, int start)
     {
         var xs = (CpuTensor)x;
-        int half = args.HeadDim / 2, start = CpuStepInputs.Start(args.Step, args.StartPosition);
+        int half = headDim / 2;
         if (half != _ropeHalf || start + x.Rows > _ropePositions)
         {
-            throw new InvalidOperationException($"rotary tables cover {_ropePositions} positions of head dim {2 * _ropeHalf}; asked for {start + x.Rows} of {args.HeadDim}");
+            throw new InvalidOperationException($"rotary tables cover {_ropePositions} positions of head dim {2 * _ropeHalf}; asked for {start + x.Rows} of {headDim}");
         }
         Parallel.For(0, x.Rows, Parallelism, t =>
         {
@@ -178,10 +218,10 @@ public sealed unsafe partial class CpuBackend : IBackend
             var sin = _ropeSin.AsSpan((start + t) * half, half);
             var row = xs.Row(t);
             Span<float> lo = stackalloc float[half];
-            for (int h = 0; h < args.Heads; h++)
+            for (int h = 0; h < heads; h++)
             {
-                var first = row.Slice(h * args.HeadDim, half);
-                var second = row.Slice(h * args.HeadDim + half, half);
+                var first = row.Slice(h * headDim, half);
+                var second = row.Slice(h * headDim + half, half);
                 first.CopyTo(lo);
                 // [x1, x2] → [x1·cos − x2·sin, x2·cos + x1·sin]  (HF rotate_half)
                 for (int i = 0; i < half; i++)
@@ -193,7 +233,8 @@ public sealed unsafe partial class CpuBackend : IBackend
         });
     }
 
-    public void SwiGlu(DeviceTensor gate, DeviceTensor up)
+    /// <summary>gate = silu(gate) · up, elementwise, in place.</summary>
+    private void SwiGlu(DeviceTensor gate, DeviceTensor up)
     {
         var g = (CpuTensor)gate;
         var u = (CpuTensor)up;

@@ -76,11 +76,11 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>Launches a kernel whose one argument is the parameter struct <paramref name="parameters"/> (passed by address).</summary>
-    private void LaunchWith<T>(nint function, string name, Dim3 grid, uint block, uint sharedBytes, T parameters)
+    private void LaunchWith<T>(nint function, string name, Dim3 grid, uint block, uint sharedBytes, T parameters, bool dependent = false)
         where T : unmanaged
     {
         void* argument = &parameters;
-        Launch(function, name, grid, block, sharedBytes, &argument, dependent: false);
+        Launch(function, name, grid, block, sharedBytes, &argument, dependent);
     }
 
     private void Launch(nint function, string name, Dim3 grid, uint block, uint sharedBytes, void** arguments, bool dependent)

@@ -13,9 +13,6 @@ public sealed unsafe partial class CudaBackend : IBackend
 {
     private const int Threads = 256;
 
-    /// <summary>Rows of x up to which <c>gemv_bf16</c> replaces the cuBLASLt GEMM (its GEMV_ROWS).</summary>
-    private const int GemvMaxRows = 8;
-
     /// <summary>Threads of a <c>sample_tokens</c> block (its SAMPLE_THREADS).</summary>
     private const uint SampleThreads = 1024;
 
@@ -132,43 +129,19 @@ public sealed unsafe partial class CudaBackend : IBackend
     public void RmsNorm(DeviceTensor x, Weight weight, int width, float eps, DeviceTensor output)
     {
         int groups = (int)((long)x.Rows * x.Cols / width);
-        Launch(Ops, "rmsnorm", (uint)groups, width >= 256 ? 256u : 64u, In(x), ((CudaWeight)weight).Pointer, Out(output), width, eps);
+        Launch(Ops, "rmsnorm", new Dim3((uint)groups, 1, 1), width >= 256 ? 256u : 64u, dependent: true, In(x), ((CudaWeight)weight).Pointer, Out(output), width, eps);
     }
 
-    public void MatMul(DeviceTensor x, Weight weight, Weight? bias, DeviceTensor output)
+    public void RopeAppendKv(AttentionArgs args, DeviceTensor q, DeviceTensor k, DeviceTensor v, KvCache cache)
     {
-        var w = (CudaWeight)weight;
-        int m = x.Rows, k = x.Cols, n = w.Rows;
-        if (k != w.Cols || output.Cols != n || output.Rows != m)
+        var c = (CudaKvCache)cache;
+        if (args.StartPosition + k.Rows > c.Shape.Capacity)
         {
-            throw new ArgumentException($"matmul shapes: x [{m}, {k}] · {w.Name} [{n}, {w.Cols}]ᵀ → [{output.Rows}, {output.Cols}]");
+            throw new InvalidOperationException($"KV cache holds {c.Shape.Capacity} positions; asked to write up to {args.StartPosition + k.Rows}");
         }
-        if (m <= GemvMaxRows && k % 8 == 0)
-        {
-            // Decode: a weight-streaming GEMV reads W once at bandwidth, with x kept in fp32.
-            Launch(Ops, "gemv_bf16", (uint)((n + 7) / 8), 256, In(x), w.Pointer, Out(output), m, k, n);
-        }
-        else
-        {
-            var xb = Scratch(ref _bf16Scratch, (long)m * k * 2);
-            long count = (long)m * k;
-            Launch(Ops, "to_bf16", Blocks(count), Threads, In(x), xb.Pointer, count);
-            _gemm.Run(w.Pointer, xb.Pointer, Out(output), m, n, k, _stream.Value, w.Name);
-        }
-        if (bias is not null)
-        {
-            long total = (long)m * n;
-            Launch(Ops, "add_bias", Blocks(total), Threads, Out(output), ((CudaWeight)bias).Pointer, total, n);
-        }
-    }
-
-    public void ApplyRope(DeviceTensor x, RopeArgs args) =>
-        Launch(Ops, "rope", (uint)x.Rows, Threads, Out(x), _ropeCos!.Pointer, _ropeSin!.Pointer, args.Heads, args.HeadDim, args.StartPosition, StartOnDevice(args.Step));
-
-    public void SwiGlu(DeviceTensor gate, DeviceTensor up)
-    {
-        long n = ((CudaTensor)gate).Elements;
-        Launch(Ops, "swiglu", Blocks(n), Threads, Out(gate), In(up), n);
+        uint pairs = (uint)(args.HeadDim / 2 + 31) / 32 * 32;
+        Launch(Ops, "rope_append", new Dim3((uint)q.Rows, (uint)(args.Heads + args.KvHeads), 1), Math.Min(pairs, (uint)Threads), dependent: true, Out(q), Out(k), In(v), _ropeCos!.Pointer, _ropeSin!.Pointer,
+            c.LayerKeys(args.Layer), c.LayerValues(args.Layer), args.Heads, args.KvHeads, args.HeadDim, c.Shape.Capacity, args.StartPosition, StartOnDevice(args.Step));
     }
 
     public void Add(DeviceTensor x, DeviceTensor y)

@@ -271,28 +271,30 @@ public sealed class InferenceSession : IDisposable
         {
             var w = _model.Layers[l];
             _b.RmsNorm(x, w.InputNorm, c.HiddenSize, eps, h);
-            _b.MatMul(h, w.Q, w.QBias, q);
-            _b.MatMul(h, w.K, w.KBias, k);
-            _b.MatMul(h, w.V, w.VBias, v);
+            _b.MatMul(h, [new(w.Q, w.QBias, q), new(w.K, w.KBias, k), new(w.V, w.VBias, v)]);
             if (w.QNorm is not null && w.KNorm is not null)
             {
                 // Qwen3 normalises each head's q and k before the rotation.
                 _b.RmsNorm(q, w.QNorm, c.HeadDim, eps, q);
                 _b.RmsNorm(k, w.KNorm, c.HeadDim, eps, k);
             }
-            _b.ApplyRope(q, new RopeArgs(c.Heads, c.HeadDim, Position, _step));
-            _b.ApplyRope(k, new RopeArgs(c.KvHeads, c.HeadDim, Position, _step));
-            _b.AppendKv(_cache, l, Position, k, v, _step);
-            _attention.Attend(attention with { Layer = l }, q, _cache, attn);
-            _b.MatMul(attn, w.O, w.OBias, h);
-            _observer?.OnAttention(new LayerObservation(l, Position, n, _b, x, q, _cache, h));
-            _b.Add(x, h);
+            var layer = attention with { Layer = l };
+            _b.RopeAppendKv(layer, q, k, v, _cache);
+            _attention.Attend(layer, q, _cache, attn);
+            if (_observer is null)
+            {
+                _b.MatMul(attn, w.O, w.OBias, x, accumulate: true);
+            }
+            else
+            {
+                // An observer sees the residual before the attention output is added, and that output alone.
+                _b.MatMul(attn, w.O, w.OBias, h);
+                _observer.OnAttention(new LayerObservation(l, Position, n, _b, x, q, _cache, h));
+                _b.Add(x, h);
+            }
             _b.RmsNorm(x, w.PostAttentionNorm, c.HiddenSize, eps, h);
-            _b.MatMul(h, w.Gate, null, gate);
-            _b.MatMul(h, w.Up, null, up);
-            _b.SwiGlu(gate, up);
-            _b.MatMul(gate, w.Down, null, h);
-            _b.Add(x, h);
+            _b.MatMulSwiGlu(h, w.Gate, w.Up, gate, up);
+            _b.MatMul(gate, w.Down, null, x, accumulate: true);
         }
         return x;
     }

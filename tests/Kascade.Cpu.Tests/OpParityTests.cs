@@ -185,7 +185,7 @@ public unsafe class OpParityTests
     }
 
     [Fact]
-    public void Rope_matches_the_double_reference_for_every_scaling()
+    public void RopeAppendKv_rotates_q_and_k_and_caches_the_rotated_keys_for_every_scaling()
     {
         foreach (var rope in new[]
         {
@@ -194,22 +194,42 @@ public unsafe class OpParityTests
             new RopeConfig(500000, RopeScalingType.Llama3, Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPositions: 64),
         })
         {
-            const int heads = 3, d = 64, tokens = 9, start = 300;
+            const int heads = 6, kvHeads = 2, d = 64, tokens = 9, start = 300;
             using var backend = new CpuBackend();
             backend.SetRope(rope, d, start + tokens);
-            var x = Random(tokens * heads * d, 9);
-            var t = (CpuTensor)backend.Allocate(tokens, heads * d);
-            x.CopyTo(t.Span);
-            backend.ApplyRope(t, new RopeArgs(heads, d, start));
-            var config = new ModelConfig(ModelArchitecture.Llama, "LlamaForCausalLM", 10, heads * d, 10, 1, heads, heads, d, 1024, 1e-5, rope, true, false, false, [], null, DType.BF16);
-            var expected = new float[x.Length];
-            for (int i = 0; i < tokens; i++)
+            var q = Random(tokens * heads * d, 9);
+            var k = Random(tokens * kvHeads * d, 10);
+            var qt = (CpuTensor)backend.Allocate(tokens, heads * d);
+            var kt = (CpuTensor)backend.Allocate(tokens, kvHeads * d);
+            q.CopyTo(qt.Span);
+            k.CopyTo(kt.Span);
+            var cache = backend.AllocateKvCache(new KvCacheShape(1, kvHeads, d, start + tokens));
+            backend.RopeAppendKv(new AttentionArgs(0, tokens, start, heads, kvHeads, d, 1f), qt, kt, backend.Allocate(tokens, kvHeads * d), cache);
+            var config = new ModelConfig(ModelArchitecture.Llama, "LlamaForCausalLM", 10, heads * d, 10, 1, heads, kvHeads, d, 1024, 1e-5, rope, true, false, false, [], null, DType.BF16);
+            float[] Rotated(float[] x, int width)
             {
-                var row = x.AsSpan(i * heads * d, heads * d).ToArray().Select(v => (double)v).ToArray();
-                NaiveReference.Rotate(row, config, start + i);
-                row.Select(v => (float)v).ToArray().CopyTo(expected, i * heads * d);
+                var expected = new float[x.Length];
+                for (int i = 0; i < tokens; i++)
+                {
+                    var row = x.AsSpan(i * width, width).ToArray().Select(v => (double)v).ToArray();
+                    NaiveReference.Rotate(row, config, start + i);
+                    row.Select(v => (float)v).ToArray().CopyTo(expected, i * width);
+                }
+                return expected;
             }
-            Compare.Close(expected, t.Span, Tolerances.KernelAbsolute, Tolerances.KernelRelative, $"rope {rope.Scaling}");
+            var expectedK = Rotated(k, kvHeads * d);
+            Compare.Close(Rotated(q, heads * d), qt.Span, Tolerances.KernelAbsolute, Tolerances.KernelRelative, $"rope q {rope.Scaling}");
+            Compare.Close(expectedK, kt.Span, Tolerances.KernelAbsolute, Tolerances.KernelRelative, $"rope k {rope.Scaling}");
+            // The cache holds each KV head's rotated keys at positions start .. start + tokens.
+            var keys = new float[kvHeads * (start + tokens) * d];
+            backend.ReadKeys(cache, 0, start + tokens, keys);
+            for (int t = 0; t < tokens; t++)
+            {
+                for (int h = 0; h < kvHeads; h++)
+                {
+                    Assert.Equal(kt.Span.Slice((t * kvHeads + h) * d, d).ToArray(), keys.AsSpan((h * (start + tokens) + start + t) * d, d).ToArray());
+                }
+            }
         }
     }
 
@@ -235,5 +255,88 @@ public unsafe class OpParityTests
             }
             Compare.Close(expected, y.Span, Tolerances.KernelAbsolute, Tolerances.KernelRelative, "rmsnorm");
         }
+    }
+
+    /// <summary>x · wᵀ in double over fp32 inputs: [m, n].</summary>
+    private static double[] Product(float[] x, float[] w, int m, int n, int k)
+    {
+        var y = new double[m * n];
+        for (int i = 0; i < m; i++)
+        {
+            for (int j = 0; j < n; j++)
+            {
+                double s = 0;
+                for (int p = 0; p < k; p++)
+                {
+                    s += (double)x[i * k + p] * w[j * k + p];
+                }
+                y[i * n + j] = s;
+            }
+        }
+        return y;
+    }
+
+    private static CpuTensor Tensor(CpuBackend backend, float[] values, int rows, int cols)
+    {
+        var t = (CpuTensor)backend.Allocate(rows, cols);
+        values.CopyTo(t.Span);
+        return t;
+    }
+
+    private static Weight Load(CpuBackend backend, string name, float[] values, int rows, int cols)
+    {
+        fixed (float* p = values)
+        {
+            return backend.LoadWeight(new WeightSource(name, DType.F32, rows, cols, (nint)p));
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 24, 37)]
+    [InlineData(5, 64, 9)]
+    [InlineData(12, 130, 40)]
+    public void MatMul_accumulate_adds_the_product_and_bias_to_the_output(int m, int k, int n)
+    {
+        using var backend = new CpuBackend();
+        var (x, w, bias, residual) = (Random(m * k, 1), Random(n * k, 2), Random(n, 3), Random(m * n, 4));
+        var output = Tensor(backend, residual, m, n);
+        backend.MatMul(Tensor(backend, x, m, k), Load(backend, "w", w, n, k), Load(backend, "b", bias, 1, n), output, accumulate: true);
+        var product = Product(x, w, m, n, k);
+        var expected = product.Select((p, i) => (float)(residual[i] + p + bias[i % n])).ToArray();
+        Compare.Close(expected, output.Span, Tolerances.KernelAbsolute, Tolerances.KernelRelative, "matmul accumulate");
+    }
+
+    [Fact]
+    public void MatMul_over_one_input_writes_each_projection_as_its_own_product()
+    {
+        const int m = 3, k = 40;
+        int[] rows = [16, 5, 5, 7, 9];
+        using var backend = new CpuBackend();
+        var x = Tensor(backend, Random(m * k, 5), m, k);
+        var weights = rows.Select((n, i) => Load(backend, $"w{i}", Random(n * k, 10 + i), n, k)).ToArray();
+        var biases = rows.Select((n, i) => i % 2 == 0 ? Load(backend, $"b{i}", Random(n, 20 + i), 1, n) : null).ToArray();
+        var outputs = rows.Select(n => (CpuTensor)backend.Allocate(m, n)).ToArray();
+        backend.MatMul(x, [.. rows.Select((_, i) => new Projection(weights[i], biases[i], outputs[i]))]);
+        for (int i = 0; i < rows.Length; i++)
+        {
+            var alone = (CpuTensor)backend.Allocate(m, rows[i]);
+            backend.MatMul(x, weights[i], biases[i], alone);
+            Assert.Equal(alone.Span.ToArray(), outputs[i].Span.ToArray());
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 32, 50)]
+    [InlineData(6, 72, 13)]
+    public void MatMulSwiGlu_is_silu_of_the_gate_times_the_up_projection(int m, int k, int n)
+    {
+        using var backend = new CpuBackend();
+        var (x, gate, up) = (Random(m * k, 6), Random(n * k, 7), Random(n * k, 8));
+        var output = (CpuTensor)backend.Allocate(m, n);
+        backend.MatMulSwiGlu(Tensor(backend, x, m, k), Load(backend, "gate", gate, n, k), Load(backend, "up", up, n, k), output, backend.Allocate(m, n));
+        var g = Product(x, gate, m, n, k);
+        var u = Product(x, up, m, n, k);
+        var expected = g.Select((v, i) => (float)(v / (1 + Math.Exp(-v)) * u[i])).ToArray();
+        Compare.Close(expected, output.Span, Tolerances.KernelAbsolute, Tolerances.KernelRelative, "matmul swiglu");
     }
 }

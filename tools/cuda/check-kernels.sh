@@ -25,6 +25,7 @@ wgmma() { echo "-DATT_WARPS=8 -DATT_M_TILES=1 -DATT_KEYS=$(($1 == 128 ? 128 : 64
 mma="-DATT_WARPS=4 -DATT_M_TILES=2 -DATT_KEYS=32 -DATT_STAGES=2"
 decode="-DATT_WARPS=4 -DATT_M_TILES=1 -DATT_KEYS=32 -DATT_STAGES=2 -DATT_DECODE=1"
 check ops.cu
+check gemv.cu
 check sampling.cu
 for d in 64 128; do
   for source in selection.cu selectors.cu decode_selection.cu wide_topk.cu attention_combine.cu; do check $source -DHEAD_DIM=$d; done

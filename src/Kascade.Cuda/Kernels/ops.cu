@@ -9,32 +9,85 @@ extern "C" __global__ void embed_bf16(const bf16_t* table, const int* ids, float
 }
 
 // y = x / sqrt(mean(x^2) + eps) * w over groups of `width` (a row, or one head for q/k norms). Grid: groups.
+// Launched dependent (programmatic dependent launch): a thread loads its first RMSNORM_HELD float4s of w, which no
+// kernel writes, before it waits for the previous kernel, then reads x. A 4096-wide row at 256 threads is one memory
+// round trip per pass, with w's already under way.
+#define RMSNORM_HELD 4
 extern "C" __global__ void rmsnorm(const float* x, const float* w, float* y, int width, float eps)
 {
     __shared__ float scratch[32];
-    const float* in = x + (long)blockIdx.x * width;
-    float* out = y + (long)blockIdx.x * width;
+    allow_dependent_launch();
+    if ((width & 3) != 0)
+    {
+        wait_for_previous_kernel();
+        const float* in = x + (long)blockIdx.x * width;
+        float* out = y + (long)blockIdx.x * width;
+        float ss = 0.0f;
+        for (int i = threadIdx.x; i < width; i += blockDim.x) ss += in[i] * in[i];
+        float inv = rsqrtf(block_sum(ss, scratch) / width + eps);
+        for (int i = threadIdx.x; i < width; i += blockDim.x) out[i] = in[i] * inv * w[i];
+        return;
+    }
+    const float4* in4 = reinterpret_cast<const float4*>(x + (long)blockIdx.x * width);
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+    float4* out4 = reinterpret_cast<float4*>(y + (long)blockIdx.x * width);
+    int n4 = width >> 2;
+    float4 held[RMSNORM_HELD];
+#pragma unroll
+    for (int u = 0; u < RMSNORM_HELD; u++)
+    {
+        int i = threadIdx.x + u * blockDim.x;
+        held[u] = i < n4 ? w4[i] : make_float4(0, 0, 0, 0);
+    }
+    wait_for_previous_kernel();
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < width; i += blockDim.x) ss += in[i] * in[i];
+#pragma unroll 4
+    for (int i = threadIdx.x; i < n4; i += blockDim.x)
+    {
+        float4 v = in4[i];
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
     float inv = rsqrtf(block_sum(ss, scratch) / width + eps);
-    for (int i = threadIdx.x; i < width; i += blockDim.x) out[i] = in[i] * inv * w[i];
+    int u = 0;
+#pragma unroll 4
+    for (int i = threadIdx.x; i < n4; i += blockDim.x, u++)
+    {
+        float4 v = in4[i], g = u < RMSNORM_HELD ? held[u] : w4[i];
+        out4[i] = make_float4(v.x * inv * g.x, v.y * inv * g.y, v.z * inv * g.z, v.w * inv * g.w);
+    }
 }
 
-// HF rotate_half RoPE in place on x [tokens, heads * d]; tables fp32 [positions, d/2]. Grid: tokens.
-extern "C" __global__ void rope(float* x, const float* cos_table, const float* sin_table, int heads, int d, int start, const int* start_at)
+// A step's attention inputs: rotates q [tokens, heads * d] and k [tokens, kv_heads * d] in place (HF rotate_half;
+// tables fp32 [positions, d/2]) and stores k and v in the layer's cache, laid out [kv_heads, capacity, d] bf16 for
+// keys and values. One kernel instead of three (two rotations and the append), a block per token and head so that a
+// decode step's is one memory round trip. Launched dependent: it waits for the q/k/v projection before reading.
+// Grid: (tokens, heads + kv_heads); block: a multiple of 32 threads, one per rotated pair.
+extern "C" __global__ void rope_append(float* q, float* k, const float* v, const float* cos_table, const float* sin_table,
+    bf16_t* k_cache, bf16_t* v_cache, int heads, int kv_heads, int d, int capacity, int start, const int* start_at)
 {
+    allow_dependent_launch();
+    wait_for_previous_kernel();
     start = start_position(start_at, start);
-    int half = d / 2;
-    long row = (long)blockIdx.x * heads * d;
-    const float* c = cos_table + (long)(start + blockIdx.x) * half;
-    const float* s = sin_table + (long)(start + blockIdx.x) * half;
-    for (int idx = threadIdx.x; idx < heads * half; idx += blockDim.x)
+    int t = blockIdx.x, h = blockIdx.y, half = d / 2, position = start + t;
+    bool key = h >= heads;
+    int kv = h - heads;
+    float* p = key ? k + ((long)t * kv_heads + kv) * d : q + ((long)t * heads + h) * d;
+    const float* c = cos_table + (long)position * half;
+    const float* s = sin_table + (long)position * half;
+    long at = ((long)kv * capacity + position) * d;
+    for (int i = threadIdx.x; i < half; i += blockDim.x)
     {
-        int h = idx / half, i = idx % half;
-        float* p = x + row + (long)h * d;
         float a = p[i], b = p[i + half];
-        p[i] = a * c[i] - b * s[i];
-        p[i + half] = b * c[i] + a * s[i];
+        float lo = a * c[i] - b * s[i], hi = b * c[i] + a * s[i];
+        p[i] = lo;
+        p[i + half] = hi;
+        if (key)
+        {
+            k_cache[at + i] = float_to_bf16(lo);
+            k_cache[at + i + half] = float_to_bf16(hi);
+            v_cache[at + i] = float_to_bf16(v[((long)t * kv_heads + kv) * d + i]);
+            v_cache[at + i + half] = float_to_bf16(v[((long)t * kv_heads + kv) * d + i + half]);
+        }
     }
 }
 
@@ -121,56 +174,4 @@ extern "C" __global__ void fill_random_f32(float* w, long n, float center, float
 {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
         w[i] = center + scale * random_uniform(key, i);
-}
-
-// y[i, j] = x[i, :] · w[j, :] for a few rows of x (decode): one warp per output column j streams w's row once
-// with 16-byte loads for all m rows of x, so the weights are read at memory bandwidth (a GEMM library picks tile
-// shapes made for large m). x fp32 [m, k], w bf16 [n, k], y fp32 [m, n]; k a multiple of 8, m <= GEMV_ROWS.
-// Block: 256 threads = 8 output columns.
-#define GEMV_ROWS 8
-#define GEMV_STEPS 4
-extern "C" __global__ void gemv_bf16(const float* x, const bf16_t* w, float* y, int m, int k, int n)
-{
-    int j = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (j >= n) return;
-    const bf16_t* row = w + (long)j * k;
-    float acc[GEMV_ROWS];
-#pragma unroll
-    for (int i = 0; i < GEMV_ROWS; i++) acc[i] = 0.0f;
-    // GEMV_STEPS 16-byte loads are issued before any is used, so each lane keeps 64 bytes of w in flight.
-    for (int c0 = lane * 8; c0 < k; c0 += GEMV_STEPS * 32 * 8)
-    {
-        uint4 raw[GEMV_STEPS];
-#pragma unroll
-        for (int u = 0; u < GEMV_STEPS; u++)
-        {
-            int c = c0 + u * 32 * 8;
-            raw[u] = c < k ? *reinterpret_cast<const uint4*>(row + c) : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int u = 0; u < GEMV_STEPS; u++)
-        {
-            int c = c0 + u * 32 * 8;
-            if (c >= k) break;
-            unsigned words[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
-            float wf[8];
-#pragma unroll
-            for (int e = 0; e < 4; e++) { wf[2 * e] = __uint_as_float(words[e] << 16); wf[2 * e + 1] = __uint_as_float(words[e] & 0xffff0000u); }
-#pragma unroll
-            for (int i = 0; i < GEMV_ROWS; i++)
-            {
-                if (i >= m) break;
-                const float4* xp = reinterpret_cast<const float4*>(x + (long)i * k + c);
-                float4 a = xp[0], b = xp[1];
-                acc[i] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] + b.x * wf[4] + b.y * wf[5] + b.z * wf[6] + b.w * wf[7];
-            }
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < GEMV_ROWS; i++)
-    {
-        if (i >= m) break;
-        float v = warp_sum(acc[i]);
-        if (lane == 0) y[(long)i * n + j] = v;
-    }
 }

@@ -56,11 +56,12 @@ internal sealed unsafe class LtGemm : IDisposable
     /// <param name="w">bf16 [n, k], row-major.</param>
     /// <param name="x">bf16 [m, k], row-major.</param>
     /// <param name="output">fp32 [m, n], row-major.</param>
+    /// <param name="accumulate">output += x · Wᵀ (β = 1) instead of output = x · Wᵀ.</param>
     /// <param name="name">The weight's name, for errors.</param>
-    public void Run(nint w, nint x, nint output, int m, int n, int k, nint stream, string name)
+    public void Run(nint w, nint x, nint output, int m, int n, int k, bool accumulate, nint stream, string name)
     {
         var plan = PlanFor(m, n, k, name);
-        float alpha = 1f, beta = 0f;
+        float alpha = 1f, beta = accumulate ? 1f : 0f;
         var algo = plan.Algo;
         CudaCheck.ThrowIfFailed(
             CublasLt.cublasLtMatmul(_context.Value, _operation.Value, &alpha, w, plan.W.Value, x, plan.X.Value, &beta, output, plan.Out.Value, output, plan.Out.Value, &algo, _workspace.Pointer, (nuint)WorkspaceBytes, stream),

@@ -122,40 +122,11 @@ public static unsafe partial class BackendParity
                 return o;
             }, []));
         }
-        foreach (var (m, k, n) in new[] { (1, 256, 768), (1, 4096, 14336), (7, 4096, 512), (8, 14336, 4096), (9, 256, 100), (33, 128, 1000), (512, 256, 8192) })
-        {
-            var x = Bf16(Random(rng, m * k, 1));
-            var weight = Bf16(Random(rng, n * k, 0.1f));
-            var bias = Random(rng, n, 1);
-            Record(Compare("matmul", $"{m}x{k} · {n}x{k}ᵀ + bias", reference, candidate, (b, w) =>
-            {
-                var o = b.Allocate(m, n);
-                b.MatMul(b.Upload(x, m, k), w[0], w[1], o);
-                return o;
-            }, [("w", weight, n, k), ("bias", bias, 1, n)]));
-        }
-        foreach (var rope in new[] { new RopeConfig(500000), new RopeConfig(500000, RopeScalingType.Llama3, 8, 1, 4, 8192) })
-        {
-            const int heads = 8, d = 128, tokens = 5, start = 1000;
-            var x = Random(rng, tokens * heads * d, 2);
-            Record(Compare("rope", $"{rope.Scaling}, {tokens} tokens from {start}", reference, candidate, (b, _) =>
-            {
-                b.SetRope(rope, d, start + tokens);
-                var t = b.Upload(x, tokens, heads * d);
-                b.ApplyRope(t, new RopeArgs(heads, d, start));
-                return t;
-            }, []));
-        }
+        LayerOpCases(reference, candidate, rng, Record);
         {
             const int rows = 17, cols = 1000;
             var g = Random(rng, rows * cols, 4);
             var u = Random(rng, rows * cols, 2);
-            Record(Compare("swiglu", $"{rows}x{cols}", reference, candidate, (b, _) =>
-            {
-                var gt = b.Upload(g, rows, cols);
-                b.SwiGlu(gt, b.Upload(u, rows, cols));
-                return gt;
-            }, []));
             Record(Compare("add", $"{rows}x{cols}", reference, candidate, (b, _) =>
             {
                 var gt = b.Upload(g, rows, cols);

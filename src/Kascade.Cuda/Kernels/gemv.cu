@@ -1,0 +1,196 @@
+// The linear layers of a decode step: y = x · Wᵀ for a few rows of x, where streaming W once is the whole cost
+// (a GEMM library picks tile shapes made for large m). One launch covers every weight that reads the same x (a
+// layer's q, k and v; its gate and up), so the step pays one launch and one ramp-up for them instead of three or two.
+#include "common.cuh"
+
+#define GEMV_ROWS 8        // the most rows of x a launch takes (CudaBackend.GemvMaxRows)
+#define GEMV_SEGMENTS 4    // the most weights one launch covers
+#define GEMV_THREADS 256   // a block's threads split k between them
+#define GEMV_COLUMNS 2     // output columns of a block (CudaBackend.GemvColumns)
+#define GEMV_STEPS 4       // 16-byte loads per weight row a thread issues before it uses any
+
+// Rows [first, first + rows) of the launch's output columns come from w bf16 [rows, k] (+ bias fp32 [rows], may be
+// null) and go to y fp32 [m, rows].
+struct GemvSegment
+{
+    const bf16_t* w;
+    const float* bias;
+    float* y;
+    int rows;
+    int first;
+};
+
+struct GemvParams
+{
+    const float* x;        // fp32 [m, k]; k a multiple of 8, rows 16-byte aligned
+    int m;                 // 1 .. GEMV_ROWS
+    int k;
+    int columns;           // output columns of the launch: the segments' rows (gemv_swiglu: the gate's)
+    int segments;          // 1 .. GEMV_SEGMENTS (gemv_swiglu: 2, gate then up)
+    int accumulate;        // gemv: y += x · wᵀ + bias instead of y = x · wᵀ + bias
+    GemvSegment seg[GEMV_SEGMENTS];
+};
+
+// The segment that holds output column `column` of the launch (segments in order of `first`).
+__device__ __forceinline__ int gemv_segment(const GemvParams& p, int column)
+{
+    int segment = 0;
+#pragma unroll
+    for (int s = 1; s < GEMV_SEGMENTS; s++)
+        if (s < p.segments && column >= p.seg[s].first) segment = s;
+    return segment;
+}
+
+// A block computes GEMV_COLUMNS output columns; its threads split k, thread t taking the 8 columns at t·8 + i·2048 for
+// every i (so a warp's loads are 512 contiguous bytes), and the block sums their parts at the end. With a block per
+// pair of columns a launch has thousands of short blocks (a 4096-row weight: 2048), so the last wave is a small share
+// of the time — a warp per column, as before, left 1.3 waves of 14-round warps for the down projection (ncu, H100:
+// 40 µs a launch for 75 MB on average, 1.8 TB/s). PAIR 1: one row per column (of the segment that holds it); PAIR 2
+// (SwiGLU): the same row of segment 0 (gate) and segment 1 (up).
+//
+// Launched as a dependent kernel (programmatic dependent launch): the first round of w, which no kernel writes, is
+// loaded before waiting for the previous kernel, so the launch and the first memory round trip overlap its tail;
+// nothing is read from x or written to y before the wait.
+//
+// Returns, in `sums[i · GEMV_COLUMNS + c][q]` for thread i · GEMV_COLUMNS + c < m · GEMV_COLUMNS, row i of x dotted
+// with column c's row q.
+template <int PAIR, int ROWS>
+__device__ __forceinline__ void gemv_block(const GemvParams& p, float (&sums)[PAIR])
+{
+    __shared__ float partial[GEMV_THREADS / 32][ROWS * GEMV_COLUMNS * PAIR];
+    allow_dependent_launch();
+    const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+    const bf16_t* row[GEMV_COLUMNS][PAIR];
+#pragma unroll
+    for (int c = 0; c < GEMV_COLUMNS; c++)
+    {
+        int column = blockIdx.x * GEMV_COLUMNS + c;
+        int segment = gemv_segment(p, column);
+        long index = column - p.seg[segment].first;
+#pragma unroll
+        for (int q = 0; q < PAIR; q++) row[c][q] = column < p.columns ? p.seg[PAIR == 1 ? segment : q].w + index * p.k : nullptr;
+    }
+    float acc[ROWS][GEMV_COLUMNS][PAIR];
+#pragma unroll
+    for (int i = 0; i < ROWS; i++)
+#pragma unroll
+        for (int c = 0; c < GEMV_COLUMNS; c++)
+#pragma unroll
+            for (int q = 0; q < PAIR; q++) acc[i][c][q] = 0.0f;
+    const int stride = GEMV_THREADS * 8;
+    bool waited = false;
+    for (int c0 = t * 8; c0 < p.k; c0 += GEMV_STEPS * stride)
+    {
+        uint4 raw[GEMV_COLUMNS][PAIR][GEMV_STEPS];
+#pragma unroll
+        for (int c = 0; c < GEMV_COLUMNS; c++)
+#pragma unroll
+            for (int q = 0; q < PAIR; q++)
+#pragma unroll
+                for (int u = 0; u < GEMV_STEPS; u++)
+                {
+                    int col = c0 + u * stride;
+                    raw[c][q][u] = row[c][q] != nullptr && col < p.k ? *reinterpret_cast<const uint4*>(row[c][q] + col) : make_uint4(0, 0, 0, 0);
+                }
+        if (!waited)
+        {
+            wait_for_previous_kernel();
+            waited = true;
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_STEPS; u++)
+        {
+            int col = c0 + u * stride;
+            if (col >= p.k) break;
+            float wf[GEMV_COLUMNS][PAIR][8];
+#pragma unroll
+            for (int c = 0; c < GEMV_COLUMNS; c++)
+#pragma unroll
+                for (int q = 0; q < PAIR; q++)
+                {
+                    const unsigned words[4] = {raw[c][q][u].x, raw[c][q][u].y, raw[c][q][u].z, raw[c][q][u].w};
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                    {
+                        wf[c][q][2 * e] = __uint_as_float(words[e] << 16);
+                        wf[c][q][2 * e + 1] = __uint_as_float(words[e] & 0xffff0000u);
+                    }
+                }
+#pragma unroll
+            for (int i = 0; i < ROWS; i++)
+            {
+                if (i >= p.m) break;
+                const float4* xp = reinterpret_cast<const float4*>(p.x + (long)i * p.k + col);
+                float4 a = xp[0], b = xp[1];
+#pragma unroll
+                for (int c = 0; c < GEMV_COLUMNS; c++)
+#pragma unroll
+                    for (int q = 0; q < PAIR; q++)
+                    {
+                        const float* w = wf[c][q];
+                        acc[i][c][q] += a.x * w[0] + a.y * w[1] + a.z * w[2] + a.w * w[3] + b.x * w[4] + b.y * w[5] + b.z * w[6] + b.w * w[7];
+                    }
+            }
+        }
+    }
+    // A thread with no columns of k (k < 8 · t) still waits, so that the block never runs ahead of the previous kernel.
+    if (!waited) wait_for_previous_kernel();
+#pragma unroll
+    for (int i = 0; i < ROWS; i++)
+    {
+        if (i >= p.m) break;
+#pragma unroll
+        for (int c = 0; c < GEMV_COLUMNS; c++)
+#pragma unroll
+            for (int q = 0; q < PAIR; q++)
+            {
+                float v = warp_sum(acc[i][c][q]);
+                if (lane == 0) partial[warp][(i * GEMV_COLUMNS + c) * PAIR + q] = v;
+            }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int q = 0; q < PAIR; q++)
+    {
+        sums[q] = 0.0f;
+        if (t < p.m * GEMV_COLUMNS)
+#pragma unroll
+            for (int w = 0; w < GEMV_THREADS / 32; w++) sums[q] += partial[w][t * PAIR + q];
+    }
+}
+
+// y_s[i, j] (+)= x[i, :] · w_s[j, :] + bias_s[j] for every segment s, x of at most ROWS rows. Grid: ceil(columns /
+// GEMV_COLUMNS), block: GEMV_THREADS.
+template <int ROWS>
+__device__ __forceinline__ void gemv(const GemvParams& p)
+{
+    float sum[1];
+    gemv_block<1, ROWS>(p, sum);
+    int i = threadIdx.x / GEMV_COLUMNS, column = blockIdx.x * GEMV_COLUMNS + threadIdx.x % GEMV_COLUMNS;
+    if (i >= p.m || column >= p.columns) return;
+    const GemvSegment& s = p.seg[gemv_segment(p, column)];
+    int j = column - s.first;
+    float v = sum[0] + (s.bias != nullptr ? s.bias[j] : 0.0f);
+    float* out = s.y + (long)i * s.rows + j;
+    *out = p.accumulate ? *out + v : v;
+}
+
+// y[i, j] = silu(x[i, :] · gate[j, :]) · (x[i, :] · up[j, :]), the Llama MLP's gated activation, with y segment 0's
+// output (the gate's [m, intermediate]); segment 1 carries the up weight. Grid: ceil(intermediate / GEMV_COLUMNS).
+template <int ROWS>
+__device__ __forceinline__ void gemv_swiglu(const GemvParams& p)
+{
+    float sum[2];
+    gemv_block<2, ROWS>(p, sum);
+    int i = threadIdx.x / GEMV_COLUMNS, j = blockIdx.x * GEMV_COLUMNS + threadIdx.x % GEMV_COLUMNS;
+    if (i >= p.m || j >= p.columns) return;
+    float g = sum[0], u = sum[1];
+    p.seg[0].y[(long)i * p.seg[0].rows + j] = g / (1.0f + expf(-g)) * u;
+}
+
+// One row of x (a decode step of one sequence) and up to GEMV_ROWS: the single row's kernels keep one accumulator per
+// column, which leaves the registers for more blocks per SM.
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_1(const GemvParams p) { gemv<1>(p); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_8(const GemvParams p) { gemv<GEMV_ROWS>(p); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_swiglu_1(const GemvParams p) { gemv_swiglu<1>(p); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_swiglu_8(const GemvParams p) { gemv_swiglu<GEMV_ROWS>(p); }
