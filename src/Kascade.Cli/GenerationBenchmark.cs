@@ -30,6 +30,12 @@ public sealed record GenerationBenchmarkRow(int Context, int PromptTokens, doubl
 /// <summary>Whole-model prefill and decode speed; a benchmark, run from the CLI, never from tests.</summary>
 public static class GenerationBenchmark
 {
+    /// <summary>
+    /// The warm-up's longest prompt: past a few hundred keys (256 for the decode kernel's tiles) a GPU decode step splits
+    /// its keys and merges the splits, so every decode kernel is compiled before the timings.
+    /// </summary>
+    private const int WarmUpPrompt = 1024;
+
     public static IReadOnlyList<GenerationBenchmarkRow> Run(LlamaModel model, GenerationBenchmarkOptions options, Action<int, int> onPrefill) =>
         [.. options.Methods.SelectMany(policy => Run(model, options, policy, onPrefill))];
 
@@ -39,10 +45,15 @@ public static class GenerationBenchmark
         var rows = new List<GenerationBenchmarkRow>();
         var rng = new Random(1234);
         var greedy = new SamplingOptions();
-        // Warm-up: JIT of the prefill and decode paths, the thread pool and kernel compilation, outside the timings.
-        using (var warm = model.CreateSession(64, policy: policy))
+        // Warm-up: JIT of the prefill and decode paths, the thread pool and kernel compilation, outside the timings. Its
+        // prompt is long enough (up to WarmUpPrompt) for the GPU's decode attention to split its keys. With 48 positions it
+        // did not, so the first process on a machine compiled attention_combine (NVRTC; disk-cached for the next process)
+        // inside its first timed decode: in session 16 the first build run in a call decoded 2k at 7.7 ms a token where
+        // the same build run second gave 5.7.
+        int warmPrompt = Math.Clamp(options.Contexts.Min() - options.DecodeTokens, 1, Math.Max(1, Math.Min(WarmUpPrompt, config.MaxPositions - 16)));
+        using (var warm = model.CreateSession(warmPrompt + 16, policy: policy))
         {
-            warm.Prefill([.. Enumerable.Range(1, 32)], greedy);
+            warm.Prefill([.. Enumerable.Range(0, warmPrompt).Select(i => 1 + i % (config.VocabSize - 1))], greedy);
             for (int i = 0; i < 16; i++)
             {
                 warm.Decode(greedy);
