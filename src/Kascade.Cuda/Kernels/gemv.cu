@@ -44,16 +44,16 @@ __device__ __forceinline__ int gemv_segment(const GemvParams& p, int column)
 // A block computes GEMV_COLUMNS output columns; its threads split k, thread t taking the 8 columns at t·8 + i·2048 for
 // every i (so a warp's loads are 512 contiguous bytes), and the block sums their parts at the end. With a block per
 // pair of columns a launch has thousands of short blocks (a 4096-row weight: 2048), so the last wave is a small share
-// of the time — a warp per column, as before, left 1.3 waves of 14-round warps for the down projection (ncu, H100:
-// 40 µs a launch for 75 MB on average, 1.8 TB/s). PAIR 1: one row per column (of the segment that holds it); PAIR 2
+// of the time — a warp per column (session 16's first form) left 1.3 waves of 14-round warps for the O and down
+// projections (ncu, H100: 40 µs a launch for 75 MB on average, 1.9 TB/s). PAIR 1: one row per column (of the segment that holds it); PAIR 2
 // (SwiGLU): the same row of segment 0 (gate) and segment 1 (up).
 //
 // Launched as a dependent kernel (programmatic dependent launch): the first round of w, which no kernel writes, is
 // loaded before waiting for the previous kernel, so the launch and the first memory round trip overlap its tail;
 // nothing is read from x or written to y before the wait.
 //
-// Returns, in `sums[i · GEMV_COLUMNS + c][q]` for thread i · GEMV_COLUMNS + c < m · GEMV_COLUMNS, row i of x dotted
-// with column c's row q.
+// Returns to thread t = i · GEMV_COLUMNS + c (t < m · GEMV_COLUMNS), in sums[q], row i of x dotted with column c's
+// row q.
 template <int PAIR, int ROWS>
 __device__ __forceinline__ void gemv_block(const GemvParams& p, float (&sums)[PAIR])
 {
