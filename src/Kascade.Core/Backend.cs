@@ -55,7 +55,17 @@ public abstract class Weight : IDisposable
 public readonly record struct WeightSource(string Name, DType DType, int Rows, int Cols, nint Pointer);
 
 /// <summary>Shape of a key/value cache: per layer, <c>[KvHeads, Capacity, HeadDim]</c> keys and values.</summary>
-public readonly record struct KvCacheShape(int Layers, int KvHeads, int HeadDim, int Capacity);
+public readonly record struct KvCacheShape(int Layers, int KvHeads, int HeadDim, int Capacity)
+{
+    /// <summary>Refuses a write of <paramref name="tokens"/> positions from <paramref name="startPosition"/> past the capacity.</summary>
+    public void CheckWrite(int startPosition, int tokens)
+    {
+        if (startPosition + tokens > Capacity)
+        {
+            throw new InvalidOperationException($"KV cache holds {Capacity} positions; asked to write up to {startPosition + tokens}");
+        }
+    }
+}
 
 /// <summary>A backend's key/value cache for one sequence.</summary>
 public abstract class KvCache : IDisposable

@@ -259,10 +259,7 @@ public sealed unsafe partial class CpuBackend : IBackend
         startPosition = CpuStepInputs.Start(step, startPosition);
         var c = (CpuKvCache)cache;
         var shape = c.Shape;
-        if (startPosition + k.Rows > shape.Capacity)
-        {
-            throw new InvalidOperationException($"KV cache holds {shape.Capacity} positions; asked to write up to {startPosition + k.Rows}");
-        }
+        shape.CheckWrite(startPosition, k.Rows);
         var ks = (CpuTensor)k;
         var vs = (CpuTensor)v;
         var keys = c.Keys[layer];

@@ -135,10 +135,7 @@ public sealed unsafe partial class CudaBackend : IBackend
     public void RopeAppendKv(AttentionArgs args, DeviceTensor q, DeviceTensor k, DeviceTensor v, KvCache cache)
     {
         var c = (CudaKvCache)cache;
-        if (args.StartPosition + k.Rows > c.Shape.Capacity)
-        {
-            throw new InvalidOperationException($"KV cache holds {c.Shape.Capacity} positions; asked to write up to {args.StartPosition + k.Rows}");
-        }
+        c.Shape.CheckWrite(args.StartPosition, k.Rows);
         uint pairs = (uint)(args.HeadDim / 2 + 31) / 32 * 32;
         Launch(Ops, "rope_append", new Dim3((uint)q.Rows, (uint)(args.Heads + args.KvHeads), 1), Math.Min(pairs, (uint)Threads), dependent: true, Out(q), Out(k), In(v), _ropeCos!.Pointer, _ropeSin!.Pointer,
             c.LayerKeys(args.Layer), c.LayerValues(args.Layer), args.Heads, args.KvHeads, args.HeadDim, c.Shape.Capacity, args.StartPosition, StartOnDevice(args.Step));
@@ -153,10 +150,7 @@ public sealed unsafe partial class CudaBackend : IBackend
     public void AppendKv(KvCache cache, int layer, int startPosition, DeviceTensor k, DeviceTensor v, StepInputs? step = null)
     {
         var c = (CudaKvCache)cache;
-        if (startPosition + k.Rows > c.Shape.Capacity)
-        {
-            throw new InvalidOperationException($"KV cache holds {c.Shape.Capacity} positions; asked to write up to {startPosition + k.Rows}");
-        }
+        c.Shape.CheckWrite(startPosition, k.Rows);
         Launch(Ops, "kv_append", (uint)k.Rows, Threads, In(k), In(v), c.LayerKeys(layer), c.LayerValues(layer), c.Shape.KvHeads, c.Shape.HeadDim, c.Shape.Capacity, startPosition, StartOnDevice(step));
     }
 
