@@ -45,17 +45,38 @@ public sealed unsafe partial class CudaBackend
     private DeviceMemory? _decodeRaw;
 
     /// <summary>
-    /// A decode step's pooled scores (<see cref="IBackend.PooledTileScores"/>'s one-query tile) from one tensor-core pass
-    /// over the keys (decode_scores.cu's <c>decode_scores_mma</c>: every query head of a GQA group scored per key, exact to
-    /// fp32 by the split queries, or from their bf16 rounding) where the group and head dim fit attention_decode's specialisation; false where they do
-    /// not (the exact kernels run instead). Writes fp32 <c>[sequences · pools, stride]</c> at <paramref name="scores"/>
-    /// (<c>s.Count</c> sequences), the first <c>StartPosition + 1</c> columns.
+    /// A decode step's raw scores before pooling (fp32 <c>[sequences · heads, Stride]</c> at <see cref="Raw"/>, natural-log
+    /// units) and each row's split (max, sum) pairs (fp32 <c>[sequences · heads, Partials, 2]</c> at <see cref="Partial"/>),
+    /// whose merge is the row's normaliser: what <c>pool_decode_scores</c> pools and <c>sparse_decode_scored</c> attends with.
+    /// </summary>
+    private readonly record struct RawDecodeScores(nint Raw, long Stride, nint Partial, int Partials);
+
+    /// <summary>
+    /// A decode step's pooled scores (<see cref="IBackend.PooledTileScores"/>'s one-query tile) from the fast decode kernels
+    /// (<see cref="TryRawDecodeScores"/>, then <c>pool_decode_scores</c>); false where they do not apply (the exact kernels
+    /// run instead). Writes fp32 <c>[sequences · pools, stride]</c> at <paramref name="scores"/> (<c>s.Count</c>
+    /// sequences), the first <c>StartPosition + 1</c> columns.
     /// </summary>
     private bool TryPoolDecode(AttentionArgs args, ScorePooling pooling, ScorePrecision precision, int pools, bool maxPool, nint q, CacheSequences s, nint scores, long stride, int extent)
     {
-        if (!FastDecode(args))
+        if (TryRawDecodeScores(args, precision, q, s, extent) is not { } raw)
         {
             return false;
+        }
+        PoolDecodeScores(args, s.Count, pooling, pools, maxPool, raw, scores, stride, extent);
+        return true;
+    }
+
+    /// <summary>
+    /// A decode step's raw scores from one tensor-core pass over the keys (decode_scores.cu's <c>decode_scores_mma</c>:
+    /// every query head of a GQA group scored per key, exact to fp32 by the split queries, or from their bf16 rounding)
+    /// where the group and head dim fit attention_decode's specialisation; null where they do not.
+    /// </summary>
+    private RawDecodeScores? TryRawDecodeScores(AttentionArgs args, ScorePrecision precision, nint q, CacheSequences s, int extent)
+    {
+        if (!FastDecode(args))
+        {
+            return null;
         }
         // Splits fixed by the extent (the capacity in a recorded step), as attention_decode splits a context of that length.
         var (kernel, function, plan, units) = DecodeLaunch(args, ("decode_scores.cu", "decode_scores_mma"), extent, s.Count);
@@ -65,8 +86,7 @@ public sealed unsafe partial class CudaBackend
         Launch(function.Function, "decode_scores_mma", new Dim3((uint)plan.Splits, 1, (uint)(s.Count * units)), (uint)kernel.Threads, (uint)function.SharedBytes, dependent: false,
             q, s.Keys, raw.Pointer, (long)extent, partial.Pointer, s.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale, args.KvHeads, s.Stride,
             QueryParts(precision));
-        PoolDecodeScores(args, s.Count, pooling, pools, maxPool, raw.Pointer, partial.Pointer, partials, scores, stride, extent);
-        return true;
+        return new RawDecodeScores(raw.Pointer, extent, partial.Pointer, partials);
     }
 
     /// <summary>
@@ -97,22 +117,21 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
-    /// <c>pool_decode_scores</c> over the raw scores of <paramref name="sequences"/> decode steps (fp32
-    /// <c>[sequences · heads, extent]</c>) into <c>[sequences · pools, stride]</c>, post-softmax after
-    /// <c>combine_log_sum_exp</c> merges the rows' (max, sum) pairs <paramref name="partial"/>
-    /// (<c>[sequences · heads, partials, 2]</c>). A pool's heads are consecutive rows, so a batch is one launch of
-    /// <c>sequences · heads</c> rows in <c>sequences · pools</c> pools.
+    /// <c>pool_decode_scores</c> over the raw scores of <paramref name="sequences"/> decode steps into fp32
+    /// <c>[sequences · pools, stride]</c>, post-softmax after <c>combine_log_sum_exp</c> merges the rows' (max, sum)
+    /// pairs. A pool's heads are consecutive rows, so a batch is one launch of <c>sequences · heads</c> rows in
+    /// <c>sequences · pools</c> pools.
     /// </summary>
-    private void PoolDecodeScores(AttentionArgs args, int sequences, ScorePooling pooling, int pools, bool maxPool, nint raw, nint partial, int partials, nint scores, long stride, int extent)
+    private void PoolDecodeScores(AttentionArgs args, int sequences, ScorePooling pooling, int pools, bool maxPool, RawDecodeScores raw, nint scores, long stride, int extent)
     {
         int rows = sequences * args.Heads;
         nint lse = 0;
         if (pooling == ScorePooling.PostSoftmax)
         {
             lse = Scratch(ref _rowLse, (long)rows * sizeof(float)).Pointer;
-            CombineLogSumExp(args.HeadDim, partial, lse, rows, partials);
+            CombineLogSumExp(args.HeadDim, raw.Partial, lse, rows, raw.Partials);
         }
-        Launch(DecodeSelectionModule(args.HeadDim), "pool_decode_scores", new Dim3((uint)((extent + 255) / 256), (uint)(sequences * pools), 1), 256, raw, lse, scores, stride, rows, sequences * pools,
+        Launch(DecodeSelectionModule(args.HeadDim), "pool_decode_scores", new Dim3((uint)((extent + 255) / 256), (uint)(sequences * pools), 1), 256, raw.Raw, lse, scores, stride, rows, sequences * pools,
             maxPool ? 1 : 0, args.StartPosition, StartOnDevice(args.Step));
     }
 
@@ -121,22 +140,20 @@ public sealed unsafe partial class CudaBackend
     /// selection from one pass over K and V (attention_decode.cu's <c>attention_decode_scores</c>: attention_decode with
     /// the queries in bf16 halves, writing every score and each split's (max, sum), whose merge is the rows' normaliser),
     /// where a separate dense pass and scores pass read the keys twice; false where the fast kernels do not apply (the
-    /// caller then runs both). Writes <paramref name="output"/> and fp32 <c>[sequences · pools, stride]</c> at
-    /// <paramref name="scores"/> (<c>s.Count</c> sequences).
+    /// caller then runs both). Writes <paramref name="output"/> (<c>s.Count</c> sequences) and returns the raw scores.
     /// </summary>
-    private bool TryDenseDecodeWithScores(AttentionArgs args, ScorePooling pooling, int pools, DeviceTensor q, CacheSequences s, nint scores, long stride, int extent, DeviceTensor output)
+    private RawDecodeScores? TryDenseDecodeWithScores(AttentionArgs args, DeviceTensor q, CacheSequences s, int extent, DeviceTensor output)
     {
         if (!FastDecode(args))
         {
-            return false;
+            return null;
         }
         int group = args.Heads / args.KvHeads, rows = s.Count * args.Heads;
-        args.CheckPools(pools);
         var shape = new AttentionShape(1, group, args.KvHeads, args.HeadDim, s.Count);
         var (kernel, _, plan) = PlanAttention(shape, args.StartPosition);
         if (kernel.Kind != AttentionKernelKind.Decode)
         {
-            return false;                                        // a benchmark's tuning forced another kernel
+            return null;                                         // a benchmark's tuning forced another kernel
         }
         var function = TensorCoreFunction(args.HeadDim, group, kernel, ("attention_decode.cu", "attention_decode_scores"));
         _recording?.Attention.TryAdd(shape, (plan.Kernel, plan.Splits));
@@ -161,8 +178,7 @@ public sealed unsafe partial class CudaBackend
         {
             Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, parameters.PartialOut, parameters.PartialMl, Out(output), plan.Splits);
         }
-        PoolDecodeScores(args, s.Count, pooling, pools, maxPool: false, raw, parameters.PartialMl, plan.Splits, scores, stride, extent);
-        return true;
+        return new RawDecodeScores(raw, rawStride, parameters.PartialMl, plan.Splits);
     }
 
     /// <summary>

@@ -185,23 +185,32 @@ public sealed unsafe partial class CudaBackend
         // A decode step's rows span the cache's capacity, so the recorded step replays at every later position.
         int extent = KeyExtent(args, s.Cache);
         var scores = Scratch(ref _tileScores, (long)units * selectors * extent * sizeof(float));
-        // Layer 0 of a decode step scores its keys in its dense pass where the fast kernels apply (with the fp32 query:
-        // that pass's scores are its output's); denseDone: the output and the scores are written.
-        bool denseDone = selection.DenseOutput && selection.Precision == ScorePrecision.Exact &&
-            TryDenseDecodeWithScores(args, selection.Pooling, selectors, q, s, scores.Pointer, extent, extent, output);
-        // Layer 0 of a prefill chunk hands its dense pass's log-sum-exp to the pooled scores where the Hopper kernels apply.
-        denseDone = denseDone || (selection.DenseOutput && s.Count == 1 && selection.Pooling == ScorePooling.PostSoftmax &&
-            TryLayerZeroPrefill(args, selection.Precision, selectors, q, s.Cache, scores.Pointer, extent, output));
-        if (!denseDone)
-        {
-            PoolTiles(args, selection.Pooling, selection.Precision, selectors, maxPool: false, q, s, scores.Pointer, extent, extent);
-        }
         var parameters = new SelectParams
         {
             Scores = scores.Pointer, Indices = p.Indices.Pointer, Counts = p.Counts.Pointer, StartAt = StartOnDevice(args.Step),
             Stride = extent, Percent = selection.TopKPercent, RowsPerUnit = selectors, Capacity = p.Capacity,
             Tokens = args.Tokens, Start = args.StartPosition, Mode = 0, Rule = selection.Rule == BudgetRule.Reference ? 1 : 0, PageSize = 1,
         };
+        // Layer 0 of a decode step scores its keys in its dense pass where the fast kernels apply (with the fp32 query:
+        // that pass's scores are its output's); denseDone: the output is written.
+        var raw = selection.DenseOutput && selection.Precision == ScorePrecision.Exact ? TryDenseDecodeWithScores(args, q, s, extent, output) : null;
+        bool denseDone = raw is not null;
+        raw ??= TryRawDecodeScores(args, selection.Precision, In(q), s, extent);
+        if (raw is { } decode)
+        {
+            args.CheckPools(selectors);
+            PoolDecodeScores(args, s.Count, selection.Pooling, selectors, maxPool: false, decode, scores.Pointer, extent, extent);
+        }
+        else
+        {
+            // Layer 0 of a prefill chunk hands its dense pass's log-sum-exp to the pooled scores where the Hopper kernels apply.
+            denseDone = selection.DenseOutput && s.Count == 1 && selection.Pooling == ScorePooling.PostSoftmax &&
+                TryLayerZeroPrefill(args, selection.Precision, selectors, q, s.Cache, scores.Pointer, extent, output);
+            if (!denseDone)
+            {
+                PoolTiles(args, selection.Pooling, selection.Precision, selectors, maxPool: false, q, s, scores.Pointer, extent, extent);
+            }
+        }
         LaunchTopK(args.HeadDim, parameters, units * selectors, extent);
         p.Serve(args, args.Tokens, _recording is not null);
         if (selection.DenseOutput)
@@ -217,15 +226,22 @@ public sealed unsafe partial class CudaBackend
         }
         else
         {
-            Sparse(args, p, Enumerable.Range(0, args.KvHeads).Select(g => selection.PoolAllHeads ? 0 : g).ToArray(), q, s, output);
+            // The anchor's output over its own selection takes the scores the selection ranked (exact ones only) and
+            // gathers V alone.
+            Sparse(args, p, Enumerable.Range(0, args.KvHeads).Select(g => selection.PoolAllHeads ? 0 : g).ToArray(), q, s, output,
+                scored: selection.Precision == ScorePrecision.Exact ? raw : null);
         }
     }
 
     public void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output) =>
         Sparse(args, (CudaKeyPlan)plan, headMap, q, CacheSequences.Of((CudaKvCache)cache, args.Layer), output);
 
-    /// <summary><see cref="SparseAttention"/> for <c>s.Count</c> sequences (a batch of decode steps: <see cref="BatchedSparseAttention"/>).</summary>
-    private void Sparse(AttentionArgs args, CudaKeyPlan p, IReadOnlyList<int> headMap, DeviceTensor q, CacheSequences s, DeviceTensor output)
+    /// <summary>
+    /// <see cref="SparseAttention"/> for <c>s.Count</c> sequences (a batch of decode steps: <see cref="BatchedSparseAttention"/>),
+    /// scored by <paramref name="scored"/> (the raw decode scores the plan was ranked from, exact) where given and the
+    /// tensor-core decode kernel runs with a per-KV-head map.
+    /// </summary>
+    private void Sparse(AttentionArgs args, CudaKeyPlan p, IReadOnlyList<int> headMap, DeviceTensor q, CacheSequences s, DeviceTensor output, RawDecodeScores? scored = null)
     {
         p.CheckServes(args);
         var rowOf = p.SelectorOfHead(args.Heads, args.KvHeads, headMap);
@@ -235,7 +251,7 @@ public sealed unsafe partial class CudaBackend
         {
             parameters.HeadMap[h] = rowOf[h];
         }
-        LaunchSparse(args, parameters, s.Count);
+        LaunchSparse(args, parameters, s.Count, scored);
     }
 
     /// <summary>
@@ -375,10 +391,10 @@ public sealed unsafe partial class CudaBackend
     /// block per tile and KV head: <c>sparse_prefill_wgmma</c> on Hopper, else <c>sparse_prefill_mma</c>) where it fits; every other chunk through <c>sparse_attention</c> (a warp per query row). A
     /// batch of <paramref name="sequences"/> decode steps runs on the two decode kernels, the sequence in grid z.
     /// </summary>
-    private void LaunchSparse(AttentionArgs args, SparseParams parameters, int sequences)
+    private void LaunchSparse(AttentionArgs args, SparseParams parameters, int sequences, RawDecodeScores? scored = null)
     {
         int group = args.Heads / args.KvHeads, setHeads = parameters.GroupRows == 1 ? group : 1;
-        if (TrySparseDecodeMma(args, parameters, sequences))
+        if (TrySparseDecodeMma(args, parameters, sequences, scored))
         {
             return;
         }
@@ -412,22 +428,32 @@ public sealed unsafe partial class CudaBackend
     /// the group, split over the plan row's capacity as attention_decode splits a context (the capacity is fixed, so a
     /// recorded step replays), the splits merged by <c>attention_combine</c>; a per-query-head map (the baselines' plans)
     /// runs each query head as a group of one. False where it does not apply (fast kernels off, a prefill chunk, a group
-    /// past <see cref="AttentionKernel.DecodeRows"/> or a head dim off the tensor cores).
+    /// past <see cref="AttentionKernel.DecodeRows"/> or a head dim off the tensor cores). With <paramref name="scored"/> and a
+    /// per-KV-head map, <c>sparse_decode_scored</c> takes each key's scores from those raw rows and gathers V alone.
     /// </summary>
-    private bool TrySparseDecodeMma(AttentionArgs args, SparseParams parameters, int sequences)
+    private bool TrySparseDecodeMma(AttentionArgs args, SparseParams parameters, int sequences, RawDecodeScores? scored)
     {
         if (!FastDecode(args))
         {
             return false;
         }
-        var (kernel, function, plan, units) = DecodeLaunch(args, ("attention_decode.cu", "sparse_decode_mma"), parameters.PlanCapacity, sequences, perQueryHead: parameters.GroupRows == 0);
+        bool perQueryHead = parameters.GroupRows == 0, fromScores = scored is not null && !perQueryHead;
+        string name = fromScores ? "sparse_decode_scored" : "sparse_decode_mma";
+        var (kernel, function, plan, units) = DecodeLaunch(args, ("attention_decode.cu", name), parameters.PlanCapacity, sequences, perQueryHead);
         int rows = sequences * args.Heads;
         var (po, pm) = SparsePartials(rows, plan.Splits, args.HeadDim);
-        var slots = stackalloc void*[3];
+        var slots = stackalloc void*[5];
         slots[0] = &parameters;
         slots[1] = &po;
         slots[2] = &pm;
-        Launch(function.Function, "sparse_decode_mma", new Dim3((uint)plan.Splits, 1, (uint)(sequences * units)), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
+        nint raw = scored?.Raw ?? 0;
+        long rawStride = scored?.Stride ?? 0;
+        if (fromScores)
+        {
+            slots[3] = &raw;
+            slots[4] = &rawStride;
+        }
+        Launch(function.Function, name, new Dim3((uint)plan.Splits, 1, (uint)(sequences * units)), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
         if (plan.Splits > 1)
         {
             Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, po, pm, parameters.Out, plan.Splits);

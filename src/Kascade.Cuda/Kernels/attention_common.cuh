@@ -104,6 +104,12 @@ __device__ __forceinline__ void copy_async16(unsigned destination, const void* s
     asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(destination), "l"(source));
 }
 
+// 4 bytes global → shared (.ca: the only form for fewer than 16); zero-filled when !valid (the source is not read).
+__device__ __forceinline__ void copy_async4(void* destination, const void* source, bool valid)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(shared_address(destination)), "l"(source), "r"(valid ? 4 : 0));
+}
+
 __device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 
 // Waits until at most `pending` of this thread's committed groups are still in flight.

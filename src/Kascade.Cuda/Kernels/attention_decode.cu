@@ -38,6 +38,7 @@ __device__ __forceinline__ unsigned transpose8x8(unsigned fragment)
 // the step) sees keys up to start + t.
 struct CacheTiles
 {
+    static constexpr bool reads_scores = false;
     TileCopy copy;
     const bf16_t* k_cache;
     const bf16_t* v_cache;
@@ -50,18 +51,14 @@ struct CacheTiles
     __device__ __forceinline__ int limit(const BlockWork& w, int row) const { return min(w.start + row / GROUP + 1, w.end); }
 };
 
-// sparse_decode_mma's tiles: keys [first, first + ATT_KEYS) of a plan row's order, each gathered from the cache row its
-// position names; every row of the block (one decode token's GQA group) sees all of them. A tile's positions are read
-// one tile ahead (prefetch, while the warp computes the tile before) and handed to the lanes that copy each row by a
-// shuffle, so the gather adds no dependent load in front of the copies. Lane l holds the position of key
-// first + 32 j + l in held[j].
+// A plan row's positions, read a tile ahead (prefetch, while the warp computes the tile before) and handed to the lanes
+// that copy each row by a shuffle, so the gather adds no dependent load in front of the copies. Lane l holds the
+// position of key first + 32 j + l in held[j].
 static_assert(ATT_KEYS % ROW_STEP == 0 && 32 % ROW_STEP == 0, "a gathered tile's rows are whole ROW_STEPs of one held word");
 #define HELD_WORDS ((ATT_KEYS + 31) / 32)
-struct GatheredTiles
+struct ListedRows
 {
     const int* listed;       // the plan row's positions
-    const bf16_t* k_cache;
-    const bf16_t* v_cache;
     int row, column;         // this lane's first row of a tile and its chunk's first dimension (padded_tile_copy's)
     int held[HELD_WORDS];
 
@@ -75,7 +72,10 @@ struct GatheredTiles
             held[j] = 32 * j + lane < ATT_KEYS && key < end ? listed[key] : 0;
         }
     }
-    __device__ __forceinline__ void stage(bf16_t* k_tile, bf16_t* v_tile, int first, int end) const
+    // Copies the held tile's rows (keys [first, end) of the row's order) from the cache rows they name: V's, and K's
+    // with KEYS.
+    template <bool KEYS>
+    __device__ __forceinline__ void gather(bf16_t* k_tile, bf16_t* v_tile, const bf16_t* k_cache, const bf16_t* v_cache, int first, int end) const
     {
         const bool copies = STAGE_THREADS % CHUNKS_PER_ROW == 0 || row < ROW_STEP;   // e.g. HEAD_DIM 96: lanes past the last whole row copy nothing
 #pragma unroll
@@ -86,9 +86,77 @@ struct GatheredTiles
             if (!copies) continue;
             const bool valid = first + r < end;
             const long at = valid ? (long)position * HEAD_DIM + column : 0;
-            copy_async16(k_tile + r * TILE_STRIDE + column, k_cache + at, valid);
+            if (KEYS) copy_async16(k_tile + r * TILE_STRIDE + column, k_cache + at, valid);
             copy_async16(v_tile + r * TILE_STRIDE + column, v_cache + at, valid);
         }
+    }
+};
+
+// sparse_decode_mma's tiles: keys [first, first + ATT_KEYS) of a plan row's order, each gathered from the cache row its
+// position names; every row of the block (one decode token's GQA group) sees all of them.
+struct GatheredTiles
+{
+    static constexpr bool reads_scores = false;
+    ListedRows rows;
+    const bf16_t* k_cache;
+    const bf16_t* v_cache;
+
+    __device__ __forceinline__ void prefetch(int first, int end) { rows.prefetch(first, end); }
+    __device__ __forceinline__ void stage(bf16_t* k_tile, bf16_t* v_tile, int first, int end) const
+    {
+        rows.gather<true>(k_tile, v_tile, k_cache, v_cache, first, end);
+    }
+    __device__ __forceinline__ int limit(const BlockWork& w, int) const { return w.end; }
+};
+
+// sparse_decode_scored's tiles: a Kascade anchor's own plan row, attended with the scores its selection computed
+// (decode_scores_mma's raw rows, exact to fp32 as this loop's own) instead of scoring K again: only V is gathered, half
+// the bytes of GatheredTiles. A ring stage's K slot holds the tile's scores instead, fp32 [GROUP][SCORED_STRIDE] in
+// natural-log units, copied 4 bytes a score from raw[q_row, position] (lane l copies key l's, its position held).
+#define SCORED_STRIDE (ATT_KEYS + 4)   // floats a row: the four rows a fragment's lanes read fall on distinct banks
+static_assert(GROUP * SCORED_STRIDE * 4 <= ATT_KEYS * TILE_STRIDE * 2, "a tile's scores fit its K slot");
+struct ScoredTiles
+{
+    static constexpr bool reads_scores = true;
+    ListedRows rows;
+    const bf16_t* v_cache;
+    const float* raw;        // fp32 [sequences · heads, raw_stride]: the anchor's scores
+    long long raw_stride;
+    long q_base;             // the block's first query row (BlockWork's)
+
+    __device__ __forceinline__ void prefetch(int first, int end) { rows.prefetch(first, end); }
+    __device__ __forceinline__ void stage(bf16_t* k_tile, bf16_t* v_tile, int first, int end) const
+    {
+        rows.gather<false>(nullptr, v_tile, nullptr, v_cache, first, end);
+        const int lane = threadIdx.x & 31;
+        float* scores = reinterpret_cast<float*>(k_tile);
+#pragma unroll
+        for (int j = 0; j < HELD_WORDS; j++)
+        {
+            const int key = 32 * j + lane;
+            if (key >= ATT_KEYS) continue;
+            const bool valid = first + key < end;
+#pragma unroll
+            for (int r = 0; r < GROUP; r++)
+                copy_async4(scores + r * SCORED_STRIDE + key, raw + (valid ? (q_base + r) * raw_stride + rows.held[j] : 0), valid);
+        }
+    }
+    // s[kt][nt] of the tile (transposed_scores's layout: keys 16 kt + g (+ 8) × query rows 8 nt + 2c (+ 1)) in log2
+    // units; rows past the group are zeros, as their zero queries would score.
+    __device__ __forceinline__ void read_scores(const bf16_t* k_tile, int lane, float (&s)[ATT_KEYS / 16][ATT_M_TILES][4]) const
+    {
+        const float* scores = reinterpret_cast<const float*>(k_tile);
+        const int gr = lane >> 2, gc = lane & 3;
+#pragma unroll
+        for (int kt = 0; kt < ATT_KEYS / 16; kt++)
+#pragma unroll
+            for (int nt = 0; nt < ATT_M_TILES; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                {
+                    const int r = nt * 8 + 2 * gc + (e & 1);
+                    s[kt][nt][e] = r < GROUP ? scores[r * SCORED_STRIDE + 16 * kt + gr + 8 * (e >> 1)] * 1.4426950408889634f : 0.0f;
+                }
     }
     __device__ __forceinline__ int limit(const BlockWork& w, int) const { return w.end; }
 };
@@ -171,7 +239,11 @@ __device__ __forceinline__ void decode_attend(const AttentionParams& p, const Bl
 
         // Sᵀ = K·Qᵀ: s[kt][nt] holds keys k0 + 16 kt + g (+ 8) × query rows 8 nt + 2c (+ 1).
         float s[ATT_KEYS / 16][ATT_M_TILES][4];
-        if (raw == nullptr)
+        if constexpr (Tiles::reads_scores)
+        {
+            source.read_scores(k_tile, lane, s);
+        }
+        else if (raw == nullptr)
         {
             transposed_scores(k_tile, lane, reinterpret_cast<const unsigned(&)[1][ATT_M_TILES][HEAD_DIM / 16][2]>(qb), s);
         }
@@ -370,9 +442,10 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode_sc
 // grid z = sequence · units + unit (units: kv_heads or heads): sequence b's query rows are b · heads + …, its K/V b ·
 // sequence_stride elements on, its plan rows unit b's. Needs GROUP ≤ BLOCK_ROWS. Grid: (splits, 1, sequences · units),
 // ATT_WARPS · 32 threads, attention_decode's shared memory.
-extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_mma(const SparseParams s, float* partial_out, float* partial_ml)
+// sparse_decode_mma's and sparse_decode_scored's block: its work (the split of its plan row), its plan row, and p.
+__device__ __forceinline__ BlockWork sparse_block_work(const SparseParams& s, float* partial_out, float* partial_ml, AttentionParams& p, int& plan_row)
 {
-    AttentionParams p{};
+    p = AttentionParams{};
     p.q = s.q;
     p.out = s.out;
     p.partial_out = partial_out;
@@ -384,7 +457,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_mma(c
     p.scale = s.scale;
     const int units = s.group_rows ? s.kv_heads : s.heads, unit = blockIdx.z % units, sequence = blockIdx.z / units;
     const int g = s.group_rows ? unit : unit / (s.heads / s.kv_heads);
-    const int plan_row = sequence * s.rows_per_unit + s.head_map[s.group_rows ? g * GROUP : unit];
+    plan_row = sequence * s.rows_per_unit + s.head_map[s.group_rows ? g * GROUP : unit];
     BlockWork w;
     w.start = 0;
     w.split = blockIdx.x;
@@ -398,7 +471,29 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_mma(c
     w.k_cache = s.k_cache + head;
     w.v_cache = s.v_cache + head;
     w.q_base = (long)sequence * s.heads + (s.group_rows ? g * GROUP : unit);
+    return w;
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_mma(const SparseParams s, float* partial_out, float* partial_ml)
+{
+    AttentionParams p;
+    int plan_row;
+    const BlockWork w = sparse_block_work(s, partial_out, partial_ml, p, plan_row);
     const TileCopy copy = padded_tile_copy(threadIdx.x & 31);
-    GatheredTiles tiles{s.indices + (long)plan_row * s.plan_capacity, w.k_cache, w.v_cache, copy.row, (int)(copy.source % HEAD_DIM)};
+    GatheredTiles tiles{{s.indices + (long)plan_row * s.plan_capacity, copy.row, (int)(copy.source % HEAD_DIM)}, w.k_cache, w.v_cache};
+    decode_attend(p, w, tiles);
+}
+
+// A Kascade anchor's decode output over its own selection (sparse_decode_mma with a per-KV-head map), scored by the
+// selection's raw scores (ScoredTiles: fp32 [sequences · heads, raw_stride], decode_scores_mma's with the exact
+// queries) so that only V is gathered. Grid, block, shared memory and partials: sparse_decode_mma's.
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_scored(const SparseParams s, float* partial_out, float* partial_ml, const float* raw,
+                                                                                  long long raw_stride)
+{
+    AttentionParams p;
+    int plan_row;
+    const BlockWork w = sparse_block_work(s, partial_out, partial_ml, p, plan_row);
+    const TileCopy copy = padded_tile_copy(threadIdx.x & 31);
+    ScoredTiles tiles{{s.indices + (long)plan_row * s.plan_capacity, copy.row, (int)(copy.source % HEAD_DIM)}, w.v_cache, raw, raw_stride, w.q_base};
     decode_attend(p, w, tiles);
 }
