@@ -64,28 +64,10 @@ internal struct SelectParams
     public double RecentFraction;   // mode 1: share of the budget taken off each row (lessismore's recent keys)
 }
 
-/// <summary>The arguments of <c>sparse_attention</c> (its <c>SparseParams</c>).</summary>
-[StructLayout(LayoutKind.Sequential)]
-internal unsafe struct SparseParams
-{
-    public const int MaxHeads = 64;
-
-    public nint Q;          // fp32 [tokens, heads, head dim]
-    public nint KCache;     // bf16 [kv heads, capacity, head dim], one layer
-    public nint VCache;
-    public nint Out;        // fp32 [tokens, heads, head dim]
-    public nint Indices;    // int32 [plan rows, plan capacity]
-    public nint Counts;     // int32 [plan rows]
-    public nint StartAt;
-    public long SequenceStride; // sparse_decode_mma and sparse_decode over a batch: elements from one sequence's K/V to the next's
-    public int Tokens, Heads, KvHeads, Capacity, Start, PlanCapacity, RowsPerUnit, TileUnits, GroupRows;
-    public float Scale;
-    public fixed int HeadMap[MaxHeads];
-}
-
 /// <summary>
 /// Kascade's select/attend ops on the device (<c>selection.cu</c>): pooled tile scores, per-row probabilities, a radix
-/// Top-k that writes a <see cref="CudaKeyPlan"/>, and sparse attention over a plan. No op reads anything back, so a
+/// Top-k that writes a <see cref="CudaKeyPlan"/>, the anchors, and the oracle (sparse attention over a plan:
+/// <c>CudaBackend.SparseAttention.cs</c>). No op reads anything back, so a
 /// decode step of any of these methods records as a CUDA graph: budgets and tiles are computed on the device from the
 /// step's position, and every buffer is sized for the session's capacity in decode.
 /// </summary>
@@ -104,7 +86,7 @@ public sealed unsafe partial class CudaBackend
     private const long OracleWorkspaceBytes = 256L << 20;
 
     private readonly Dictionary<int, CudaModule> _selectionModules = [];
-    private DeviceMemory? _rowLse, _lsePartial, _tileScores, _oracleScores, _oracleIndices, _oracleCounts, _sparsePartialOut, _sparsePartialMl;
+    private DeviceMemory? _rowLse, _lsePartial, _tileScores, _oracleScores, _oracleIndices, _oracleCounts;
 
     public KeyPlan AllocatePlan(int units, int selectors, int capacity, PlanUnit unit = PlanUnit.Tile) => new CudaKeyPlan(units, selectors, capacity, unit);
 
@@ -233,27 +215,6 @@ public sealed unsafe partial class CudaBackend
         }
     }
 
-    public void SparseAttention(AttentionArgs args, KeyPlan plan, IReadOnlyList<int> headMap, DeviceTensor q, KvCache cache, DeviceTensor output) =>
-        Sparse(args, (CudaKeyPlan)plan, headMap, q, CacheSequences.Of((CudaKvCache)cache, args.Layer), output);
-
-    /// <summary>
-    /// <see cref="SparseAttention"/> for <c>s.Count</c> sequences (a batch of decode steps: <see cref="BatchedSparseAttention"/>),
-    /// scored by <paramref name="scored"/> (the raw decode scores the plan was ranked from, exact) where given and the
-    /// tensor-core decode kernel runs with a per-KV-head map.
-    /// </summary>
-    private void Sparse(AttentionArgs args, CudaKeyPlan p, IReadOnlyList<int> headMap, DeviceTensor q, CacheSequences s, DeviceTensor output, RawDecodeScores? scored = null)
-    {
-        p.CheckServes(args);
-        var rowOf = p.SelectorOfHead(args.Heads, args.KvHeads, headMap);
-        var parameters = SparseArgs(args, s, In(q), Out(output), p.Indices.Pointer, p.Counts.Pointer, p.Capacity, p.Selectors,
-            tileUnits: p.Unit == PlanUnit.Tile, groupRows: headMap.Count == args.KvHeads);
-        for (int h = 0; h < args.Heads; h++)
-        {
-            parameters.HeadMap[h] = rowOf[h];
-        }
-        LaunchSparse(args, parameters, s.Count, scored);
-    }
-
     /// <summary>
     /// Each query head of each query over its own Top-k by post-softmax probability: the row's probabilities, a Top-k per
     /// row (mode 1 of <c>select_topk</c>: ties to the lower position, as <see cref="Ranking.TopK"/>), and attention over
@@ -372,111 +333,6 @@ public sealed unsafe partial class CudaBackend
         LaunchWith(SelectionModule(args.HeadDim).Function("pooled_tile_scores"), "pooled_tile_scores", grid, KeysPerBlock, 0, parameters);
     }
 
-    private SparseParams SparseArgs(AttentionArgs args, CacheSequences s, nint q, nint output, nint indices, nint counts, int planCapacity, int rowsPerUnit, bool tileUnits, bool groupRows)
-    {
-        CheckHeads(args);
-        return new SparseParams
-        {
-            Q = q, KCache = s.Keys, VCache = s.Values, Out = output, Indices = indices, Counts = counts, SequenceStride = s.Stride,
-            StartAt = StartOnDevice(args.Step), Tokens = args.Tokens, Heads = args.Heads, KvHeads = args.KvHeads, Capacity = s.Capacity,
-            Start = args.StartPosition, PlanCapacity = planCapacity, RowsPerUnit = rowsPerUnit, TileUnits = tileUnits ? 1 : 0, GroupRows = groupRows ? 1 : 0, Scale = args.Scale,
-        };
-    }
-
-    /// <summary>
-    /// Sparse attention over a plan: a decode step's rows through <c>sparse_decode_mma</c> (tensor cores, attention_decode's
-    /// loop over gathered K/V tiles) where the fast kernels are on, else
-    /// <c>sparse_decode</c> (CUDA cores) where its head dim and head sets fit it, both split over the row's keys and merged
-    /// by <c>attention_combine</c>; a prefill chunk of a tile plan through <see cref="TrySparsePrefill"/> (tensor cores, a
-    /// block per tile and KV head: <c>sparse_prefill_wgmma</c> on Hopper, else <c>sparse_prefill_mma</c>) where it fits; every other chunk through <c>sparse_attention</c> (a warp per query row). A
-    /// batch of <paramref name="sequences"/> decode steps runs on the two decode kernels, the sequence in grid z.
-    /// </summary>
-    private void LaunchSparse(AttentionArgs args, SparseParams parameters, int sequences, RawDecodeScores? scored = null)
-    {
-        int group = args.Heads / args.KvHeads, setHeads = parameters.GroupRows == 1 ? group : 1;
-        if (TrySparseDecodeMma(args, parameters, sequences, scored))
-        {
-            return;
-        }
-        if (SparseDecodeRuns(args, setHeads))
-        {
-            int sets = args.Heads / setHeads, rows = sequences * args.Heads;
-            // Enough splits for two blocks per multiprocessor, each at least DecodeKeysPerSplit of the row's capacity.
-            int splits = Math.Clamp(Math.Min((parameters.PlanCapacity + DecodeKeysPerSplit - 1) / DecodeKeysPerSplit, 2 * _device.Multiprocessors / (sets * sequences)), 1, MaxCombineSplits);
-            var (po, pm) = SparsePartials(rows, splits, args.HeadDim);
-            var slots = stackalloc void*[3];
-            slots[0] = &parameters;
-            slots[1] = &po;
-            slots[2] = &pm;
-            Launch(SelectionModule(args.HeadDim).Function("sparse_decode"), "sparse_decode", new Dim3((uint)splits, (uint)sets, (uint)sequences), DecodeThreads, 0, slots, dependent: false);
-            Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: false, po, pm, parameters.Out, splits);
-            return;
-        }
-        if (sequences > 1)
-        {
-            throw new KascadeException($"batched sparse decode needs the tensor-core kernel (a per-KV-head map, the fast kernels on) or a head dim of at most {DecodeThreads} (head dim {args.HeadDim})");
-        }
-        if (TrySparsePrefill(args, parameters))
-        {
-            return;
-        }
-        LaunchWith(SelectionModule(args.HeadDim).Function("sparse_attention"), "sparse_attention", new Dim3((uint)((args.Tokens * args.Heads + 3) / 4), 1, 1), 128, 0, parameters);
-    }
-
-    /// <summary>
-    /// A decode step's sparse attention on tensor cores (<c>sparse_decode_mma</c>): attention_decode's specialisation for
-    /// the group, split over the plan row's capacity as attention_decode splits a context (the capacity is fixed, so a
-    /// recorded step replays), the splits merged by <c>attention_combine</c>; a per-query-head map (the baselines' plans)
-    /// runs each query head as a group of one. False where it does not apply (fast kernels off, a prefill chunk, a group
-    /// past <see cref="AttentionKernel.DecodeRows"/> or a head dim off the tensor cores). With <paramref name="scored"/> and a
-    /// per-KV-head map, <c>sparse_decode_scored</c> takes each key's scores from those raw rows and gathers V alone.
-    /// </summary>
-    private bool TrySparseDecodeMma(AttentionArgs args, SparseParams parameters, int sequences, RawDecodeScores? scored)
-    {
-        if (!FastDecode(args))
-        {
-            return false;
-        }
-        bool perQueryHead = parameters.GroupRows == 0, fromScores = scored is not null && !perQueryHead;
-        string name = fromScores ? "sparse_decode_scored" : "sparse_decode_mma";
-        var (kernel, function, plan, units) = DecodeLaunch(args, ("attention_decode.cu", name), parameters.PlanCapacity, sequences, perQueryHead);
-        int rows = sequences * args.Heads;
-        var (po, pm) = SparsePartials(rows, plan.Splits, args.HeadDim);
-        var slots = stackalloc void*[5];
-        slots[0] = &parameters;
-        slots[1] = &po;
-        slots[2] = &pm;
-        nint raw = scored?.Raw ?? 0;
-        long rawStride = scored?.Stride ?? 0;
-        if (fromScores)
-        {
-            slots[3] = &raw;
-            slots[4] = &rawStride;
-        }
-        Launch(function.Function, name, new Dim3((uint)plan.Splits, 1, (uint)(sequences * units)), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
-        if (plan.Splits > 1)
-        {
-            Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, po, pm, parameters.Out, plan.Splits);
-        }
-        return true;
-    }
-
-    /// <summary>Whether <c>sparse_decode</c> (CUDA cores) runs a decode step whose plan rows each serve <paramref name="setHeads"/> query heads.</summary>
-    private static bool SparseDecodeRuns(AttentionArgs args, int setHeads) => args.Tokens == 1 && args.HeadDim <= DecodeThreads && setHeads <= MaxDecodeSet;
-
-    /// <summary>The split partials of a decode step's sparse attention: fp32 (output <c>[rows, splits, headDim]</c>, (max, sum) <c>[rows, splits, 2]</c>) for its query rows (sequences × heads).</summary>
-    private (nint Out, nint Ml) SparsePartials(int rows, int splits, int headDim) =>
-        (Scratch(ref _sparsePartialOut, (long)rows * splits * headDim * sizeof(float)).Pointer, Scratch(ref _sparsePartialMl, (long)rows * splits * 2 * sizeof(float)).Pointer);
-
-    /// <summary><c>sparse_decode</c>'s block (DECODE_THREADS) and the most query heads it handles as one set (MAX_SET).</summary>
-    private const int DecodeThreads = 128, MaxDecodeSet = 8;
-
-    /// <summary>The fewest plan positions a <c>sparse_decode</c> split covers.</summary>
-    private const int DecodeKeysPerSplit = 256;
-
-    /// <summary><c>attention_combine</c>'s MAX_SPLITS.</summary>
-    private const int MaxCombineSplits = 1024;
-
     private CudaModule SelectionModule(int headDim) => PlanModule(_selectionModules, "selection.cu", headDim);
 
     /// <summary>A source of plan kernels (<c>selection.cu</c>, <c>selectors.cu</c>) specialised by HEAD_DIM, compiled once per head dim.</summary>
@@ -498,8 +354,6 @@ public sealed unsafe partial class CudaBackend
     {
         _rowLse?.Dispose();
         _lsePartial?.Dispose();
-        _sparsePartialOut?.Dispose();
-        _sparsePartialMl?.Dispose();
         _tileScores?.Dispose();
         _oracleScores?.Dispose();
         _oracleIndices?.Dispose();

@@ -199,6 +199,7 @@ public sealed unsafe partial class CudaBackend : IBackend
         _bf16Scratch?.Dispose();
         DisposeAttentionBuffers();
         DisposeSelectionBuffers();
+        DisposeSparseBuffers();
         DisposeSelectorBuffers();
         DisposeDecodeSelectionBuffers();
         _gemm.Dispose();
