@@ -431,17 +431,6 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode_sc
     decode_attend(p, w, tiles, raw, raw_stride);
 }
 
-// IBackend.SparseAttention for a decode step on tensor cores. With a per-KV-head map (group_rows), block (split, 0, g)
-// attends KV head g's GROUP query heads over its split of plan row head_map[g · GROUP]; with a per-query-head map (the
-// baselines' plans: quest, sparcas, the oracle; compiled with GROUP 1), block (split, 0, h) attends query head h alone
-// over plan row head_map[h], reading K/V head h / (heads / kv_heads) — the same keys the CUDA-core sparse_decode
-// gathers, at the tensor-core loop's bandwidth (sparse_decode: ~1.1 TB/s, 143–151 µs a layer at 128k for quest and
-// sparcas, session 11). The split: the row's capacity cut into gridDim.x ranges of whole tiles (fixed by the capacity,
-// so a recorded step replays at any position and count); each block writes (max, sum, unnormalised output) per head
-// and split for attention_combine (normalised output with one split). A batch of decode steps (IBatchedDecode) runs as
-// grid z = sequence · units + unit (units: kv_heads or heads): sequence b's query rows are b · heads + …, its K/V b ·
-// sequence_stride elements on, its plan rows unit b's. Needs GROUP ≤ BLOCK_ROWS. Grid: (splits, 1, sequences · units),
-// ATT_WARPS · 32 threads, attention_decode's shared memory.
 // sparse_decode_mma's and sparse_decode_scored's block: its work (the split of its plan row), its plan row, and p.
 __device__ __forceinline__ BlockWork sparse_block_work(const SparseParams& s, float* partial_out, float* partial_ml, AttentionParams& p, int& plan_row)
 {
@@ -474,6 +463,17 @@ __device__ __forceinline__ BlockWork sparse_block_work(const SparseParams& s, fl
     return w;
 }
 
+// IBackend.SparseAttention for a decode step on tensor cores. With a per-KV-head map (group_rows), block (split, 0, g)
+// attends KV head g's GROUP query heads over its split of plan row head_map[g · GROUP]; with a per-query-head map (the
+// baselines' plans: quest, sparcas, the oracle; compiled with GROUP 1), block (split, 0, h) attends query head h alone
+// over plan row head_map[h], reading K/V head h / (heads / kv_heads) — the same keys the CUDA-core sparse_decode
+// gathers, at the tensor-core loop's bandwidth (sparse_decode: ~1.1 TB/s, 143–151 µs a layer at 128k for quest and
+// sparcas, session 11). The split: the row's capacity cut into gridDim.x ranges of whole tiles (fixed by the capacity,
+// so a recorded step replays at any position and count); each block writes (max, sum, unnormalised output) per head
+// and split for attention_combine (normalised output with one split). A batch of decode steps (IBatchedDecode) runs as
+// grid z = sequence · units + unit (units: kv_heads or heads): sequence b's query rows are b · heads + …, its K/V b ·
+// sequence_stride elements on, its plan rows unit b's. Needs GROUP ≤ BLOCK_ROWS. Grid: (splits, 1, sequences · units),
+// ATT_WARPS · 32 threads, attention_decode's shared memory.
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_mma(const SparseParams s, float* partial_out, float* partial_ml)
 {
     AttentionParams p;
