@@ -84,7 +84,9 @@ public sealed unsafe partial class CudaBackend
             parameters.PartialOut = Scratch(ref _partialOut, queryRows * plan.Splits * args.HeadDim * sizeof(float)).Pointer;
             parameters.PartialMl = Scratch(ref _partialMl, queryRows * plan.Splits * 2 * sizeof(float)).Pointer;
         }
-        LaunchWith(function.Function, entry, new Dim3((uint)plan.Splits, (uint)plan.RowTiles, (uint)(sequences * args.KvHeads)), (uint)kernel.Threads, (uint)function.SharedBytes, parameters);
+        // attention_decode waits for the kernel before it (decode_attend); the prefill kernels start after it ends.
+        LaunchWith(function.Function, entry, new Dim3((uint)plan.Splits, (uint)plan.RowTiles, (uint)(sequences * args.KvHeads)), (uint)kernel.Threads, (uint)function.SharedBytes, parameters,
+            dependent: kernel.Kind == AttentionKernelKind.Decode);
         if (plan.Splits > 1)
         {
             Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)queryRows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, parameters.PartialOut, parameters.PartialMl, Out(output), plan.Splits);

@@ -173,7 +173,7 @@ public sealed unsafe partial class CudaBackend
         slots[0] = &parameters;
         slots[1] = &raw;
         slots[2] = &rawStride;
-        Launch(function.Function, "attention_decode_scores", new Dim3((uint)plan.Splits, (uint)plan.RowTiles, (uint)(s.Count * args.KvHeads)), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
+        Launch(function.Function, "attention_decode_scores", new Dim3((uint)plan.Splits, (uint)plan.RowTiles, (uint)(s.Count * args.KvHeads)), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: true);
         if (plan.Splits > 1)
         {
             Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, parameters.PartialOut, parameters.PartialMl, Out(output), plan.Splits);
@@ -278,6 +278,7 @@ public sealed unsafe partial class CudaBackend
         {
             throw new ArgumentException($"a plan of {p.Rows} rows cannot hold the Top-k of {scores.Rows} rows");
         }
+        p.Writing();
         var parameters = new SelectParams
         {
             Scores = In(scores), Indices = p.Indices.Pointer, Counts = p.Counts.Pointer, Stride = scores.Cols, RowsPerUnit = 1,

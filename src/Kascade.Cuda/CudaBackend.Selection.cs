@@ -28,6 +28,25 @@ public sealed class CudaKeyPlan : KeyPlan
 
     internal DeviceMemory Counts { get; }
 
+    /// <summary>
+    /// Whether an attention kernel has read the plan since a kernel last wrote it (host-side, in launch order, which a
+    /// recorded step replays): the writer has then ended before any later attention kernel starts (attention_decode.cu's
+    /// decode_attend waits for the kernel before it before it lets the next one launch), so <c>sparse_decode_mma</c>
+    /// reads such a plan — an earlier layer's, in a reuse layer — before it waits for the kernel before it.
+    /// </summary>
+    internal bool Settled { get; private set; }
+
+    /// <summary>Called before a selection's kernels write the plan.</summary>
+    internal void Writing() => Settled = false;
+
+    /// <summary>Called before an attention kernel reads the plan; returns whether the plan was settled for it.</summary>
+    internal bool Reading()
+    {
+        bool settled = Settled;
+        Settled = true;
+        return settled;
+    }
+
     public override void Dispose()
     {
         Indices.Dispose();
@@ -109,6 +128,7 @@ public sealed unsafe partial class CudaBackend
         var p = (CudaKeyPlan)plan;
         ThrowIfRecording("WritePlan");
         p.CheckWrite(args, counts, indices);
+        p.Writing();
         // Queued work may still read the plan: the synchronous copies wait for it.
         CudaCheck.ThrowIfFailed(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
         fixed (int* c = counts, i = indices)
@@ -123,6 +143,7 @@ public sealed unsafe partial class CudaBackend
     {
         var p = (CudaKeyPlan)plan;
         p.CheckExtend(args);
+        p.Writing();
         Launch(SelectionModule(args.HeadDim), "extend_plan", (uint)((p.Rows + 127) / 128), 128, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, p.Rows,
             args.StartPosition, StartOnDevice(args.Step));
         p.Serve(args, 1, _recording is not null);
@@ -164,6 +185,7 @@ public sealed unsafe partial class CudaBackend
         {
             throw new ArgumentException($"a plan of {p.Units} units × {p.Selectors} selectors cannot hold {units} units × {selectors}");
         }
+        p.Writing();
         // A decode step's rows span the cache's capacity, so the recorded step replays at every later position.
         int extent = KeyExtent(args, s.Cache);
         var scores = Scratch(ref _tileScores, (long)units * selectors * extent * sizeof(float));

@@ -19,7 +19,7 @@ internal unsafe struct SparseParams
     public nint Counts;     // int32 [plan rows]
     public nint StartAt;
     public long SequenceStride; // sparse_decode_mma and sparse_decode over a batch: elements from one sequence's K/V to the next's
-    public int Tokens, Heads, KvHeads, Capacity, Start, PlanCapacity, RowsPerUnit, TileUnits, GroupRows;
+    public int Tokens, Heads, KvHeads, Capacity, Start, PlanCapacity, RowsPerUnit, TileUnits, GroupRows, PlanSettled;
     public float Scale;
     public fixed int HeadMap[MaxHeads];
 }
@@ -52,6 +52,7 @@ public sealed unsafe partial class CudaBackend
         {
             parameters.HeadMap[h] = rowOf[h];
         }
+        parameters.PlanSettled = p.Reading() ? 1 : 0;
         LaunchSparse(args, parameters, s.Count, scored);
     }
 
@@ -136,7 +137,7 @@ public sealed unsafe partial class CudaBackend
             slots[3] = &raw;
             slots[4] = &rawStride;
         }
-        Launch(function.Function, name, new Dim3((uint)plan.Splits, 1, (uint)(sequences * units)), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: false);
+        Launch(function.Function, name, new Dim3((uint)plan.Splits, 1, (uint)(sequences * units)), (uint)kernel.Threads, (uint)function.SharedBytes, slots, dependent: true);
         if (plan.Splits > 1)
         {
             Launch(CombineModule(args.HeadDim), "attention_combine", new Dim3((uint)rows, 1, 1), (uint)args.HeadDim * CombineLanes, dependent: true, po, pm, parameters.Out, plan.Splits);

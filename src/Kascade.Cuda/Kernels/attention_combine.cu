@@ -11,7 +11,8 @@
 // nothing. The splits' weights are computed once, in parallel, into shared memory; then thread (d, q) sums
 // dimension d over splits q, q + COMBINE_LANES, … with several independent loads in flight, and the lanes q are
 // added in shared memory (a serial loop here costs a memory latency per split, a large part of a batch-1 decode).
-// Launched as a programmatic dependent of the attention kernel on sm_90+.
+// Launched as a programmatic dependent of the attention kernel on sm_90+; once it has waited for that kernel it lets the
+// next one launch (the O projection's GEMV, which loads its first weights while this merge runs).
 // Block: HEAD_DIM × COMBINE_LANES threads (one dimension, so that block_max/block_sum see its warps). Grid: tokens * heads.
 #define MAX_SPLITS 1024                                          // AttentionLaunch.MaxSplits
 #define COMBINE_LANES 4
@@ -20,6 +21,7 @@ extern "C" __global__ void __launch_bounds__(HEAD_DIM * COMBINE_LANES) attention
     __shared__ float weight[MAX_SPLITS], scratch[32], lanes[COMBINE_LANES][HEAD_DIM];
     const int t = threadIdx.x, d = t % HEAD_DIM, q = t / HEAD_DIM, threads = HEAD_DIM * COMBINE_LANES;
     wait_for_previous_kernel();                                  // launched to overlap attention_mma's tail
+    allow_dependent_launch();
     long row = blockIdx.x;
     const float* ml = partial_ml + row * splits * 2;
     float big = __int_as_float(0xff800000);

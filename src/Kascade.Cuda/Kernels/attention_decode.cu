@@ -10,17 +10,18 @@
 //   ATT_WARPS, … of the block's split on its own (a warp barrier per tile, no block barrier); the warps' (max, sum,
 //   output) are merged in shared memory at the end, so a block writes one partial result per row, not ATT_WARPS.
 // Three kernels share that loop (decode_attend) and differ only in where a tile's K/V rows come from and what else
-// they write: attention_decode streams keys [0, position] of the cache (CacheTiles); attention_decode_scores does the
-// same and also writes the scores Kascade's layer 0 selects by; sparse_decode_mma gathers a Kascade plan row's
-// positions (GatheredTiles; issue 15 §3, the reuse layers' and the anchors' own decode output), so a gathered key
-// costs what a streamed one does (the CUDA-core sparse_decode of selection.cu ran at 13% of copy bandwidth,
-// bench/results/kascade-h100.md). Needs ATT_KEYS a multiple of 16.
+// they write (the tile sources are decode_tiles.cuh's): attention_decode streams keys [0, position] of the cache
+// (CacheTiles); attention_decode_scores does the same and also writes the scores Kascade's layer 0 selects by;
+// sparse_decode_mma gathers a Kascade plan row's positions (GatheredTiles; issue 15 §3, the reuse layers' and the
+// anchors' own decode output), so a gathered key costs what a streamed one does (the CUDA-core sparse_decode of
+// selection.cu ran at 13% of copy bandwidth, bench/results/kascade-h100.md). Needs ATT_KEYS a multiple of 16.
 #include "attention_common.cuh"
 #include "plan_common.cuh"
 
 #if !defined(ATT_DECODE)
 #error "attention_decode.cu needs ATT_DECODE"
 #endif
+#include "decode_tiles.cuh"
 
 static_assert(ATT_KEYS % 16 == 0, "attention_decode takes 16-key MMA tiles");
 #define MERGE_STRIDE (HEAD_DIM + 4)                              // floats per row of a warp's output in the merge
@@ -34,138 +35,17 @@ __device__ __forceinline__ unsigned transpose8x8(unsigned fragment)
     return t;
 }
 
-// attention_decode's tiles: keys [first, first + ATT_KEYS) of the KV head in cache order; a row (query token t of
-// the step) sees keys up to start + t.
-struct CacheTiles
-{
-    static constexpr bool reads_scores = false;
-    TileCopy copy;
-    const bf16_t* k_cache;
-    const bf16_t* v_cache;
-
-    __device__ __forceinline__ void prefetch(int, int) {}
-    __device__ __forceinline__ void stage(bf16_t* k_tile, bf16_t* v_tile, int first, int end) const
-    {
-        copy.stage(k_tile, v_tile, k_cache, v_cache, first, end, ROW_STEP * TILE_STRIDE);
-    }
-    __device__ __forceinline__ int limit(const BlockWork& w, int row) const { return min(w.start + row / GROUP + 1, w.end); }
-};
-
-// A plan row's positions, read a tile ahead (prefetch, while the warp computes the tile before) and handed to the lanes
-// that copy each row by a shuffle, so the gather adds no dependent load in front of the copies. Lane l holds the
-// position of key first + 32 j + l in held[j].
-static_assert(ATT_KEYS % ROW_STEP == 0 && 32 % ROW_STEP == 0, "a gathered tile's rows are whole ROW_STEPs of one held word");
-#define HELD_WORDS ((ATT_KEYS + 31) / 32)
-struct ListedRows
-{
-    const int* listed;       // the plan row's positions
-    int row, column;         // this lane's first row of a tile and its chunk's first dimension (padded_tile_copy's)
-    int held[HELD_WORDS];
-
-    __device__ __forceinline__ void prefetch(int first, int end)
-    {
-        const int lane = threadIdx.x & 31;
-#pragma unroll
-        for (int j = 0; j < HELD_WORDS; j++)
-        {
-            int key = first + 32 * j + lane;
-            held[j] = 32 * j + lane < ATT_KEYS && key < end ? listed[key] : 0;
-        }
-    }
-    // Copies the held tile's rows (keys [first, end) of the row's order) from the cache rows they name: V's, and K's
-    // with KEYS.
-    template <bool KEYS>
-    __device__ __forceinline__ void gather(bf16_t* k_tile, bf16_t* v_tile, const bf16_t* k_cache, const bf16_t* v_cache, int first, int end) const
-    {
-        const bool copies = STAGE_THREADS % CHUNKS_PER_ROW == 0 || row < ROW_STEP;   // e.g. HEAD_DIM 96: lanes past the last whole row copy nothing
-#pragma unroll
-        for (int i = 0; i < ROWS_PER_THREAD; i++)
-        {
-            const int r = row + i * ROW_STEP;
-            const int position = __shfl_sync(0xffffffffu, held[(i * ROW_STEP) / 32], r % 32);
-            if (!copies) continue;
-            const bool valid = first + r < end;
-            const long at = valid ? (long)position * HEAD_DIM + column : 0;
-            if (KEYS) copy_async16(k_tile + r * TILE_STRIDE + column, k_cache + at, valid);
-            copy_async16(v_tile + r * TILE_STRIDE + column, v_cache + at, valid);
-        }
-    }
-};
-
-// sparse_decode_mma's tiles: keys [first, first + ATT_KEYS) of a plan row's order, each gathered from the cache row its
-// position names; every row of the block (one decode token's GQA group) sees all of them.
-struct GatheredTiles
-{
-    static constexpr bool reads_scores = false;
-    ListedRows rows;
-    const bf16_t* k_cache;
-    const bf16_t* v_cache;
-
-    __device__ __forceinline__ void prefetch(int first, int end) { rows.prefetch(first, end); }
-    __device__ __forceinline__ void stage(bf16_t* k_tile, bf16_t* v_tile, int first, int end) const
-    {
-        rows.gather<true>(k_tile, v_tile, k_cache, v_cache, first, end);
-    }
-    __device__ __forceinline__ int limit(const BlockWork& w, int) const { return w.end; }
-};
-
-// sparse_decode_scored's tiles: a Kascade anchor's own plan row, attended with the scores its selection computed
-// (decode_scores_mma's raw rows, exact to fp32 as this loop's own) instead of scoring K again: only V is gathered, half
-// the bytes of GatheredTiles. A ring stage's K slot holds the tile's scores instead, fp32 [GROUP][SCORED_STRIDE] in
-// natural-log units, copied 4 bytes a score from raw[q_row, position] (lane l copies key l's, its position held).
-#define SCORED_STRIDE (ATT_KEYS + 4)   // floats a row: the four rows a fragment's lanes read fall on distinct banks
-static_assert(GROUP * SCORED_STRIDE * 4 <= ATT_KEYS * TILE_STRIDE * 2, "a tile's scores fit its K slot");
-struct ScoredTiles
-{
-    static constexpr bool reads_scores = true;
-    ListedRows rows;
-    const bf16_t* v_cache;
-    const float* raw;        // fp32 [sequences · heads, raw_stride]: the anchor's scores
-    long long raw_stride;
-    long q_base;             // the block's first query row (BlockWork's)
-
-    __device__ __forceinline__ void prefetch(int first, int end) { rows.prefetch(first, end); }
-    __device__ __forceinline__ void stage(bf16_t* k_tile, bf16_t* v_tile, int first, int end) const
-    {
-        rows.gather<false>(nullptr, v_tile, nullptr, v_cache, first, end);
-        const int lane = threadIdx.x & 31;
-        float* scores = reinterpret_cast<float*>(k_tile);
-#pragma unroll
-        for (int j = 0; j < HELD_WORDS; j++)
-        {
-            const int key = 32 * j + lane;
-            if (key >= ATT_KEYS) continue;
-            const bool valid = first + key < end;
-#pragma unroll
-            for (int r = 0; r < GROUP; r++)
-                copy_async4(scores + r * SCORED_STRIDE + key, raw + (valid ? (q_base + r) * raw_stride + rows.held[j] : 0), valid);
-        }
-    }
-    // s[kt][nt] of the tile (transposed_scores's layout: keys 16 kt + g (+ 8) × query rows 8 nt + 2c (+ 1)) in log2
-    // units; rows past the group are zeros, as their zero queries would score.
-    __device__ __forceinline__ void read_scores(const bf16_t* k_tile, int lane, float (&s)[ATT_KEYS / 16][ATT_M_TILES][4]) const
-    {
-        const float* scores = reinterpret_cast<const float*>(k_tile);
-        const int gr = lane >> 2, gc = lane & 3;
-#pragma unroll
-        for (int kt = 0; kt < ATT_KEYS / 16; kt++)
-#pragma unroll
-            for (int nt = 0; nt < ATT_M_TILES; nt++)
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                {
-                    const int r = nt * 8 + 2 * gc + (e & 1);
-                    s[kt][nt][e] = r < GROUP ? scores[r * SCORED_STRIDE + 16 * kt + gr + 8 * (e >> 1)] * 1.4426950408889634f : 0.0f;
-                }
-    }
-    __device__ __forceinline__ int limit(const BlockWork& w, int) const { return w.end; }
-};
-
 // The loop every kernel here runs over its block's work w, its tiles read through `source`; p gives the queries, the
-// output rows and the scale. With raw (attention_decode_scores), the queries are split into two bf16 halves (q = hi +
-// lo, decode_scores.cu's argument: the scores keep fp32 accuracy), every visible score is also written to
-// raw[q_row, key] (scale · q · K[key], fp32, raw_stride floats a row), and each row's (max, sum) to partial_ml even
-// with one split, so the rows' log-sum-exp follows from the same pass.
+// output rows and the scale. Every kernel here is launched dependent (programmatic dependent launch, sm_90+): the kernel
+// before it (rope_append, which writes the step's q and K/V rows) may still run until wait_for_previous_kernel, so the
+// prologue stages before the wait only the tiles that the source says hold nothing of this step (stages_early: rows of
+// earlier steps), whose round trips then overlap that kernel's tail and this one's launch. Each kernel lets the next
+// one launch only after it has waited: when an attention kernel starts, every kernel before the previous attention
+// kernel has ended (what lets sparse_decode_mma read a plan an earlier layer wrote before it waits).
+// With raw (attention_decode_scores), the queries are split into two bf16 halves (q = hi + lo, decode_scores.cu's
+// argument: the scores keep fp32 accuracy), every visible score is also written to raw[q_row, key] (scale · q · K[key],
+// fp32, raw_stride floats a row), and each row's (max, sum) to partial_ml even with one split, so the rows' log-sum-exp
+// follows from the same pass.
 template <class Tiles>
 __device__ __forceinline__ void decode_attend(const AttentionParams& p, const BlockWork& w, Tiles& source, float* raw = nullptr, long long raw_stride = 0)
 {
@@ -182,15 +62,25 @@ __device__ __forceinline__ void decode_attend(const AttentionParams& p, const Bl
     auto stage = [&](int i) {
         bf16_t* k_tile = ring + (i % ATT_STAGES) * 2 * ATT_KEYS * TILE_STRIDE;
         source.stage(k_tile, k_tile + ATT_KEYS * TILE_STRIDE, first_key(i), w.end);
-        source.prefetch(first_key(i + 1), w.end);
+        source.prefetch(first_key(i + 1));
     };
-    source.prefetch(first_key(0), w.end);
+    source.prefetch(first_key(0));
+    bool waited = false;
 #pragma unroll
     for (int s = 0; s < ATT_STAGES - 1; s++)
     {
-        if (s < warp_tiles) stage(s);
+        if (s < warp_tiles)
+        {
+            if (!waited && !source.stages_early(first_key(s), w.end))
+            {
+                wait_for_previous_kernel();
+                waited = true;
+            }
+            stage(s);
+        }
         copy_async_commit();
     }
+    if (!waited) wait_for_previous_kernel();
 
     // Qᵀ as B fragments (k-step kc: dims 16 kc + 2c, + 1 and + 8, + 9 of query row 8 nt + g), in log2 units; padding
     // rows are zeros. limit: the visible-key bound of this thread's columns of Sᵀ (query rows 8 nt + 2c, + 1).
@@ -417,7 +307,7 @@ __device__ __forceinline__ void decode_attend(const AttentionParams& p, const Bl
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode(const AttentionParams p)
 {
     const BlockWork w = block_work(p);
-    CacheTiles tiles{padded_tile_copy(threadIdx.x & 31), w.k_cache, w.v_cache};
+    CacheTiles tiles{padded_tile_copy(threadIdx.x & 31), w.k_cache, w.v_cache, w.start};
     decode_attend(p, w, tiles);
 }
 
@@ -427,7 +317,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode(co
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_decode_scores(const AttentionParams p, float* raw, long long raw_stride)
 {
     const BlockWork w = block_work(p);
-    CacheTiles tiles{padded_tile_copy(threadIdx.x & 31), w.k_cache, w.v_cache};
+    CacheTiles tiles{padded_tile_copy(threadIdx.x & 31), w.k_cache, w.v_cache, w.start};
     decode_attend(p, w, tiles, raw, raw_stride);
 }
 
@@ -455,7 +345,8 @@ __device__ __forceinline__ BlockWork sparse_block_work(const SparseParams& s, fl
     w.block_row = 0;
     const int keys_per_split = ((s.plan_capacity + w.splits - 1) / w.splits + ATT_KEYS - 1) / ATT_KEYS * ATT_KEYS;
     w.begin = w.split * keys_per_split;
-    w.end = min(s.counts[plan_row], w.begin + keys_per_split);
+    if (!s.plan_settled) wait_for_previous_kernel();            // this layer's selection wrote the plan
+    w.end = min(__ldcg(s.counts + plan_row), w.begin + keys_per_split);
     const long head = sequence * s.sequence_stride + (long)g * s.capacity * HEAD_DIM;
     w.k_cache = s.k_cache + head;
     w.v_cache = s.v_cache + head;
@@ -480,7 +371,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_mma(c
     int plan_row;
     const BlockWork w = sparse_block_work(s, partial_out, partial_ml, p, plan_row);
     const TileCopy copy = padded_tile_copy(threadIdx.x & 31);
-    GatheredTiles tiles{{s.indices + (long)plan_row * s.plan_capacity, copy.row, (int)(copy.source % HEAD_DIM)}, w.k_cache, w.v_cache};
+    const int first_new = s.plan_settled ? start_position(s.start_at, s.start) : 0;
+    GatheredTiles tiles{{s.indices + (long)plan_row * s.plan_capacity, s.plan_capacity, copy.row, (int)(copy.source % HEAD_DIM), first_new}, w.k_cache, w.v_cache};
     decode_attend(p, w, tiles);
 }
 
@@ -494,6 +386,6 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_score
     int plan_row;
     const BlockWork w = sparse_block_work(s, partial_out, partial_ml, p, plan_row);
     const TileCopy copy = padded_tile_copy(threadIdx.x & 31);
-    ScoredTiles tiles{{s.indices + (long)plan_row * s.plan_capacity, copy.row, (int)(copy.source % HEAD_DIM)}, w.v_cache, raw, raw_stride, w.q_base};
+    ScoredTiles tiles{{s.indices + (long)plan_row * s.plan_capacity, s.plan_capacity, copy.row, (int)(copy.source % HEAD_DIM), 0}, w.v_cache, raw, raw_stride, w.q_base};
     decode_attend(p, w, tiles);
 }

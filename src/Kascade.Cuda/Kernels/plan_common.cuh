@@ -273,6 +273,8 @@ struct SparseParams
     int tile_units;          // 1: units are the chunk's 32-query tiles and a query also attends its tile's diagonal keys up
                              //    to itself (Kascade); 0: a unit per query token, no diagonal (the oracle, streamingllm)
     int group_rows;          // 1: a KV head's query heads read one row (a per-KV-head map): sparse_decode serves them together
+    int plan_settled;        // 1: an earlier layer's attention kernel has read the plan since it was written, so the
+                             //    selection that wrote it has ended (sparse_decode_mma reads it before waiting)
     float scale;
     int head_map[64];        // query head → the plan row (selector) of its unit it reads
 };
