@@ -83,7 +83,7 @@ public sealed unsafe partial class CudaBackend
         int partials = plan.Splits * kernel.Warps, rows = s.Count * args.Heads;
         var raw = Scratch(ref _decodeRaw, (long)rows * extent * sizeof(float));
         var partial = Scratch(ref _lsePartial, (long)rows * partials * 2 * sizeof(float));
-        Launch(function.Function, "decode_scores_mma", new Dim3((uint)plan.Splits, 1, (uint)(s.Count * units)), (uint)kernel.Threads, (uint)function.SharedBytes, dependent: false,
+        Launch(function.Function, "decode_scores_mma", new Dim3((uint)plan.Splits, 1, (uint)(s.Count * units)), (uint)kernel.Threads, (uint)function.SharedBytes, dependent: true,
             q, s.Keys, raw.Pointer, (long)extent, partial.Pointer, s.Capacity, args.StartPosition, StartOnDevice(args.Step), args.Scale, args.KvHeads, s.Stride,
             QueryParts(precision));
         return new RawDecodeScores(raw.Pointer, extent, partial.Pointer, partials);
@@ -131,7 +131,7 @@ public sealed unsafe partial class CudaBackend
             lse = Scratch(ref _rowLse, (long)rows * sizeof(float)).Pointer;
             CombineLogSumExp(args.HeadDim, raw.Partial, lse, rows, raw.Partials);
         }
-        Launch(DecodeSelectionModule(args.HeadDim), "pool_decode_scores", new Dim3((uint)((extent + 255) / 256), (uint)(sequences * pools), 1), 256, raw.Raw, lse, scores, stride, rows, sequences * pools,
+        Launch(DecodeSelectionModule(args.HeadDim), "pool_decode_scores", new Dim3((uint)((extent + 255) / 256), (uint)(sequences * pools), 1), 256, dependent: true, raw.Raw, lse, scores, stride, rows, sequences * pools,
             maxPool ? 1 : 0, args.StartPosition, StartOnDevice(args.Step));
     }
 
@@ -199,7 +199,7 @@ public sealed unsafe partial class CudaBackend
             var slots = stackalloc void*[2];
             slots[0] = &parameters;
             slots[1] = &sliceCapacity;
-            Launch(function, "cluster_topk", new Dim3((uint)(rows * TopKCluster), 1, 1), SelectThreads, (uint)ClusterTopKShared(sliceCapacity), slots, dependent: false);
+            Launch(function, "cluster_topk", new Dim3((uint)(rows * TopKCluster), 1, 1), SelectThreads, (uint)ClusterTopKShared(sliceCapacity), slots, dependent: true);
             return;
         }
         if (FastSelection && WideTopK(headDim) is { } wide)

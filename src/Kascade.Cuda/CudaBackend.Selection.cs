@@ -318,7 +318,7 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary><c>combine_log_sum_exp</c>: fp32 <c>lse [rows]</c> from the (max, sum) pairs <c>partial [rows, splits, 2]</c>, a warp per row.</summary>
     private void CombineLogSumExp(int headDim, nint partial, nint lse, int rows, int splits) =>
-        Launch(SelectionModule(headDim), "combine_log_sum_exp", (uint)((rows * 32L + 127) / 128), 128, partial, lse, rows, splits);
+        Launch(SelectionModule(headDim), "combine_log_sum_exp", new Dim3((uint)((rows * 32L + 127) / 128), 1, 1), 128, dependent: true, partial, lse, rows, splits);
 
     /// <summary>Keys a <c>row_log_sum_exp</c> block covers when a decode step's rows are split.</summary>
     private const int LseKeysPerSplit = 2048;

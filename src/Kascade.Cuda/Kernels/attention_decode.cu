@@ -354,6 +354,15 @@ __device__ __forceinline__ BlockWork sparse_block_work(const SparseParams& s, fl
     return w;
 }
 
+// The block's plan row as a tile source reads it: this lane's copy chunk, and the step's first position where the plan
+// is settled (gathers of earlier rows may then be staged before the wait).
+__device__ __forceinline__ ListedRows sparse_listed_rows(const SparseParams& s, int plan_row)
+{
+    const TileCopy copy = padded_tile_copy(threadIdx.x & 31);
+    const int first_new = s.plan_settled ? start_position(s.start_at, s.start) : 0;
+    return ListedRows{s.indices + (long)plan_row * s.plan_capacity, s.plan_capacity, copy.row, (int)(copy.source % HEAD_DIM), first_new};
+}
+
 // IBackend.SparseAttention for a decode step on tensor cores. With a per-KV-head map (group_rows), block (split, 0, g)
 // attends KV head g's GROUP query heads over its split of plan row head_map[g · GROUP]; with a per-query-head map (the
 // baselines' plans: quest, sparcas, the oracle; compiled with GROUP 1), block (split, 0, h) attends query head h alone
@@ -370,9 +379,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_mma(c
     AttentionParams p;
     int plan_row;
     const BlockWork w = sparse_block_work(s, partial_out, partial_ml, p, plan_row);
-    const TileCopy copy = padded_tile_copy(threadIdx.x & 31);
-    const int first_new = s.plan_settled ? start_position(s.start_at, s.start) : 0;
-    GatheredTiles tiles{{s.indices + (long)plan_row * s.plan_capacity, s.plan_capacity, copy.row, (int)(copy.source % HEAD_DIM), first_new}, w.k_cache, w.v_cache};
+    GatheredTiles tiles{sparse_listed_rows(s, plan_row), w.k_cache, w.v_cache};
     decode_attend(p, w, tiles);
 }
 
@@ -385,7 +392,6 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) sparse_decode_score
     AttentionParams p;
     int plan_row;
     const BlockWork w = sparse_block_work(s, partial_out, partial_ml, p, plan_row);
-    const TileCopy copy = padded_tile_copy(threadIdx.x & 31);
-    ScoredTiles tiles{{s.indices + (long)plan_row * s.plan_capacity, s.plan_capacity, copy.row, (int)(copy.source % HEAD_DIM), 0}, w.v_cache, raw, raw_stride, w.q_base};
+    ScoredTiles tiles{sparse_listed_rows(s, plan_row), w.v_cache, raw, raw_stride, w.q_base};
     decode_attend(p, w, tiles);
 }

@@ -24,7 +24,9 @@ static_assert(ATT_KEYS % 16 == 0, "decode_scores_mma takes 16-key MMA tiles");
 // replays at any position. raw fp32 [sequences · heads, stride]. A batch of decode steps (IBatchedDecode) runs as grid z =
 // sequence · kv_heads + g: sequence b's query (and raw, partial) rows are b · heads + …, its keys b · sequence_stride
 // elements on. Grid: (splits, 1, sequences · kv_heads), ATT_WARPS · 32 threads, attention_decode's shared memory
-// (AttentionKernel.SharedBytes: the specialisation is attention_decode's).
+// (AttentionKernel.SharedBytes: the specialisation is attention_decode's). Launched dependent, as attention_decode:
+// the prologue's tiles that end before the step's position (earlier steps' keys) are staged before it waits for the
+// kernel before it (rope_append writes the step's q and key).
 #define SCORE_STAGES (2 * ATT_STAGES)
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) decode_scores_mma(const float* q, const bf16_t* k_cache, float* raw, long long stride, float* partial,
                                                                              int capacity, int start, const int* start_at, float scale, int kv_heads,
@@ -44,12 +46,22 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) decode_scores_mma(c
     const TileCopy copy = padded_tile_copy(lane);
     auto first_key = [&](int i) { return begin + (warp + i * ATT_WARPS) * ATT_KEYS; };
     auto stage = [&](int i) { copy.stage_keys(ring + (i % SCORE_STAGES) * ATT_KEYS * TILE_STRIDE, keys, first_key(i), end, ROW_STEP * TILE_STRIDE); };
+    bool waited = false;
 #pragma unroll
     for (int s = 0; s < SCORE_STAGES - 1; s++)
     {
-        if (s < warp_tiles) stage(s);
+        if (s < warp_tiles)
+        {
+            if (!waited && first_key(s) + ATT_KEYS > visible - 1)
+            {
+                wait_for_previous_kernel();
+                waited = true;
+            }
+            stage(s);
+        }
         copy_async_commit();
     }
+    if (!waited) wait_for_previous_kernel();
 
     // Qᵀ's halves as B fragments (k-step kc: dims 16 kc + 2c, + 1 and + 8, + 9 of query row 8 nt + g), times scale
     // (one part: rounded unscaled, lo zero); padding rows are zeros.
@@ -130,6 +142,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) decode_scores_mma(c
                 m[nt][j] = m_new;
             }
     }
+
+    allow_dependent_launch();                                    // every thread has waited: the log-sum-exp may launch
 
     // Each column's (max, sum) over the 8 lanes that share c, written by the lane of g = 0.
 #pragma unroll

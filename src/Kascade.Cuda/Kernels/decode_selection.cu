@@ -18,10 +18,13 @@
 
 // scores[pool, j] = Σ (or, with max_pool, the largest) over the pool's heads — heads / pools consecutive heads — of
 // exp(raw[h, j] − lse[h]) (post-softmax; lse null: the raw scaled score), for the visible keys j ≤ start; the order of
-// pooled_tile_scores's sum. scores fp32 [pools, stride]. Grid: (key blocks, pools).
+// pooled_tile_scores's sum. scores fp32 [pools, stride]. Grid: (key blocks, pools). Launched dependent: it waits for
+// the log-sum-exp's kernel before reading, then lets the Top-k (a cluster launch) start launching.
 extern "C" __global__ void pool_decode_scores(const float* raw, const float* lse, float* scores, long long stride, int heads, int pools, int max_pool,
                                               int start, const int* start_at)
 {
+    wait_for_previous_kernel();
+    allow_dependent_launch();
     start = start_position(start_at, start);
     int j = blockIdx.x * blockDim.x + threadIdx.x, pool = blockIdx.y, pool_heads = heads / pools;
     if (j > start) return;
@@ -110,8 +113,12 @@ __device__ __forceinline__ void count_slice_digit(KeyAt key_at, int begin, int e
 // kernel's 46.7 (four 8-bit passes and an ordered write, each reading the row from L2, one key a lane per block-wide
 // step); 21.3 against 24.2 at 32k (bench/results/kascade-h100-2026-12-06-s11.md).
 // Grid: rows · TOPK_CLUSTER, TOPK_THREADS; dynamic shared memory ClusterTopKShared(slice_capacity) (CudaBackend).
+// Launched dependent: the cluster's launch (~8 µs at 32k with no block running, ncu, session 11) overlaps the pooling;
+// it waits for that before reading and lets the anchor's attention start launching.
 extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds__(TOPK_THREADS, 1) cluster_topk(SelectParams p, int slice_capacity)
 {
+    wait_for_previous_kernel();
+    allow_dependent_launch();
     extern __shared__ int cluster_shared[];
     int* histogram = cluster_shared;                                        // [TOPK_BINS]: this slice's counts
     int* owned = histogram + TOPK_BINS;                                     // [CLUSTER_SHARE]: the cluster's, this block's share

@@ -75,9 +75,12 @@ extern "C" __global__ void row_log_sum_exp(const float* q, const bf16_t* k_cache
 
 // lse[row] = ln Σ over the splits of e^(m_s) · l_s (splits with l_s = 0 saw no key). A warp per row: a decode step's
 // rows have hundreds of splits (decode_scores.cu writes one per warp), which one thread read one after another.
-// Block: a multiple of 32 threads.
+// Block: a multiple of 32 threads. Launched dependent: it waits for the scores' kernel before reading, then lets the
+// pooling launch.
 extern "C" __global__ void combine_log_sum_exp(const float* partial, float* lse, int rows, int splits)
 {
+    wait_for_previous_kernel();
+    allow_dependent_launch();
     const int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (row >= rows) return;                                     // the whole warp
     const float* ml = partial + (long)row * splits * 2;
