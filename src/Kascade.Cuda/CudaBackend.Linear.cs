@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Kascade.Core;
+using Kascade.Cuda.Interop;
 using Kascade.Cuda.Runtime;
 
 namespace Kascade.Cuda;
@@ -48,6 +49,9 @@ public sealed unsafe partial class CudaBackend
     private const uint GemvThreads = 256;
 
     private CudaModule? _gemv;
+
+    /// <summary>Blocks of each GEMV kernel that stay resident on the device (<see cref="GemvGrid"/>).</summary>
+    private readonly Dictionary<string, int> _gemvResident = [];
 
     private CudaModule GemvModule => _gemv ??= Module("gemv.cu", new Dictionary<string, string>());
 
@@ -155,7 +159,23 @@ public sealed unsafe partial class CudaBackend
     private void LaunchGemv(string kernel, GemvParams p)
     {
         string name = p.M == 1 ? kernel + "_1" : kernel + "_8";
-        LaunchWith(GemvModule.Function(name), name, new Dim3((uint)((p.Columns + GemvColumns - 1) / GemvColumns), 1, 1), GemvThreads, 0, p, dependent: true);
+        nint function = GemvModule.Function(name);
+        LaunchWith(function, name, new Dim3((uint)GemvGrid(function, name, p.Columns), 1, 1), GemvThreads, 0, p, dependent: true);
+    }
+
+    /// <summary>
+    /// The GEMV's grid: a block per group of <see cref="GemvColumns"/> output columns, at most as many as stay resident
+    /// on the device, each resident block then looping over groups (<c>gemv.cu</c>'s <c>gemv_blocks</c>).
+    /// </summary>
+    private int GemvGrid(nint function, string name, int columns)
+    {
+        if (!_gemvResident.TryGetValue(name, out int resident))
+        {
+            CudaCheck.ThrowIfFailed(Driver.cuOccupancyMaxActiveBlocksPerMultiprocessor(out int perMultiprocessor, function, (int)GemvThreads, 0), $"cuOccupancyMaxActiveBlocksPerMultiprocessor({name})");
+            resident = Math.Max(1, perMultiprocessor) * _device.Multiprocessors;
+            _gemvResident[name] = resident;
+        }
+        return Math.Min((columns + GemvColumns - 1) / GemvColumns, resident);
     }
 
     /// <summary>x as bf16 in the scratch buffer, the GEMMs' input.</summary>
