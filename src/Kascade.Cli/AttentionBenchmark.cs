@@ -42,13 +42,17 @@ public static class AttentionBenchmark
 
     /// <summary>
     /// Positions <c>[0, context)</c> of the cache's first <paramref name="layers"/> layers (or sequences, for a batched
-    /// decode cache) hold one random chunk of 4096 keys and values, repeated: each kernel reads its own copy, and the
-    /// timings do not depend on the values.
+    /// decode cache) hold one random chunk of 4096 keys and values, repeated, its keys rotated in place by RoPE
+    /// (θ = 500,000, Llama 3's) at each copy's positions before they are stored: every key is distinct (rotations
+    /// compose, so a copy's angles are the sum of its predecessors'), as a model's are. Without the rotation every score
+    /// came context / 4096 times (32-fold ties at 128k), which made a Top-k row unlike any model's (session 21); the
+    /// timings of dense kernels do not depend on the values. Each kernel reads its own copy.
     /// </summary>
     internal static void Fill(IBackend backend, KvCache cache, int layers, int context, Random rng)
     {
         var s = cache.Shape;
         int chunk = Math.Min(4096, context), width = s.KvHeads * s.HeadDim;
+        backend.SetRope(new RopeConfig(500_000), s.HeadDim, context);
         using var k = backend.Upload(RandomValues(rng, chunk * width), chunk, width);
         using var v = backend.Upload(RandomValues(rng, chunk * width), chunk, width);
         for (int layer = 0; layer < layers; layer++)
@@ -56,7 +60,9 @@ public static class AttentionBenchmark
             for (int start = 0; start < context; start += chunk)
             {
                 int n = Math.Min(chunk, context - start);
-                backend.AppendKv(cache, layer, start, k.Take(n), v.Take(n));
+                // No query heads: rope_append rotates and stores the keys alone (k stands in for the unused q).
+                var keys = k.Take(n);
+                backend.RopeAppendKv(new AttentionArgs(layer, n, start, 0, s.KvHeads, s.HeadDim, 1f), keys, keys, v.Take(n), cache);
             }
         }
     }
