@@ -316,9 +316,13 @@ public static partial class CliApp
     {
         var device = DeviceOption("cuda");
         var model = new Option<string?>("--model") { Description = "Also replay this model directory's golden_hf.json on the device, and run every attention method the device runs against the CPU" };
+        var only = new Option<string>("--only")
+        {
+            Description = $"Run only these groups, comma-separated: {string.Join(", ", TestBackendGroups)} (every op's grid, the selection grids on the exact kernels, the Top-k kernels alone, with --model the golden replay and every method); all by default",
+        }.Must(v => v.Split(',', StringSplitOptions.TrimEntries).All(TestBackendGroups.Contains), $"a comma-separated list of {string.Join(", ", TestBackendGroups)}");
         var command = new Command("test-backend", "Run every backend op on the device and on the CPU with the same inputs over shape grids; exit 1 on any mismatch.")
         {
-            device, model,
+            device, model, only,
         };
         command.SetAction(parse =>
         {
@@ -329,14 +333,15 @@ public static partial class CliApp
             stdout.WriteLine("|---|---|---:|---:|---|");
             void Print(ParityResult r) =>
                 stdout.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"| {r.Op} | {r.Case} | {r.MaxError:G3} | {r.Allowed:G3} | {(r.NotRun is { } why ? $"not run: {why}" : r.Passed ? "ok" : "FAIL")} |"));
-            var results = BackendParity.Run(reference, candidate, Print).ToList();
+            var groups = parse.GetValue(only)?.Split(',', StringSplitOptions.TrimEntries) ?? TestBackendGroups;
+            var results = groups.Contains("ops") ? BackendParity.Run(reference, candidate, Print).ToList() : [];
             // The exact first kernels (the fast selection kernels are the default): the select/attend grids again with them.
             var fastCuda = candidate is Kascade.Cuda.CudaBackend { FastSelection: true } c ? c : null;
-            if (fastCuda is not null)
+            if (fastCuda is not null && groups.Contains("exact"))
             {
                 results.AddRange(fastCuda.WithExactKernels(() => BackendParity.RunSelection(reference, candidate, r => Print(r with { Op = $"exact {r.Op}" })).Select(r => r with { Op = $"exact {r.Op}" }).ToList()));
             }
-            if (candidate is Kascade.Cuda.CudaBackend cuda)
+            if (candidate is Kascade.Cuda.CudaBackend cuda && groups.Contains("top-k"))
             {
                 // The Top-k kernels alone: wide_topk (many rows: rows no longer than its candidate store, rows whose k-th
                 // digit's candidates it stores, rows of ties it counts down to the whole key), cluster_topk (few long rows),
@@ -357,7 +362,7 @@ public static partial class CliApp
                     }
                 }
             }
-            if (parse.GetValue(model) is { } path)
+            if (parse.GetValue(model) is { } path && groups.Contains("model"))
             {
                 using var dir = OpenModel(parse, path, candidate);
                 using var onReference = OpenModel(parse, path, reference);
@@ -382,4 +387,7 @@ public static partial class CliApp
         });
         return command;
     }
+
+    /// <summary><c>test-backend --only</c>'s groups, in the order they run.</summary>
+    private static readonly string[] TestBackendGroups = ["ops", "exact", "top-k", "model"];
 }
