@@ -324,6 +324,13 @@ public static partial class CliApp
         {
             device, model, only,
         };
+        command.Validators.Add(result =>
+        {
+            if (result.ValueOr(only, "").Split(',', StringSplitOptions.TrimEntries).Contains("model") && result.ValueOr(model, null) is null)
+            {
+                result.AddError("--only model needs --model DIR: the golden replay and the methods run on a model");
+            }
+        });
         command.SetAction(parse =>
         {
             using var reference = new CpuBackend();
