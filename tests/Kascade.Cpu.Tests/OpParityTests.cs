@@ -283,9 +283,19 @@ public unsafe class OpParityTests
         return t;
     }
 
+    /// <summary>
+    /// The values of <see cref="Load"/>'s weights, kept for the test process: a weight reads its source in place, so the
+    /// array must neither move nor be collected while the weight lives (a fixed block that ended before the product let
+    /// the GC move it: NaN read from stale memory in one CI run's SSE-only pass, session 23).
+    /// </summary>
+    private static readonly System.Collections.Concurrent.ConcurrentBag<float[]> WeightValues = [];
+
     private static Weight Load(CpuBackend backend, string name, float[] values, int rows, int cols)
     {
-        fixed (float* p = values)
+        var pinned = GC.AllocateArray<float>(values.Length, pinned: true);
+        values.CopyTo(pinned, 0);
+        WeightValues.Add(pinned);
+        fixed (float* p = pinned)
         {
             return backend.LoadWeight(new WeightSource(name, DType.F32, rows, cols, (nint)p));
         }
