@@ -316,17 +316,14 @@ public static partial class CliApp
     {
         var device = DeviceOption("cuda");
         var model = new Option<string?>("--model") { Description = "Also replay this model directory's golden_hf.json on the device, and run every attention method the device runs against the CPU" };
-        var only = new Option<string>("--only")
-        {
-            Description = $"Run only these groups, comma-separated: {string.Join(", ", TestBackendGroups)} (every op's grid, the selection grids on the exact kernels, the Top-k kernels alone, with --model the golden replay and every method); all by default",
-        }.Must(v => v.Split(',', StringSplitOptions.TrimEntries).All(TestBackendGroups.Contains), $"a comma-separated list of {string.Join(", ", TestBackendGroups)}");
+        var only = OptionRules.Choices("--only", $"Run only these groups, comma-separated: {string.Join(", ", TestBackendGroups.Select(g => g.Name))} (every op's grid, the selection grids on the exact kernels, the Top-k kernels alone, with --model the golden replay and every method); all by default", TestBackendGroups);
         var command = new Command("test-backend", "Run every backend op on the device and on the CPU with the same inputs over shape grids; exit 1 on any mismatch.")
         {
             device, model, only,
         };
         command.Validators.Add(result =>
         {
-            if (result.ValueOr(only, "").Split(',', StringSplitOptions.TrimEntries).Contains("model") && result.ValueOr(model, null) is null)
+            if (result.ValueOr(only, null) is { } groups && groups.Contains(TestBackendGroup.Model) && result.ValueOr(model, null) is null)
             {
                 result.AddError("--only model needs --model DIR: the golden replay and the methods run on a model");
             }
@@ -340,15 +337,15 @@ public static partial class CliApp
             stdout.WriteLine("|---|---|---:|---:|---|");
             void Print(ParityResult r) =>
                 stdout.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"| {r.Op} | {r.Case} | {r.MaxError:G3} | {r.Allowed:G3} | {(r.NotRun is { } why ? $"not run: {why}" : r.Passed ? "ok" : "FAIL")} |"));
-            var groups = parse.GetValue(only)?.Split(',', StringSplitOptions.TrimEntries) ?? TestBackendGroups;
-            var results = groups.Contains("ops") ? BackendParity.Run(reference, candidate, Print).ToList() : [];
+            var groups = parse.GetValue(only) ?? [.. TestBackendGroups.Select(g => g.Value)];
+            var results = groups.Contains(TestBackendGroup.Ops) ? BackendParity.Run(reference, candidate, Print).ToList() : [];
             // The exact first kernels (the fast selection kernels are the default): the select/attend grids again with them.
             var fastCuda = candidate is Kascade.Cuda.CudaBackend { FastSelection: true } c ? c : null;
-            if (fastCuda is not null && groups.Contains("exact"))
+            if (fastCuda is not null && groups.Contains(TestBackendGroup.Exact))
             {
                 results.AddRange(fastCuda.WithExactKernels(() => BackendParity.RunSelection(reference, candidate, r => Print(r with { Op = $"exact {r.Op}" })).Select(r => r with { Op = $"exact {r.Op}" }).ToList()));
             }
-            if (candidate is Kascade.Cuda.CudaBackend cuda && groups.Contains("top-k"))
+            if (candidate is Kascade.Cuda.CudaBackend cuda && groups.Contains(TestBackendGroup.TopK))
             {
                 // The Top-k kernels alone: wide_topk (many rows: rows no longer than its candidate store, rows whose k-th
                 // digit's candidates it stores, rows of ties it counts down to the whole key), cluster_topk (few long rows),
@@ -369,7 +366,7 @@ public static partial class CliApp
                     }
                 }
             }
-            if (parse.GetValue(model) is { } path && groups.Contains("model"))
+            if (parse.GetValue(model) is { } path && groups.Contains(TestBackendGroup.Model))
             {
                 using var dir = OpenModel(parse, path, candidate);
                 using var onReference = OpenModel(parse, path, reference);
@@ -395,6 +392,16 @@ public static partial class CliApp
         return command;
     }
 
-    /// <summary><c>test-backend --only</c>'s groups, in the order they run.</summary>
-    private static readonly string[] TestBackendGroups = ["ops", "exact", "top-k", "model"];
+    /// <summary><c>test-backend --only</c>'s groups by name, in the order they run.</summary>
+    private static readonly (string Name, TestBackendGroup Value)[] TestBackendGroups =
+        [("ops", TestBackendGroup.Ops), ("exact", TestBackendGroup.Exact), ("top-k", TestBackendGroup.TopK), ("model", TestBackendGroup.Model)];
+}
+
+/// <summary>A group of <c>test-backend</c>'s parity suite.</summary>
+internal enum TestBackendGroup
+{
+    Ops,
+    Exact,
+    TopK,
+    Model,
 }

@@ -170,6 +170,16 @@ internal static class OptionRules
             double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && v is > 0 and <= 100 ? v : null, "a percent in (0, 100]") ?? [],
     };
 
+    /// <summary>Comma-separated names, each one of <paramref name="choices"/>' (their values); no values when left out.</summary>
+    public static Option<T[]?> Choices<T>(string name, string description, (string Name, T Value)[] choices)
+        where T : struct => new(name)
+    {
+        Description = description,
+        Arity = ArgumentArity.ExactlyOne,
+        CustomParser = result => Items<T>(result, name, t => choices.FirstOrDefault(c => c.Name == t) is { Name: not null } c ? c.Value : null,
+            $"one of {string.Join(", ", choices.Select(c => c.Name))}"),
+    };
+
     private static int[] ParseLengths(ArgumentResult result, string name) =>
         Items<int>(result, name, ParseLength, "a context length such as 4096 or 4k (at most 2097151k)") ?? [];
 

@@ -256,7 +256,7 @@ public sealed class CliErrorTests : IClassFixture<CliErrorTests.BadFiles>
         { ["bench", "methods", "--device", "cpu", "--config", TestPaths.InstrumentModel, "--contexts", "2", "--attention", "kascade", "--anchor-refresh", "4"], "--contexts 2: a refresh of 4 steps needs at least as many cached positions" },
         { ["bench", "methods", "--device", "cpu", "--attention", "kascade,oracle-topk", "--batch", "4"], "--batch 4: oracle-topk has no batched decode ops; a batch times every other method" },
         { ["bench", "methods", "--config", "no/such/dir"], "'no/such/dir' is neither a preset (llama-3.1-8b) nor a config.json" },
-        { ["test-backend", "--device", "cpu", "--only", "top-k,topk"], "--only must be a comma-separated list of ops, exact, top-k, model, not 'top-k,topk'" },
+        { ["test-backend", "--device", "cpu", "--only", "top-k,topk"], "--only: 'topk' is not one of ops, exact, top-k, model" },
         { ["test-backend", "--device", "cpu", "--only", "ops,model"], "--only model needs --model DIR: the golden replay and the methods run on a model" },
         { ["frontier", "--model", TestPaths.InstrumentModel, "--evals", "/no/evals", "--speeds", "/no/speeds", "--out", "/tmp/kascade-frontier"], "eval results directory not found: /no/evals" },
         { ["frontier", "--model", TestPaths.InstrumentModel, "--evals", Path.Combine(TestPaths.RepoRoot, "docs", "results", "frontier", "evals"), "--speeds", Path.Combine(TestPaths.RepoRoot, "docs", "results", "frontier", "speed"), "--batch", "8", "--out", "/tmp/kascade-frontier"], "no point is timed at 128k batch 8; the files in " + Path.Combine(TestPaths.RepoRoot, "docs", "results", "frontier", "speed") + " time 32k, 128k, 32k batch 64, 128k batch 64 (--context, --batch)" },
