@@ -138,6 +138,29 @@ public class AttentionLaunchTests
         Assert.Equal(3, plan.Splits);
     }
 
+    [Theory]
+    [InlineData(32768, 32768)]                                   // a whole causal prefill (two splits before session 24)
+    [InlineData(131072, 131072)]
+    [InlineData(4096, 131072)]                                   // the last 4,096-token chunk of a 128k prompt (five)
+    [InlineData(1, 131072)]                                      // batch-64 decode (nine)
+    public void A_launch_whose_blocks_fill_every_slot_is_not_split(int tokens, int keys)
+    {
+        // The Hopper kernels' occupancy at head dim 128: one block a multiprocessor.
+        int sequences = tokens == 1 ? 64 : 1;
+        var kernel = AttentionKernel.For(tokens * 4, 128, hopper: true);
+        var plan = AttentionLaunch.Choose(kernel, tokens, 4, 8, sequences, keys, 132, residentBlocks: 1);
+        Assert.True((long)plan.RowTiles * 8 * sequences >= 132, "the grid fills the slots");
+        Assert.Equal(1, plan.Splits);
+    }
+
+    [Fact]
+    public void A_short_chunk_at_a_long_context_still_splits_to_fill_the_slots()
+    {
+        // 128 tokens × group 4 = 4 row tiles × 8 KV heads = 32 blocks on 132 slots.
+        var plan = AttentionLaunch.Choose(AttentionKernel.For(512, 128, hopper: true), 128, 4, 8, 1, 131072, 132, residentBlocks: 1);
+        Assert.InRange(plan.Splits * 32, 100, 132);
+    }
+
     [Fact]
     public void Long_prefill_uses_128_row_tiles_and_no_split()
     {
