@@ -7,7 +7,8 @@ namespace Kascade.Cuda;
 /// <summary>
 /// <see cref="CudaBackend.TopKRows"/> against <see cref="Ranking.TopK"/> on many rows (<c>wide_topk</c>, or
 /// <c>select_topk</c> with the exact kernels) and few long ones (<c>cluster_topk</c>): random scores, scores rounded to
-/// a few values (long runs of ties at the k-th), tiny post-softmax-like values, scores within one sixteenth of an octave
+/// a few values (long runs of ties at the k-th), scores on a grid of 1/1024 (a hundred-odd ties of the k-th among keys
+/// that share its leading digits, settled by position), tiny post-softmax-like values, scores within one sixteenth of an octave
 /// (every key in one bin of <c>wide_topk</c>'s leading digit) and rows of one value. The Top-k kernels have no
 /// <see cref="IBackend"/> counterpart, so <c>test-backend</c> runs this beside the shared parity suite.
 /// </summary>
@@ -25,7 +26,7 @@ public static class TopKRowsCheck
         [(300, 9000), (300, 12289), (300, 12800), (512, 40000), (300, 20000), (64, 131072), (8, 50000), (16, 8192), (3, 12289), (8, 131072), (5, 100003), (4, 240007)];
 
     /// <summary>The kinds of row, by name.</summary>
-    public static readonly string[] Kinds = ["random", "rounded", "tiny", "octave", "equal"];
+    public static readonly string[] Kinds = ["random", "rounded", "grid", "tiny", "octave", "equal"];
 
     /// <summary>
     /// Rows of the GPU's Top-k that are not exactly <see cref="Ranking.TopK"/>'s set (ties to the lower position: both
@@ -41,6 +42,7 @@ public static class TopKRowsCheck
         {
             "random" => (float)(rng.NextDouble() * 2 - 1),
             "rounded" => MathF.Round((float)rng.NextDouble(), 1),
+            "grid" => MathF.Round((float)rng.NextDouble() * 1024) / 1024,
             "tiny" => (float)(rng.NextDouble() * 1e-6),
             // Every score in [1, 1.0625): one bin of the leading 12-bit digit (sign, exponent, three mantissa bits), so a
             // long row's candidates fit only after a second digit is counted over the row.

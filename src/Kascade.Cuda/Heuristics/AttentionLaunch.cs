@@ -183,15 +183,16 @@ public static class AttentionLaunch
     public const int MaxSplits = 1024;
 
     /// <summary>
-    /// Splits the keys (flash-decoding) of a launch whose blocks leave resident slots empty, as far as that shortens
-    /// it: such a launch takes about (waves of resident blocks) × (keys per split per key stream + a block's fixed
-    /// cost), with <paramref name="residentBlocks"/> blocks per multiprocessor (the driver's occupancy for the kernel).
-    /// Decode fills one whole wave; a batch of sequences takes the split count whose last wave is fullest. Each key
-    /// stream of a split walks at least one ring of tiles, so that it overlaps loading with computing. A launch whose
-    /// blocks already fill every slot is not split: the splits only share out the same work again and add
-    /// <c>attention_combine</c>, a block per query row — the wave count's gain on a part-filled last wave is lost many
-    /// times over in a prefill (dense causal prefill on an H100, session 24: 18.2 against 14.1 ms at 32k and 274–278
-    /// against 239 at 128k with two splits against one; batch-64 decode at 128k 10.652 against 10.676 ms with nine).
+    /// Splits the keys (flash-decoding) as far as that shortens the launch: a launch takes about (waves of resident
+    /// blocks) × (keys per split per key stream + a block's fixed cost), with <paramref name="residentBlocks"/> blocks
+    /// per multiprocessor (the driver's occupancy for the kernel). Decode fills one whole wave; a batch of sequences
+    /// takes the split count whose last wave is fullest. Each key stream of a split walks at least one ring of tiles,
+    /// so that it overlaps loading with computing. A prefill launch (the tile kernels) whose blocks already fill every
+    /// slot is not split: there the merge, <c>attention_combine</c>, is a block per query row over fp32 partials, which
+    /// costs far more than a part-filled last wave (dense causal prefill on an H100, session 24: 18.2 against 14.1 ms at
+    /// 32k and 274–278 against 239 at 128k with two splits against one). A decode row's merge is small beside the bytes
+    /// of its keys, so the decode kernel keeps the wave count's choice (batch 64 at 128k, session 24: nine splits make
+    /// the anchor's scores kernel 1.5% faster than one).
     /// <paramref name="splits"/> forces the split count (benchmark sweeps), never past <see cref="MaxSplits"/> or one
     /// tile per split.
     /// </summary>
@@ -201,7 +202,8 @@ public static class AttentionLaunch
         int rowTiles = (rows + kernel.BlockRows - 1) / kernel.BlockRows;
         long blocks = (long)rowTiles * kvHeads * sequences;
         long capacity = (long)multiprocessors * Math.Max(1, residentBlocks);
-        int maxSplits = blocks >= capacity ? 1 : Math.Clamp(visibleKeys / (kernel.Stages * kernel.Keys * kernel.KeyStreams), 1, MaxSplits);
+        bool filled = blocks >= capacity && kernel.Kind != AttentionKernelKind.Decode;
+        int maxSplits = filled ? 1 : Math.Clamp(visibleKeys / (kernel.Stages * kernel.Keys * kernel.KeyStreams), 1, MaxSplits);
         int chosen = Math.Clamp(splits ?? 1, 1, Math.Clamp((visibleKeys + kernel.Keys - 1) / kernel.Keys, 1, MaxSplits));
         if (splits is null)
         {
