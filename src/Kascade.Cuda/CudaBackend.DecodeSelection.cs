@@ -6,6 +6,18 @@ using Kascade.Cuda.Runtime;
 namespace Kascade.Cuda;
 
 /// <summary>
+/// decode_selection.cu's RawPoolParams: a decode step's raw scores for <c>cluster_topk</c> to pool as it reads its rows.
+/// </summary>
+internal struct RawPoolParams
+{
+    public nint Raw;        // fp32 [rows · PoolHeads, Stride], natural-log units; 0: the Top-k reads SelectParams.Scores
+    public nint Partial;    // fp32 [rows · PoolHeads, Partials, 2]: each head's split (max, sum) pairs; 0: pre-softmax pooling
+    public long Stride;
+    public int Partials;
+    public int PoolHeads;   // heads a row pools, at most POOL_MAX_HEADS
+}
+
+/// <summary>
 /// The fast path of a decode step's selection (<c>decode_selection.cu</c>): scores of a whole GQA group in one pass over
 /// the keys, and a Top-k that spreads each of a decode step's few rows over a cluster of blocks. Both replace the exact
 /// first kernels where they apply and give the same scores (up to summation order) and the same key sets.
@@ -189,17 +201,8 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     private void LaunchTopK(int headDim, SelectParams parameters, int rows, int candidates)
     {
-        if (FastSelection && Hopper && candidates >= ClusterTopKMinCandidates && rows * TopKCluster <= 2 * _device.Multiprocessors)
+        if (TryClusterTopK(headDim, parameters, rows, candidates, default))
         {
-            // Each block holds its slice's keys in shared memory where they fit (rows up to 229,376 keys on Hopper), else
-            // reads them from the row at each pass.
-            var (function, longestSlice) = ClusterTopK(headDim);
-            int perSlice = (candidates + TopKCluster - 1) / TopKCluster;
-            int sliceCapacity = perSlice <= longestSlice ? perSlice : 0;
-            var slots = stackalloc void*[2];
-            slots[0] = &parameters;
-            slots[1] = &sliceCapacity;
-            Launch(function, "cluster_topk", new Dim3((uint)(rows * TopKCluster), 1, 1), SelectThreads, (uint)ClusterTopKShared(sliceCapacity), slots, dependent: true);
             return;
         }
         if (FastSelection && WideTopK(headDim) is { } wide)
@@ -209,6 +212,54 @@ public sealed unsafe partial class CudaBackend
         }
         LaunchWith(SelectionModule(headDim).Function("select_topk"), "select_topk", new Dim3((uint)rows, 1, 1), SelectThreads, 0, parameters);
     }
+
+    /// <summary>
+    /// <c>cluster_topk</c> over <paramref name="rows"/> rows where it runs (Hopper, the fast kernels on, few rows of at
+    /// least <see cref="ClusterTopKMinCandidates"/> candidates); false where it does not. With <paramref name="pool"/>'s
+    /// raw scores the kernel pools each row as it reads it, and <c>SelectParams.Scores</c> is neither read nor written.
+    /// </summary>
+    private bool TryClusterTopK(int headDim, SelectParams parameters, int rows, int candidates, RawPoolParams pool)
+    {
+        if (!FastSelection || !Hopper || candidates < ClusterTopKMinCandidates || rows * TopKCluster > 2 * _device.Multiprocessors)
+        {
+            return false;
+        }
+        // Each block holds its slice's keys in shared memory where they fit (rows up to 229,376 keys on Hopper), else
+        // reads them from the row at each pass.
+        var (function, longestSlice) = ClusterTopK(headDim);
+        int perSlice = (candidates + TopKCluster - 1) / TopKCluster;
+        int sliceCapacity = perSlice <= longestSlice ? perSlice : 0;
+        var slots = stackalloc void*[3];
+        slots[0] = &parameters;
+        slots[1] = &sliceCapacity;
+        slots[2] = &pool;
+        Launch(function, "cluster_topk", new Dim3((uint)(rows * TopKCluster), 1, 1), SelectThreads, (uint)ClusterTopKShared(sliceCapacity), slots, dependent: true);
+        return true;
+    }
+
+    /// <summary>
+    /// A decode step's Top-k over its pooled raw scores (<paramref name="raw"/>, <c>sequences · heads</c> rows pooled into
+    /// <paramref name="rows"/> = <c>sequences · pools</c>, summed): <c>cluster_topk</c> pooling each row as it reads it
+    /// where it runs — two kernels fewer in the step (the rows' log-sum-exp merge and <c>pool_decode_scores</c>) for the
+    /// same floats — else <c>pool_decode_scores</c> into <c>parameters.Scores</c> and <see cref="LaunchTopK"/>.
+    /// </summary>
+    private void PooledDecodeTopK(AttentionArgs args, int sequences, ScorePooling pooling, int pools, RawDecodeScores raw, SelectParams parameters, int rows, int extent)
+    {
+        int poolHeads = args.Heads / pools;
+        var pool = new RawPoolParams
+        {
+            Raw = raw.Raw, Partial = pooling == ScorePooling.PostSoftmax ? raw.Partial : 0, Stride = raw.Stride, Partials = raw.Partials, PoolHeads = poolHeads,
+        };
+        if (poolHeads <= PoolMaxHeads && TryClusterTopK(args.HeadDim, parameters, rows, extent, pool))
+        {
+            return;
+        }
+        PoolDecodeScores(args, sequences, pooling, pools, maxPool: false, raw, parameters.Scores, parameters.Stride, extent);
+        LaunchTopK(args.HeadDim, parameters, rows, extent);
+    }
+
+    /// <summary>decode_selection.cu's POOL_MAX_HEADS: the most heads a row of <c>cluster_topk</c>'s own pooling sums.</summary>
+    private const int PoolMaxHeads = 64;
 
     /// <summary>
     /// <c>cluster_topk</c>'s dynamic shared memory with a slice cache of <paramref name="sliceKeys"/> order keys: a 12-bit

@@ -203,7 +203,7 @@ public sealed unsafe partial class CudaBackend
         if (raw is { } decode)
         {
             args.CheckPools(selectors);
-            PoolDecodeScores(args, s.Count, selection.Pooling, selectors, maxPool: false, decode, scores.Pointer, extent, extent);
+            PooledDecodeTopK(args, s.Count, selection.Pooling, selectors, decode, parameters, units * selectors, extent);
         }
         else
         {
@@ -214,8 +214,8 @@ public sealed unsafe partial class CudaBackend
             {
                 PoolTiles(args, selection.Pooling, selection.Precision, selectors, maxPool: false, q, s, scores.Pointer, extent, extent);
             }
+            LaunchTopK(args.HeadDim, parameters, units * selectors, extent);
         }
-        LaunchTopK(args.HeadDim, parameters, units * selectors, extent);
         p.Serve(args, args.Tokens, _recording is not null);
         if (selection.DenseOutput)
         {

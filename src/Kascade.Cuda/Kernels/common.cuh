@@ -46,6 +46,19 @@ __device__ __forceinline__ float warp_reduce(float v, Op op)
 
 __device__ __forceinline__ float warp_sum(float v) { return warp_reduce(v, SumOp{}); }
 
+// ln Σ over `splits` split-softmax partials (max, sum) at ml (fp32 [splits, 2]) of e^(max) · sum — a row's log-sum-exp
+// from a split-KV pass; splits with sum 0 saw no key. Called by a whole warp, which all get the result: lanes take
+// every 32nd split, so a decode step's hundreds of splits are not read one after another.
+__device__ __forceinline__ float merged_log_sum_exp(const float* ml, int splits)
+{
+    const int lane = threadIdx.x & 31;
+    float m = __int_as_float(0xff800000), l = 0.0f;
+    for (int s = lane; s < splits; s += 32) if (ml[2 * s + 1] > 0.0f) m = fmaxf(m, ml[2 * s]);
+    m = warp_reduce(m, MaxOp{});
+    for (int s = lane; s < splits; s += 32) if (ml[2 * s + 1] > 0.0f) l += ml[2 * s + 1] * expf(ml[2 * s] - m);
+    return m + logf(warp_sum(l));
+}
+
 // `op` over the block (`identity` fills the missing warps); every thread gets the result. `scratch` holds one float
 // per warp.
 template <typename Op>

@@ -1,9 +1,10 @@
 // A decode step's selection, fast path (issue 15 §3): decode_scores.cu's decode_scores_mma scores every query head of a
-// GQA group in one tensor-core pass over the keys, selection.cu's combine_log_sum_exp merges the rows' normalisers,
-// pool_decode_scores turns the raw scores into each pool's summed (or max) probabilities, and cluster_topk finds a
-// row's exact Top-k with a cluster of blocks sharing their histograms through distributed shared memory (a decode step
-// has few rows: one block per row leaves most of the GPU idle). Every kernel takes the step's position from the
-// device, so a recorded step replays at any position; grids are sized from the capacity. Specialisation key: HEAD_DIM.
+// GQA group in one tensor-core pass over the keys, and cluster_topk finds a pooled row's exact Top-k with a cluster of
+// blocks sharing their histograms through distributed shared memory (a decode step has few rows: one block per row
+// leaves most of the GPU idle), merging the rows' normalisers and pooling the raw scores as it reads them; where it
+// does not run, selection.cu's combine_log_sum_exp and pool_decode_scores here write the pooled rows for the other
+// Top-k kernels. Every kernel takes the step's position from the device, so a recorded step replays at any position;
+// grids are sized from the capacity. Specialisation key: HEAD_DIM.
 #include "common.cuh"
 
 #ifndef HEAD_DIM
@@ -16,10 +17,35 @@
 #define CLUSTER_CANDIDATES 12288  // rank 0's candidate store (wide_topk's)
 #define CLUSTER_COUNT_LOADS 4     // keys a lane takes per step of a count
 
-// scores[pool, j] = Σ (or, with max_pool, the largest) over the pool's heads — heads / pools consecutive heads — of
-// exp(raw[h, j] − lse[h]) (post-softmax; lse null: the raw scaled score), for the visible keys j ≤ start; the order of
-// pooled_tile_scores's sum. scores fp32 [pools, stride]. Grid: (key blocks, pools). Launched dependent: it waits for
-// the log-sum-exp's kernel before reading, then lets the Top-k (a cluster launch) start launching.
+// Keys j0, j0 + step, … (U of them, those below `end`) pooled over `pool_heads` raw rows from `first` (raw fp32 [rows,
+// stride], natural-log units): the sum (or, with max_pool, the largest) of exp(raw[first + i, j] − lse[i]) (post-softmax;
+// lse null: the raw scaled score), in the order of pooled_tile_scores's sum. A head's U loads are issued together, so a
+// thread has U keys in flight. Shared by pool_decode_scores and cluster_topk's pooling, so that both rank the same floats.
+template <int U>
+__device__ __forceinline__ void pooled_scores(const float* raw, long long stride, const float* lse, int first, int pool_heads, int max_pool, int j0, int step, int end,
+                                              float (&total)[U])
+{
+#pragma unroll
+    for (int u = 0; u < U; u++) total[u] = 0.0f;
+#pragma unroll 4
+    for (int i = 0; i < pool_heads; i++)
+    {
+        const float* row = raw + (long)(first + i) * stride;
+        float v[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) v[u] = j0 + u * step < end ? row[j0 + u * step] : 0.0f;
+#pragma unroll
+        for (int u = 0; u < U; u++)
+        {
+            if (lse != nullptr) v[u] = expf(v[u] - lse[i]);
+            total[u] = max_pool ? fmaxf(total[u], v[u]) : total[u] + v[u];
+        }
+    }
+}
+
+// scores[pool, j] = pooled_scores over the pool's heads — heads / pools consecutive heads, lse[h] each head's
+// log-sum-exp or null — for the visible keys j ≤ start. scores fp32 [pools, stride]. Grid: (key blocks, pools).
+// Launched dependent: it waits for the log-sum-exp's kernel before reading, then lets the Top-k start launching.
 extern "C" __global__ void pool_decode_scores(const float* raw, const float* lse, float* scores, long long stride, int heads, int pools, int max_pool,
                                               int start, const int* start_at)
 {
@@ -28,15 +54,24 @@ extern "C" __global__ void pool_decode_scores(const float* raw, const float* lse
     start = start_position(start_at, start);
     int j = blockIdx.x * blockDim.x + threadIdx.x, pool = blockIdx.y, pool_heads = heads / pools;
     if (j > start) return;
-    float total = 0.0f;
-    for (int h = pool * pool_heads; h < (pool + 1) * pool_heads; h++)
-    {
-        float v = raw[(long)h * stride + j];
-        if (lse != nullptr) v = expf(v - lse[h]);
-        total = max_pool ? fmaxf(total, v) : total + v;
-    }
-    scores[(long)pool * stride + j] = total;
+    float total[1];
+    pooled_scores(raw, stride, lse != nullptr ? lse + pool * pool_heads : nullptr, pool * pool_heads, pool_heads, max_pool, j, 0, j + 1, total);
+    scores[(long)pool * stride + j] = total[0];
 }
+
+// A decode step's raw scores for cluster_topk to pool as it reads its rows (raw null: it reads SelectParams.scores):
+// row r of the Top-k is pooled_scores over raw rows r · pool_heads … (fp32 [rows · pool_heads, stride]), each head's
+// log-sum-exp merged from its `partials` split (max, sum) pairs (fp32 [rows · pool_heads, partials, 2]; null: the raw
+// scaled scores are summed, pre-softmax pooling).
+#define POOL_MAX_HEADS 64
+struct RawPoolParams
+{
+    const float* raw;
+    const float* partial;
+    long long stride;
+    int partials;
+    int pool_heads;       // at most POOL_MAX_HEADS
+};
 
 #if __CUDA_ARCH__ >= 900
 // The cluster's blocks wait for each other; their shared memory writes before it are visible after it.
@@ -113,9 +148,13 @@ __device__ __forceinline__ void count_slice_digit(KeyAt key_at, int begin, int e
 // kernel's 46.7 (four 8-bit passes and an ordered write, each reading the row from L2, one key a lane per block-wide
 // step); 21.3 against 24.2 at 32k (bench/results/kascade-h100-2026-12-06-s11.md).
 // Grid: rows · TOPK_CLUSTER, TOPK_THREADS; dynamic shared memory ClusterTopKShared(slice_capacity) (CudaBackend).
-// Launched dependent: the cluster's launch (~8 µs at 32k with no block running, ncu, session 11) overlaps the pooling;
-// it waits for that before reading and lets the anchor's attention start launching.
-extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds__(TOPK_THREADS, 1) cluster_topk(SelectParams p, int slice_capacity)
+// With pool.raw, the row is pooled here from the decode step's raw scores as it is read (pooled_scores, each head's
+// log-sum-exp merged by a warp first), the same floats pool_decode_scores would have written: the pooling kernel's
+// launch and its round trip through memory are gone from the step (8 µs of a 128k Kascade step's anchor layer in a
+// recorded step, session 24's trace), for four reads of raw scores a key instead of one of a pooled score.
+// Launched dependent: the cluster's launch (~8 µs at 32k with no block running, ncu, session 11) overlaps the kernel
+// before it; it waits for that before reading and lets the anchor's attention start launching.
+extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds__(TOPK_THREADS, 1) cluster_topk(SelectParams p, int slice_capacity, RawPoolParams pool)
 {
     wait_for_previous_kernel();
     allow_dependent_launch();
@@ -141,6 +180,27 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
         if (k == n) for (int i = rank * blockDim.x + threadIdx.x; i < n; i += TOPK_CLUSTER * blockDim.x) out[i] = i;
         return;
     }
+    __shared__ float pool_lse[POOL_MAX_HEADS];
+    if (pool.raw != nullptr && pool.partial != nullptr)
+    {
+        const int warp = threadIdx.x >> 5;
+        for (int i = warp; i < pool.pool_heads; i += TOPK_WARPS)
+        {
+            const float lse = merged_log_sum_exp(pool.partial + (long)(row * pool.pool_heads + i) * pool.partials * 2, pool.partials);
+            if ((threadIdx.x & 31) == 0) pool_lse[i] = lse;
+        }
+        __syncthreads();
+    }
+    // U keys from j (every TOPK_THREADS-th) as the row's scores: pooled here, or read.
+    auto scores_at = [&](int j, int end, auto& v) {
+        if (pool.raw != nullptr)
+        {
+            pooled_scores(pool.raw, pool.stride, pool.partial != nullptr ? pool_lse : nullptr, row * pool.pool_heads, pool.pool_heads, 0, j, TOPK_THREADS, end, v);
+            return;
+        }
+#pragma unroll
+        for (int u = 0; u < (int)(sizeof(v) / sizeof(float)); u++) v[u] = j + u * TOPK_THREADS < end ? scores[j + u * TOPK_THREADS] : 0.0f;
+    };
     const int per_slice = (n + TOPK_CLUSTER - 1) / TOPK_CLUSTER;
     const int begin = min(n, (int)rank * per_slice), end = min(n, begin + per_slice);
     const bool cached = per_slice <= slice_capacity;                        // the same in every block of the cluster
@@ -149,15 +209,19 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
         for (int base = begin + threadIdx.x; base < end; base += 8 * TOPK_THREADS)
         {
             float v[8];
-#pragma unroll
-            for (int u = 0; u < 8; u++) v[u] = base + u * TOPK_THREADS < end ? scores[base + u * TOPK_THREADS] : 0.0f;
+            scores_at(base, end, v);
 #pragma unroll
             for (int u = 0; u < 8; u++)
                 if (base + u * TOPK_THREADS < end) slice[base + u * TOPK_THREADS - begin] = order_key(v[u]);
         }
         __syncthreads();
     }
-    auto key_at = [&](int i) { return cached ? slice[i - begin] : order_key(scores[i]); };
+    auto key_at = [&](int i) {
+        if (cached) return slice[i - begin];
+        float v[1];
+        scores_at(i, i + 1, v);
+        return order_key(v[0]);
+    };
 
     unsigned prefix = 0, mask = 0;
     int remaining = k, candidates = n, digit = 0;

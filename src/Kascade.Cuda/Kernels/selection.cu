@@ -73,23 +73,18 @@ extern "C" __global__ void row_log_sum_exp(const float* q, const bf16_t* k_cache
     }
 }
 
-// lse[row] = ln Σ over the splits of e^(m_s) · l_s (splits with l_s = 0 saw no key). A warp per row: a decode step's
-// rows have hundreds of splits (decode_scores.cu writes one per warp), which one thread read one after another.
+// lse[row] = ln Σ over the splits of e^(m_s) · l_s (merged_log_sum_exp). A warp per row: a decode step's rows have
+// hundreds of splits (decode_scores.cu writes one per warp), which one thread read one after another.
 // Block: a multiple of 32 threads. Launched dependent: it waits for the scores' kernel before reading, then lets the
 // pooling launch.
 extern "C" __global__ void combine_log_sum_exp(const float* partial, float* lse, int rows, int splits)
 {
     wait_for_previous_kernel();
     allow_dependent_launch();
-    const int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    const int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     if (row >= rows) return;                                     // the whole warp
-    const float* ml = partial + (long)row * splits * 2;
-    float m = __int_as_float(0xff800000), l = 0.0f;
-    for (int s = lane; s < splits; s += 32) if (ml[2 * s + 1] > 0.0f) m = fmaxf(m, ml[2 * s]);
-    m = warp_reduce(m, MaxOp{});
-    for (int s = lane; s < splits; s += 32) if (ml[2 * s + 1] > 0.0f) l += ml[2 * s + 1] * expf(ml[2 * s] - m);
-    l = warp_sum(l);
-    if (lane == 0) lse[row] = m + logf(l);
+    const float value = merged_log_sum_exp(partial + (long)row * splits * 2, splits);
+    if ((threadIdx.x & 31) == 0) lse[row] = value;
 }
 
 // The arguments of pooled_tile_scores.
