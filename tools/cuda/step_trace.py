@@ -38,7 +38,8 @@ print("  added to the step's wall:", ", ".join(f"{n} {v/1e3:.1f}" for n, v in so
 g = collections.defaultdict(lambda: [0, 0])
 for gap, n in gaps: g[n][0] += gap; g[n][1] += 1
 print("  idle before:", ", ".join(f"{n} {v[0]/1e3:.1f} us/{v[1]}" for n, v in sorted(g.items(), key=lambda x: -x[1][0])[:8]))
-# A middle layer: the kernels between the 6th and 7th rope_append, with overlap/gap to the previous kernel's end.
+# Two middle layers (the 6th rope_append to the 8th), each kernel's start against the previous kernel's end (negative:
+# launched early, as a programmatic dependent).
 ropes = [i for i, k in enumerate(step) if k[2] == "rope_append"]
 print("  layers (rope_append to rope_append, us):", " ".join(f"{(step[b][0] - step[a][0])/1e3:.0f}" for a, b in zip(ropes, ropes[1:])))
 if len(ropes) > 7:
