@@ -38,11 +38,12 @@ print("  added to the step's wall:", ", ".join(f"{n} {v/1e3:.1f}" for n, v in so
 g = collections.defaultdict(lambda: [0, 0])
 for gap, n in gaps: g[n][0] += gap; g[n][1] += 1
 print("  idle before:", ", ".join(f"{n} {v[0]/1e3:.1f} us/{v[1]}" for n, v in sorted(g.items(), key=lambda x: -x[1][0])[:8]))
-# Two middle layers (the 6th rope_append to the 8th), each kernel's start against the previous kernel's end (negative:
+# Each layer ends with its MLP's gate/up GEMV (gemv_swiglu, in every layer of every method whatever else is fused);
+# two middle layers (after the 5th to the 7th), each kernel's start against the previous kernel's end (negative:
 # launched early, as a programmatic dependent).
-ropes = [i for i, k in enumerate(step) if k[2] == "rope_append"]
-print("  layers (rope_append to rope_append, us):", " ".join(f"{(step[b][0] - step[a][0])/1e3:.0f}" for a, b in zip(ropes, ropes[1:])))
-if len(ropes) > 7:
-    prev_end = step[ropes[5] - 3][0] + step[ropes[5] - 3][1]
-    for s, d, n in step[ropes[5] - 2:ropes[7] + 1]:
+mlps = [i for i, k in enumerate(step) if k[2].startswith("gemv_swiglu")]
+print("  layers (gemv_swiglu to gemv_swiglu, us):", " ".join(f"{(step[b][0] - step[a][0])/1e3:.0f}" for a, b in zip(mlps, mlps[1:])))
+if len(mlps) > 7:
+    prev_end = step[mlps[5]][0] + step[mlps[5]][1]
+    for s, d, n in step[mlps[5] + 1:mlps[7] + 1]:
         print(f"    {n:32s} start {(s - prev_end)/1e3:+7.2f} us after the previous end, {d/1e3:7.2f} us"); prev_end = s + d
