@@ -38,9 +38,10 @@ print("  added to the step's wall:", ", ".join(f"{n} {v/1e3:.1f}" for n, v in so
 g = collections.defaultdict(lambda: [0, 0])
 for gap, n in gaps: g[n][0] += gap; g[n][1] += 1
 print("  idle before:", ", ".join(f"{n} {v[0]/1e3:.1f} us/{v[1]}" for n, v in sorted(g.items(), key=lambda x: -x[1][0])[:8]))
-# Each layer ends with its MLP's gate/up GEMV (gemv_swiglu, in every layer of every method whatever else is fused);
-# two middle layers (after the 5th to the 7th), each kernel's start against the previous kernel's end (negative:
-# launched early, as a programmatic dependent).
+# Each layer runs one gate/up GEMV (gemv_swiglu, in every layer of every method whatever else is fused), so they mark
+# the layers; two middle layers (the kernels after the 6th gemv_swiglu up to the 8th: each span starts with the previous
+# layer's down projection), each kernel's start against the previous kernel's end (negative: launched early, as a
+# programmatic dependent).
 mlps = [i for i, k in enumerate(step) if k[2].startswith("gemv_swiglu")]
 print("  layers (gemv_swiglu to gemv_swiglu, us):", " ".join(f"{(step[b][0] - step[a][0])/1e3:.0f}" for a, b in zip(mlps, mlps[1:])))
 if len(mlps) > 7:
