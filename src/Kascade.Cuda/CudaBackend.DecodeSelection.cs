@@ -241,7 +241,8 @@ public sealed unsafe partial class CudaBackend
     /// A decode step's Top-k over its pooled raw scores (<paramref name="raw"/>, <c>sequences · heads</c> rows pooled into
     /// <paramref name="rows"/> = <c>sequences · pools</c>, summed): <c>cluster_topk</c> pooling each row as it reads it
     /// where it runs — two kernels fewer in the step (the rows' log-sum-exp merge and <c>pool_decode_scores</c>) for the
-    /// same floats — else <c>pool_decode_scores</c> into <c>parameters.Scores</c> and <see cref="LaunchTopK"/>.
+    /// same floats — else <c>pool_decode_scores</c> into the pooled-scores scratch (fp32 <c>[rows, extent]</c>, allocated
+    /// only then) and <see cref="LaunchTopK"/>.
     /// </summary>
     private void PooledDecodeTopK(AttentionArgs args, int sequences, ScorePooling pooling, int pools, RawDecodeScores raw, SelectParams parameters, int rows, int extent)
     {
@@ -254,6 +255,7 @@ public sealed unsafe partial class CudaBackend
         {
             return;
         }
+        parameters.Scores = Scratch(ref _tileScores, (long)rows * extent * sizeof(float)).Pointer;
         PoolDecodeScores(args, sequences, pooling, pools, maxPool: false, raw, parameters.Scores, parameters.Stride, extent);
         LaunchTopK(args.HeadDim, parameters, rows, extent);
     }

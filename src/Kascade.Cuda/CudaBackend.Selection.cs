@@ -188,10 +188,9 @@ public sealed unsafe partial class CudaBackend
         p.Writing();
         // A decode step's rows span the cache's capacity, so the recorded step replays at every later position.
         int extent = KeyExtent(args, s.Cache);
-        var scores = Scratch(ref _tileScores, (long)units * selectors * extent * sizeof(float));
         var parameters = new SelectParams
         {
-            Scores = scores.Pointer, Indices = p.Indices.Pointer, Counts = p.Counts.Pointer, StartAt = StartOnDevice(args.Step),
+            Scores = 0, Indices = p.Indices.Pointer, Counts = p.Counts.Pointer, StartAt = StartOnDevice(args.Step),
             Stride = extent, Percent = selection.TopKPercent, RowsPerUnit = selectors, Capacity = p.Capacity,
             Tokens = args.Tokens, Start = args.StartPosition, Mode = 0, Rule = selection.Rule == BudgetRule.Reference ? 1 : 0, PageSize = 1,
         };
@@ -207,6 +206,10 @@ public sealed unsafe partial class CudaBackend
         }
         else
         {
+            // The pooled scores [units · selectors, extent]: allocated only here and where cluster_topk does not pool a
+            // decode step itself (PooledDecodeTopK), so a decode anchor holds no copy of its rows it never reads.
+            var scores = Scratch(ref _tileScores, (long)units * selectors * extent * sizeof(float));
+            parameters.Scores = scores.Pointer;
             // Layer 0 of a prefill chunk hands its dense pass's log-sum-exp to the pooled scores where the Hopper kernels apply.
             denseDone = selection.DenseOutput && s.Count == 1 && selection.Pooling == ScorePooling.PostSoftmax &&
                 TryLayerZeroPrefill(args, selection.Precision, selectors, q, s.Cache, scores.Pointer, extent, output);
