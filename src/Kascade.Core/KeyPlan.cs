@@ -61,6 +61,12 @@ public abstract class KeyPlan : IDisposable
     {
         Chunk = (args.StartPosition, tokens);
         Recorded = recording;
+        Written();
+    }
+
+    /// <summary>Called by <see cref="Serve"/> once an op has issued its writes of the plan (a backend's own bookkeeping).</summary>
+    protected virtual void Written()
+    {
     }
 
     /// <summary>

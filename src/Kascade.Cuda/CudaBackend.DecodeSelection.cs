@@ -255,7 +255,7 @@ public sealed unsafe partial class CudaBackend
         {
             return;
         }
-        parameters.Scores = Scratch(ref _tileScores, (long)rows * extent * sizeof(float)).Pointer;
+        parameters.Scores = PooledScores(rows, extent).Pointer;
         PoolDecodeScores(args, sequences, pooling, pools, maxPool: false, raw, parameters.Scores, parameters.Stride, extent);
         LaunchTopK(args.HeadDim, parameters, rows, extent);
     }
@@ -331,7 +331,7 @@ public sealed unsafe partial class CudaBackend
         {
             throw new ArgumentException($"a plan of {p.Rows} rows cannot hold the Top-k of {scores.Rows} rows");
         }
-        p.Writing();
+        p.WrittenUnserved();
         var parameters = new SelectParams
         {
             Scores = In(scores), Indices = p.Indices.Pointer, Counts = p.Counts.Pointer, Stride = scores.Cols, RowsPerUnit = 1,

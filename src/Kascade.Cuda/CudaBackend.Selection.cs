@@ -32,12 +32,16 @@ public sealed class CudaKeyPlan : KeyPlan
     /// Whether an attention kernel has read the plan since a kernel last wrote it (host-side, in launch order, which a
     /// recorded step replays): the writer has then ended before any later attention kernel starts (attention_decode.cu's
     /// decode_attend waits for the kernel before it before it lets the next one launch), so <c>sparse_decode_mma</c>
-    /// reads such a plan — an earlier layer's, in a reuse layer — before it waits for the kernel before it.
+    /// reads such a plan — an earlier layer's, in a reuse layer — before it waits for the kernel before it. Every op that
+    /// writes the plan ends in <see cref="KeyPlan.Serve"/>, which clears it; <see cref="CudaBackend.TopKRows"/>, which
+    /// serves no chunk, clears it itself.
     /// </summary>
     internal bool Settled { get; private set; }
 
-    /// <summary>Called before a selection's kernels write the plan.</summary>
-    internal void Writing() => Settled = false;
+    protected override void Written() => Settled = false;
+
+    /// <summary>Marks the plan written by kernels that serve no chunk (<see cref="CudaBackend.TopKRows"/>).</summary>
+    internal void WrittenUnserved() => Settled = false;
 
     /// <summary>Called before an attention kernel reads the plan; returns whether the plan was settled for it.</summary>
     internal bool Reading()
@@ -107,6 +111,13 @@ public sealed unsafe partial class CudaBackend
     private readonly Dictionary<int, CudaModule> _selectionModules = [];
     private DeviceMemory? _rowLse, _lsePartial, _tileScores, _oracleScores, _oracleIndices, _oracleCounts;
 
+    /// <summary>
+    /// The pooled scores, fp32 <c>[rows, extent]</c>: asked for only where a Top-k reads pooled rows from memory (not
+    /// where <c>cluster_topk</c> pools a decode step itself, <see cref="PooledDecodeTopK"/>), so a decode anchor holds
+    /// no copy of its rows it never reads (2 MiB of a 32k anchor's extra memory, session 27).
+    /// </summary>
+    private DeviceMemory PooledScores(int rows, int extent) => Scratch(ref _tileScores, (long)rows * extent * sizeof(float));
+
     public KeyPlan AllocatePlan(int units, int selectors, int capacity, PlanUnit unit = PlanUnit.Tile) => new CudaKeyPlan(units, selectors, capacity, unit);
 
     public void ReadPlan(KeyPlan plan, Span<int> counts, Span<int> indices)
@@ -128,7 +139,6 @@ public sealed unsafe partial class CudaBackend
         var p = (CudaKeyPlan)plan;
         ThrowIfRecording("WritePlan");
         p.CheckWrite(args, counts, indices);
-        p.Writing();
         // Queued work may still read the plan: the synchronous copies wait for it.
         CudaCheck.ThrowIfFailed(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
         fixed (int* c = counts, i = indices)
@@ -143,7 +153,6 @@ public sealed unsafe partial class CudaBackend
     {
         var p = (CudaKeyPlan)plan;
         p.CheckExtend(args);
-        p.Writing();
         Launch(SelectionModule(args.HeadDim), "extend_plan", (uint)((p.Rows + 127) / 128), 128, p.Indices.Pointer, p.Counts.Pointer, p.Capacity, p.Rows,
             args.StartPosition, StartOnDevice(args.Step));
         p.Serve(args, 1, _recording is not null);
@@ -185,7 +194,6 @@ public sealed unsafe partial class CudaBackend
         {
             throw new ArgumentException($"a plan of {p.Units} units × {p.Selectors} selectors cannot hold {units} units × {selectors}");
         }
-        p.Writing();
         // A decode step's rows span the cache's capacity, so the recorded step replays at every later position.
         int extent = KeyExtent(args, s.Cache);
         var parameters = new SelectParams
@@ -206,9 +214,7 @@ public sealed unsafe partial class CudaBackend
         }
         else
         {
-            // The pooled scores [units · selectors, extent]: allocated only here and where cluster_topk does not pool a
-            // decode step itself (PooledDecodeTopK), so a decode anchor holds no copy of its rows it never reads.
-            var scores = Scratch(ref _tileScores, (long)units * selectors * extent * sizeof(float));
+            var scores = PooledScores(units * selectors, extent);
             parameters.Scores = scores.Pointer;
             // Layer 0 of a prefill chunk hands its dense pass's log-sum-exp to the pooled scores where the Hopper kernels apply.
             denseDone = selection.DenseOutput && s.Count == 1 && selection.Pooling == ScorePooling.PostSoftmax &&

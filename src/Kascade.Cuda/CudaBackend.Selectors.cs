@@ -99,7 +99,6 @@ public sealed unsafe partial class CudaBackend
     /// </summary>
     private void Select(AttentionArgs args, DeviceTensor q, CacheSequences c, CudaSelectorState s, CudaKeyPlan p)
     {
-        p.Writing();
         CheckHeads(args);
         var module = SelectorModule(args.HeadDim);
         nint startAt = StartOnDevice(args.Step);
