@@ -9,8 +9,8 @@ namespace Kascade.Cuda;
 /// <c>select_topk</c> with the exact kernels) and few long ones (<c>cluster_topk</c>): random scores, scores rounded to
 /// a few values (long runs of ties at the k-th), scores on a grid of 1/1024 (a hundred-odd ties of the k-th among keys
 /// that share its leading digits, settled by position), tiny post-softmax-like values, scores within one sixteenth of an octave
-/// (every key in one bin of <c>wide_topk</c>'s leading digit) and rows of one value. The Top-k kernels have no
-/// <see cref="IBackend"/> counterpart, so <c>test-backend</c> runs this beside the shared parity suite.
+/// (every key in one bin of <c>wide_topk</c>'s leading digit), scores over many octaves, negative scores and rows of one
+/// value. The Top-k kernels have no <see cref="IBackend"/> counterpart, so <c>test-backend</c> runs this beside the shared parity suite.
 /// </summary>
 public static class TopKRowsCheck
 {
@@ -26,7 +26,7 @@ public static class TopKRowsCheck
         [(300, 9000), (300, 12289), (300, 12800), (512, 40000), (300, 20000), (64, 131072), (8, 50000), (16, 8192), (3, 12289), (8, 131072), (5, 100003), (4, 240007)];
 
     /// <summary>The kinds of row, by name.</summary>
-    public static readonly string[] Kinds = ["random", "rounded", "grid", "tiny", "octave", "equal"];
+    public static readonly string[] Kinds = ["random", "rounded", "grid", "tiny", "octave", "spread", "negative", "equal"];
 
     /// <summary>
     /// Rows of the GPU's Top-k that are not exactly <see cref="Ranking.TopK"/>'s set (ties to the lower position: both
@@ -47,6 +47,12 @@ public static class TopKRowsCheck
             // Every score in [1, 1.0625): one bin of the leading 12-bit digit (sign, exponent, three mantissa bits), so a
             // long row's candidates fit only after a second digit is counted over the row.
             "octave" => 1f + (float)(rng.NextDouble() / 16),
+            // e^(6 z), z standard normal: scores over ~80 octaves, spread over hundreds of the leading digit's bins (its
+            // exponent and three mantissa bits) where the other kinds crowd into a few.
+            "spread" => MathF.Exp(6f * (float)(Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()))),
+            // Negative scores (pre-softmax pooling's raw scaled ones): order keys with the sign bit clear, below every
+            // positive score's.
+            "negative" => -1f - (float)rng.NextDouble(),
             "equal" => 0.5f,
             _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "a kind of row"),
         };
