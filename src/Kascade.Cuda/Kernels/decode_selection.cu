@@ -105,34 +105,29 @@ __device__ __forceinline__ void cluster_store(void* local, unsigned rank, unsign
     asm volatile("st.shared::cluster.u32 [%0], %1;" ::"r"(remote), "r"(value) : "memory");
 }
 
-// Counts digit `digit` of the keys of [begin, end) whose bits under `mask` equal `prefix` into `histogram`, the lanes of
-// a warp that share a bin adding once (match.any): pooled post-softmax scores crowd into few bins, where one atomic a
-// lane can serialise up to 32 ways. (The match's wait is about 13% of the kernel's stall samples at 128k, ncu, session
-// 11; one atomic a lane is untried here.) Warp w takes keys begin + 32 w + TOPK_THREADS u + lane. The histogram is
-// zeroed and synchronised by the caller.
+// Counts digit `digit` of the keys of [begin, end) whose bits under `mask` equal `prefix` into `histogram`, a shared
+// atomic a lane. Pooled post-softmax scores crowd into few bins, so a warp's lanes often add to one bin and the
+// hardware serialises them; merging them first with match.any was slower still: the counts took 12.8 of the 18.5 µs
+// of a 128k row's digit round with it (clock64 phases, session 29), and a lane's own atomic took the Top-k of 8 rows from 40.4
+// to 28.5 µs on the H100 (bench/results/topk-count-h100-2026-12-07-s29.md). Warp w takes keys begin + 32 w +
+// TOPK_THREADS u + lane. The histogram is zeroed and synchronised by the caller.
 template <class KeyAt>
 __device__ __forceinline__ void count_slice_digit(KeyAt key_at, int begin, int end, unsigned prefix, unsigned mask, int digit, int* histogram)
 {
-    const int lane = threadIdx.x & 31, shift = digit_shift(digit);
+    const int shift = digit_shift(digit);
     const unsigned bits = digit_bits(digit);
-    for (int base = begin + (int)(threadIdx.x & ~31u); base < end; base += CLUSTER_COUNT_LOADS * TOPK_THREADS)
+    for (int base = begin + (int)threadIdx.x; base < end; base += CLUSTER_COUNT_LOADS * TOPK_THREADS)
     {
         unsigned keys[CLUSTER_COUNT_LOADS];
 #pragma unroll
         for (int u = 0; u < CLUSTER_COUNT_LOADS; u++)
         {
-            int i = base + u * TOPK_THREADS + lane;
+            const int i = base + u * TOPK_THREADS;
             keys[u] = i < end ? key_at(i) : 0u;
         }
 #pragma unroll
         for (int u = 0; u < CLUSTER_COUNT_LOADS; u++)
-        {
-            const bool counted = base + u * TOPK_THREADS + lane < end && (keys[u] & mask) == prefix;
-            if (__ballot_sync(0xffffffffu, counted) == 0u) continue;          // uniform over the warp
-            const unsigned bin = counted ? (keys[u] >> shift) & bits : 0xffffffffu;
-            const unsigned peers = __match_any_sync(0xffffffffu, bin);
-            if (counted && lane == __ffs(peers) - 1) atomicAdd(&histogram[bin], __popc(peers));
-        }
+            if (base + u * TOPK_THREADS < end && (keys[u] & mask) == prefix) atomicAdd(&histogram[(keys[u] >> shift) & bits], 1);
     }
 }
 
@@ -144,9 +139,9 @@ __device__ __forceinline__ void count_slice_digit(KeyAt key_at, int begin, int e
 // those shares — until the keys sharing the k-th's leading digits fit rank 0's candidate store (the first digit, unless
 // the row has few distinct values) or the key is whole. One ordered pass per slice then writes the keys above those
 // digits to the plan (each slice after the counts of the slices before it) and gathers the keys sharing them (the
-// candidates) into rank 0's store, where rank 0 settles the remaining digits alone. 8 rows × 128k keys: 40.0 µs on the H100 against the previous
-// kernel's 46.7 (four 8-bit passes and an ordered write, each reading the row from L2, one key a lane per block-wide
-// step); 21.3 against 24.2 at 32k (bench/results/kascade-h100-2026-12-06-s11.md).
+// candidates) into rank 0's store, where rank 0 settles the remaining digits alone. 8 rows × 128k keys: 28.5 µs on the
+// H100 (18.5 at 32k; bench/results/topk-count-h100-2026-12-07-s29.md), against 46.7 for four 8-bit passes and an
+// ordered write each reading the row from L2 (session 11).
 // Grid: rows · TOPK_CLUSTER, TOPK_THREADS; dynamic shared memory ClusterTopKShared(slice_capacity) (CudaBackend).
 // With pool.raw, the row is pooled here from the decode step's raw scores as it is read (pooled_scores, each head's
 // log-sum-exp merged by a warp first), the same floats pool_decode_scores would have written: the pooling kernel's
@@ -223,8 +218,15 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
         return order_key(v[0]);
     };
 
+    // This slice's keys above the k-th's digits so far and sharing them, for the slices after it: each round adds its
+    // own histogram's keys above the chosen bin and keeps the bin's count, so no pass over the slice counts them.
     unsigned prefix = 0, mask = 0;
     int remaining = k, candidates = n, digit = 0;
+    if (threadIdx.x == 0)
+    {
+        slice_above = 0;
+        slice_equal = end - begin;
+    }
     for (; digit < TOPK_DIGITS && candidates > CLUSTER_CANDIDATES; digit++)
     {
         for (int b = threadIdx.x; b < TOPK_BINS; b += blockDim.x) histogram[b] = 0;
@@ -249,21 +251,17 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
         mask |= digit_bits(digit) << digit_shift(digit);
         remaining = left;
         candidates = in_bin;
+        int above_bin = 0;
+        for (int b = chosen + 1 + threadIdx.x; b < TOPK_BINS; b += blockDim.x) above_bin += histogram[b];
+        block_exclusive_sum(above_bin, sums);
+        if (threadIdx.x == 0)
+        {
+            slice_above += sums[TOPK_WARPS];
+            slice_equal = histogram[chosen];
+        }
         __syncthreads();
     }
-
-    // This slice's keys above the digits and equal to them, for the slices after it.
-    int above = 0, equal = 0;
-    for (int i = begin + threadIdx.x; i < end; i += blockDim.x)
-    {
-        const unsigned masked = key_at(i) & mask;
-        above += masked > prefix;
-        equal += masked == prefix;
-    }
-    block_exclusive_sum(above, sums);
-    if (threadIdx.x == 0) slice_above = sums[TOPK_WARPS];
-    block_exclusive_sum(equal, sums);
-    if (threadIdx.x == 0) slice_equal = sums[TOPK_WARPS];
+    // Every slice's counts written.
     cluster_sync();
     int above_before[TOPK_CLUSTER], equal_before[TOPK_CLUSTER];
 #pragma unroll
