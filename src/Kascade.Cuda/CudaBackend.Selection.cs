@@ -41,7 +41,7 @@ public sealed class CudaKeyPlan : KeyPlan
     protected override void Written() => Settled = false;
 
     /// <summary>Marks the plan written by kernels that serve no chunk (<see cref="CudaBackend.TopKRows"/>).</summary>
-    internal void WrittenUnserved() => Settled = false;
+    internal void WrittenUnserved() => Written();
 
     /// <summary>Called before an attention kernel reads the plan; returns whether the plan was settled for it.</summary>
     internal bool Reading()

@@ -107,10 +107,11 @@ __device__ __forceinline__ void cluster_store(void* local, unsigned rank, unsign
 
 // Counts digit `digit` of the keys of [begin, end) whose bits under `mask` equal `prefix` into `histogram`, a shared
 // atomic a lane. Pooled post-softmax scores crowd into few bins, so a warp's lanes often add to one bin and the
-// hardware serialises them; merging them first with match.any was slower still: the counts took 12.8 of the 18.5 µs
-// of a 128k row's digit round with it (clock64 phases, session 29), and a lane's own atomic took the Top-k of 8 rows from 40.4
-// to 28.5 µs on the H100 (bench/results/topk-count-h100-2026-12-07-s29.md). Warp w takes keys begin + 32 w +
-// TOPK_THREADS u + lane. The histogram is zeroed and synchronised by the caller.
+// hardware serialises them; merging them first with match.any was slower still: with it the counts took 12.8 of the
+// 18.5 µs of a 128k row's digit round (clock64 phases, session 29), and without it (and with cluster_topk's slice
+// counts from the histograms) the Top-k of 8 rows went from 40.4 to 27.5 µs on the H100
+// (bench/results/topk-count-h100-2026-12-07-s29.md). Warp w takes keys begin + 32 w + TOPK_THREADS u + lane. The
+// histogram is zeroed and synchronised by the caller.
 template <class KeyAt>
 __device__ __forceinline__ void count_slice_digit(KeyAt key_at, int begin, int end, unsigned prefix, unsigned mask, int digit, int* histogram)
 {
@@ -139,8 +140,8 @@ __device__ __forceinline__ void count_slice_digit(KeyAt key_at, int begin, int e
 // those shares — until the keys sharing the k-th's leading digits fit rank 0's candidate store (the first digit, unless
 // the row has few distinct values) or the key is whole. One ordered pass per slice then writes the keys above those
 // digits to the plan (each slice after the counts of the slices before it) and gathers the keys sharing them (the
-// candidates) into rank 0's store, where rank 0 settles the remaining digits alone. 8 rows × 128k keys: 28.5 µs on the
-// H100 (18.5 at 32k; bench/results/topk-count-h100-2026-12-07-s29.md), against 46.7 for four 8-bit passes and an
+// candidates) into rank 0's store, where rank 0 settles the remaining digits alone. 8 rows × 128k keys: 27.5 µs on the
+// H100 (18.2 at 32k; bench/results/topk-count-h100-2026-12-07-s29.md), against 46.7 for four 8-bit passes and an
 // ordered write each reading the row from L2 (session 11).
 // Grid: rows · TOPK_CLUSTER, TOPK_THREADS; dynamic shared memory ClusterTopKShared(slice_capacity) (CudaBackend).
 // With pool.raw, the row is pooled here from the decode step's raw scores as it is read (pooled_scores, each head's
