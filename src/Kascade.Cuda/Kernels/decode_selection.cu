@@ -161,8 +161,7 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
     int* candidate_positions = (int*)(candidate_keys + CLUSTER_CANDIDATES); // [CLUSTER_CANDIDATES]
     unsigned* slice = (unsigned*)(candidate_positions + CLUSTER_CANDIDATES); // [slice_capacity]: the slice's order keys
     __shared__ int sums[TOPK_WARPS + 1];
-    __shared__ int warp_counts[32];
-    __shared__ int chosen, left, in_bin, shared_total, slice_above, slice_equal;
+    __shared__ int chosen, left, in_bin, slice_above, slice_equal;
     const int row = blockIdx.x / TOPK_CLUSTER;
     const unsigned rank = cluster_rank();
     int start = start_position(p.start_at, p.start), n, k;
@@ -282,19 +281,26 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
     {
         // prefix is the k-th largest key: the keys above it, then its first `remaining` ties, in one pass.
         const int tie_base = k - remaining, ties = remaining;
-        ordered_pass(key_at, begin, end, prefix, mask, out, above_base, equal_base, [&](int j, unsigned, int i) { if (j < ties) out[tie_base + j] = i; }, sums);
+        auto on_tie = [&](int j, unsigned, int i) { if (j < ties) out[tie_base + j] = i; };
+        if (cached)
+            ordered_segments(key_at, begin, end, prefix, mask, above_base, equal_base, [&](int j, int i) { out[j] = i; }, on_tie);
+        else
+            ordered_pass(key_at, begin, end, prefix, mask, out, above_base, equal_base, on_tie, sums);
         // The others may still read this block's slice counts.
         cluster_sync();
         return;
     }
-    ordered_pass(key_at, begin, end, prefix, mask, out, above_base, equal_base, [&](int j, unsigned key, int i) {
+    auto on_candidate = [&](int j, unsigned key, int i) {
         cluster_store(&candidate_keys[j], 0, key);
         cluster_store(&candidate_positions[j], 0, (unsigned)i);
-    }, sums);
+    };
+    if (cached)
+        ordered_segments(key_at, begin, end, prefix, mask, above_base, equal_base, [&](int j, int i) { out[j] = i; }, on_candidate);
+    else
+        ordered_pass(key_at, begin, end, prefix, mask, out, above_base, equal_base, on_candidate, sums);
     // Rank 0's store is whole; no block reads another's shared memory after this.
     cluster_sync();
     if (rank != 0) return;
-    settle_candidates(candidate_keys, candidate_positions, candidates, digit, prefix, mask, k, remaining, out, histogram, sums, warp_counts, &shared_total,
-                      &chosen, &left, &in_bin);
+    settle_candidates(candidate_keys, candidate_positions, candidates, digit, prefix, mask, k, remaining, out, histogram, sums, &chosen, &left, &in_bin);
 }
 #endif

@@ -47,6 +47,45 @@ __device__ __forceinline__ int block_exclusive_sum(int value, int* sums)
     return before;
 }
 
+// Exclusive prefix sums of two values over the block in thread order, block_exclusive_sum's pair in one pass: `pairs`
+// holds TOPK_WARPS + 1 int2 and gets the block's totals at pairs[TOPK_WARPS].
+__device__ __forceinline__ int2 block_exclusive_sum2(int a, int b, int2* pairs)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int ia = a, ib = b;
+    for (int offset = 1; offset < 32; offset <<= 1)
+    {
+        const int va = __shfl_up_sync(0xffffffffu, ia, offset), vb = __shfl_up_sync(0xffffffffu, ib, offset);
+        if (lane >= offset)
+        {
+            ia += va;
+            ib += vb;
+        }
+    }
+    if (lane == 31) pairs[warp] = make_int2(ia, ib);
+    __syncthreads();
+    if (warp == 0)
+    {
+        const int2 total = pairs[lane];
+        int ra = total.x, rb = total.y;
+        for (int offset = 1; offset < 32; offset <<= 1)
+        {
+            const int va = __shfl_up_sync(0xffffffffu, ra, offset), vb = __shfl_up_sync(0xffffffffu, rb, offset);
+            if (lane >= offset)
+            {
+                ra += va;
+                rb += vb;
+            }
+        }
+        pairs[lane] = make_int2(ra - total.x, rb - total.y);
+        if (lane == 31) pairs[TOPK_WARPS] = make_int2(ra, rb);
+    }
+    __syncthreads();
+    const int2 before = make_int2(pairs[warp].x + ia - a, pairs[warp].y + ib - b);
+    __syncthreads();
+    return before;
+}
+
 // The bin of a digit's histogram that holds the remaining-th largest key, count(b) being bin b's count: thread t owns
 // TOPK_BINS_PER_THREAD bins, thread 0 the highest, so a block prefix sum gives each thread the keys in the bins above its
 // own, and the one thread whose bins reach `remaining` walks them down. Sets *chosen, *left (how many of the bin's keys
@@ -133,14 +172,52 @@ __device__ __forceinline__ void ordered_pass(KeyAt key_at, int begin, int end, u
     }
 }
 
+// ordered_pass's split for keys cheap to read twice (a slice or a candidate store in shared memory), with one block
+// barrier in all where ordered_pass has one a stretch: warp w takes its own contiguous segment of [begin, end) (whole
+// 32-key steps, segments in warp order), counts its keys above `prefix` and equal to it under `mask` by ballots, one
+// block prefix sum of the warps' counts places each segment, and a second sweep hands each key above to on_above(j, i)
+// (j = above_base + its rank among them) and each equal one to on_equal(j, key, i) (j = equal_base + its rank among
+// them), both in ascending position. Every thread of the block calls it.
+template <class KeyAt, class OnAbove, class OnEqual>
+__device__ __forceinline__ void ordered_segments(KeyAt key_at, int begin, int end, unsigned prefix, unsigned mask, int above_base, int equal_base,
+                                                 OnAbove on_above, OnEqual on_equal)
+{
+    __shared__ int2 pairs[TOPK_WARPS + 1];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const unsigned lower = (1u << lane) - 1u;
+    const int n = end - begin, per_warp = ((n + TOPK_WARPS - 1) / TOPK_WARPS + 31) & ~31;
+    const int first = begin + min(n, warp * per_warp), last = begin + min(n, (warp + 1) * per_warp);
+    int above = 0, equal = 0;
+    for (int i = first + lane; i - lane < last; i += 32)
+    {
+        const bool valid = i < last;
+        const unsigned masked = valid ? key_at(i) & mask : 0u;
+        above += __popc(__ballot_sync(0xffffffffu, valid && masked > prefix));
+        equal += __popc(__ballot_sync(0xffffffffu, valid && masked == prefix));
+    }
+    // Every lane holds its warp's counts; lane 0 carries them into the block's sums.
+    const int2 before = block_exclusive_sum2(lane == 0 ? above : 0, lane == 0 ? equal : 0, pairs);
+    int above_at = above_base + __shfl_sync(0xffffffffu, before.x, 0), equal_at = equal_base + __shfl_sync(0xffffffffu, before.y, 0);
+    for (int i = first + lane; i - lane < last; i += 32)
+    {
+        const bool valid = i < last;
+        const unsigned key = valid ? key_at(i) : 0u, masked = key & mask;
+        const unsigned up = __ballot_sync(0xffffffffu, valid && masked > prefix), same = __ballot_sync(0xffffffffu, valid && masked == prefix);
+        if ((up >> lane) & 1u) on_above(above_at + __popc(up & lower), i);
+        if ((same >> lane) & 1u) on_equal(equal_at + __popc(same & lower), key, i);
+        above_at += __popc(up);
+        equal_at += __popc(same);
+    }
+}
+
 // The candidates' remaining digits (from `digit` on), settled in shared memory, then the rest of the row's Top-k written:
 // the `candidates` keys and positions of the store share the k-th largest's digits under `mask` (equal to `prefix`),
 // `remaining` of them complete the set, and the keys above them (k − remaining) are already at out[0, …). Writes the
 // candidates above the k-th key, then its first ties, each in store order (ascending position). Every thread of the
 // block calls it; `histogram` holds TOPK_BINS ints.
 __device__ __forceinline__ void settle_candidates(const unsigned* candidate_keys, const int* candidate_positions, int candidates, int digit, unsigned prefix,
-                                                  unsigned mask, int k, int remaining, int* out, int* histogram, int* sums, int* warp_counts,
-                                                  int* shared_total, int* chosen, int* left, int* in_bin)
+                                                  unsigned mask, int k, int remaining, int* out, int* histogram, int* sums, int* chosen, int* left,
+                                                  int* in_bin)
 {
     const int above_digits = k - remaining;
     for (; digit < TOPK_DIGITS; digit++)
@@ -161,6 +238,10 @@ __device__ __forceinline__ void settle_candidates(const unsigned* candidate_keys
         remaining = *left;
         __syncthreads();
     }
-    write_top_keys_of([&](int j) { return candidate_keys[j]; }, [&](int j) { return candidate_positions[j]; }, 0, candidates, prefix, remaining,
-                      k - remaining, above_digits, 0, out, warp_counts, shared_total);
+    // prefix is the k-th largest key: the candidates above it after the keys above its leading digits, then its first
+    // `remaining` ties.
+    const int above_total = k - remaining;
+    ordered_segments([&](int j) { return candidate_keys[j]; }, 0, candidates, prefix, 0xffffffffu, above_digits, 0,
+                     [&](int j, int i) { out[j] = candidate_positions[i]; },
+                     [&](int j, unsigned, int i) { if (j < remaining) out[above_total + j] = candidate_positions[i]; });
 }

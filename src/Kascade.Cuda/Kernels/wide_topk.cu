@@ -53,8 +53,7 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS, 2) wide_topk(SelectPa
     unsigned* candidate_keys = (unsigned*)(histogram + TOPK_BINS);
     int* candidate_positions = (int*)(candidate_keys + WIDE_CANDIDATES);
     __shared__ int sums[TOPK_WARPS + 1];
-    __shared__ int warp_counts[32];
-    __shared__ int chosen, left, in_bin, shared_total;
+    __shared__ int chosen, left, in_bin;
     const int row = blockIdx.x;
     int n, k;
     const float* scores;
@@ -88,6 +87,5 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS, 2) wide_topk(SelectPa
         candidate_keys[j] = key;
         candidate_positions[j] = i;
     }, sums);
-    settle_candidates(candidate_keys, candidate_positions, candidates, digit, prefix, mask, k, remaining, out, histogram, sums, warp_counts, &shared_total,
-                      &chosen, &left, &in_bin);
+    settle_candidates(candidate_keys, candidate_positions, candidates, digit, prefix, mask, k, remaining, out, histogram, sums, &chosen, &left, &in_bin);
 }
