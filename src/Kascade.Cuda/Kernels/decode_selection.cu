@@ -97,12 +97,12 @@ __device__ __forceinline__ int cluster_load(const int* local, unsigned rank)
     return value;
 }
 
-// Stores `value` at `local`'s place in block `rank`'s shared memory.
-__device__ __forceinline__ void cluster_store(void* local, unsigned rank, unsigned value)
+// Stores the pair (x, y) at `local`'s place (8-byte aligned) in block `rank`'s shared memory, one remote transaction.
+__device__ __forceinline__ void cluster_store_pair(uint2* local, unsigned rank, unsigned x, unsigned y)
 {
     unsigned address = (unsigned)__cvta_generic_to_shared(local), remote;
     asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(address), "r"(rank));
-    asm volatile("st.shared::cluster.u32 [%0], %1;" ::"r"(remote), "r"(value) : "memory");
+    asm volatile("st.shared::cluster.v2.u32 [%0], {%1, %2};" ::"r"(remote), "r"(x), "r"(y) : "memory");
 }
 
 // Counts digit `digit` of the keys of [begin, end) whose bits under `mask` equal `prefix` into `histogram`, a shared
@@ -157,9 +157,8 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
     extern __shared__ int cluster_shared[];
     int* histogram = cluster_shared;                                        // [TOPK_BINS]: this slice's counts
     int* owned = histogram + TOPK_BINS;                                     // [CLUSTER_SHARE]: the cluster's, this block's share
-    unsigned* candidate_keys = (unsigned*)(owned + CLUSTER_SHARE);          // [CLUSTER_CANDIDATES] (rank 0's is the store)
-    int* candidate_positions = (int*)(candidate_keys + CLUSTER_CANDIDATES); // [CLUSTER_CANDIDATES]
-    unsigned* slice = (unsigned*)(candidate_positions + CLUSTER_CANDIDATES); // [slice_capacity]: the slice's order keys
+    uint2* candidate_store = (uint2*)(owned + CLUSTER_SHARE);               // [CLUSTER_CANDIDATES] (order key, position); rank 0's is the store
+    unsigned* slice = (unsigned*)(candidate_store + CLUSTER_CANDIDATES);    // [slice_capacity]: the slice's order keys
     __shared__ int sums[TOPK_WARPS + 1];
     __shared__ int chosen, left, in_bin, slice_above, slice_equal;
     const int row = blockIdx.x / TOPK_CLUSTER;
@@ -291,8 +290,7 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
         return;
     }
     auto on_candidate = [&](int j, unsigned key, int i) {
-        cluster_store(&candidate_keys[j], 0, key);
-        cluster_store(&candidate_positions[j], 0, (unsigned)i);
+        cluster_store_pair(&candidate_store[j], 0, key, (unsigned)i);
     };
     if (cached)
         ordered_segments(key_at, begin, end, prefix, mask, above_base, equal_base, [&](int j, int i) { out[j] = i; }, on_candidate);
@@ -301,6 +299,6 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
     // Rank 0's store is whole; no block reads another's shared memory after this.
     cluster_sync();
     if (rank != 0) return;
-    settle_candidates(candidate_keys, candidate_positions, candidates, digit, prefix, mask, k, remaining, out, histogram, sums, &chosen, &left, &in_bin);
+    settle_candidates([&](int j) { return candidate_store[j].x; }, [&](int j) { return (int)candidate_store[j].y; }, candidates, digit, prefix, mask, k, remaining, out, histogram, sums, &chosen, &left, &in_bin);
 }
 #endif

@@ -211,11 +211,12 @@ __device__ __forceinline__ void ordered_segments(KeyAt key_at, int begin, int en
 }
 
 // The candidates' remaining digits (from `digit` on), settled in shared memory, then the rest of the row's Top-k written:
-// the `candidates` keys and positions of the store share the k-th largest's digits under `mask` (equal to `prefix`),
+// the `candidates` keys (candidate_key(j)) and positions (candidate_position(j)) of the store share the k-th largest's digits under `mask` (equal to `prefix`),
 // `remaining` of them complete the set, and the keys above them (k − remaining) are already at out[0, …). Writes the
 // candidates above the k-th key, then its first ties, each in store order (ascending position). Every thread of the
 // block calls it; `histogram` holds TOPK_BINS ints.
-__device__ __forceinline__ void settle_candidates(const unsigned* candidate_keys, const int* candidate_positions, int candidates, int digit, unsigned prefix,
+template <class CandidateKey, class CandidatePosition>
+__device__ __forceinline__ void settle_candidates(CandidateKey candidate_key, CandidatePosition candidate_position, int candidates, int digit, unsigned prefix,
                                                   unsigned mask, int k, int remaining, int* out, int* histogram, int* sums, int* chosen, int* left,
                                                   int* in_bin)
 {
@@ -228,7 +229,7 @@ __device__ __forceinline__ void settle_candidates(const unsigned* candidate_keys
         const unsigned bits = digit_bits(digit);
         for (int j = threadIdx.x; j < candidates; j += blockDim.x)
         {
-            unsigned key = candidate_keys[j];
+            unsigned key = candidate_key(j);
             if ((key & mask) == prefix) atomicAdd(&histogram[(key >> shift) & bits], 1);
         }
         __syncthreads();
@@ -241,7 +242,7 @@ __device__ __forceinline__ void settle_candidates(const unsigned* candidate_keys
     // prefix is the k-th largest key: the candidates above it after the keys above its leading digits, then its first
     // `remaining` ties.
     const int above_total = k - remaining;
-    ordered_segments([&](int j) { return candidate_keys[j]; }, 0, candidates, prefix, 0xffffffffu, above_digits, 0,
-                     [&](int j, int i) { out[j] = candidate_positions[i]; },
-                     [&](int j, unsigned, int i) { if (j < remaining) out[above_total + j] = candidate_positions[i]; });
+    ordered_segments(candidate_key, 0, candidates, prefix, 0xffffffffu, above_digits, 0,
+                     [&](int j, int i) { out[j] = candidate_position(i); },
+                     [&](int j, unsigned, int i) { if (j < remaining) out[above_total + j] = candidate_position(i); });
 }

@@ -87,5 +87,5 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS, 2) wide_topk(SelectPa
         candidate_keys[j] = key;
         candidate_positions[j] = i;
     }, sums);
-    settle_candidates(candidate_keys, candidate_positions, candidates, digit, prefix, mask, k, remaining, out, histogram, sums, &chosen, &left, &in_bin);
+    settle_candidates([&](int j) { return candidate_keys[j]; }, [&](int j) { return candidate_positions[j]; }, candidates, digit, prefix, mask, k, remaining, out, histogram, sums, &chosen, &left, &in_bin);
 }
