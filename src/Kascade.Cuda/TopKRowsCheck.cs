@@ -45,7 +45,8 @@ public static class TopKRowsCheck
             "grid" => MathF.Round((float)rng.NextDouble() * 1024) / 1024,
             "tiny" => (float)(rng.NextDouble() * 1e-6),
             // Every score in [1, 1.0625): one bin of the leading 12-bit digit (sign, exponent, three mantissa bits), so a
-            // long row's candidates fit only after a second digit is counted over the row.
+            // long row's candidates fit only after a second digit is counted over the row (wide_topk), or digits that
+            // start below the 13 bits the row's keys share (cluster_topk).
             "octave" => 1f + (float)(rng.NextDouble() / 16),
             // e^(6 z), z standard normal: scores over ~80 octaves, spread over hundreds of the leading digit's bins (its
             // exponent and three mantissa bits) where the other kinds crowd into a few.

@@ -105,7 +105,7 @@ __device__ __forceinline__ void cluster_store_pair(uint2* local, unsigned rank, 
     asm volatile("st.shared::cluster.v2.u32 [%0], {%1, %2};" ::"r"(remote), "r"(x), "r"(y) : "memory");
 }
 
-// Counts digit `digit` of the keys of [begin, end) whose bits under `mask` equal `prefix` into `histogram`, a shared
+// Counts the digit at `shift` (`bits` wide) of the keys of [begin, end) whose bits under `mask` equal `prefix` into `histogram`, a shared
 // atomic a lane. Pooled post-softmax scores crowd into few bins, so a warp's lanes often add to one bin and the
 // hardware serialises them; merging them first with match.any was slower still: with it the counts took 12.8 of the
 // 18.5 µs of a 128k row's digit round (clock64 phases, session 29), and without it (and with cluster_topk's slice
@@ -113,10 +113,8 @@ __device__ __forceinline__ void cluster_store_pair(uint2* local, unsigned rank, 
 // (bench/results/topk-count-h100-2026-12-07-s29.md). Warp w takes keys begin + 32 w + TOPK_THREADS u + lane. The
 // histogram is zeroed and synchronised by the caller.
 template <class KeyAt>
-__device__ __forceinline__ void count_slice_digit(KeyAt key_at, int begin, int end, unsigned prefix, unsigned mask, int digit, int* histogram)
+__device__ __forceinline__ void count_slice_digit(KeyAt key_at, int begin, int end, unsigned prefix, unsigned mask, int shift, unsigned bits, int* histogram)
 {
-    const int shift = digit_shift(digit);
-    const unsigned bits = digit_bits(digit);
     for (int base = begin + (int)threadIdx.x; base < end; base += CLUSTER_COUNT_LOADS * TOPK_THREADS)
     {
         unsigned keys[CLUSTER_COUNT_LOADS];
@@ -137,8 +135,11 @@ __device__ __forceinline__ void count_slice_digit(KeyAt key_at, int begin, int e
 // when it fits `slice_capacity`, holds its order keys in shared memory, so the row is read once. Radix selection on
 // topk_digits.cuh's 12-bit digits: each digit is counted per slice, the cluster's histogram summed through distributed
 // shared memory (block r sums bins [512 r, 512 r + 512) over the cluster) and its k-th digit found by every block from
-// those shares — until the keys sharing the k-th's leading digits fit rank 0's candidate store (the first digit, unless
-// the row has few distinct values) or the key is whole. One ordered pass per slice then writes the keys above those
+// those shares — until the keys sharing the k-th's leading digits fit rank 0's candidate store or the key is whole. Where
+// the slices are held, the digits start below the leading bits every key of the row shares (its range, gathered from
+// the slices with one more cluster barrier, row_digits): a decode anchor's pooled post-softmax scores span a few
+// octaves, and their leading 12-bit digit (eight bins an octave) left more candidates than the store holds, so most
+// rows counted a second digit over the cluster. One ordered pass per slice then writes the keys above those
 // digits to the plan (each slice after the counts of the slices before it) and gathers the keys sharing them (the
 // candidates) into rank 0's store, where rank 0 settles the remaining digits alone. 8 rows × 128k keys: 27.5 µs on the
 // H100 (18.2 at 32k; bench/results/topk-count-h100-2026-12-07-s29.md), against 46.7 for four 8-bit passes and an
@@ -159,8 +160,10 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
     int* owned = histogram + TOPK_BINS;                                     // [CLUSTER_SHARE]: the cluster's, this block's share
     uint2* candidate_store = (uint2*)(owned + CLUSTER_SHARE);               // [CLUSTER_CANDIDATES] (order key, position); rank 0's is the store
     unsigned* slice = (unsigned*)(candidate_store + CLUSTER_CANDIDATES);    // [slice_capacity]: the slice's order keys
-    __shared__ int sums[TOPK_WARPS + 1];
+    __shared__ BlockSums block_sums;
+    int* const sums = block_sums.values;
     __shared__ int chosen, left, in_bin, slice_above, slice_equal;
+    __shared__ unsigned warp_low[TOPK_WARPS], warp_high[TOPK_WARPS], slice_low, slice_high, row_low, row_high;
     const int row = blockIdx.x / TOPK_CLUSTER;
     const unsigned rank = cluster_rank();
     int start = start_position(p.start_at, p.start), n, k;
@@ -198,17 +201,64 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
     const int per_slice = (n + TOPK_CLUSTER - 1) / TOPK_CLUSTER;
     const int begin = min(n, (int)rank * per_slice), end = min(n, begin + per_slice);
     const bool cached = per_slice <= slice_capacity;                        // the same in every block of the cluster
+    // The row's digits: from the first bit where its keys differ where the slices hold them (their range comes with the
+    // load), else all 32 bits.
+    KeyDigits digits{32};
+    unsigned prefix = 0, mask = 0;
     if (cached)
     {
+        unsigned low = 0xffffffffu, high = 0u;
         for (int base = begin + threadIdx.x; base < end; base += 8 * TOPK_THREADS)
         {
             float v[8];
             scores_at(base, end, v);
 #pragma unroll
             for (int u = 0; u < 8; u++)
-                if (base + u * TOPK_THREADS < end) slice[base + u * TOPK_THREADS - begin] = order_key(v[u]);
+                if (base + u * TOPK_THREADS < end)
+                {
+                    const unsigned key = order_key(v[u]);
+                    slice[base + u * TOPK_THREADS - begin] = key;
+                    low = min(low, key);
+                    high = max(high, key);
+                }
+        }
+        low = __reduce_min_sync(0xffffffffu, low);
+        high = __reduce_max_sync(0xffffffffu, high);
+        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+        if (lane == 0)
+        {
+            warp_low[warp] = low;
+            warp_high[warp] = high;
         }
         __syncthreads();
+        if (warp == 0)
+        {
+            low = __reduce_min_sync(0xffffffffu, warp_low[lane]);
+            high = __reduce_max_sync(0xffffffffu, warp_high[lane]);
+            if (lane == 0)
+            {
+                slice_low = low;
+                slice_high = high;
+            }
+        }
+        // Every slice's range written (an empty slice's is [0xffffffff, 0], no key).
+        cluster_sync();
+        if (warp == 0)
+        {
+            low = lane < TOPK_CLUSTER ? (unsigned)cluster_load((const int*)&slice_low, lane) : 0xffffffffu;
+            high = lane < TOPK_CLUSTER ? (unsigned)cluster_load((const int*)&slice_high, lane) : 0u;
+            low = __reduce_min_sync(0xffffffffu, low);
+            high = __reduce_max_sync(0xffffffffu, high);
+            if (lane == 0)
+            {
+                row_low = low;
+                row_high = high;
+            }
+        }
+        __syncthreads();
+        digits = row_digits(row_low, row_high);
+        mask = digits.common_mask();
+        prefix = row_low & mask;
     }
     auto key_at = [&](int i) {
         if (cached) return slice[i - begin];
@@ -219,18 +269,17 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
 
     // This slice's keys above the k-th's digits so far and sharing them, for the slices after it: each round adds its
     // own histogram's keys above the chosen bin and keeps the bin's count, so no pass over the slice counts them.
-    unsigned prefix = 0, mask = 0;
     int remaining = k, candidates = n, digit = 0;
     if (threadIdx.x == 0)
     {
         slice_above = 0;
         slice_equal = end - begin;
     }
-    for (; digit < TOPK_DIGITS && candidates > CLUSTER_CANDIDATES; digit++)
+    for (; digit < digits.count() && candidates > CLUSTER_CANDIDATES; digit++)
     {
         for (int b = threadIdx.x; b < TOPK_BINS; b += blockDim.x) histogram[b] = 0;
         __syncthreads();
-        count_slice_digit(key_at, begin, end, prefix, mask, digit, histogram);
+        count_slice_digit(key_at, begin, end, prefix, mask, digits.shift(digit), digits.bits(digit), histogram);
         // Every slice counted. `owned` is rewritten only here: each block has read the others' shares (find_digit,
         // the previous digit) before it arrives.
         cluster_sync();
@@ -246,8 +295,8 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
         // Every share summed; no block clears its histogram while another still reads it.
         cluster_sync();
         find_digit([&](int b) { return cluster_load(&owned[b % CLUSTER_SHARE], (unsigned)(b / CLUSTER_SHARE)); }, remaining, sums, &chosen, &left, &in_bin);
-        prefix |= (unsigned)chosen << digit_shift(digit);
-        mask |= digit_bits(digit) << digit_shift(digit);
+        prefix |= (unsigned)chosen << digits.shift(digit);
+        mask |= digits.bits(digit) << digits.shift(digit);
         remaining = left;
         candidates = in_bin;
         int above_bin = 0;
@@ -276,13 +325,13 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
         above_base += above_before[r];
         equal_base += equal_before[r];
     }
-    if (digit == TOPK_DIGITS)
+    if (digit == digits.count())
     {
         // prefix is the k-th largest key: the keys above it, then its first `remaining` ties, in one pass.
         const int tie_base = k - remaining, ties = remaining;
         auto on_tie = [&](int j, unsigned, int i) { if (j < ties) out[tie_base + j] = i; };
         if (cached)
-            ordered_segments(key_at, begin, end, prefix, mask, above_base, equal_base, [&](int j, int i) { out[j] = i; }, on_tie);
+            ordered_segments(key_at, begin, end, prefix, mask, above_base, equal_base, [&](int j, int i) { out[j] = i; }, on_tie, sums);
         else
             ordered_pass(key_at, begin, end, prefix, mask, out, above_base, equal_base, on_tie, sums);
         // The others may still read this block's slice counts.
@@ -293,12 +342,13 @@ extern "C" __global__ void __cluster_dims__(TOPK_CLUSTER, 1, 1) __launch_bounds_
         cluster_store_pair(&candidate_store[j], 0, key, (unsigned)i);
     };
     if (cached)
-        ordered_segments(key_at, begin, end, prefix, mask, above_base, equal_base, [&](int j, int i) { out[j] = i; }, on_candidate);
+        ordered_segments(key_at, begin, end, prefix, mask, above_base, equal_base, [&](int j, int i) { out[j] = i; }, on_candidate, sums);
     else
         ordered_pass(key_at, begin, end, prefix, mask, out, above_base, equal_base, on_candidate, sums);
     // Rank 0's store is whole; no block reads another's shared memory after this.
     cluster_sync();
     if (rank != 0) return;
-    settle_candidates([&](int j) { return candidate_store[j].x; }, [&](int j) { return (int)candidate_store[j].y; }, candidates, digit, prefix, mask, k, remaining, out, histogram, sums, &chosen, &left, &in_bin);
+    settle_candidates([&](int j) { return candidate_store[j].x; }, [&](int j) { return (int)candidate_store[j].y; }, candidates, digits, digit, prefix, mask, k, remaining, out, histogram, sums,
+                      &chosen, &left, &in_bin);
 }
 #endif

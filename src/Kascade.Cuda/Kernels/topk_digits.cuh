@@ -1,4 +1,4 @@
-// Radix selection on 12-bit digits, shared by the fast Top-k kernels: wide_topk.cu (a row per block, many rows) and
+// Radix selection on 12-bit digits (KeyDigits), shared by the fast Top-k kernels: wide_topk.cu (a row per block, many rows) and
 // decode_selection.cu's cluster_topk (a row per cluster of blocks, a decode step's few rows). A row's exact Top-k is
 // found by counting the leading digit of every order key, which fixes the digit of the k-th largest; one ordered pass
 // then writes the keys above that digit straight to the plan, in ascending position, and gathers the keys that share
@@ -11,14 +11,35 @@
 #define TOPK_BINS 4096          // a 12-bit digit's histogram
 #define TOPK_BINS_PER_THREAD (TOPK_BINS / TOPK_THREADS)
 #define TOPK_ORDER_LOADS 4      // keys a lane takes per step of an ordered pass (its ballots stay in registers)
-#define TOPK_DIGITS 3
 
-// The digits, most significant first: bits [20, 32), [8, 20), [0, 8).
-__device__ __forceinline__ int digit_shift(int digit) { return digit == 0 ? 20 : digit == 1 ? 8 : 0; }
-__device__ __forceinline__ unsigned digit_bits(int digit) { return digit == 2 ? 0xffu : 0xfffu; }
+// A row's digits, most significant first, over the low `top` bits of its order keys (the bits above them are the same
+// in every key of the row): digit d is bits [max(top − 12 (d + 1), 0), top − 12 d). All 32 bits: [20, 32), [8, 20),
+// [0, 8).
+struct KeyDigits
+{
+    int top;
 
-// Exclusive prefix sum of `value` over the block in thread order; `sums` holds TOPK_WARPS + 1 ints and gets the block's
-// total at sums[TOPK_WARPS].
+    __device__ __forceinline__ int count() const { return (top + 11) / 12; }
+    __device__ __forceinline__ int shift(int digit) const { return max(top - 12 * (digit + 1), 0); }
+    __device__ __forceinline__ unsigned bits(int digit) const { return (1u << (top - 12 * digit - shift(digit))) - 1u; }
+    // The bits above `top`, where every key of the row agrees.
+    __device__ __forceinline__ unsigned common_mask() const { return top == 32 ? 0u : ~0u << top; }
+};
+
+// The digits of a row whose order keys lie in [low, high]: below the leading bits the two share. Pooled post-softmax
+// scores span a few octaves, so their leading 12-bit digit holds whole octaves' worth of keys a bin; from the first bit
+// where the row's keys differ, a bin holds far fewer.
+__device__ __forceinline__ KeyDigits row_digits(unsigned low, unsigned high) { return KeyDigits{low == high ? 0 : 32 - __clz(low ^ high)}; }
+
+// A block's prefix-sum scratch (`sums` below): block_exclusive_sum takes TOPK_WARPS + 1 ints of it,
+// block_exclusive_sum2 as many int2.
+struct __align__(8) BlockSums
+{
+    int values[2 * (TOPK_WARPS + 1)];
+};
+
+// Exclusive prefix sum of `value` over the block in thread order; `sums` (BlockSums) gets the block's total at
+// sums[TOPK_WARPS].
 __device__ __forceinline__ int block_exclusive_sum(int value, int* sums)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -47,10 +68,11 @@ __device__ __forceinline__ int block_exclusive_sum(int value, int* sums)
     return before;
 }
 
-// Exclusive prefix sums of two values over the block in thread order, block_exclusive_sum's pair in one pass: `pairs`
-// holds TOPK_WARPS + 1 int2 and gets the block's totals at pairs[TOPK_WARPS].
-__device__ __forceinline__ int2 block_exclusive_sum2(int a, int b, int2* pairs)
+// Exclusive prefix sums of two values over the block in thread order, block_exclusive_sum's pair in one pass: `sums`
+// (BlockSums) gets the block's totals at its int2 TOPK_WARPS.
+__device__ __forceinline__ int2 block_exclusive_sum2(int a, int b, int* sums)
 {
+    int2* pairs = reinterpret_cast<int2*>(sums);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int ia = a, ib = b;
     for (int offset = 1; offset < 32; offset <<= 1)
@@ -180,9 +202,8 @@ __device__ __forceinline__ void ordered_pass(KeyAt key_at, int begin, int end, u
 // them), both in ascending position. Every thread of the block calls it.
 template <class KeyAt, class OnAbove, class OnEqual>
 __device__ __forceinline__ void ordered_segments(KeyAt key_at, int begin, int end, unsigned prefix, unsigned mask, int above_base, int equal_base,
-                                                 OnAbove on_above, OnEqual on_equal)
+                                                 OnAbove on_above, OnEqual on_equal, int* sums)
 {
-    __shared__ int2 pairs[TOPK_WARPS + 1];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const unsigned lower = (1u << lane) - 1u;
     const int n = end - begin, per_warp = ((n + TOPK_WARPS - 1) / TOPK_WARPS + 31) & ~31;
@@ -196,7 +217,7 @@ __device__ __forceinline__ void ordered_segments(KeyAt key_at, int begin, int en
         equal += __popc(__ballot_sync(0xffffffffu, valid && masked == prefix));
     }
     // Every lane holds its warp's counts; lane 0 carries them into the block's sums.
-    const int2 before = block_exclusive_sum2(lane == 0 ? above : 0, lane == 0 ? equal : 0, pairs);
+    const int2 before = block_exclusive_sum2(lane == 0 ? above : 0, lane == 0 ? equal : 0, sums);
     int above_at = above_base + __shfl_sync(0xffffffffu, before.x, 0), equal_at = equal_base + __shfl_sync(0xffffffffu, before.y, 0);
     for (int i = first + lane; i - lane < last; i += 32)
     {
@@ -210,23 +231,23 @@ __device__ __forceinline__ void ordered_segments(KeyAt key_at, int begin, int en
     }
 }
 
-// The candidates' remaining digits (from `digit` on), settled in shared memory, then the rest of the row's Top-k written:
+// The candidates' remaining digits (`digits` from `digit` on), settled in shared memory, then the rest of the row's Top-k written:
 // the `candidates` keys (candidate_key(j)) and positions (candidate_position(j)) of the store share the k-th largest's digits under `mask` (equal to `prefix`),
 // `remaining` of them complete the set, and the keys above them (k − remaining) are already at out[0, …). Writes the
 // candidates above the k-th key, then its first ties, each in store order (ascending position). Every thread of the
 // block calls it; `histogram` holds TOPK_BINS ints.
 template <class CandidateKey, class CandidatePosition>
-__device__ __forceinline__ void settle_candidates(CandidateKey candidate_key, CandidatePosition candidate_position, int candidates, int digit, unsigned prefix,
-                                                  unsigned mask, int k, int remaining, int* out, int* histogram, int* sums, int* chosen, int* left,
+__device__ __forceinline__ void settle_candidates(CandidateKey candidate_key, CandidatePosition candidate_position, int candidates, KeyDigits digits, int digit,
+                                                  unsigned prefix, unsigned mask, int k, int remaining, int* out, int* histogram, int* sums, int* chosen, int* left,
                                                   int* in_bin)
 {
     const int above_digits = k - remaining;
-    for (; digit < TOPK_DIGITS; digit++)
+    for (; digit < digits.count(); digit++)
     {
         for (int b = threadIdx.x; b < TOPK_BINS; b += blockDim.x) histogram[b] = 0;
         __syncthreads();
-        const int shift = digit_shift(digit);
-        const unsigned bits = digit_bits(digit);
+        const int shift = digits.shift(digit);
+        const unsigned bits = digits.bits(digit);
         for (int j = threadIdx.x; j < candidates; j += blockDim.x)
         {
             unsigned key = candidate_key(j);
@@ -244,5 +265,5 @@ __device__ __forceinline__ void settle_candidates(CandidateKey candidate_key, Ca
     const int above_total = k - remaining;
     ordered_segments(candidate_key, 0, candidates, prefix, 0xffffffffu, above_digits, 0,
                      [&](int j, int i) { out[j] = candidate_position(i); },
-                     [&](int j, unsigned, int i) { if (j < remaining) out[above_total + j] = candidate_position(i); });
+                     [&](int j, unsigned, int i) { if (j < remaining) out[above_total + j] = candidate_position(i); }, sums);
 }

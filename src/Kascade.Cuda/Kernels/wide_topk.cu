@@ -23,13 +23,12 @@
 // 8 digits to an octave).
 #define WIDE_CANDIDATES 12288
 
-// Counts digit `digit` of the order keys of scores[0, n) whose bits under `mask` equal `prefix`. Warp w takes
+// Counts the digit at `shift` (`bits` wide) of the order keys of scores[0, n) whose bits under `mask` equal `prefix`. Warp w takes
 // 32 · WIDE_COUNT_LOADS consecutive scores of each block-wide stretch, a lane every 32nd, all loaded before any is
 // counted. The histogram is zeroed and synchronised by the caller.
-__device__ __forceinline__ void count_digit(const float* scores, int n, unsigned prefix, unsigned mask, int digit, int* histogram)
+__device__ __forceinline__ void count_digit(const float* scores, int n, unsigned prefix, unsigned mask, int shift, unsigned bits, int* histogram)
 {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, shift = digit_shift(digit);
-    const unsigned bits = digit_bits(digit);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     for (int base = warp * 32 * WIDE_COUNT_LOADS + lane; base < n; base += TOPK_THREADS * WIDE_COUNT_LOADS)
     {
         unsigned keys[WIDE_COUNT_LOADS];
@@ -52,31 +51,34 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS, 2) wide_topk(SelectPa
     int* histogram = wide_shared;
     unsigned* candidate_keys = (unsigned*)(histogram + TOPK_BINS);
     int* candidate_positions = (int*)(candidate_keys + WIDE_CANDIDATES);
-    __shared__ int sums[TOPK_WARPS + 1];
+    __shared__ BlockSums block_sums;
+    int* const sums = block_sums.values;
     __shared__ int chosen, left, in_bin;
     const int row = blockIdx.x;
     int n, k;
     const float* scores;
     int* out;
     if (!begin_topk_row(p, row, n, k, scores, out)) return;
+    // The row is read from memory at each digit, so its range is not known before the first: all 32 bits.
+    const KeyDigits digits{32};
     unsigned prefix = 0, mask = 0;
     int remaining = k, candidates = n, digit = 0;
     // Digits of the row until the keys that share the k-th largest's leading digits fit in shared memory, or it is whole.
-    for (; digit < TOPK_DIGITS && candidates > WIDE_CANDIDATES; digit++)
+    for (; digit < digits.count() && candidates > WIDE_CANDIDATES; digit++)
     {
         for (int b = threadIdx.x; b < TOPK_BINS; b += blockDim.x) histogram[b] = 0;
         __syncthreads();
-        count_digit(scores, n, prefix, mask, digit, histogram);
+        count_digit(scores, n, prefix, mask, digits.shift(digit), digits.bits(digit), histogram);
         __syncthreads();
         find_digit([&](int b) { return histogram[b]; }, remaining, sums, &chosen, &left, &in_bin);
-        prefix |= (unsigned)chosen << digit_shift(digit);
-        mask |= digit_bits(digit) << digit_shift(digit);
+        prefix |= (unsigned)chosen << digits.shift(digit);
+        mask |= digits.bits(digit) << digits.shift(digit);
         remaining = left;
         candidates = in_bin;
         __syncthreads();
     }
     auto key_at = [&](int i) { return order_key(scores[i]); };
-    if (digit == TOPK_DIGITS)
+    if (digit == digits.count())
     {
         // prefix is the k-th largest key: the keys above it, then its first `remaining` ties, in one pass.
         const int tie_base = k - remaining, ties = remaining;
@@ -87,5 +89,6 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS, 2) wide_topk(SelectPa
         candidate_keys[j] = key;
         candidate_positions[j] = i;
     }, sums);
-    settle_candidates([&](int j) { return candidate_keys[j]; }, [&](int j) { return candidate_positions[j]; }, candidates, digit, prefix, mask, k, remaining, out, histogram, sums, &chosen, &left, &in_bin);
+    settle_candidates([&](int j) { return candidate_keys[j]; }, [&](int j) { return candidate_positions[j]; }, candidates, digits, digit, prefix, mask, k, remaining, out, histogram, sums, &chosen,
+                      &left, &in_bin);
 }
