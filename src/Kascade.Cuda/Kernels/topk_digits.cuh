@@ -26,9 +26,10 @@ struct KeyDigits
     __device__ __forceinline__ unsigned common_mask() const { return top == 32 ? 0u : ~0u << top; }
 };
 
-// The digits of a row whose order keys lie in [low, high]: below the leading bits the two share. Pooled post-softmax
-// scores span a few octaves, so their leading 12-bit digit holds whole octaves' worth of keys a bin; from the first bit
-// where the row's keys differ, a bin holds far fewer.
+// The digits of a row whose order keys lie in [low, high]: below the leading bits the two share. The leading digit of
+// all 32 bits (sign, exponent, three mantissa bits) has eight bins an octave, so a row of pooled post-softmax scores
+// crowded into a few octaves puts more keys in the k-th's bin than a candidate store holds; from the first bit where
+// the row's keys differ, the same 4,096 bins cover only the row's range.
 __device__ __forceinline__ KeyDigits row_digits(unsigned low, unsigned high) { return KeyDigits{low == high ? 0 : 32 - __clz(low ^ high)}; }
 
 // A block's prefix-sum scratch (`sums` below): block_exclusive_sum takes TOPK_WARPS + 1 ints of it,
@@ -199,7 +200,8 @@ __device__ __forceinline__ void ordered_pass(KeyAt key_at, int begin, int end, u
 // 32-key steps, segments in warp order), counts its keys above `prefix` and equal to it under `mask` by ballots, one
 // block prefix sum of the warps' counts places each segment, and a second sweep hands each key above to on_above(j, i)
 // (j = above_base + its rank among them) and each equal one to on_equal(j, key, i) (j = equal_base + its rank among
-// them), both in ascending position. Every thread of the block calls it.
+// them), both in ascending position. Every thread of the block calls it. A 128k row's ordered pass took 7.9 µs where
+// ordered_pass took 8.4, and rank 0's settle 4.3 where 5.5 (clock64 phases on the H100, session 29).
 template <class KeyAt, class OnAbove, class OnEqual>
 __device__ __forceinline__ void ordered_segments(KeyAt key_at, int begin, int end, unsigned prefix, unsigned mask, int above_base, int equal_base,
                                                  OnAbove on_above, OnEqual on_equal, int* sums)
