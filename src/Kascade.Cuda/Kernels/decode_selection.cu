@@ -105,11 +105,11 @@ __device__ __forceinline__ void cluster_store_pair(uint2* local, unsigned rank, 
     asm volatile("st.shared::cluster.v2.u32 [%0], {%1, %2};" ::"r"(remote), "r"(x), "r"(y) : "memory");
 }
 
-// Counts the digit at `shift` (`bits` wide) of the keys of [begin, end) whose bits under `mask` equal `prefix` into `histogram`, a shared
-// atomic a lane. Pooled post-softmax scores crowd into few bins, so a warp's lanes often add to one bin and the
-// hardware serialises them; merging them first with match.any was slower still: with it the counts took 12.8 of the
-// 18.5 µs of a 128k row's digit round (clock64 phases, session 29), and without it (and with cluster_topk's slice
-// counts from the histograms) the Top-k of 8 rows went from 40.4 to 27.5 µs on the H100
+// Counts the digit at `shift` (`bits` wide) of the keys of [begin, end) whose bits under `mask` equal `prefix` into
+// `histogram`, a shared atomic a lane. Pooled post-softmax scores crowd into few bins, so a warp's lanes often add to
+// one bin and the hardware serialises them; merging them first with match.any was slower still: with it the counts took
+// 12.8 of the 18.5 µs of a 128k row's digit round (clock64 phases, session 29), and without it (and with cluster_topk's
+// slice counts from the histograms) the Top-k of 8 rows went from 40.4 to 27.5 µs on the H100
 // (bench/results/topk-count-h100-2026-12-07-s29.md). Warp w takes keys begin + 32 w + TOPK_THREADS u + lane. The
 // histogram is zeroed and synchronised by the caller.
 template <class KeyAt>
@@ -135,15 +135,16 @@ __device__ __forceinline__ void count_slice_digit(KeyAt key_at, int begin, int e
 // when it fits `slice_capacity`, holds its order keys in shared memory, so the row is read once. Radix selection on
 // topk_digits.cuh's 12-bit digits: each digit is counted per slice, the cluster's histogram summed through distributed
 // shared memory (block r sums bins [512 r, 512 r + 512) over the cluster) and its k-th digit found by every block from
-// those shares — until the keys sharing the k-th's leading digits fit rank 0's candidate store or the key is whole. Where
-// the slices are held, the digits start below the leading bits every key of the row shares (its range, gathered from
-// the slices with one more cluster barrier, row_digits): a decode anchor's pooled post-softmax rows counted 1.88 digits
-// over the cluster at 128k from the sign bit on (session 29), each ~8 µs. One ordered pass per slice (ordered_segments
-// where the slice is held) then writes the keys above those digits to the plan (each slice after the counts of the
-// slices before it) and gathers the keys sharing them (the candidates) into rank 0's store, where rank 0 settles the
-// remaining digits alone. 8 rows × 128k keys: 26.8–27.1 µs on the H100 (18.8–19.1 at 32k, where the range's barrier
-// costs these random rows 0.7 µs), a decode anchor 0.149 ms where it was 0.154 (bench/results/topk-range-h100-2026-12-08-s30.md),
-// against 46.7 µs for four 8-bit passes and an ordered write each reading the row from L2 (session 11).
+// those shares — until the keys sharing the k-th's leading digits fit rank 0's candidate store or the key is whole.
+// Where the slices are held, the digits start below the leading bits every key of the row shares (its range, gathered
+// from the slices with one more cluster barrier, row_digits): a decode anchor's pooled post-softmax rows counted 1.88
+// digits over the cluster at 128k from the sign bit on (session 29), each ~8 µs. One ordered pass per slice
+// (ordered_segments where the slice is held) then writes the keys above those digits to the plan (each slice after the
+// counts of the slices before it) and gathers the keys sharing them (the candidates) into rank 0's store, where rank 0
+// settles the remaining digits alone. 8 rows × 128k keys: 26.8–27.1 µs on the H100 (18.8–19.1 at 32k, where the range's
+// barrier costs these random rows 0.7 µs), a decode anchor 0.149 ms where it was 0.154
+// (bench/results/topk-range-h100-2026-12-08-s30.md), against 46.7 µs for four 8-bit passes and an ordered write each
+// reading the row from L2 (session 11).
 // Grid: rows · TOPK_CLUSTER, TOPK_THREADS; dynamic shared memory ClusterTopKShared(slice_capacity) (CudaBackend).
 // With pool.raw, the row is pooled here from the decode step's raw scores as it is read (pooled_scores, each head's
 // log-sum-exp merged by a warp first), the same floats pool_decode_scores would have written: the pooling kernel's

@@ -1,9 +1,9 @@
-// Radix selection on 12-bit digits (KeyDigits), shared by the fast Top-k kernels: wide_topk.cu (a row per block, many rows) and
-// decode_selection.cu's cluster_topk (a row per cluster of blocks, a decode step's few rows). A row's exact Top-k is
-// found by counting the leading digit of every order key, which fixes the digit of the k-th largest; one ordered pass
-// then writes the keys above that digit straight to the plan, in ascending position, and gathers the keys that share
-// it (the candidates) into a store in shared memory, where the remaining digits and the ties are settled without
-// touching the row again. Blocks of TOPK_THREADS threads. The including file includes plan_common.cuh.
+// Radix selection on 12-bit digits (KeyDigits), shared by the fast Top-k kernels: wide_topk.cu (a row per block, many
+// rows) and decode_selection.cu's cluster_topk (a row per cluster of blocks, a decode step's few rows). A row's exact
+// Top-k is found by counting the leading digit of every order key, which fixes the digit of the k-th largest; one
+// ordered pass then writes the keys above that digit straight to the plan, in ascending position, and gathers the keys
+// that share it (the candidates) into a store in shared memory, where the remaining digits and the ties are settled
+// without touching the row again. Blocks of TOPK_THREADS threads. The including file includes plan_common.cuh.
 #pragma once
 
 #define TOPK_THREADS 1024
@@ -233,11 +233,11 @@ __device__ __forceinline__ void ordered_segments(KeyAt key_at, int begin, int en
     }
 }
 
-// The candidates' remaining digits (`digits` from `digit` on), settled in shared memory, then the rest of the row's Top-k written:
-// the `candidates` keys (candidate_key(j)) and positions (candidate_position(j)) of the store share the k-th largest's digits under `mask` (equal to `prefix`),
-// `remaining` of them complete the set, and the keys above them (k − remaining) are already at out[0, …). Writes the
-// candidates above the k-th key, then its first ties, each in store order (ascending position). Every thread of the
-// block calls it; `histogram` holds TOPK_BINS ints.
+// The candidates' remaining digits (`digits` from `digit` on), settled in shared memory, then the rest of the row's
+// Top-k written: the `candidates` keys (candidate_key(j)) and positions (candidate_position(j)) of the store share the
+// k-th largest's digits under `mask` (equal to `prefix`), `remaining` of them complete the set, and the keys above them
+// (k − remaining) are already at out[0, …). Writes the candidates above the k-th key, then its first ties, each in
+// store order (ascending position). Every thread of the block calls it; `histogram` holds TOPK_BINS ints.
 template <class CandidateKey, class CandidatePosition>
 __device__ __forceinline__ void settle_candidates(CandidateKey candidate_key, CandidatePosition candidate_position, int candidates, KeyDigits digits, int digit,
                                                   unsigned prefix, unsigned mask, int k, int remaining, int* out, int* histogram, int* sums, int* chosen, int* left,

@@ -23,9 +23,9 @@
 // 8 digits to an octave).
 #define WIDE_CANDIDATES 12288
 
-// Counts the digit at `shift` (`bits` wide) of the order keys of scores[0, n) whose bits under `mask` equal `prefix`. Warp w takes
-// 32 · WIDE_COUNT_LOADS consecutive scores of each block-wide stretch, a lane every 32nd, all loaded before any is
-// counted. The histogram is zeroed and synchronised by the caller.
+// Counts the digit at `shift` (`bits` wide) of the order keys of scores[0, n) whose bits under `mask` equal `prefix`.
+// Warp w takes 32 · WIDE_COUNT_LOADS consecutive scores of each block-wide stretch, a lane every 32nd, all loaded
+// before any is counted. The histogram is zeroed and synchronised by the caller.
 __device__ __forceinline__ void count_digit(const float* scores, int n, unsigned prefix, unsigned mask, int shift, unsigned bits, int* histogram)
 {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
