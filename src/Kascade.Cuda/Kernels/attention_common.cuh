@@ -110,6 +110,29 @@ __device__ __forceinline__ void copy_async4(void* destination, const void* sourc
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(shared_address(destination)), "l"(source), "r"(valid ? 4 : 0));
 }
 
+// A decode step's K/V stream is read once, so its lines are marked first to leave L2: the raw scores a decode anchor
+// (decode_scores_mma) and layer 0 (attention_decode_scores) write then stay in L2 for the Top-k that reads them next
+// instead of being pushed out by the keys streaming past. On the H100 an anchor took 0.144 ms where 0.149 at 128k,
+// layer 0 0.211 where 0.222, dense decode unchanged; end to end no faster
+// (bench/results/topk-range-h100-2026-12-08-s30.md).
+__device__ __forceinline__ unsigned long long evict_first_policy()
+{
+    unsigned long long policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    return policy;
+}
+
+// copy_async16 with an L2 cache policy (evict_first_policy).
+__device__ __forceinline__ void copy_async16(unsigned destination, const void* source, unsigned long long policy)
+{
+    asm volatile("cp.async.ca.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(destination), "l"(source), "l"(policy));
+}
+
+__device__ __forceinline__ void copy_async16(void* destination, const void* source, bool valid, unsigned long long policy)
+{
+    asm volatile("cp.async.ca.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(shared_address(destination)), "l"(source), "r"(valid ? 16 : 0), "l"(policy));
+}
+
 __device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 
 // Waits until at most `pending` of this thread's committed groups are still in flight.
@@ -150,6 +173,35 @@ __device__ __forceinline__ void mma_bf16(float* d, const unsigned* a, const unsi
 #define ROW_STEP (STAGE_THREADS / CHUNKS_PER_ROW)
 #define ROWS_PER_THREAD ((ATT_KEYS + ROW_STEP - 1) / ROW_STEP)
 
+// A tile's K/V chunk: the decode kernels' stream with evict_first_policy (read once), prefill's with the default policy
+// (the other query tiles read the same keys again from L2).
+__device__ __forceinline__ unsigned long long stream_policy()
+{
+#if defined(ATT_DECODE)
+    return evict_first_policy();
+#else
+    return 0;
+#endif
+}
+
+__device__ __forceinline__ void stream_copy16(unsigned destination, const void* source, unsigned long long policy)
+{
+#if defined(ATT_DECODE)
+    copy_async16(destination, source, policy);
+#else
+    copy_async16(destination, source);
+#endif
+}
+
+__device__ __forceinline__ void stream_copy16(void* destination, const void* source, bool valid, unsigned long long policy)
+{
+#if defined(ATT_DECODE)
+    copy_async16(destination, source, valid, policy);
+#else
+    copy_async16(destination, source, valid);
+#endif
+}
+
 struct TileCopy
 {
     int row;           // the thread's first row of a tile
@@ -176,6 +228,7 @@ struct TileCopy
     {
         if (STAGE_THREADS % CHUNKS_PER_ROW != 0 && row >= ROW_STEP) return;   // e.g. HEAD_DIM 96
         const long at = (long)first * HEAD_DIM + source;
+        const unsigned long long policy = stream_policy();
         if (first + ATT_KEYS <= end)
         {
             const unsigned k_slot = shared_address(k_tile + destination), v_slot = VALUES ? shared_address(v_tile + destination) : 0u;
@@ -183,8 +236,8 @@ struct TileCopy
             for (int i = 0; i < ROWS_PER_THREAD; i++)
             {
                 if (ATT_KEYS % ROW_STEP != 0 && row + i * ROW_STEP >= ATT_KEYS) break;
-                copy_async16(k_slot + i * row_step_elements * 2, k_cache + at + i * ROW_STEP * HEAD_DIM);
-                if (VALUES) copy_async16(v_slot + i * row_step_elements * 2, v_cache + at + i * ROW_STEP * HEAD_DIM);
+                stream_copy16(k_slot + i * row_step_elements * 2, k_cache + at + i * ROW_STEP * HEAD_DIM, policy);
+                if (VALUES) stream_copy16(v_slot + i * row_step_elements * 2, v_cache + at + i * ROW_STEP * HEAD_DIM, policy);
             }
             return;
         }
@@ -194,8 +247,8 @@ struct TileCopy
             if (ATT_KEYS % ROW_STEP != 0 && row + i * ROW_STEP >= ATT_KEYS) break;
             bool valid = first + row + i * ROW_STEP < end;
             long offset = valid ? at + (long)i * ROW_STEP * HEAD_DIM : 0;
-            copy_async16(k_tile + destination + i * row_step_elements, k_cache + offset, valid);
-            if (VALUES) copy_async16(v_tile + destination + i * row_step_elements, v_cache + offset, valid);
+            stream_copy16(k_tile + destination + i * row_step_elements, k_cache + offset, valid, policy);
+            if (VALUES) stream_copy16(v_tile + destination + i * row_step_elements, v_cache + offset, valid, policy);
         }
     }
 };
