@@ -200,13 +200,24 @@ public static partial class CliApp
         var flush = new Option<string>("--l2-flush") { Description = "How the L2 is emptied before each timed run: read (a 256 MiB buffer; clean lines) or write (a memset; dirty lines the timed kernel writes back)", DefaultValueFactory = _ => "read" };
         flush.AcceptOnlyFromAmong("read", "write");
         var splits = new Option<int?>("--splits") { Description = "Tuning: force the number of key splits (flash-decoding) instead of the heuristic's" }.AtLeast(1);
-        var kascade = new Option<bool>("--kascade") { Description = "Time Kascade's kernels (layer 0, anchor, reuse; decode at --batch, or prefill in chunks) and a 32-layer schedule's per-layer average beside our dense kernel" };
-        var topK = new Option<double>("--topk-percent") { Description = "With --kascade: the Top-k budget in percent of the keys", DefaultValueFactory = _ => 10 }.Must(p => p is > 0 and <= 100, "a percent in (0, 100]");
-        var peers = new Option<string?>("--peers") { Description = "Also run bench/peers' PyTorch scripts with this Python after our kernels (sdpa_peer.py; topk_peer.py with --kascade decode), print their tables and our times beside theirs" };
+        var method = new Option<string>("--attention") { Description = "dense: our dense kernel; kascade: Kascade's kernels (layer 0, anchor, reuse; decode at --batch, or prefill in chunks) and a 32-layer schedule's per-layer average beside it (the other methods' decode steps: bench methods)", DefaultValueFactory = _ => "dense" };
+        method.Validators.Add(result =>
+        {
+            if (OptionRules.TryValue(result, out string name) && name is not ("dense" or "kascade"))
+            {
+                result.AddError(AttentionMethods.TryFind(name, out _)
+                    ? $"--attention {name}: bench attention times our dense and Kascade's kernels; a whole decode step of {name} is 'kascade bench methods --attention {name}'"
+                    : $"--attention: unknown attention '{name}'; bench attention takes dense or kascade");
+            }
+        });
+        // The spelling of sessions 1–30's recorded commands (bench/results), kept so that they still run.
+        var kascade = new Option<bool>("--kascade") { Description = "Same as --attention kascade", Hidden = true };
+        var topK = new Option<double>("--topk-percent") { Description = "With --attention kascade: the Top-k budget in percent of the keys", DefaultValueFactory = _ => 10 }.Must(p => p is > 0 and <= 100, "a percent in (0, 100]");
+        var peers = new Option<string?>("--peers") { Description = "Also run bench/peers' PyTorch scripts with this Python after our kernels (sdpa_peer.py; topk_peer.py with --attention kascade in decode), print their tables and our times beside theirs" };
         var peersDir = new Option<string>("--peers-dir") { Description = "Where the peer scripts are", DefaultValueFactory = _ => Path.Combine("bench", "peers") };
         var attention = new Command("attention", "Time our attention kernels on the GPU (CUDA events, L2 flushed, median); --peers runs PyTorch SDPA (and torch.topk) on the same shapes in the same run.")
         {
-            phase, contexts, heads, kvHeads, headDim, runs, batch, kernel, splits, flush, kascade, topK, peers, peersDir,
+            phase, contexts, heads, kvHeads, headDim, runs, batch, kernel, splits, flush, method, kascade, topK, peers, peersDir,
         };
         attention.Validators.Add(result =>
         {
@@ -218,13 +229,17 @@ public static partial class CliApp
             {
                 result.AddError("--batch is decode's: prefill times one sequence of each context");
             }
+            if (result.ValueOr(kascade, false) && result.GetResult(method) is { Implicit: false } && result.ValueOr(method, "dense") != "kascade")
+            {
+                result.AddError("--kascade is --attention kascade; give one of them");
+            }
         });
         attention.SetAction(parse =>
         {
             var options = new AttentionBenchmarkOptions(parse.GetValue(phase)!, parse.GetValue(contexts)!, parse.GetValue(heads), parse.GetValue(kvHeads), parse.GetValue(headDim), parse.GetValue(runs), parse.GetValue(batch),
                 parse.GetValue(flush) == "write" ? Kascade.Cuda.Runtime.L2Flush.Write : Kascade.Cuda.Runtime.L2Flush.Read);
             double percent = parse.GetValue(topK);
-            bool withKascade = parse.GetValue(kascade);
+            bool withKascade = parse.GetValue(kascade) || parse.GetValue(method) == "kascade";
             // Ours per context for the closing comparison, and our Top-k beside torch.topk's on the same rows: a decode
             // step's (batch × KV heads, what an anchor ranks) and issue 15's 512.
             var ours = new List<(int Context, string What, double Milliseconds)>();

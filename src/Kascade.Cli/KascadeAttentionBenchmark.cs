@@ -8,9 +8,9 @@ using Kascade.Runtime.Attention;
 namespace Kascade.Cli;
 
 /// <summary>
-/// One context of <c>bench attention --kascade</c>: median milliseconds of our dense decode kernel and of each Kascade
-/// decode kernel (layer 0 = dense output + selection, anchor = selection + sparse output, reuse = sparse attention over
-/// the plan), and the per-layer average of a 32-layer schedule.
+/// One context of <c>bench attention --attention kascade</c>: median milliseconds of our dense decode kernel and of each
+/// Kascade decode kernel (layer 0 = dense output + selection, anchor = selection + sparse output, reuse = sparse
+/// attention over the plan), and the per-layer average of a 32-layer schedule.
 /// </summary>
 /// <param name="TopKDecode">Our Top-k alone over a decode step's rows (one per KV head and sequence of the batch) of <paramref name="Context"/> scores.</param>
 /// <param name="TopKWide">Our Top-k alone over <see cref="WideRows"/> rows (a prefill chunk's tiles × KV heads) of the same length.</param>

@@ -7,8 +7,8 @@ using Kascade.Cuda.Runtime;
 namespace Kascade.Cli;
 
 /// <summary>
-/// One context of <c>bench attention --phase prefill --kascade</c>: milliseconds to prefill one layer of a prompt of
-/// <paramref name="Context"/> tokens — our dense kernel over the whole prompt in one call, and, in chunks of
+/// One context of <c>bench attention --phase prefill --attention kascade</c>: milliseconds to prefill one layer of a
+/// prompt of <paramref name="Context"/> tokens — our dense kernel over the whole prompt in one call, and, in chunks of
 /// <see cref="KascadePrefillBenchmark.Chunk"/> as a Kascade session prefills (its plans and scores bounded by the
 /// chunk), dense, layer 0 (dense output + selection), an anchor (selection + sparse output) and a reuse layer.
 /// <paramref name="AnchorBytes"/>: device memory an anchor takes beyond dense attention (its plan and workspace), measured
