@@ -210,7 +210,7 @@ public static partial class CliApp
                     : $"--attention: unknown attention '{name}'; bench attention takes dense or kascade");
             }
         });
-        // The spelling of sessions 1–30's recorded commands (bench/results), kept so that they still run.
+        // The spelling of the commands recorded in bench/results before session 31, kept so that they still run.
         var kascade = new Option<bool>("--kascade") { Description = "Same as --attention kascade", Hidden = true };
         var topK = new Option<double>("--topk-percent") { Description = "With --attention kascade: the Top-k budget in percent of the keys", DefaultValueFactory = _ => 10 }.Must(p => p is > 0 and <= 100, "a percent in (0, 100]");
         var peers = new Option<string?>("--peers") { Description = "Also run bench/peers' PyTorch scripts with this Python after our kernels (sdpa_peer.py; topk_peer.py with --attention kascade in decode), print their tables and our times beside theirs" };
